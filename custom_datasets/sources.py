@@ -1,0 +1,278 @@
+"""Reading the official train and test sets (DESIGN §5, §8).
+
+Datasets that fit in device memory come back as uint8 tensors (N, C, H, W)
+with int64 labels; the training loop moves them to the device once. ImageNet
+comes back as two torchvision ImageFolder datasets read by DataLoader workers.
+
+Files are looked for in torchvision's layout under `{data}` and downloaded
+with torchvision's helpers where the network allows. The parsers are our own
+(a few lines each) because torchvision's dataset classes insist on the
+official checksums, and researchers keep converted or partial copies.
+"""
+import gzip
+import pickle
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from custom_datasets.settings import DatasetSettings
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DataUnavailable(RuntimeError):
+    """The dataset's files are missing or unreadable; the message says what to put where."""
+
+
+@dataclass
+class InMemoryData:
+    train_images: torch.Tensor  # uint8 (T, C, H, W), index = index in the official train set
+    train_targets: torch.Tensor  # int64 (T,), official labels
+    test_images: torch.Tensor
+    test_targets: torch.Tensor
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_targets)
+
+
+@dataclass
+class FolderData:
+    """ImageNet: images stay on disk; `train`/`test` are ImageFolder datasets."""
+    train: "torch.utils.data.Dataset"
+    test: "torch.utils.data.Dataset"
+    train_targets: torch.Tensor
+    test_targets: torch.Tensor
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_targets)
+
+
+# ----------------------------------------------------------------------------- MNIST family
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST format), plain or gzip-compressed."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("not an unsigned-byte IDX file")
+        shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+        data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+        if data.size != int(np.prod(shape)):
+            raise ValueError(f"expected {int(np.prod(shape))} values, found {data.size} (truncated?)")
+        return data.reshape(shape)
+    except (OSError, ValueError, struct.error, EOFError) as error:
+        raise DataUnavailable(f"{path} is corrupt ({error}); delete it and place a fresh copy") from None
+
+
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _find_idx(folders: Sequence[Path], stem: str) -> Optional[Path]:
+    for folder in folders:
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def load_mnist_family(name: str, data_root: Path, download: bool) -> InMemoryData:
+    raw = Path(data_root) / name / "raw"
+    folders = [raw] + ([DEBIAN_FASHION_MNIST] if name == "FashionMNIST" else [])
+    paths = [_find_idx(folders, stem) for stem in _IDX_FILES]
+    if None in paths and download:
+        import torchvision
+        try:
+            getattr(torchvision.datasets, name)(str(data_root), train=True, download=True)
+            getattr(torchvision.datasets, name)(str(data_root), train=False, download=True)
+        except Exception:
+            pass  # reported below with the exact files that are still missing
+        paths = [_find_idx(folders, stem) for stem in _IDX_FILES]
+    if None in paths:
+        missing = [stem for stem, path in zip(_IDX_FILES, paths) if path is None]
+        hint = " (or: apt-get install dataset-fashion-mnist)" if name == "FashionMNIST" else ""
+        raise DataUnavailable(f"{name} not found and could not be downloaded: place "
+                              f"{', '.join(m + '[.gz]' for m in missing)} in {raw}/{hint}")
+    train_x, train_y, test_x, test_y = (read_idx(path) for path in paths)
+    return InMemoryData(torch.from_numpy(train_x.copy()).unsqueeze(1),
+                        torch.from_numpy(train_y.astype(np.int64)),
+                        torch.from_numpy(test_x.copy()).unsqueeze(1),
+                        torch.from_numpy(test_y.astype(np.int64)))
+
+
+# ----------------------------------------------------------------------------- DIGITS
+
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+def load_digits() -> InMemoryData:
+    """scikit-learn's 8x8 digits with a fixed, seeded, stratified 20 % test split."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+    digits = sklearn_digits()
+    # pixel values are 0..16; scale to the 0..255 of every other dataset
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    targets = digits.target.astype(np.int64)
+    train_x, test_x, train_y, test_y = train_test_split(
+        images, targets, test_size=DIGITS_TEST_FRACTION, stratify=targets,
+        random_state=DIGITS_SPLIT_SEED)
+    return InMemoryData(torch.from_numpy(train_x), torch.from_numpy(train_y),
+                        torch.from_numpy(test_x), torch.from_numpy(test_y))
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+_CIFAR = {
+    "CIFAR10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
+                "labels", "CIFAR10"),
+    "CIFAR100": ("cifar-100-python", ["train"], ["test"], "fine_labels", "CIFAR100"),
+}
+
+
+def _read_cifar_batches(folder: Path, names: List[str], label_key: str):
+    images, labels = [], []
+    for name in names:
+        path = folder / name
+        try:
+            with open(path, "rb") as handle:
+                batch = pickle.load(handle, encoding="latin1")
+            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[label_key], dtype=np.int64))
+        except (OSError, pickle.UnpicklingError, EOFError, KeyError, ValueError) as error:
+            raise DataUnavailable(f"{path} is corrupt ({type(error).__name__}: {error}); "
+                                  f"delete it and place a fresh copy") from None
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+
+def load_cifar(name: str, data_root: Path, download: bool) -> InMemoryData:
+    folder_name, train_names, test_names, label_key, tv_name = _CIFAR[name]
+    folder = Path(data_root) / folder_name
+    needed = train_names + test_names
+    if download and not all((folder / n).is_file() for n in needed):
+        import torchvision
+        try:
+            getattr(torchvision.datasets, tv_name)(str(data_root), train=True, download=True)
+        except Exception:
+            pass  # reported below with the exact files that are still missing
+    missing = [n for n in needed if not (folder / n).is_file()]
+    if missing:
+        raise DataUnavailable(f"{name} not found and could not be downloaded: extract the official "
+                              f"python archive so that {', '.join(missing)} are in {folder}/")
+    train_x, train_y = _read_cifar_batches(folder, train_names, label_key)
+    test_x, test_y = _read_cifar_batches(folder, test_names, label_key)
+    return InMemoryData(train_x, train_y, test_x, test_y)
+
+
+# ----------------------------------------------------------------------------- SVHN
+
+def _read_svhn(path: Path):
+    import scipy.io
+    try:
+        mat = scipy.io.loadmat(str(path))
+        images = np.transpose(mat["X"], (3, 2, 0, 1)).astype(np.uint8)  # (32,32,3,N) -> (N,3,32,32)
+        labels = mat["y"].astype(np.int64).reshape(-1) % 10  # the files store digit 0 as label 10
+    except Exception as error:
+        raise DataUnavailable(f"{path} is corrupt ({type(error).__name__}: {error}); "
+                              f"delete it and place a fresh copy") from None
+    return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
+
+
+def load_svhn(name: str, data_root: Path, download: bool) -> InMemoryData:
+    # SVHN_extra shares SVHN's raw files: the extra set is 1.3 GB and need not be stored twice
+    folder = Path(data_root) / "SVHN"
+    splits = ["train", "test"] + (["extra"] if name == "SVHN_extra" else [])
+    files = {split: folder / f"{split}_32x32.mat" for split in splits}
+    if download:
+        import torchvision
+        for split, path in files.items():
+            if not path.is_file():
+                try:
+                    torchvision.datasets.SVHN(str(folder), split=split, download=True)
+                except Exception:
+                    pass  # reported below with the exact files that are still missing
+    missing = [path.name for path in files.values() if not path.is_file()]
+    if missing:
+        raise DataUnavailable(f"{name} not found and could not be downloaded: place "
+                              f"{', '.join(missing)} in {folder}/")
+    train_x, train_y = _read_svhn(files["train"])
+    if name == "SVHN_extra":
+        extra_x, extra_y = _read_svhn(files["extra"])
+        train_x, train_y = torch.cat([train_x, extra_x]), torch.cat([train_y, extra_y])
+    test_x, test_y = _read_svhn(files["test"])
+    return InMemoryData(train_x, train_y, test_x, test_y)
+
+
+# ----------------------------------------------------------------------------- ImageNet
+
+class IndexedFolder(torch.utils.data.Dataset):
+    """An ImageFolder whose items are (uint8 image tensor, label, index)."""
+
+    def __init__(self, folder, transform: Callable):
+        import torchvision
+        self.folder = torchvision.datasets.ImageFolder(str(folder))
+        self.transform = transform
+        self.targets = torch.tensor(self.folder.targets, dtype=torch.int64)
+
+    def __len__(self):
+        return len(self.folder)
+
+    def __getitem__(self, index):
+        path, target = self.folder.samples[index]
+        image = self.folder.loader(path)
+        return self.transform(image), target, index
+
+
+def imagenet_transforms(train: bool):
+    """Base transforms of DESIGN §5 for ImageNet, done by the workers; they return
+    uint8 tensors so that policies and normalisation run batched on the device."""
+    import torchvision.transforms as T
+    if train:
+        return T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.PILToTensor()])
+    return T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
+
+
+def load_imagenet(data_root: Path) -> FolderData:
+    folder = Path(data_root) / "ImageNet"
+    for split in ("train", "val"):
+        if not (folder / split).is_dir():
+            raise DataUnavailable(f"ImageNet not found (it cannot be downloaded): place the images "
+                                  f"as {folder}/train/<class>/*.JPEG and {folder}/val/<class>/*.JPEG")
+    train = IndexedFolder(folder / "train", imagenet_transforms(train=True))
+    test = IndexedFolder(folder / "val", imagenet_transforms(train=False))
+    return FolderData(train, test, train.targets, test.targets)
+
+
+def load_data(settings: DatasetSettings, data_root, download: bool = True):
+    """The official train and test sets of a dataset (InMemoryData, or FolderData for ImageNet)."""
+    data_root = Path(data_root)
+    name = settings.name
+    if name in ("MNIST", "FashionMNIST"):
+        data = load_mnist_family(name, data_root, download)
+    elif name == "DIGITS":
+        data = load_digits()
+    elif name in _CIFAR:
+        data = load_cifar(name, data_root, download)
+    elif name in ("SVHN", "SVHN_extra"):
+        data = load_svhn(name, data_root, download)
+    elif name == "ImageNet":
+        return load_imagenet(data_root)
+    else:
+        raise DataUnavailable(f"no loader for dataset '{name}'")
+    if data.train_images.shape[1] != settings.channels:
+        raise DataUnavailable(f"{name}: expected {settings.channels}-channel images, "
+                              f"found shape {tuple(data.train_images.shape)}")
+    if data.num_train != settings.train_size:
+        print(f"note: {name} train set has {data.num_train} images, not the official "
+              f"{settings.train_size}", file=sys.stderr)
+    return data

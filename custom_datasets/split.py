@@ -1,0 +1,108 @@
+"""The distorted-data protocol of DESIGN §2: clean valid split, subsample,
+class imbalance, label noise; one file per run folder shared by every configuration.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Tuple
+
+import torch
+
+from custom_models import run_files
+
+
+@dataclass(frozen=True)
+class Split:
+    valid_indices: torch.Tensor  # int64, indices into the official train set
+    train_indices: torch.Tensor
+    train_targets: torch.Tensor  # int64 (T,): noisy labels at train indices, official elsewhere
+
+    def as_tuple(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.valid_indices, self.train_indices, self.train_targets
+
+
+def valid_size_for(num_train: int, official_train: int, official_valid: int) -> int:
+    """V of DESIGN §5; a non-official train size (test files, partial copies) keeps V/T."""
+    if num_train == official_train:
+        return official_valid
+    return max(1, round(num_train * official_valid / official_train))
+
+
+def stratified_valid(targets: torch.Tensor, num_classes: int, valid_size: int,
+                     generator: torch.Generator) -> torch.Tensor:
+    """valid_size indices with class shares as in `targets` (largest-remainder rounding)."""
+    counts = torch.bincount(targets, minlength=num_classes).double()
+    quota = counts * valid_size / len(targets)
+    take = quota.floor().long()
+    remainder = valid_size - int(take.sum())
+    if remainder > 0:
+        take[torch.argsort(quota - take.double(), descending=True)[:remainder]] += 1
+    chosen = []
+    for label in range(num_classes):
+        members = torch.nonzero(targets == label).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:int(take[label])]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def build_split(targets: torch.Tensor, num_classes: int, valid_size: int, imbalance_ratio: int,
+                subsample_ratio: float, noise_ratio: float, seed: int) -> Split:
+    generator = torch.Generator().manual_seed(seed)
+    total = len(targets)
+    valid = stratified_valid(targets, num_classes, valid_size, generator)
+    in_pool = torch.ones(total, dtype=torch.bool)
+    in_pool[valid] = False
+    pool = torch.nonzero(in_pool).flatten()
+
+    keep = round(subsample_ratio * len(pool))
+    train = pool[torch.randperm(len(pool), generator=generator)[:keep]]
+
+    if imbalance_ratio > 1:
+        is_upper = targets[train] >= num_classes // 2
+        lower, upper = train[~is_upper], train[is_upper]
+        kept_upper = int(len(lower) / imbalance_ratio)
+        upper = upper[torch.randperm(len(upper), generator=generator)[:kept_upper]]
+        train = torch.cat([lower, upper])
+    train = torch.sort(train).values
+
+    noisy = targets.clone()
+    if noise_ratio > 0:
+        flipped = train[torch.randperm(len(train), generator=generator)[:round(noise_ratio * len(train))]]
+        # a uniform class, which may coincide with the true one, exactly as in the paper
+        noisy[flipped] = torch.randint(0, num_classes, (len(flipped),), generator=generator)
+    return Split(valid, train, noisy)
+
+
+def check_split_feasible(targets: torch.Tensor, num_classes: int, valid_size: int,
+                         imbalance_ratio: int, subsample_ratio: float) -> None:
+    """Raises ValueError when the setting leaves a class group (or the train set) empty."""
+    pool_size = len(targets) - valid_size
+    expected = round(subsample_ratio * pool_size)
+    if expected < 1:
+        raise ValueError(f"-sr {subsample_ratio} keeps no train image of the {pool_size} in the pool; "
+                         f"raise -sr")
+    if imbalance_ratio > 1:
+        lower_share = float((targets < num_classes // 2).double().mean())
+        expected_upper = int(expected * lower_share / imbalance_ratio)
+        if expected_upper < 1:
+            raise ValueError(f"-ir {imbalance_ratio} leaves no image of the upper classes "
+                             f"(about {expected * lower_share:.0f} lower-class train images / "
+                             f"{imbalance_ratio} < 1); lower -ir or raise -sr")
+
+
+def load_or_create_split(folder: Path, targets: torch.Tensor, num_classes: int, valid_size: int,
+                         imbalance_ratio: int, subsample_ratio: float, noise_ratio: float,
+                         seed: int) -> Split:
+    """The run's split file; created once (atomically), then loaded by every configuration."""
+    path = Path(folder) / run_files.split_file_name(imbalance_ratio, subsample_ratio, noise_ratio)
+    if not path.is_file():
+        split = build_split(targets, num_classes, valid_size, imbalance_ratio, subsample_ratio,
+                            noise_ratio, seed)
+        run_files.create_once(split.as_tuple(), path)
+    loaded = run_files.load_torch(path)
+    try:
+        valid, train, noisy = loaded
+        if len(noisy) != len(targets):
+            raise ValueError(f"it holds {len(noisy)} labels, the dataset has {len(targets)}")
+    except (TypeError, ValueError) as error:
+        raise run_files.UnreadableFile(f"{path} is not a split file of this dataset ({error}); "
+                                       f"move it away to create a new one") from None
+    return Split(valid.long(), train.long(), noisy.long())

@@ -1,0 +1,396 @@
+"""One configuration of one run, start to finish (DESIGN §2-§8): split, data on
+the device, networks, hyperparameter models, the epoch loop, checkpoints and
+the results file."""
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from custom_datasets.batches import DeviceBatches, FolderBatches, cycle
+from custom_datasets.settings import DatasetSettings, get_settings
+from custom_datasets.sources import InMemoryData, load_data
+from custom_datasets.split import Split, check_split_feasible, load_or_create_split, valid_size_for
+from custom_models import run_files
+from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, LossModel,
+                                        RowRMSprop)
+from custom_models.networks import build_network
+from custom_models.options import UsageError
+from custom_models.schedule import learning_rate
+from custom_models.training import (HyperState, Network, evaluate, hyper_epoch,
+                                    train_one_epoch)
+from custom_transforms.base import EvalTransform, TrainTransform
+
+# options that define a configuration; a resume must agree on all of them
+IDENTITY_OPTIONS = ("dataset", "model", "imbalance_ratio", "subsample_ratio", "noise_ratio",
+                    "aug_model", "los_model", "hyper_opt", "overfit", "oversplit", "epochs",
+                    "lr", "lr_decay_rate", "lr_decay_epochs", "lr_warm_epochs", "hyper_start",
+                    "hyper_steps", "hyper_iters", "hyper_alpha", "hyper_beta", "hyper_gamma", "seed")
+
+
+def select_device(args) -> torch.device:
+    if not args.no_cuda and torch.cuda.is_available():
+        if args.gpu >= torch.cuda.device_count():
+            raise UsageError(f"--gpu {args.gpu}: only {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device("cuda", args.gpu)
+    return torch.device("cpu")
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Every epoch draws from RNGs seeded by (seed, epoch), so a resumed run
+    repeats exactly the epochs an uninterrupted one would have run."""
+    torch.manual_seed(seed * 100_003 + epoch)
+    np.random.seed((seed * 100_003 + epoch) % 2 ** 32)
+
+
+def versions(device: torch.device) -> Dict[str, Optional[str]]:
+    import kornia
+    import torchvision
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "kornia": kornia.__version__,
+            "numpy": np.__version__, "cuda": torch.version.cuda,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
+
+
+def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> Optional[float]:
+    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney)."""
+    positives, negatives = int(positive.sum()), int((~positive).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    from scipy.stats import rankdata
+    ranks = torch.from_numpy(rankdata(scores.double().cpu().numpy()))
+    rank_sum = float(ranks[positive.cpu()].sum())
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def learned_summary(loss_model: LossModel, augment_model: Optional[AugmentModel], split: Split,
+                    official_targets: torch.Tensor, settings: DatasetSettings) -> Dict:
+    """What the hyperparameters learned, measured against the truth we know."""
+    train = split.train_indices
+    given = split.train_targets[train]
+    official = official_targets[train]
+    noisy = (given != official)
+    summary = {"noisy_weight_auroc": None, "soft_label_correction_rate": None,
+               "aug_probability_lower": None, "aug_probability_upper": None,
+               "aug_magnitude_lower": None, "aug_magnitude_upper": None}
+    if loss_model.learn_weights:
+        weights = LossModel.weights(loss_model.weight_logits[train.to(loss_model.weight_logits.device)])
+        # positive class = clean: a good model gives clean samples the larger weights
+        summary["noisy_weight_auroc"] = roc_auc(weights.cpu(), ~noisy)
+    if loss_model.learn_soft_labels and bool(noisy.any()):
+        soft = loss_model.soft_logits[train[noisy].to(loss_model.soft_logits.device)].argmax(-1).cpu()
+        summary["soft_label_correction_rate"] = float((soft == official[noisy]).float().mean())
+    if augment_model is not None:
+        rows = augment_model.row_indices(train.to(augment_model.probability_logits.device))
+        probability = torch.sigmoid(augment_model.probability_logits[rows]).mean(-1).cpu()
+        magnitude = torch.sigmoid(augment_model.magnitude_logits[rows]).mean(-1).cpu()
+        upper = official >= settings.num_classes // 2
+        if augment_model.mode == "SHA":
+            probability = probability.expand(len(train))
+            magnitude = magnitude.expand(len(train))
+        for group, mask in (("lower", ~upper), ("upper", upper)):
+            if bool(mask.any()):
+                summary[f"aug_probability_{group}"] = float(probability[mask].mean())
+                summary[f"aug_magnitude_{group}"] = float(magnitude[mask].mean())
+    return summary
+
+
+def minority_accuracy(per_class_acc, settings: DatasetSettings) -> float:
+    return float(np.mean([per_class_acc[c] for c in settings.upper_classes]))
+
+
+class Experiment:
+    def __init__(self, args):
+        self.args = args
+        self.settings = get_settings(args.dataset)
+        self.device = select_device(args)
+        self.folder = run_files.run_dir(args.data, args.dataset, args.run_folder)
+        self.name = run_files.run_name(args.model, args.hyper_opt, args.aug_model, args.los_model,
+                                       args.imbalance_ratio, args.subsample_ratio, args.noise_ratio,
+                                       args.overfit, args.oversplit)
+        self.best_path = run_files.best_checkpoint_path(self.folder, self.name)
+        self.last_path = run_files.last_checkpoint_path(self.folder, self.name)
+        self.results_path = run_files.results_path(self.folder, self.name)
+
+    # ------------------------------------------------------------------ set-up
+    def check_outputs(self) -> None:
+        """Never overwrite what a user has computed without being told to."""
+        args = self.args
+        if args.resume:
+            if not self.last_path.is_file():
+                raise UsageError(f"--resume: {self.last_path} does not exist; run without --resume")
+            return
+        if args.force:
+            return
+        if self.results_path.is_file() or self.last_path.is_file():
+            finished = self.results_path.is_file() and \
+                run_files.load_results(self.results_path).get("status") == "finished"
+            state = "a finished result" if finished else "an unfinished run"
+            raise UsageError(f"{state} of this configuration exists in {self.folder}; "
+                             f"add --resume to continue it or --force to start over")
+
+    def check_writable(self) -> None:
+        path = Path(self.args.data)
+        probe = path
+        while not probe.exists():
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            raise UsageError(f"--data {path} is not writable; choose another folder with --data")
+
+    def prepare_data(self) -> None:
+        args, settings = self.args, self.settings
+        self.data = load_data(settings, args.data)
+        official = self.data.train_targets
+        valid_size = valid_size_for(len(official), settings.train_size, settings.valid_size)
+        try:
+            check_split_feasible(official, settings.num_classes, valid_size, args.imbalance_ratio,
+                                 args.subsample_ratio)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        self.split = load_or_create_split(self.folder, official, settings.num_classes, valid_size,
+                                          args.imbalance_ratio, args.subsample_ratio,
+                                          args.noise_ratio, args.seed)
+
+    def build_batches(self) -> None:
+        args, settings, device, split = self.args, self.settings, self.device, self.split
+        from custom_transforms.policies import make_policy_augment
+        policy = make_policy_augment(args.aug_model, settings)
+        self.train_transform = TrainTransform(settings, policy)
+        eval_transform = EvalTransform(settings)
+        train_indices, valid_indices = split.train_indices, split.valid_indices
+        if args.oversplit:
+            train_indices = valid_indices = torch.arange(self.data.num_train)
+        noisy_labels, official_labels = split.train_targets, self.data.train_targets
+
+        if isinstance(self.data, InMemoryData):
+            train_images = self.data.train_images.to(device)
+            test_images = self.data.test_images.to(device)
+            test_labels = self.data.test_targets.to(device)
+            noisy_labels, official_labels = noisy_labels.to(device), official_labels.to(device)
+
+            def batches(images, labels, indices, size, shuffle, transform, drop_last=False):
+                return DeviceBatches(images, labels, indices, size, shuffle, transform, drop_last)
+            train_source, test_source = train_images, test_images
+        else:
+            test_labels = self.data.test_targets
+
+            def batches(dataset, labels, indices, size, shuffle, transform, drop_last=False):
+                return FolderBatches(dataset, labels, indices, size, shuffle, transform, device,
+                                     args.workers, drop_last)
+            train_source, test_source = self.data.train, self.data.test
+
+        test_indices = torch.arange(len(self.data.test_targets))
+        self.train_batches = batches(train_source, noisy_labels, train_indices, settings.batch_size,
+                                     True, self.train_transform, drop_last=True)
+        self.hyper_batches = batches(train_source, noisy_labels, train_indices,
+                                     settings.hyper_batch_size, True, self.train_transform)
+        if args.overfit:
+            self.valid_batches = batches(test_source, test_labels, test_indices,
+                                         settings.hyper_batch_size, True, eval_transform)
+        else:
+            self.valid_batches = batches(train_source, official_labels, valid_indices,
+                                         settings.hyper_batch_size, True, eval_transform)
+        self.test_batches = batches(test_source, test_labels, test_indices, 1024, False, eval_transform)
+
+    def build_models(self) -> None:
+        args, settings, device = self.args, self.settings, self.device
+        encoder, decoder = build_network(args.model, settings)
+        encoder, decoder = encoder.to(device), decoder.to(device)
+        if device.type == "cuda":
+            encoder = encoder.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
+        self.encoder, self.decoder = encoder, decoder
+        forward_encoder = torch.compile(encoder) if args.compile and device.type == "cuda" else encoder
+        self.network = Network(forward_encoder, decoder, amp=not args.no_amp)
+        self.optimizer = torch.optim.SGD(self.network.parameters(), lr=args.lr, momentum=0.9,
+                                         nesterov=True, weight_decay=1e-4)
+        distorted = args.imbalance_ratio != 1 or args.noise_ratio != 0
+        num_train = self.data.num_train
+        self.loss_model = LossModel(num_train, settings.num_classes, args.los_model,
+                                    self.split.train_targets, distorted).to(device)
+        self.augment_model = None
+        if args.aug_model in LEARNED_AUGMENT_MODELS:
+            self.augment_model = AugmentModel(num_train, args.aug_model).to(device)
+        hyper_optimizer = None
+        if args.hyper_opt == "HES":
+            tables = dict(self.loss_model.learned_tables())
+            if self.augment_model is not None:
+                tables.update(self.augment_model.learned_tables())
+            hyper_optimizer = RowRMSprop(tables, lr=args.hyper_beta, alpha=args.hyper_gamma)
+        self.hyper = HyperState(self.loss_model, self.augment_model, hyper_optimizer,
+                                args.hyper_iters, args.hyper_alpha)
+
+    # ------------------------------------------------------------------ state
+    def config(self) -> Dict:
+        return {key: value for key, value in vars(self.args).items()
+                if key not in ("resume", "force")}
+
+    def checkpoint(self, epoch: int, acc: float) -> Dict:
+        return {"encoder_state_dict": self.encoder.state_dict(),
+                "decoder_state_dict": self.decoder.state_dict(),
+                "reweight_state_dict": self.loss_model.state_dict(),
+                "augment_state_dict": self.augment_model.state_dict() if self.augment_model else {},
+                "acc": acc, "epoch": epoch}
+
+    def save_last(self, epoch: int) -> None:
+        state = self.checkpoint(epoch, self.best["acc"])
+        state.update({"optimizer_state_dict": self.optimizer.state_dict(),
+                      "hyper_optimizer_state_dict":
+                          self.hyper.optimizer.state_dict() if self.hyper.optimizer else {},
+                      "skipped_hyper_steps": self.hyper.skipped_steps,
+                      "best": self.best, "history": self.history,
+                      "hyper_diagnostics": self.diagnostics, "timings_s": self.timings,
+                      "config": self.config(),
+                      "rng_state": {"torch": torch.get_rng_state(),
+                                    "cuda": torch.cuda.get_rng_state(self.device)
+                                    if self.device.type == "cuda" else torch.empty(0, dtype=torch.uint8)}})
+        run_files.save_torch(state, self.last_path)
+
+    def load_last(self) -> int:
+        state = run_files.load_torch(self.last_path, map_location=self.device)
+        saved = state.get("config", {})
+        differences = [f"{key} {saved.get(key)!r} -> {getattr(self.args, key)!r}"
+                       for key in IDENTITY_OPTIONS if saved.get(key) != getattr(self.args, key)]
+        if differences:
+            raise UsageError(f"--resume: the options differ from the checkpoint's "
+                             f"({'; '.join(differences)}); use the original options or --force")
+        self.encoder.load_state_dict(state["encoder_state_dict"])
+        self.decoder.load_state_dict(state["decoder_state_dict"])
+        self.loss_model.load_state_dict(state["reweight_state_dict"])
+        if self.augment_model is not None:
+            self.augment_model.load_state_dict(state["augment_state_dict"])
+        self.optimizer.load_state_dict(state["optimizer_state_dict"])
+        if self.hyper.optimizer is not None:
+            self.hyper.optimizer.load_state_dict(state["hyper_optimizer_state_dict"])
+        self.hyper.skipped_steps = int(state["skipped_hyper_steps"])
+        self.best, self.history = state["best"], state["history"]
+        self.diagnostics, self.timings = state["hyper_diagnostics"], state["timings_s"]
+        return int(state["epoch"]) + 1
+
+    def results(self, status: str, final: Dict) -> Dict:
+        split = self.split
+        noisy = int((split.train_targets[split.train_indices]
+                     != self.data.train_targets[split.train_indices]).sum())
+        counts = torch.bincount(self.data.train_targets[split.train_indices],
+                                minlength=self.settings.num_classes).tolist()
+        learned = learned_summary(self.loss_model, self.augment_model, split,
+                                  self.data.train_targets, self.settings)
+        learned["skipped_hyper_steps"] = self.hyper.skipped_steps
+        return {"format": run_files.RESULTS_FORMAT_VERSION, "run_name": self.name,
+                "dataset": self.args.dataset, "run_folder": self.args.run_folder,
+                "seed": self.args.seed, "status": status, "config": self.config(),
+                "epochs": self.args.epochs, "epochs_done": len(self.history),
+                "best": self.best, "final": final, "history": self.history,
+                "hyper_diagnostics": self.diagnostics, "learned": learned,
+                "split": {"train_size": len(split.train_indices),
+                          "valid_size": len(split.valid_indices), "noisy_labels": noisy,
+                          "train_class_counts": counts},
+                "timings_s": self.timings, "versions": versions(self.device)}
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> Dict:
+        args = self.args
+        self.check_writable()
+        self.check_outputs()
+        self.prepare_data()
+        self.build_batches()
+        self.build_models()
+        self.best = {"epoch": -1, "acc": 0.0}
+        self.history, self.diagnostics = [], []
+        self.timings = {"hyper": 0.0, "train": 0.0, "test": 0.0, "total": 0.0}
+        first_epoch = self.load_last() if args.resume else 0
+        if args.plot_debug and first_epoch == 0:
+            from custom_transforms.debug import save_augmentation_grid
+            save_augmentation_grid(self, run_files.debug_grid_path(self.folder, self.name))
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(run_files.tensorboard_dir(self.folder, self.name)),
+                               purge_step=first_epoch)
+        from tqdm import tqdm
+        quiet = not sys.stderr.isatty()
+        epochs = tqdm(range(first_epoch, args.epochs), desc=self.name[:40], disable=quiet,
+                      initial=first_epoch, total=args.epochs)
+        final = self.history[-1] if self.history else {}
+        for epoch in epochs:
+            final = self.run_epoch(epoch, writer)
+            epochs.set_postfix(acc=f"{final['test_acc']:.2f}", best=f"{self.best['acc']:.2f}")
+            if quiet:
+                print(f"epoch {epoch + 1}/{args.epochs}  test acc {final['test_acc']:.2f}%  "
+                      f"loss {final['test_loss']:.4f}  best {self.best['acc']:.2f}% "
+                      f"(epoch {self.best['epoch'] + 1})", flush=True)
+        writer.close()
+        results = self.results("finished", self.final_metrics())
+        run_files.save_json(results, self.results_path)
+        return results
+
+    def final_metrics(self) -> Dict:
+        last = self.history[-1]
+        return {"epoch": last["epoch"], "acc": last["test_acc"], "loss": last["test_loss"],
+                "per_class_acc": last["per_class_acc"],
+                "minority_acc": minority_accuracy(last["per_class_acc"], self.settings)}
+
+    def run_epoch(self, epoch: int, writer) -> Dict:
+        args, started = self.args, time.perf_counter()
+        seed_epoch(args.seed, epoch)
+        record = {"epoch": epoch, "hyper_lr": None}
+        if args.hyper_opt == "HES" and epoch > args.hyper_start:
+            hyper_epochs = args.epochs - args.hyper_start - 1
+            steps = len(self.hyper_batches) if not args.hyper_steps else \
+                min(args.hyper_steps, len(self.hyper_batches))
+
+            def set_hyper_lr(step):
+                return learning_rate(args.hyper_beta, epoch - args.hyper_start - 1, step, steps,
+                                     hyper_epochs, args.lr_warm_epochs, 1e-3)
+            stats = hyper_epoch(self.network, self.hyper, self.hyper_batches,
+                                cycle(self.valid_batches), set_hyper_lr, args.hyper_steps)
+            record["hyper_lr"] = self.hyper.optimizer.lr
+            self.diagnostics.append({"epoch": epoch, "g_norm_sq": stats.g_norm_sq,
+                                     "v_norm_sq": stats.v_norm_sq, "g_dot_v": stats.g_dot_v,
+                                     "divergence": stats.divergence, "skipped": stats.skipped})
+            for key in ("g_norm_sq", "v_norm_sq", "g_dot_v", "divergence"):
+                writer.add_scalar(f"hyper/{key}", self.diagnostics[-1][key], epoch)
+        after_hyper = time.perf_counter()
+
+        batches_per_epoch = len(self.train_batches)
+
+        def set_lr(batch):
+            rate = learning_rate(args.lr, epoch, batch, batches_per_epoch, args.epochs,
+                                 args.lr_warm_epochs, args.lr_decay_rate, args.lr_decay_epochs)
+            for group in self.optimizer.param_groups:
+                group["lr"] = rate
+            return rate
+        train_loss = float(train_one_epoch(self.network, self.hyper, self.train_batches,
+                                           self.optimizer, set_lr))
+        record["lr"] = self.optimizer.param_groups[0]["lr"]
+        after_train = time.perf_counter()
+        test = evaluate(self.network, self.test_batches, self.settings.num_classes)
+        after_test = time.perf_counter()
+
+        record.update({"train_loss": train_loss, "test_acc": test["acc"], "test_loss": test["loss"],
+                       "per_class_acc": test["per_class_acc"]})
+        self.history.append(record)
+        for key, value in (("hyper", after_hyper - started), ("train", after_train - after_hyper),
+                           ("test", after_test - after_train)):
+            self.timings[key] += value
+        if test["acc"] > self.best["acc"] or self.best["epoch"] < 0:
+            self.best = {"epoch": epoch, "acc": test["acc"], "loss": test["loss"],
+                         "per_class_acc": test["per_class_acc"],
+                         "minority_acc": minority_accuracy(test["per_class_acc"], self.settings)}
+            run_files.save_torch(self.checkpoint(epoch, test["acc"]), self.best_path)
+        self.timings["total"] += time.perf_counter() - started
+        self.save_last(epoch)
+        run_files.save_json(self.results("running", self.final_metrics()), self.results_path)
+        writer.add_scalar("test/accuracy", test["acc"], epoch)
+        writer.add_scalar("test/loss", test["loss"], epoch)
+        writer.add_scalar("train/loss", train_loss, epoch)
+        writer.add_scalar("train/lr", record["lr"], epoch)
+        learned = learned_summary(self.loss_model, self.augment_model, self.split,
+                                  self.data.train_targets, self.settings)
+        for key, value in learned.items():
+            if value is not None:
+                writer.add_scalar(f"learned/{key}", value, epoch)
+        return record

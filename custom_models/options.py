@@ -1,0 +1,124 @@
+"""Command-line options of implicit-augment.py (the paper's flags, names and
+defaults) plus our additions; shared with bench/throughput.py."""
+import argparse
+import sys
+
+from custom_datasets.settings import DATASETS, get_settings
+from custom_models.hyper_models import AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, LOSS_MODELS
+from custom_models.networks import check_model_name
+
+HYPER_OPTIMIZERS = ("NONE", "HES")
+
+
+class UsageError(ValueError):
+    """A bad option or an impossible setting; the message says how to fix it."""
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    add = parser.add_argument
+    add("--data", default="./local_data", metavar="DIR",
+        help="dataset files and run folders go under DIR/{dataset}/ (default: ./local_data)")
+    add("--dataset", default="MNIST", metavar="NAME",
+        help=f"one of {', '.join(DATASETS)} (default: MNIST; DIGITS needs no download)")
+    add("--workers", type=int, default=4, help="DataLoader workers, ImageNet only (default: 4)")
+    add("--epochs", type=int, default=200, help="training epochs (default: 200)")
+    add("--lr", type=float, default=None, help="network learning rate (default: the dataset's, DESIGN §5)")
+    add("--lr-decay-rate", type=float, default=None,
+        help="cosine: final lr factor (default 1e-3); with --lr-decay-epochs: factor per milestone (default 0.1)")
+    add("--lr-decay-epochs", type=int, nargs="*", default=None, metavar="EPOCH",
+        help="step decay at these epochs instead of the cosine schedule")
+    add("--lr-warm-epochs", type=int, default=5, help="epochs of per-batch linear warm-up (default: 5)")
+    add("--gpu", type=int, default=0, help="CUDA device index (default: 0)")
+    add("--no-cuda", action="store_true", help="train on the CPU even if CUDA is available")
+    add("--log-interval", type=int, default=100,
+        help="batches between updates of the running train loss on the progress bar (default: 100)")
+    add("--plot-debug", action="store_true",
+        help="write a grid of original vs augmented train images of the first batch")
+    add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR >= 1 (default: 1)")
+    add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio in (0, 1] (default: 1.0)")
+    add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio in [0, 1) (default: 0.0)")
+    add("-r", "--run-folder", default="run0", help="run folder; runN differ in seed (default: run0)")
+    add("--overfit", action="store_true", help="ablation: the hyper step validates on the test set")
+    add("--oversplit", action="store_true",
+        help="ablation: train, hyper and valid data are all the whole official train set")
+    add("--aug-model", default="NONE", choices=AUGMENT_MODELS, help="augmentation (default: NONE)")
+    add("--los-model", default="NONE", choices=LOSS_MODELS, help="loss model (default: NONE)")
+    add("--hyper-opt", default="NONE", choices=HYPER_OPTIMIZERS,
+        help="hyperparameter optimisation: NONE or HES (implicit, Hessian-free) (default: NONE)")
+    add("--hyper-steps", type=int, default=0,
+        help="hyper steps per hyper epoch (default: 0 = one full pass over the train subset)")
+    add("--hyper-iters", type=int, default=5, help="Neumann-series terms J (default: 5)")
+    add("--hyper-alpha", type=float, default=0.01, help="Neumann-series step alpha (default: 0.01)")
+    add("--hyper-beta", type=float, default=0.0,
+        help="hyperparameter learning rate (default: 0 = the dataset's, 0.05; ImageNet 0.01)")
+    add("--hyper-gamma", type=float, default=0.99,
+        help="RMSprop smoothing constant of the hyper optimiser (default: 0.99)")
+    add("--hyper-start", type=int, default=None,
+        help="hyper steps run on epochs after this one (default: 25%% of --epochs, ImageNet 50%%)")
+    add("--seed", type=int, default=None, help="random seed (default: from the run folder, run3 -> 3)")
+    add("--model", default=None,
+        help="network: resnet18, wresnet28_10, wresnet16_4, wresnet28_2, ... (default: the dataset's)")
+    add("--no-amp", action="store_true", help="CUDA: train in fp32 instead of bf16 autocast")
+    add("--compile", action="store_true", help="CUDA: torch.compile the encoder")
+    add("--resume", action="store_true", help="continue from last_{run_name}.pt of this configuration")
+    add("--force", action="store_true", help="overwrite an existing result of this configuration")
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Checks every option and fills the dataset-dependent defaults; raises UsageError."""
+    try:
+        settings = get_settings(args.dataset)
+    except ValueError as error:
+        raise UsageError(f"{error} (--dataset)") from None
+    if args.model is None:
+        args.model = settings.model
+    try:
+        check_model_name(args.model)
+    except ValueError as error:
+        raise UsageError(f"{error} (--model)") from None
+    checks = [
+        (args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}"),
+        (args.imbalance_ratio >= 1, f"-ir must be an integer >= 1, got {args.imbalance_ratio}"),
+        (0 < args.subsample_ratio <= 1, f"-sr must be in (0, 1], got {args.subsample_ratio}"),
+        (0 <= args.noise_ratio < 1, f"-nr must be in [0, 1), got {args.noise_ratio}"),
+        (not (args.overfit and args.oversplit), "choose at most one of --overfit and --oversplit"),
+        (args.hyper_iters >= 0, f"--hyper-iters must be >= 0, got {args.hyper_iters}"),
+        (args.hyper_alpha > 0, f"--hyper-alpha must be > 0, got {args.hyper_alpha}"),
+        (args.hyper_steps >= 0, f"--hyper-steps must be >= 0, got {args.hyper_steps}"),
+        (args.hyper_beta >= 0, f"--hyper-beta must be >= 0, got {args.hyper_beta}"),
+        (0 < args.hyper_gamma < 1, f"--hyper-gamma must be in (0, 1), got {args.hyper_gamma}"),
+        (args.lr is None or args.lr > 0, f"--lr must be > 0, got {args.lr}"),
+        (args.lr_warm_epochs >= 0, f"--lr-warm-epochs must be >= 0, got {args.lr_warm_epochs}"),
+        (args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
+        (args.log_interval >= 1, f"--log-interval must be >= 1, got {args.log_interval}"),
+        (not (args.resume and args.force), "choose at most one of --resume and --force"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+    learns_something = args.aug_model in LEARNED_AUGMENT_MODELS or args.los_model != "NONE"
+    if args.hyper_opt == "HES" and not learns_something:
+        raise UsageError("--hyper-opt HES has nothing to learn: use --aug-model SHA/SEP "
+                         "and/or --los-model WGHT/SOFT/BOTH")
+    if args.lr_decay_rate is None:
+        args.lr_decay_rate = 0.1 if args.lr_decay_epochs else 1e-3
+    if not 0 < args.lr_decay_rate <= 1:
+        raise UsageError(f"--lr-decay-rate must be in (0, 1], got {args.lr_decay_rate}")
+    if args.lr is None:
+        args.lr = settings.lr
+    if args.hyper_start is None:
+        args.hyper_start = round(args.epochs * settings.hyper_start_fraction)
+    if args.hyper_start < 0:
+        raise UsageError(f"--hyper-start must be >= 0, got {args.hyper_start}")
+    if args.hyper_opt == "HES" and args.hyper_start >= args.epochs - 1:
+        print(f"warning: --hyper-start {args.hyper_start} with --epochs {args.epochs}: no hyper step "
+              f"will run (they run on epochs after hyper-start)", file=sys.stderr)
+    if args.hyper_beta == 0:
+        args.hyper_beta = settings.hyper_lr
+    if args.seed is None:
+        from custom_models.run_files import seed_from_run_folder
+        args.seed = seed_from_run_folder(args.run_folder)
+    if not args.run_folder or "/" in args.run_folder or args.run_folder in (".", ".."):
+        raise UsageError(f"-r must be a folder name such as run0, got '{args.run_folder}'")
+    return args

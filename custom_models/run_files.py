@@ -1,0 +1,217 @@
+"""The one place that knows where runs put their files and what is in them (DESIGN §8).
+
+    {data}/{dataset}/                    raw dataset files (torchvision layout)
+    {data}/{dataset}/runN/data_ir_{IR}_sr_{SR}_nr_{NR}.pt   split of the run
+    {data}/{dataset}/runN/best_{run_name}.pt                 best-accuracy checkpoint
+    {data}/{dataset}/runN/last_{run_name}.pt                 end of the latest epoch (resume)
+    {data}/{dataset}/runN/results_{run_name}.json            machine-readable results
+    {data}/{dataset}/runN/tensorboard/{run_name}/            learning curves
+
+Every file is written to a temporary name in its own folder and renamed into
+place, so a killed process never leaves a truncated file under a final name.
+get-results.py and visualize-density.py find files only through this module.
+
+Split file: a tuple (valid indices, train indices, train targets), int64; the
+targets have one entry per official train image: the noisy label at train
+indices, the official label elsewhere.
+
+Checkpoints (best_/last_): a dict with
+    encoder_state_dict, decoder_state_dict   the network (decoder = final linear layer)
+    reweight_state_dict   {"weight_logits": (T,), "soft_logits": (T, C)}; weight = softplus(w)/ln 2
+    augment_state_dict    {"probability_logits": (R, 7), "magnitude_logits": (R, 7)}, R = T (SEP)
+                          or 1 (SHA); empty for the fixed methods
+    acc (best test accuracy, %), epoch
+last_ adds what a resume needs (optimiser states, best epoch, history, RNG states).
+
+Results file (JSON, one per run folder and configuration):
+    format, run_name, dataset, run_folder, seed, status ("running" | "finished"),
+    config            every option of the run (model, aug_model, los_model, hyper_opt,
+                      imbalance_ratio, subsample_ratio, noise_ratio, epochs, hyper_start, ...)
+    epochs, epochs_done
+    best  / final     {"epoch", "acc", "loss", "per_class_acc": [C], "minority_acc"}
+                      (accuracies in %, minority = mean accuracy of the upper-half classes)
+    history           [{"epoch", "test_acc", "test_loss", "train_loss", "lr", "hyper_lr"}]
+    hyper_diagnostics [{"epoch", "g_norm_sq", "v_norm_sq", "g_dot_v", "divergence"}]
+    learned           {"noisy_weight_auroc", "soft_label_correction_rate",
+                       "aug_probability_lower", "aug_probability_upper",
+                       "aug_magnitude_lower", "aug_magnitude_upper", "skipped_hyper_steps"}
+                      (null where the configuration does not learn that table)
+    split             {"train_size", "valid_size", "noisy_labels", "train_class_counts"}
+    timings_s         {"hyper", "train", "test", "total"}
+    versions          {"python", "torch", "torchvision", "kornia", "numpy", "cuda", "device"}
+"""
+import json
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import torch
+
+RESULTS_FORMAT_VERSION = 1
+
+
+def number_text(value) -> str:
+    """How the paper's file names print a ratio: Python's str of a float (1.0, 0.1)."""
+    return str(float(value))
+
+
+def dataset_dir(data_root, dataset: str) -> Path:
+    return Path(data_root) / dataset
+
+
+def run_dir(data_root, dataset: str, run_folder: str) -> Path:
+    return dataset_dir(data_root, dataset) / run_folder
+
+
+def split_file_name(imbalance_ratio: int, subsample_ratio: float, noise_ratio: float) -> str:
+    return (f"data_ir_{int(imbalance_ratio)}_sr_{number_text(subsample_ratio)}"
+            f"_nr_{number_text(noise_ratio)}.pt")
+
+
+def run_name(model: str, hyper_opt: str, aug_model: str, los_model: str, imbalance_ratio: int,
+             subsample_ratio: float, noise_ratio: float, overfit: bool = False,
+             oversplit: bool = False) -> str:
+    prefix = "overfit_" if overfit else "oversplit_" if oversplit else ""
+    return (f"{prefix}{model}_opt_{hyper_opt}_est_True_aug_model_{aug_model}_los_model_{los_model}"
+            f"_ir_{int(imbalance_ratio)}_sr_{number_text(subsample_ratio)}_nr_{number_text(noise_ratio)}")
+
+
+def best_checkpoint_path(folder: Path, name: str) -> Path:
+    return Path(folder) / f"best_{name}.pt"
+
+
+def last_checkpoint_path(folder: Path, name: str) -> Path:
+    return Path(folder) / f"last_{name}.pt"
+
+
+def results_path(folder: Path, name: str) -> Path:
+    return Path(folder) / f"results_{name}.json"
+
+
+def debug_grid_path(folder: Path, name: str) -> Path:
+    """--plot-debug: original vs augmented images of the first train batch."""
+    return Path(folder) / f"debug_{name}.png"
+
+
+def tensorboard_dir(folder: Path, name: str) -> Path:
+    return Path(folder) / "tensorboard" / name
+
+
+def _run_number(path: Path) -> tuple:
+    match = re.fullmatch(r"run(\d+)", path.name)
+    return (0, int(match.group(1)), "") if match else (1, 0, path.name)
+
+
+def find_run_folders(data_root, dataset: str) -> List[Path]:
+    """Every runN folder of a dataset, in numeric order (run2 before run10)."""
+    folder = dataset_dir(data_root, dataset)
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_dir() and re.fullmatch(r"run\d+", p.name)),
+                  key=_run_number)
+
+
+def seed_from_run_folder(run_folder: str) -> int:
+    """run0 -> 0, run7 -> 7; any other name -> a stable number derived from it."""
+    match = re.fullmatch(r"run(\d+)", run_folder)
+    if match:
+        return int(match.group(1))
+    import zlib
+    return zlib.crc32(run_folder.encode()) % (2 ** 31)
+
+
+@contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renamed onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_torch(obj, path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def save_json(obj, path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
+
+
+def create_once(obj, path) -> bool:
+    """Writes `obj` to `path` only if no file is there yet, atomically across processes.
+
+    The data is written to a temporary file and hard-linked to its final name:
+    link() fails if the name exists, so when two processes race, exactly one
+    file wins and both go on to load it. Returns True if this call created it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(obj, tmp)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
+class UnreadableFile(RuntimeError):
+    """A run file that is missing, truncated or not what it should be."""
+
+
+def load_torch(path, map_location="cpu"):
+    """Loads a checkpoint or split file without executing pickled code (weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableFile(f"{path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # a truncated zip, a foreign pickle, ...
+        raise UnreadableFile(f"{path} cannot be read ({type(error).__name__}: {error}); "
+                             f"delete it and re-run the configuration that wrote it") from None
+
+
+def load_results(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableFile(f"{path} does not exist")
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UnreadableFile(f"{path} cannot be read ({error})") from None
+    if not isinstance(results, dict) or "best" not in results:
+        raise UnreadableFile(f"{path} is not a results file of implicit-augment.py")
+    return results
+
+
+def find_results(data_root, dataset: str, name: str) -> List[Path]:
+    """The results file of configuration `name` in every run folder where it exists."""
+    return [results_path(folder, name) for folder in find_run_folders(data_root, dataset)
+            if results_path(folder, name).is_file()]
+
+
+def list_results(data_root, dataset: str) -> List[Path]:
+    """Every results file of every run folder of a dataset."""
+    return [path for folder in find_run_folders(data_root, dataset)
+            for path in sorted(folder.glob("results_*.json"))]
+
+
+def config_name_from_results(path: Path) -> Optional[str]:
+    match = re.fullmatch(r"results_(.+)\.json", Path(path).name)
+    return match.group(1) if match else None

@@ -1,0 +1,185 @@
+"""One training epoch, one hyper epoch, one test pass (DESIGN §4, §5).
+
+Nothing here synchronises host and device per batch: losses are accumulated
+as device tensors and read once per epoch.
+"""
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from custom_models.hyper_models import AugmentModel, LossModel, RowRMSprop
+from custom_models.hypergradient import hypergradient
+from custom_transforms import affine
+
+
+@dataclass
+class Network:
+    encoder: nn.Module
+    decoder: nn.Linear
+    amp: bool = False  # bf16 autocast for the encoder on CUDA
+
+    def autocast(self):
+        device = self.decoder.weight.device
+        if self.amp and device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            features = self.encoder(images)
+        return features.float()  # the head, the losses and the Neumann series stay in fp32
+
+    def train(self, mode: bool = True):
+        self.encoder.train(mode)
+        self.decoder.train(mode)
+
+    def parameters(self):
+        return list(self.encoder.parameters()) + list(self.decoder.parameters())
+
+
+@dataclass
+class HyperState:
+    loss_model: LossModel
+    augment_model: Optional[AugmentModel]
+    optimizer: Optional[RowRMSprop]
+    iterations: int = 5
+    alpha: float = 0.01
+    skipped_steps: int = 0
+
+
+@dataclass
+class HyperEpochStats:
+    steps: int = 0
+    skipped: int = 0
+    g_norm_sq: float = 0.0
+    v_norm_sq: float = 0.0
+    g_dot_v: float = 0.0
+
+    @property
+    def divergence(self) -> float:
+        return self.g_norm_sq + self.v_norm_sq - 2 * self.g_dot_v
+
+
+def augmented(images, indices, augment_model: Optional[AugmentModel], requires_grad=False):
+    """Images after the learned augmentation (if any) and the rows it used."""
+    if augment_model is None:
+        return images, {}
+    rows = augment_model.rows(indices, requires_grad=requires_grad)
+    return augment_model.augment(images, rows), rows
+
+
+def train_one_epoch(network: Network, hyper: HyperState, batches, optimizer: torch.optim.Optimizer,
+                    set_lr: Callable[[int], float]) -> torch.Tensor:
+    """SGD on the network with the current (fixed) hyperparameters; returns the mean loss."""
+    network.train(True)
+    total, count = torch.zeros((), device=network.decoder.weight.device), 0
+    for batch, (images, _, indices) in enumerate(batches):
+        set_lr(batch)
+        with torch.no_grad():
+            images, _ = augmented(images, indices, hyper.augment_model)
+        logits = network.decoder(network.features(images))
+        loss = hyper.loss_model.train_loss(logits, hyper.loss_model.rows(indices))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the training loss became {loss.item()} at batch {batch}; "
+                                     f"lower the learning rate (--lr) or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach()
+        count += 1
+    return total / max(count, 1)
+
+
+def valid_gradient(network: Network, images, labels, resample: bool) -> torch.Tensor:
+    """v = ∂L_v/∂θ on a clean batch; with a learned augmentation the images are
+    resampled with the identity, so they carry the train images' artefacts."""
+    with torch.no_grad():
+        features = network.features(affine.resample(images) if resample else images)
+    theta = network.decoder.weight
+    loss = F.cross_entropy(F.linear(features, theta, network.decoder.bias), labels)
+    return torch.autograd.grad(loss, theta)[0]
+
+
+def hyper_step(network: Network, hyper: HyperState, train_batch, valid_batch):
+    """One hypergradient step on the learned tables; returns the Hypergradient or None if skipped."""
+    valid_images, valid_labels, _ = valid_batch
+    v = valid_gradient(network, valid_images, valid_labels, hyper.augment_model is not None)
+
+    images, _, indices = train_batch
+    images, augment_rows = augmented(images, indices, hyper.augment_model, requires_grad=True)
+    loss_rows = hyper.loss_model.rows(indices, requires_grad=True)
+    features = network.features(images)
+    bias = network.decoder.bias.detach()
+
+    def train_loss(theta):
+        return hyper.loss_model.train_loss(F.linear(features, theta, bias), loss_rows)
+
+    learned = {name: rows for name, rows in {**augment_rows, **loss_rows}.items() if rows.requires_grad}
+    result = hypergradient(train_loss, v, network.decoder.weight, list(learned.values()),
+                           hyper.iterations, hyper.alpha)
+    if not result.finite():
+        hyper.skipped_steps += 1
+        return None
+    row_indices = {name: indices for name in loss_rows}
+    if hyper.augment_model is not None:
+        row_indices.update({name: hyper.augment_model.row_indices(indices) for name in augment_rows})
+    hyper.optimizer.step(row_indices, dict(zip(learned, result.grads)))
+    return result
+
+
+def hyper_epoch(network: Network, hyper: HyperState, train_batches, valid_batches: Iterator,
+                set_lr: Callable[[int], float], max_steps: int = 0) -> HyperEpochStats:
+    """One pass of hyper steps over the train subset (network in eval mode)."""
+    network.train(False)
+    stats = HyperEpochStats()
+    sums = torch.zeros(3, device=network.decoder.weight.device)
+    for step, train_batch in enumerate(train_batches):
+        if max_steps and step >= max_steps:
+            break
+        hyper.optimizer.lr = set_lr(step)
+        result = hyper_step(network, hyper, train_batch, next(valid_batches))
+        if result is None:
+            stats.skipped += 1
+            continue
+        sums += torch.stack([result.g_norm_sq, result.v_norm_sq, result.g_dot_v])
+        stats.steps += 1
+    means = (sums / max(stats.steps, 1)).tolist()
+    stats.g_norm_sq, stats.v_norm_sq, stats.g_dot_v = means
+    return stats
+
+
+@torch.no_grad()
+def evaluate(network: Network, batches, num_classes: int) -> Dict:
+    """Accuracy (%), mean loss and per-class accuracy (%) on plain images."""
+    network.train(False)
+    device = network.decoder.weight.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros(num_classes, device=device)
+    seen = torch.zeros(num_classes, device=device)
+    for images, labels, _ in batches:
+        logits = network.decoder(network.features(images))
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        hits = (logits.argmax(-1) == labels).float()
+        correct.index_add_(0, labels, hits)
+        seen.index_add_(0, labels, torch.ones_like(hits))
+    total = float(seen.sum())
+    per_class = (100.0 * correct / seen.clamp(min=1)).tolist()
+    return {"acc": 100.0 * float(correct.sum()) / total, "loss": float(loss_sum) / total,
+            "per_class_acc": per_class}
+
+
+@torch.no_grad()
+def predictions(network: Network, batches):
+    """Features, logits and labels of every batch (for figures)."""
+    network.train(False)
+    features, logits, labels = [], [], []
+    for images, batch_labels, _ in batches:
+        batch_features = network.features(images)
+        features.append(batch_features.cpu())
+        logits.append(network.decoder(batch_features).cpu())
+        labels.append(batch_labels.cpu())
+    return torch.cat(features), torch.cat(logits), torch.cat(labels)

@@ -1,0 +1,98 @@
+"""The learned affine augmentation of DESIGN §3.2, differentiable in its logits.
+
+Seven parameters, each with an application probability and a signed magnitude:
+rotation, translate-x/y, shear-x/y, scale-x/y. The apply-mask is a
+straight-through Gumbel-softmax sample, the magnitude is reparameterised,
+so the warped images carry gradients to both logits.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from kornia.geometry.transform import warp_affine
+
+PARAMETERS = ("rotate", "translate_x", "translate_y", "shear_x", "shear_y", "scale_x", "scale_y")
+NUM_PARAMETERS = len(PARAMETERS)
+ROTATE_DEGREES = 30.0
+TRANSLATE_FRACTION = 0.45
+SHEAR = 0.30
+SCALE = 0.50
+UPSAMPLE_BELOW = 64  # images smaller than this are warped at x4 resolution
+UPSAMPLE_FACTOR = 4
+
+
+def sample_values(probability_logits: torch.Tensor, magnitude_logits: torch.Tensor,
+                  batch: int) -> torch.Tensor:
+    """Per-image signed values a_k * m_k in [-inf, inf], shape (batch, 7).
+
+    The logits are (batch, 7) for per-sample tables or (1, 7) for the shared one."""
+    probability_logits = probability_logits.expand(batch, NUM_PARAMETERS)
+    magnitude_logits = magnitude_logits.expand(batch, NUM_PARAMETERS)
+    # two-class Gumbel-softmax over [log p, log(1 - p)], hard, tau = 1
+    two_class = torch.stack([F.logsigmoid(probability_logits), F.logsigmoid(-probability_logits)], -1)
+    apply = F.gumbel_softmax(two_class, tau=1.0, hard=True)[..., 0]
+    noise = torch.randn_like(magnitude_logits)
+    return apply * torch.sigmoid(magnitude_logits) * noise
+
+
+def affine_matrices(values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, 7) values -> (B, 2, 3) matrices Shear . Translate . RotateScale(centre),
+    built for the size the warp is applied at (a correction of the paper's code,
+    which built them for the original size and applied them to the x4 image)."""
+    batch = values.shape[0]
+    angle = values[:, 0] * (ROTATE_DEGREES * math.pi / 180.0)
+    shift_x = values[:, 1] * TRANSLATE_FRACTION * width
+    shift_y = values[:, 2] * TRANSLATE_FRACTION * height
+    shear_x, shear_y = values[:, 3] * SHEAR, values[:, 4] * SHEAR
+    scale_x, scale_y = 1.0 + values[:, 5] * SCALE, 1.0 + values[:, 6] * SCALE
+
+    ones, zeros = torch.ones_like(angle), torch.zeros_like(angle)
+    centre_x, centre_y = (width - 1) / 2.0, (height - 1) / 2.0
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # rotate and scale about the centre: T(c) R S T(-c)
+    a, b = cos * scale_x, -sin * scale_y
+    c, d = sin * scale_x, cos * scale_y
+    rotate_scale = torch.stack([
+        torch.stack([a, b, centre_x - a * centre_x - b * centre_y], -1),
+        torch.stack([c, d, centre_y - c * centre_x - d * centre_y], -1),
+        torch.stack([zeros, zeros, ones], -1)], 1)
+    translate = torch.stack([
+        torch.stack([ones, zeros, shift_x], -1),
+        torch.stack([zeros, ones, shift_y], -1),
+        torch.stack([zeros, zeros, ones], -1)], 1)
+    shear = torch.stack([
+        torch.stack([ones, shear_x, zeros], -1),
+        torch.stack([shear_y, ones, zeros], -1),
+        torch.stack([zeros, zeros, ones], -1)], 1)
+    return (shear @ translate @ rotate_scale)[:, :2].reshape(batch, 2, 3)
+
+
+def _upsampled(images: torch.Tensor) -> bool:
+    return min(images.shape[-2:]) < UPSAMPLE_BELOW
+
+
+def resample(images: torch.Tensor, matrices=None) -> torch.Tensor:
+    """Warps images by `matrices` (None: identity) with border padding; images under
+    64 px are upsampled x4 first and downsampled back, to limit interpolation
+    artefacts. Validation images go through the same path with the identity, so
+    train and valid images carry the same artefacts."""
+    height, width = images.shape[-2:]
+    upsample = _upsampled(images)
+    if upsample:
+        images = F.interpolate(images, scale_factor=UPSAMPLE_FACTOR, mode="bilinear",
+                               align_corners=False)
+    if matrices is not None:
+        images = warp_affine(images, matrices.to(images.dtype), dsize=images.shape[-2:],
+                             mode="bilinear", padding_mode="border", align_corners=True)
+    if upsample:
+        images = F.avg_pool2d(images, UPSAMPLE_FACTOR)
+    return images
+
+
+def augment(images: torch.Tensor, probability_logits: torch.Tensor,
+            magnitude_logits: torch.Tensor) -> torch.Tensor:
+    """Applies the learned augmentation to a normalised batch."""
+    values = sample_values(probability_logits, magnitude_logits, images.shape[0])
+    factor = UPSAMPLE_FACTOR if _upsampled(images) else 1
+    matrices = affine_matrices(values.float(), images.shape[-2] * factor, images.shape[-1] * factor)
+    return resample(images, matrices)

@@ -1,0 +1,44 @@
+"""--plot-debug: what the augmentation of a configuration does to real images."""
+from pathlib import Path
+
+import torch
+
+from custom_models import run_files
+from custom_transforms.base import normalize
+
+GRID_IMAGES = 32
+
+
+@torch.no_grad()
+def save_augmentation_grid(experiment, path: Path) -> None:
+    """Top half: the first train images as the test transform shows them; bottom
+    half: the same images through the train transform (base + policy) and, for
+    SHA/SEP, the learned affine augmentation at its current state."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+
+    settings = experiment.settings
+    indices = experiment.split.train_indices[:GRID_IMAGES]
+    if hasattr(experiment.data, "train_images"):
+        raw = experiment.data.train_images[indices].to(experiment.device)
+    else:
+        raw = torch.stack([experiment.data.train[int(i)][0] for i in indices]).to(experiment.device)
+    augmented = experiment.train_transform(raw)
+    if experiment.augment_model is not None:
+        rows = experiment.augment_model.rows(indices.to(experiment.device))
+        augmented = experiment.augment_model.augment(augmented, rows)
+    mean = torch.tensor(settings.mean, device=raw.device).view(1, -1, 1, 1)
+    std = torch.tensor(settings.std, device=raw.device).view(1, -1, 1, 1)
+    shown = [(normalize(raw, settings) * std + mean), augmented * std + mean]
+    grids = [make_grid(images.clamp(0, 1).cpu(), nrow=8, padding=1) for images in shown]
+    figure, axes = plt.subplots(2, 1, figsize=(8, 8.5))
+    for axis, grid, title in zip(axes, grids, ("original", f"augmented ({experiment.args.aug_model})")):
+        axis.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        axis.set_title(title)
+        axis.axis("off")
+    figure.tight_layout()
+    with run_files.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""AutoDO (Gudovskiy et al., CVPR 2021): train a classifier on biased, noisy data
+with per-sample augmentation, loss-weight and soft-label hyperparameters learned
+by Hessian-free implicit differentiation.
+
+    python implicit-augment.py --dataset DIGITS -ir 10 -nr 0.1 --aug-model SEP --los-model BOTH --hyper-opt HES
+"""
+import argparse
+import sys
+
+from custom_datasets.sources import DataUnavailable
+from custom_models.options import UsageError, add_training_arguments, resolve
+from custom_models.run_files import UnreadableFile
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_training_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return resolve(args)
+    except UsageError as error:
+        parser.error(str(error))
+
+
+def main(args: argparse.Namespace) -> int:
+    from custom_models.experiment import Experiment
+    try:
+        experiment = Experiment(args)
+        results = experiment.run()
+    except (UsageError, DataUnavailable, UnreadableFile, FloatingPointError) as error:
+        print(f"implicit-augment.py: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, UsageError) else 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    best, final = results["best"], results["final"]
+    print(f"best test accuracy {best['acc']:.2f}% (epoch {best['epoch'] + 1}), "
+          f"final {final['acc']:.2f}%")
+    print(f"results: {experiment.results_path}")
+    print(f"checkpoints: {experiment.best_path.name}, {experiment.last_path.name} in {experiment.folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args()))
