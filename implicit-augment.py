@@ -9,12 +9,12 @@ import argparse
 import sys
 
 from custom_datasets.sources import DataUnavailable
-from custom_models.options import UsageError, add_training_arguments, resolve
+from custom_models.options import OneLineErrorParser, UsageError, add_training_arguments, resolve
 from custom_models.run_files import UnreadableFile
 
 
 def get_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_training_arguments(parser)
     args = parser.parse_args(argv)

@@ -253,9 +253,30 @@ def load_imagenet(data_root: Path) -> FolderData:
     return FolderData(train, test, train.targets, test.targets)
 
 
+def _remove_new_empty_folders(before: set, root: Path) -> None:
+    """A failed download must not leave empty folders behind."""
+    if not root.is_dir():
+        return
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if folder not in before and not any(folder.iterdir()):
+            folder.rmdir()
+    if root not in before and root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+
+
 def load_data(settings: DatasetSettings, data_root, download: bool = True):
     """The official train and test sets of a dataset (InMemoryData, or FolderData for ImageNet)."""
     data_root = Path(data_root)
+    before = {data_root} if data_root.is_dir() else set()
+    before |= {p for p in data_root.rglob("*") if p.is_dir()} if data_root.is_dir() else set()
+    try:
+        return _load_data(settings, data_root, download)
+    except DataUnavailable:
+        _remove_new_empty_folders(before, data_root)
+        raise
+
+
+def _load_data(settings: DatasetSettings, data_root: Path, download: bool):
     name = settings.name
     if name in ("MNIST", "FashionMNIST"):
         data = load_mnist_family(name, data_root, download)

@@ -45,6 +45,7 @@ def stratified_valid(targets: torch.Tensor, num_classes: int, valid_size: int,
 
 def build_split(targets: torch.Tensor, num_classes: int, valid_size: int, imbalance_ratio: int,
                 subsample_ratio: float, noise_ratio: float, seed: int) -> Split:
+    """DESIGN §2; raises ValueError if the setting leaves the train set or a class group empty."""
     generator = torch.Generator().manual_seed(seed)
     total = len(targets)
     valid = stratified_valid(targets, num_classes, valid_size, generator)
@@ -53,12 +54,19 @@ def build_split(targets: torch.Tensor, num_classes: int, valid_size: int, imbala
     pool = torch.nonzero(in_pool).flatten()
 
     keep = round(subsample_ratio * len(pool))
+    if keep < 1:
+        raise ValueError(f"-sr {subsample_ratio} keeps no train image of the {len(pool)} in the pool; "
+                         f"raise -sr")
     train = pool[torch.randperm(len(pool), generator=generator)[:keep]]
 
     if imbalance_ratio > 1:
         is_upper = targets[train] >= num_classes // 2
         lower, upper = train[~is_upper], train[is_upper]
         kept_upper = int(len(lower) / imbalance_ratio)
+        if kept_upper < 1:
+            raise ValueError(f"-ir {imbalance_ratio} leaves no image of the upper classes "
+                             f"({len(lower)} lower-class train images / {imbalance_ratio} < 1); "
+                             f"lower -ir or raise -sr")
         upper = upper[torch.randperm(len(upper), generator=generator)[:kept_upper]]
         train = torch.cat([lower, upper])
     train = torch.sort(train).values
@@ -73,7 +81,8 @@ def build_split(targets: torch.Tensor, num_classes: int, valid_size: int, imbala
 
 def check_split_feasible(targets: torch.Tensor, num_classes: int, valid_size: int,
                          imbalance_ratio: int, subsample_ratio: float) -> None:
-    """Raises ValueError when the setting leaves a class group (or the train set) empty."""
+    """Raises ValueError early, before any data is drawn, when the setting is expected to
+    leave a class group (or the train set) empty; build_split checks the drawn split exactly."""
     pool_size = len(targets) - valid_size
     expected = round(subsample_ratio * pool_size)
     if expected < 1:

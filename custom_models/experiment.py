@@ -11,6 +11,7 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from custom_datasets.batches import DeviceBatches, FolderBatches, cycle
 from custom_datasets.settings import DatasetSettings, get_settings
@@ -105,8 +106,10 @@ def minority_accuracy(per_class_acc, settings: DatasetSettings) -> float:
 
 
 class Experiment:
-    def __init__(self, args):
+    def __init__(self, args, data=None):
+        """`data` (InMemoryData) replaces the dataset's files, e.g. random images in benchmarks."""
         self.args = args
+        self.data = data
         self.settings = get_settings(args.dataset)
         self.device = select_device(args)
         self.folder = run_files.run_dir(args.data, args.dataset, args.run_folder)
@@ -137,24 +140,27 @@ class Experiment:
     def check_writable(self) -> None:
         path = Path(self.args.data)
         probe = path
-        while not probe.exists():
+        while not probe.exists() and probe != probe.parent:
             probe = probe.parent
-        if not os.access(probe, os.W_OK):
+        if not probe.is_dir():
+            raise UsageError(f"--data {path}: {probe} is a file, not a folder; choose another --data")
+        if not os.access(probe, os.W_OK | os.X_OK):
             raise UsageError(f"--data {path} is not writable; choose another folder with --data")
 
     def prepare_data(self) -> None:
         args, settings = self.args, self.settings
-        self.data = load_data(settings, args.data)
+        if self.data is None:
+            self.data = load_data(settings, args.data)
         official = self.data.train_targets
         valid_size = valid_size_for(len(official), settings.train_size, settings.valid_size)
         try:
             check_split_feasible(official, settings.num_classes, valid_size, args.imbalance_ratio,
                                  args.subsample_ratio)
+            self.split = load_or_create_split(self.folder, official, settings.num_classes,
+                                              valid_size, args.imbalance_ratio,
+                                              args.subsample_ratio, args.noise_ratio, args.seed)
         except ValueError as error:
             raise UsageError(str(error)) from None
-        self.split = load_or_create_split(self.folder, official, settings.num_classes, valid_size,
-                                          args.imbalance_ratio, args.subsample_ratio,
-                                          args.noise_ratio, args.seed)
 
     def build_batches(self) -> None:
         args, settings, device, split = self.args, self.settings, self.device, self.split
@@ -206,7 +212,7 @@ class Experiment:
             torch.backends.cudnn.benchmark = True
         self.encoder, self.decoder = encoder, decoder
         forward_encoder = torch.compile(encoder) if args.compile and device.type == "cuda" else encoder
-        self.network = Network(forward_encoder, decoder, amp=not args.no_amp)
+        self.network = Network(forward_encoder, decoder, amp=device.type == "cuda" and not args.no_amp)
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=args.lr, momentum=0.9,
                                          nesterov=True, weight_decay=1e-4)
         distorted = args.imbalance_ratio != 1 or args.noise_ratio != 0
@@ -272,14 +278,14 @@ class Experiment:
         self.diagnostics, self.timings = state["hyper_diagnostics"], state["timings_s"]
         return int(state["epoch"]) + 1
 
-    def results(self, status: str, final: Dict) -> Dict:
+    def results(self, status: str, final: Dict, learned: Optional[Dict] = None) -> Dict:
         split = self.split
         noisy = int((split.train_targets[split.train_indices]
                      != self.data.train_targets[split.train_indices]).sum())
         counts = torch.bincount(self.data.train_targets[split.train_indices],
                                 minlength=self.settings.num_classes).tolist()
-        learned = learned_summary(self.loss_model, self.augment_model, split,
-                                  self.data.train_targets, self.settings)
+        learned = dict(learned or learned_summary(self.loss_model, self.augment_model, split,
+                                                  self.data.train_targets, self.settings))
         learned["skipped_hyper_steps"] = self.hyper.skipped_steps
         return {"format": run_files.RESULTS_FORMAT_VERSION, "run_name": self.name,
                 "dataset": self.args.dataset, "run_folder": self.args.run_folder,
@@ -299,6 +305,7 @@ class Experiment:
         self.check_outputs()
         self.prepare_data()
         self.build_batches()
+        seed_epoch(args.seed, -1)  # initial weights
         self.build_models()
         self.best = {"epoch": -1, "acc": 0.0}
         self.history, self.diagnostics = [], []
@@ -310,7 +317,6 @@ class Experiment:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(run_files.tensorboard_dir(self.folder, self.name)),
                                purge_step=first_epoch)
-        from tqdm import tqdm
         quiet = not sys.stderr.isatty()
         epochs = tqdm(range(first_epoch, args.epochs), desc=self.name[:40], disable=quiet,
                       initial=first_epoch, total=args.epochs)
@@ -363,8 +369,15 @@ class Experiment:
             for group in self.optimizer.param_groups:
                 group["lr"] = rate
             return rate
+        bar = tqdm(total=batches_per_epoch, desc=f"epoch {epoch + 1}", leave=False,
+                   disable=not sys.stderr.isatty())
+
+        def progress(done, running_loss):
+            bar.update(done - bar.n)
+            bar.set_postfix(loss=f"{float(running_loss):.4f}")
         train_loss = float(train_one_epoch(self.network, self.hyper, self.train_batches,
-                                           self.optimizer, set_lr))
+                                           self.optimizer, set_lr, progress, args.log_interval))
+        bar.close()
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         after_train = time.perf_counter()
         test = evaluate(self.network, self.test_batches, self.settings.num_classes)
@@ -383,13 +396,13 @@ class Experiment:
             run_files.save_torch(self.checkpoint(epoch, test["acc"]), self.best_path)
         self.timings["total"] += time.perf_counter() - started
         self.save_last(epoch)
-        run_files.save_json(self.results("running", self.final_metrics()), self.results_path)
+        learned = learned_summary(self.loss_model, self.augment_model, self.split,
+                                  self.data.train_targets, self.settings)
+        run_files.save_json(self.results("running", self.final_metrics(), learned), self.results_path)
         writer.add_scalar("test/accuracy", test["acc"], epoch)
         writer.add_scalar("test/loss", test["loss"], epoch)
         writer.add_scalar("train/loss", train_loss, epoch)
         writer.add_scalar("train/lr", record["lr"], epoch)
-        learned = learned_summary(self.loss_model, self.augment_model, self.split,
-                                  self.data.train_targets, self.settings)
         for key, value in learned.items():
             if value is not None:
                 writer.add_scalar(f"learned/{key}", value, epoch)

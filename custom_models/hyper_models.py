@@ -127,12 +127,18 @@ class RowRMSprop:
                           for name, t in tables.items()}
 
     @torch.no_grad()
-    def step(self, row_indices: Dict[str, torch.Tensor], grads: Dict[str, Optional[torch.Tensor]]):
-        """row_indices[name]: unique rows of table `name`; grads[name]: their gradients."""
+    def step(self, row_indices: Dict[str, torch.Tensor], grads: Dict[str, Optional[torch.Tensor]],
+             finite: Optional[torch.Tensor] = None):
+        """row_indices[name]: unique rows of table `name`; grads[name]: their gradients;
+        finite: a boolean device tensor, False to skip the update (non-finite gradients)."""
         self.step_count += 1
         for name, grad in grads.items():
             if grad is None:
                 continue
+            if finite is not None:
+                # a skipped step acts as a zero gradient, as a dense optimiser would see it,
+                # and is decided on the device so the loop never waits for the host
+                grad = torch.where(finite, grad, torch.zeros_like(grad))
             rows = row_indices[name]
             table, average = self.tables[name], self.square_avg[name]
             missed = (self.step_count - 1 - self.last_step[name][rows]).to(average.dtype)

@@ -25,8 +25,11 @@ class Hypergradient:
         """‖g − v‖²: how far the train gradient points from the valid one."""
         return self.g_norm_sq + self.v_norm_sq - 2 * self.g_dot_v
 
-    def finite(self) -> bool:
-        return all(bool(torch.isfinite(g).all()) for g in self.grads if g is not None)
+    def finite(self) -> torch.Tensor:
+        """A boolean device tensor (no host synchronisation)."""
+        checks = [torch.isfinite(g).all() for g in self.grads if g is not None]
+        checks.append(torch.isfinite(self.g_dot_v))
+        return torch.stack(checks).all()
 
 
 def hypergradient(train_loss: Callable[[torch.Tensor], torch.Tensor], valid_grad: torch.Tensor,

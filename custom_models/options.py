@@ -14,6 +14,13 @@ class UsageError(ValueError):
     """A bad option or an impossible setting; the message says how to fix it."""
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument error is one line (what is wrong, where to look), not the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--data", default="./local_data", metavar="DIR",

@@ -20,12 +20,11 @@ from custom_transforms import affine
 class Network:
     encoder: nn.Module
     decoder: nn.Linear
-    amp: bool = False  # bf16 autocast for the encoder on CUDA
+    amp: bool = False  # bf16 autocast for the encoder (the experiment enables it on CUDA)
 
     def autocast(self):
-        device = self.decoder.weight.device
-        if self.amp and device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.amp:
+            return torch.autocast(self.decoder.weight.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -73,8 +72,13 @@ def augmented(images, indices, augment_model: Optional[AugmentModel], requires_g
 
 
 def train_one_epoch(network: Network, hyper: HyperState, batches, optimizer: torch.optim.Optimizer,
-                    set_lr: Callable[[int], float]) -> torch.Tensor:
-    """SGD on the network with the current (fixed) hyperparameters; returns the mean loss."""
+                    set_lr: Callable[[int], float], progress: Optional[Callable] = None,
+                    log_interval: int = 100) -> torch.Tensor:
+    """SGD on the network with the current (fixed) hyperparameters; returns the mean loss.
+
+    A non-finite loss is detected on the device and reported once at the end of
+    the epoch (raising FloatingPointError before anything is saved), so the loop
+    never waits for the device."""
     network.train(True)
     total, count = torch.zeros((), device=network.decoder.weight.device), 0
     for batch, (images, _, indices) in enumerate(batches):
@@ -83,15 +87,18 @@ def train_one_epoch(network: Network, hyper: HyperState, batches, optimizer: tor
             images, _ = augmented(images, indices, hyper.augment_model)
         logits = network.decoder(network.features(images))
         loss = hyper.loss_model.train_loss(logits, hyper.loss_model.rows(indices))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the training loss became {loss.item()} at batch {batch}; "
-                                     f"lower the learning rate (--lr) or check the data")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total += loss.detach()
         count += 1
-    return total / max(count, 1)
+        if progress is not None and count % log_interval == 0:
+            progress(count, total / count)
+    mean = total / max(count, 1)
+    if not bool(torch.isfinite(mean)):
+        raise FloatingPointError(f"the training loss became {float(mean)}; the last good state is "
+                                 f"in last_*.pt: lower the learning rate (--lr) or check the data")
+    return mean
 
 
 def valid_gradient(network: Network, images, labels, resample: bool) -> torch.Tensor:
@@ -105,7 +112,8 @@ def valid_gradient(network: Network, images, labels, resample: bool) -> torch.Te
 
 
 def hyper_step(network: Network, hyper: HyperState, train_batch, valid_batch):
-    """One hypergradient step on the learned tables; returns the Hypergradient or None if skipped."""
+    """One hypergradient step on the learned tables. Returns the Hypergradient and a
+    boolean device tensor: False when it was non-finite and the step was skipped."""
     valid_images, valid_labels, _ = valid_batch
     v = valid_gradient(network, valid_images, valid_labels, hyper.augment_model is not None)
 
@@ -121,14 +129,12 @@ def hyper_step(network: Network, hyper: HyperState, train_batch, valid_batch):
     learned = {name: rows for name, rows in {**augment_rows, **loss_rows}.items() if rows.requires_grad}
     result = hypergradient(train_loss, v, network.decoder.weight, list(learned.values()),
                            hyper.iterations, hyper.alpha)
-    if not result.finite():
-        hyper.skipped_steps += 1
-        return None
+    finite = result.finite()
     row_indices = {name: indices for name in loss_rows}
     if hyper.augment_model is not None:
         row_indices.update({name: hyper.augment_model.row_indices(indices) for name in augment_rows})
-    hyper.optimizer.step(row_indices, dict(zip(learned, result.grads)))
-    return result
+    hyper.optimizer.step(row_indices, dict(zip(learned, result.grads)), finite)
+    return result, finite
 
 
 def hyper_epoch(network: Network, hyper: HyperState, train_batches, valid_batches: Iterator,
@@ -136,19 +142,20 @@ def hyper_epoch(network: Network, hyper: HyperState, train_batches, valid_batche
     """One pass of hyper steps over the train subset (network in eval mode)."""
     network.train(False)
     stats = HyperEpochStats()
-    sums = torch.zeros(3, device=network.decoder.weight.device)
+    # [steps taken, skipped, Σ‖g‖², Σ‖v‖², Σ<g,v>] accumulated on the device, read once
+    sums = torch.zeros(5, device=network.decoder.weight.device)
     for step, train_batch in enumerate(train_batches):
         if max_steps and step >= max_steps:
             break
         hyper.optimizer.lr = set_lr(step)
-        result = hyper_step(network, hyper, train_batch, next(valid_batches))
-        if result is None:
-            stats.skipped += 1
-            continue
-        sums += torch.stack([result.g_norm_sq, result.v_norm_sq, result.g_dot_v])
-        stats.steps += 1
-    means = (sums / max(stats.steps, 1)).tolist()
-    stats.g_norm_sq, stats.v_norm_sq, stats.g_dot_v = means
+        result, finite = hyper_step(network, hyper, train_batch, next(valid_batches))
+        ok = finite.float()
+        values = torch.stack([result.g_norm_sq, result.v_norm_sq, result.g_dot_v]).float()
+        sums += torch.cat([torch.stack([ok, 1 - ok]), torch.where(finite, values, torch.zeros_like(values))])
+    taken, skipped, g_norm_sq, v_norm_sq, g_dot_v = sums.tolist()
+    stats.steps, stats.skipped = int(taken), int(skipped)
+    stats.g_norm_sq, stats.v_norm_sq, stats.g_dot_v = (x / max(taken, 1) for x in (g_norm_sq, v_norm_sq, g_dot_v))
+    hyper.skipped_steps += stats.skipped
     return stats
 
 

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Throughput of the training run against its arithmetic floor (issue: speed).
+
+Times N train steps, N hyper steps (same batch size) and one test pass after
+warm-up, with device synchronisation around each timed block, and projects the
+full run. Takes the training script's own flags, e.g.
+
+    python bench/throughput.py --dataset SVHN --model wresnet16_4 --aug-model SEP \
+        --los-model BOTH --hyper-opt HES --steps 10 --no-cuda
+
+The last line printed is one JSON object. Images are random uint8 of the
+dataset's shape unless --real-data is given (then the dataset's files are read).
+"""
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from custom_datasets.settings import get_settings  # noqa: E402
+from custom_datasets.sources import InMemoryData  # noqa: E402
+from custom_models.experiment import Experiment, seed_epoch  # noqa: E402
+from custom_models.options import OneLineErrorParser, UsageError, add_training_arguments, resolve  # noqa: E402
+from custom_models.training import evaluate, hyper_step, train_one_epoch  # noqa: E402
+from custom_datasets.batches import cycle  # noqa: E402
+
+TEST_SIZES = {"MNIST": 10000, "FashionMNIST": 10000, "DIGITS": 360, "SVHN": 26032,
+              "SVHN_extra": 26032, "CIFAR10": 10000, "CIFAR100": 10000}
+
+
+def get_args(argv=None):
+    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0])
+    add_training_arguments(parser)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps of each kind (default: 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
+    parser.add_argument("--real-data", action="store_true", help="read the dataset's files")
+    parser.add_argument("--profile", metavar="FILE", default=None,
+                        help="write torch.profiler's table of one train and one hyper step to FILE")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="device peak for the floor (default: measured with a large matmul)")
+    args = parser.parse_args(argv)
+    try:
+        args = resolve(args)
+    except UsageError as error:
+        parser.error(str(error))
+    if args.dataset == "ImageNet":
+        parser.error("ImageNet is read from disk by workers; benchmark an in-memory dataset")
+    args.force = True
+    return args
+
+
+def synthetic_data(settings, seed=0) -> InMemoryData:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (settings.channels, settings.image_size, settings.image_size)
+    test_size = TEST_SIZES.get(settings.name, 10000)
+
+    def images(count):
+        return torch.randint(0, 256, (count, *shape), dtype=torch.uint8, generator=generator)
+
+    def labels(count):
+        return torch.randint(0, settings.num_classes, (count,), generator=generator)
+    return InMemoryData(images(settings.train_size), labels(settings.train_size),
+                        images(test_size), labels(test_size))
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(device, function):
+    synchronize(device)
+    started = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def forward_flops(experiment) -> float:
+    """FLOPs of one image through the encoder and classifier (multiply-add = 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    settings = experiment.settings
+    images = torch.zeros(2, settings.channels, settings.image_size, settings.image_size,
+                         device=experiment.device)
+    experiment.encoder.eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        experiment.decoder(experiment.encoder(images))
+    return counter.get_total_flops() / 2
+
+
+def peak_flops(device) -> float:
+    """A large matrix product in the training precision: what the device really sustains."""
+    size, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    repeats = 10
+    seconds = timed(device, lambda: [a @ b for _ in range(repeats)])
+    return 2 * size ** 3 * repeats / seconds
+
+
+def write_profile(path, device, train, hyper) -> None:
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    sections = []
+    for name, function in (("train steps", train), ("hyper steps", hyper)):
+        if function is None:
+            continue
+        with profile(activities=activities) as profiler:
+            function()
+            synchronize(device)
+        sections.append(f"== {name}\n" + profiler.key_averages().table(sort_by=sort, row_limit=40))
+    Path(path).write_text("\n\n".join(sections))
+
+
+def main(args):
+    settings = get_settings(args.dataset)
+    with tempfile.TemporaryDirectory() as folder:
+        if not args.real_data:
+            args.data = folder
+        experiment = Experiment(args, None if args.real_data else synthetic_data(settings))
+        experiment.prepare_data()
+        experiment.build_batches()
+        seed_epoch(args.seed, -1)
+        experiment.build_models()
+    device = experiment.device
+    network, hyper = experiment.network, experiment.hyper
+    seed_epoch(args.seed, 0)
+
+    train_batches = experiment.train_batches
+    batch_size = train_batches.batch_size
+    steps = args.steps
+
+    def train_steps(count):
+        batches = iter(cycle(train_batches))
+        limited = (next(batches) for _ in range(count))
+        train_one_epoch(network, hyper, limited, experiment.optimizer, lambda batch: args.lr,
+                        log_interval=10 ** 9)
+
+    train_steps(args.warmup)
+    train_seconds = timed(device, lambda: train_steps(steps)) / steps
+
+    hyper_seconds = None
+    if hyper.optimizer is not None:
+        # hyper steps at the train batch size, so that the ratio compares like with like
+        hyper_train = type(train_batches)(train_batches.images, train_batches.labels,
+                                          train_batches.indices, batch_size, True,
+                                          train_batches.transform)
+        valid = cycle(experiment.valid_batches)
+
+        def hyper_steps(count):
+            network.train(False)
+            batches = iter(cycle(hyper_train))
+            for _ in range(count):
+                hyper_step(network, hyper, next(batches), next(valid))
+        hyper_steps(args.warmup)
+        hyper_seconds = timed(device, lambda: hyper_steps(steps)) / steps
+
+    if args.profile:
+        write_profile(args.profile, device, lambda: train_steps(2),
+                      (lambda: hyper_steps(2)) if hyper_seconds is not None else None)
+
+    # the test pass is timed on at most `steps` batches of 1024 and scaled to the test set
+    test_batches = experiment.test_batches
+    subset = test_batches.indices[:min(len(test_batches.indices), steps * 1024)]
+    timed_test = type(test_batches)(test_batches.images, test_batches.labels, subset, 1024, False,
+                                    test_batches.transform)
+    evaluate(network, timed_test, settings.num_classes)
+    test_seconds = timed(device, lambda: evaluate(network, timed_test, settings.num_classes))
+    test_seconds *= len(test_batches.indices) / len(subset)
+
+    train_size = len(experiment.split.train_indices)
+    test_size = len(experiment.data.test_targets)
+    hyper_epochs = max(0, args.epochs - args.hyper_start - 1) if hyper.optimizer is not None else 0
+    flops = forward_flops(experiment)
+    # train step = 3 forwards per image, hyper step = 4 (forward, backward, valid forward)
+    total_flops = flops * (args.epochs * (3 * train_size + test_size) + hyper_epochs * 4 * train_size)
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops(device)
+    floor = total_flops / peak
+    train_batches_per_epoch = train_size // batch_size
+    projected = args.epochs * (train_batches_per_epoch * train_seconds + test_seconds)
+    if hyper_seconds is not None:
+        projected += hyper_epochs * (train_size / batch_size) * hyper_seconds
+
+    if device.type == "cuda":
+        peak_memory = torch.cuda.max_memory_allocated(device) / 2 ** 20
+    else:
+        peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tables = {name: table for name, table in hyper.loss_model.learned_tables().items()}
+    if hyper.augment_model is not None:
+        tables.update(hyper.augment_model.learned_tables())
+    table_bytes = sum(t.numel() * t.element_size() for t in tables.values())
+    optimizer_bytes = 0
+    if hyper.optimizer is not None:
+        optimizer_bytes = sum(t.numel() * t.element_size() for t in hyper.optimizer.square_avg.values())
+        optimizer_bytes += sum(t.numel() * t.element_size() for t in hyper.optimizer.last_step.values())
+
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dataset": args.dataset, "model": args.model, "batch_size": batch_size,
+        "amp": network.amp, "train_size": train_size, "epochs": args.epochs,
+        "hyper_epochs": hyper_epochs,
+        "train_step_s": train_seconds, "hyper_step_s": hyper_seconds, "test_pass_s": test_seconds,
+        "train_images_per_s": batch_size / train_seconds,
+        "hyper_images_per_s": batch_size / hyper_seconds if hyper_seconds else None,
+        "hyper_to_train_ratio": hyper_seconds / train_seconds if hyper_seconds else None,
+        "forward_gflops_per_image": flops / 1e9, "device_peak_tflops": peak / 1e12,
+        "peak_memory_mb": peak_memory,
+        "hyper_tables_mb": table_bytes / 2 ** 20, "hyper_optimizer_state_mb": optimizer_bytes / 2 ** 20,
+        "floor_s": floor, "projected_200_epoch_s": projected,
+        "projected_to_floor": projected / floor,
+    }
+    for key, value in report.items():
+        if key not in ("device",):
+            print(f"{key:28s} {value}")
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args()))

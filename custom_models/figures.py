@@ -1,0 +1,664 @@
+"""Figures of visualize-density.py (DESIGN §8).
+
+The paper's qualitative figure: t-SNE of the test-set features (encoder
+output) of several configurations of one run side by side, coloured by class,
+misclassified points drawn larger; or their row-normalised confusion matrices.
+
+Beyond the paper: densities of what AutoDO learned, measured against the truth
+the split file lets us know (which labels were flipped, which classes were made
+rare): loss weights of clean vs noisy-labelled samples, the soft labels'
+confidence in the official vs the given label, and the learned augmentation
+probability and magnitude of the lower vs the upper classes.
+
+t-SNE is the slow part, so each checkpoint's test predictions and 2-D
+embeddings are cached under the output folder, keyed by the checkpoint file's
+size and modification time: a re-plot (new layout, other --configs) is instant.
+"""
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from custom_models import run_files  # noqa: E402
+from custom_models.reporting import Configuration  # noqa: E402
+
+EMBEDDING_CACHE_FORMAT = 1
+CLASS_GROUP_COLOURS = ("tab:orange", "tab:green")  # rare vs frequent; blue/red is clean vs noisy
+FIGURE_FORMATS = ("png", "pdf")
+DPI = 150
+
+
+# ----------------------------------------------------------------------------- file names
+# Files of this module only; candidates for run_files, the one module that knows file names.
+
+def figure_base_path(out_dir, kind: str, dataset: str, model: str, run_folder: str,
+                     imbalance_ratio: int, subsample_ratio: float, noise_ratio: float,
+                     labels: Sequence[str]) -> Path:
+    """{out}/{kind}_{dataset}_{model}_{run}_ir_{IR}_sr_{SR}_nr_{NR}_{labels}; save_figure adds .png/.pdf."""
+    setting = (f"ir_{int(imbalance_ratio)}_sr_{run_files.number_text(subsample_ratio)}"
+               f"_nr_{run_files.number_text(noise_ratio)}")
+    return Path(out_dir) / f"{kind}_{dataset}_{model}_{run_folder}_{setting}_{'-'.join(labels)}"
+
+
+def embedding_cache_path(out_dir, dataset: str, run_folder: str, checkpoint: Path) -> Path:
+    """{out}/cache/{dataset}_{run}_{checkpoint stem}.pt: predictions and t-SNE of one checkpoint."""
+    return Path(out_dir) / "cache" / f"{dataset}_{run_folder}_{Path(checkpoint).stem}.pt"
+
+
+def save_figure(fig, base: Path) -> List[Path]:
+    """Writes base.png and base.pdf atomically; the format is explicit because the
+    temporary name ends in .tmp, from which matplotlib could not guess it."""
+    paths = []
+    for fmt in FIGURE_FORMATS:
+        path = base.parent / f"{base.name}.{fmt}"  # not with_suffix: names contain "1.0"
+        with run_files.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+# ----------------------------------------------------------------------------- test features
+
+def load_network(checkpoint: dict, model: str, settings, device: torch.device, path: Path):
+    """(encoder, decoder) of a checkpoint, in eval mode (batch-norm running statistics)."""
+    from custom_models.networks import build_network
+    encoder, decoder = build_network(model, settings)
+    try:
+        # a torch.compile'd encoder saves its weights under "_orig_mod."
+        encoder.load_state_dict({key.replace("_orig_mod.", "", 1): value
+                                 for key, value in checkpoint["encoder_state_dict"].items()})
+        decoder.load_state_dict(checkpoint["decoder_state_dict"])
+    except (KeyError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0]
+        raise run_files.UnreadableFile(f"{path} does not hold a {model} network for "
+                                       f"{settings.name} ({first}); pass the --model it was "
+                                       f"trained with") from None
+    return encoder.to(device).eval(), decoder.to(device).eval()
+
+
+def iterate_test_images(data, batch_size: int, workers: int = 4) -> Iterable[torch.Tensor]:
+    """uint8 test images in order, batch by batch (in memory, or read by DataLoader workers)."""
+    if hasattr(data, "test_images"):
+        for start in range(0, len(data.test_images), batch_size):
+            yield data.test_images[start:start + batch_size]
+    else:
+        loader = torch.utils.data.DataLoader(data.test, batch_size=batch_size, num_workers=workers)
+        for images, _, _ in loader:
+            yield images
+
+
+@torch.no_grad()
+def extract_test_features(encoder, decoder, batches: Iterable[torch.Tensor], settings,
+                  device: torch.device) -> Tuple[np.ndarray, np.ndarray]:
+    """Encoder features (N, F) and predicted classes (N,) of the plain test images."""
+    from custom_transforms.base import normalize
+    features, predictions = [], []
+    for images in batches:
+        batch_features = encoder(normalize(images.to(device), settings))
+        features.append(batch_features.float().cpu())
+        predictions.append(decoder(batch_features).argmax(1).cpu())
+    return torch.cat(features).numpy(), torch.cat(predictions).numpy()
+
+
+# ----------------------------------------------------------------------------- t-SNE and its cache
+
+def choose_points(num_points: int, max_points: int, seed: int) -> np.ndarray:
+    """The same random subset (sorted) for every configuration of a figure; all if max_points <= 0."""
+    if max_points <= 0 or num_points <= max_points:
+        return np.arange(num_points)
+    return np.sort(np.random.default_rng(seed).choice(num_points, max_points, replace=False))
+
+
+SMALL_TSNE = 1000  # points below which t-SNE runs on one thread
+
+
+def tsne_2d(features: np.ndarray, perplexity: float, seed: int, threads: int = 0) -> np.ndarray:
+    """2-D t-SNE. `threads` caps the OpenMP/BLAS threads (0: one thread for small inputs, the
+    libraries' default otherwise): on a busy machine, idle-spinning OpenMP threads made a
+    150-point t-SNE 20x slower than a single thread."""
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+    # t-SNE needs perplexity < number of points; tiny subsets get the largest sensible one
+    perplexity = min(perplexity, max(1.0, (len(features) - 1) / 3))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
+                random_state=seed)
+    limit = threads if threads > 0 else (1 if len(features) < SMALL_TSNE else None)
+    with threadpool_limits(limits=limit):
+        return tsne.fit_transform(features.astype(np.float32)).astype(np.float32)
+
+
+def checkpoint_stamp(path: Path) -> Dict[str, int]:
+    stat = Path(path).stat()
+    return {"size": int(stat.st_size), "mtime_ns": int(stat.st_mtime_ns)}
+
+
+def load_cache(cache_path: Path, checkpoint_path: Path) -> dict:
+    """The cache of this checkpoint file; a fresh one if absent, unreadable or made from an older file."""
+    fresh = {"format": EMBEDDING_CACHE_FORMAT, "checkpoint": checkpoint_stamp(checkpoint_path),
+             "tsne": {}}
+    if not Path(cache_path).is_file():
+        return fresh
+    try:
+        cache = run_files.load_torch(cache_path)
+    except run_files.UnreadableFile:
+        return fresh  # a cache is never worth an error: recompute it
+    if (not isinstance(cache, dict) or cache.get("format") != EMBEDDING_CACHE_FORMAT
+            or cache.get("checkpoint") != fresh["checkpoint"]):
+        return fresh
+    return cache
+
+
+def tsne_key(perplexity: float, max_points: int, seed: int) -> str:
+    return f"perplexity={float(perplexity)}_points={int(max_points)}_seed={int(seed)}"
+
+
+@dataclass
+class Embedding:
+    labels: np.ndarray  # (N,) official test labels
+    predictions: np.ndarray  # (N,) predicted classes
+    indices: Optional[np.ndarray] = None  # test images shown in the t-SNE
+    points: Optional[np.ndarray] = None  # (len(indices), 2)
+    from_cache: bool = False
+
+    @property
+    def error(self) -> float:
+        """Test error (%) over the whole test set."""
+        return 100.0 * float(np.mean(self.predictions != self.labels))
+
+
+# (features (N, F), official labels (N,), predictions (N,)) of one checkpoint
+FeatureSource = Callable[[], Tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def checkpoint_embedding(checkpoint_path: Path, cache_path: Path, compute: FeatureSource,
+                         with_tsne: bool, perplexity: float = 30.0, max_points: int = 5000,
+                         seed: int = 0, log: Callable[[str], None] = print,
+                         threads: int = 0) -> Embedding:
+    """Test predictions (and, with_tsne, the 2-D t-SNE of a subset of the test features)
+    of one checkpoint: from the cache when it holds them, else computed and cached."""
+    cache = load_cache(cache_path, checkpoint_path)
+    key = tsne_key(perplexity, max_points, seed)
+    cached = "predictions" in cache and (not with_tsne or key in cache["tsne"])
+    if cached:
+        embedding = Embedding(cache["labels"].numpy(), cache["predictions"].numpy(), from_cache=True)
+        if not with_tsne:
+            log(f"{Path(checkpoint_path).name}: test predictions cached ({cache_path})")
+    else:
+        features, labels, predictions = compute()
+        embedding = Embedding(labels, predictions)
+        cache["labels"] = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        cache["predictions"] = torch.from_numpy(np.asarray(predictions, dtype=np.int64))
+    if with_tsne:
+        if cached:
+            log(f"{Path(checkpoint_path).name}: t-SNE cached ({cache_path})")
+        else:
+            indices = choose_points(len(labels), max_points, seed)
+            log(f"{Path(checkpoint_path).name}: computing t-SNE of {len(indices)} test features "
+                f"(perplexity {perplexity}) ...")
+            started = time.perf_counter()
+            points = tsne_2d(features[indices], perplexity, seed, threads)
+            log(f"  done in {time.perf_counter() - started:.1f} s")
+            cache["tsne"][key] = {"indices": torch.from_numpy(indices.astype(np.int64)),
+                                  "points": torch.from_numpy(points)}
+        embedding.indices = cache["tsne"][key]["indices"].numpy()
+        embedding.points = cache["tsne"][key]["points"].numpy()
+    if not cached:
+        run_files.save_torch(cache, cache_path)
+    return embedding
+
+
+# ----------------------------------------------------------------------------- drawing helpers
+
+def class_colours(num_classes: int) -> np.ndarray:
+    """(C, 4) RGBA: qualitative palettes up to 20 classes, a continuous map beyond."""
+    if num_classes <= 10:
+        return plt.get_cmap("tab10")(np.arange(num_classes))
+    if num_classes <= 20:
+        return plt.get_cmap("tab20")(np.arange(num_classes))
+    return plt.get_cmap("turbo")(np.linspace(0, 1, num_classes))
+
+
+def class_name(label: int, upper_classes, imbalanced: bool) -> str:
+    return f"{label} (rare)" if imbalanced and label in upper_classes else str(label)
+
+
+@dataclass
+class Panel:
+    label: str  # paper name of the configuration (Baseline, FAA, A_W_S, ...)
+    embedding: Embedding
+
+
+def plot_tsne(panels: Sequence[Panel], num_classes: int, upper_classes, imbalanced: bool,
+              title: str):
+    colours = class_colours(num_classes)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 5.2),
+                             layout="constrained", squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        emb = panel.embedding
+        labels, predictions = emb.labels[emb.indices], emb.predictions[emb.indices]
+        wrong = predictions != labels
+        ax.scatter(*emb.points[~wrong].T, c=colours[labels[~wrong]], s=5, alpha=0.6, linewidths=0,
+                   rasterized=True)
+        # misclassified points on top, larger, outlined, so that they stay visible in dense clusters
+        ax.scatter(*emb.points[wrong].T, c=colours[labels[wrong]], s=28, edgecolors="black",
+                   linewidths=0.6, rasterized=True)
+        ax.set_title(f"{panel.label}: test error {emb.error:.2f} %\n"
+                     f"{int(wrong.sum())} of {len(wrong)} shown points misclassified", fontsize=10)
+        ax.set_xlabel("t-SNE dimension 1")
+        ax.set_ylabel("t-SNE dimension 2")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = []
+    if num_classes <= 20:
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=colours[c], markersize=6,
+                              label=class_name(c, upper_classes, imbalanced))
+                   for c in range(num_classes)]
+    else:
+        mappable = plt.cm.ScalarMappable(cmap="turbo", norm=plt.Normalize(0, num_classes - 1))
+        fig.colorbar(mappable, ax=axes[0].tolist(), label="true class", shrink=0.8)
+    # size keys in black and white, so that they are not read as one more class colour
+    handles += [plt.Line2D([], [], marker="o", linestyle="", color="black", markersize=3,
+                           label="correctly classified"),
+                plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="white", markersize=7,
+                           markeredgecolor="black", label="misclassified")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 12),
+               title="true class" if num_classes <= 20 else None, fontsize=9, frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Row-normalised: entry (t, p) is the fraction of class t's test images predicted as p."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.float64)
+    np.add.at(counts, (labels, predictions), 1)
+    totals = counts.sum(1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+
+
+def plot_confusion(panels: Sequence[Panel], num_classes: int, imbalanced: bool, title: str):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.2, 4.8),
+                             layout="constrained", squeeze=False)
+    ticks = np.arange(num_classes) if num_classes <= 20 else np.arange(0, num_classes, num_classes // 10)
+    image = None
+    for index, (ax, panel) in enumerate(zip(axes[0], panels)):
+        emb = panel.embedding
+        matrix = confusion_matrix(emb.labels, emb.predictions, num_classes)
+        image = ax.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
+        if num_classes <= 12:
+            for true in range(num_classes):
+                for predicted in range(num_classes):
+                    value = matrix[true, predicted]
+                    if value >= 0.005:
+                        text = f"{value:.2f}"
+                        ax.text(predicted, true, "1" if text == "1.00" else text[1:],  # ".93"
+                                ha="center", va="center", fontsize=7,
+                                color="white" if value > 0.6 else "black")
+        if imbalanced:  # the classes imbalance made rare start at C/2
+            for line in (ax.axhline, ax.axvline):
+                line(num_classes // 2 - 0.5, color="tab:red", linewidth=1, linestyle="--")
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        ax.set_xlabel("predicted class")
+        if index == 0:
+            ax.set_ylabel("true class")
+        ax.set_title(f"{panel.label}: test error {emb.error:.2f} %", fontsize=10)
+    fig.colorbar(image, ax=axes[0].tolist(), label="fraction of the true class", shrink=0.85)
+    if imbalanced:
+        title += (f"\nrare classes {num_classes // 2}-{num_classes - 1} below / right of the "
+                  f"dashed red lines")
+    fig.suptitle(title)
+    return fig
+
+
+# ----------------------------------------------------------------------------- what AutoDO learned
+
+@dataclass
+class GroupedValues:
+    """One learned quantity over train samples, split into two groups to compare."""
+    title: str
+    xlabel: str
+    groups: Dict[str, np.ndarray]  # group name -> values
+    # P(a value of the first group > a value of the second), ties half; None if a group is empty
+    auroc: Optional[float] = None
+    extra: Dict[str, float] = field(default_factory=dict)
+    colours: Tuple[str, str] = ("tab:blue", "tab:red")
+    initial: Optional[float] = None  # the value every sample starts from, drawn for reference
+
+    def means(self) -> Dict[str, float]:
+        return {name: float(np.mean(values)) if len(values) else math.nan
+                for name, values in self.groups.items()}
+
+
+def _auroc(first: np.ndarray, second: np.ndarray) -> Optional[float]:
+    """Mann-Whitney AUROC of first vs second, as in the results file's noisy_weight_auroc."""
+    from custom_models.experiment import roc_auc
+    scores = torch.from_numpy(np.concatenate([first, second]).astype(np.float64))
+    positive = torch.zeros(len(scores), dtype=torch.bool)
+    positive[:len(first)] = True
+    return roc_auc(scores, positive)
+
+
+def _split_arrays(split) -> Tuple[np.ndarray, np.ndarray]:
+    _, train_indices, train_targets = split
+    return np.asarray(train_indices, dtype=np.int64), np.asarray(train_targets, dtype=np.int64)
+
+
+def noisy_train_mask(split, official_targets: np.ndarray) -> np.ndarray:
+    """Over train indices: True where the stored label differs from the official one
+    (a flip to the same class is not noise)."""
+    train, targets = _split_arrays(split)
+    return targets[train] != np.asarray(official_targets)[train]
+
+
+def loss_weights(reweight_state: dict) -> np.ndarray:
+    from custom_models.hyper_models import LossModel
+    return LossModel.weights(reweight_state["weight_logits"].float()).numpy()
+
+
+def weights_by_label_noise(reweight_state: dict, split, official_targets) -> GroupedValues:
+    train, _ = _split_arrays(split)
+    weights = loss_weights(reweight_state)[train]
+    noisy = noisy_train_mask(split, official_targets)
+    clean_values, noisy_values = weights[~noisy], weights[noisy]
+    return GroupedValues("Loss weight: clean vs noisy labels", "loss weight softplus(w) / ln 2",
+                         {"clean label": clean_values, "noisy label": noisy_values},
+                         _auroc(clean_values, noisy_values), initial=1.0)
+
+
+def weights_by_class_group(reweight_state: dict, split, official_targets, upper_classes) -> GroupedValues:
+    train, _ = _split_arrays(split)
+    weights = loss_weights(reweight_state)[train]
+    upper = np.isin(np.asarray(official_targets)[train], list(upper_classes))
+    return GroupedValues("Loss weight: rare vs frequent classes", "loss weight softplus(w) / ln 2",
+                         {"upper (rare) classes": weights[upper], "lower classes": weights[~upper]},
+                         _auroc(weights[upper], weights[~upper]), colours=CLASS_GROUP_COLOURS,
+                         initial=1.0)
+
+
+def soft_label_confidence(reweight_state: dict, split, official_targets) -> GroupedValues:
+    """softmax(soft logits) at the official and at the given label, over noisy-labelled samples;
+    extra["correction_rate"] is the share whose soft label's argmax is the official class."""
+    train, targets = _split_arrays(split)
+    noisy = noisy_train_mask(split, official_targets)
+    rows = train[noisy]
+    probabilities = torch.softmax(reweight_state["soft_logits"][torch.from_numpy(rows)].float(), -1).numpy()
+    official = np.asarray(official_targets)[rows]
+    given = targets[rows]
+    at_official = probabilities[np.arange(len(rows)), official]
+    at_given = probabilities[np.arange(len(rows)), given]
+    corrected = float(np.mean(probabilities.argmax(1) == official)) if len(rows) else math.nan
+    return GroupedValues("Soft labels of noisy-labelled samples", "soft-label probability",
+                         {"official (true) label": at_official, "given (noisy) label": at_given},
+                         _auroc(at_official, at_given), {"correction_rate": corrected})
+
+
+def augmentation_by_class_group(augment_state: dict, split, official_targets,
+                                upper_classes) -> List[GroupedValues]:
+    """Per-sample (SEP) learned probability and magnitude, averaged over the 7 affine
+    parameters, for the upper (rare) vs the lower classes."""
+    from custom_models.hyper_models import INITIAL_MAGNITUDE, INITIAL_PROBABILITY
+    train, _ = _split_arrays(split)
+    upper = np.isin(np.asarray(official_targets)[train], list(upper_classes))
+    out = []
+    for key, title, xlabel, initial in (
+            ("probability_logits", "Augmentation probability",
+             "sigmoid(probability logit), mean over the 7 affine parameters", INITIAL_PROBABILITY),
+            ("magnitude_logits", "Augmentation magnitude",
+             "sigmoid(magnitude logit), mean over the 7 affine parameters", INITIAL_MAGNITUDE)):
+        values = torch.sigmoid(augment_state[key].float()).mean(-1).numpy()[train]
+        out.append(GroupedValues(f"{title}: rare vs frequent classes", xlabel,
+                                 {"upper (rare) classes": values[upper], "lower classes": values[~upper]},
+                                 _auroc(values[upper], values[~upper]), colours=CLASS_GROUP_COLOURS,
+                                 initial=initial))
+    return out
+
+
+def shared_augmentation(augment_state: dict) -> Dict[str, Tuple[float, float]]:
+    """SHA: the one learned (probability, magnitude) of each affine parameter."""
+    from custom_transforms.affine import PARAMETERS
+    probability = torch.sigmoid(augment_state["probability_logits"].float()).reshape(-1).tolist()
+    magnitude = torch.sigmoid(augment_state["magnitude_logits"].float()).reshape(-1).tolist()
+    return {name: (p, m) for name, p, m in zip(PARAMETERS, probability, magnitude)}
+
+
+def learned_quantities(checkpoint: dict, los_model: str, aug_model: str, split, official_targets,
+                       upper_classes, imbalanced: bool):
+    """The densities worth drawing for one configuration, and (SHA) its shared table."""
+    reweight, augment = checkpoint.get("reweight_state_dict", {}), checkpoint.get("augment_state_dict", {})
+    has_noise = bool(noisy_train_mask(split, official_targets).any())
+    quantities: List[GroupedValues] = []
+    if los_model in ("WGHT", "BOTH"):
+        if has_noise:
+            quantities.append(weights_by_label_noise(reweight, split, official_targets))
+        if imbalanced or not has_noise:
+            quantities.append(weights_by_class_group(reweight, split, official_targets, upper_classes))
+    if los_model in ("SOFT", "BOTH") and has_noise:
+        quantities.append(soft_label_confidence(reweight, split, official_targets))
+    shared = None
+    if aug_model == "SEP":
+        quantities += augmentation_by_class_group(augment, split, official_targets, upper_classes)
+    elif aug_model == "SHA":
+        shared = shared_augmentation(augment)
+    return quantities, shared
+
+
+def draw_density(ax, quantity: GroupedValues) -> None:
+    """Histogram (density) of each group, with a Gaussian KDE line where the values spread over
+    several bins (a KDE of a near-constant group is a spike that flattens everything else)."""
+    from scipy.stats import gaussian_kde
+    present = [values for values in quantity.groups.values() if len(values)]
+    everything = np.concatenate(present) if present else np.zeros(1)
+    bins = np.histogram_bin_edges(everything, bins=40)
+    grid = np.linspace(bins[0], bins[-1], 300)
+    for (name, values), colour in zip(quantity.groups.items(), quantity.colours):
+        if not len(values):
+            continue
+        label = f"{name} (n={len(values)}, mean {np.mean(values):.3f})"
+        ax.hist(values, bins=bins, density=True, alpha=0.35, color=colour, label=label)
+        if len(values) > 2 and np.std(values) > 2 * (bins[1] - bins[0]):
+            try:
+                ax.plot(grid, gaussian_kde(values)(grid), color=colour, linewidth=1.5)
+            except np.linalg.LinAlgError:
+                pass  # (nearly) constant values: the histogram says it all
+    if quantity.initial is not None:
+        ax.axvline(quantity.initial, color="black", linestyle=":", linewidth=1,
+                   label=f"initial value {quantity.initial:g}")
+    title = quantity.title
+    if quantity.auroc is not None:
+        names = list(quantity.groups)
+        title += f"\nAUROC {quantity.auroc:.3f} (P[{names[0].split(' (')[0]} > {names[1].split(' (')[0]}])"
+    if "correction_rate" in quantity.extra:
+        title += f"; argmax = official label: {100 * quantity.extra['correction_rate']:.1f} %"
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(quantity.xlabel)
+    ax.set_ylabel("density")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.4)  # headroom, so that the legend covers no bar
+    ax.legend(fontsize=7, loc="upper right")
+
+
+def plot_learned(quantities: Sequence[GroupedValues], shared: Optional[Dict[str, Tuple[float, float]]],
+                 title: str):
+    panels = len(quantities) + (shared is not None)
+    columns = min(panels, 3)
+    rows = math.ceil(panels / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.0 * columns, 4.0 * rows),
+                             layout="constrained", squeeze=False)
+    flat = axes.reshape(-1)
+    for ax, quantity in zip(flat, quantities):
+        draw_density(ax, quantity)
+    if shared is not None:
+        ax = flat[len(quantities)]
+        names = list(shared)
+        positions = np.arange(len(names))
+        ax.bar(positions - 0.2, [shared[n][0] for n in names], 0.4, label="probability")
+        ax.bar(positions + 0.2, [shared[n][1] for n in names], 0.4, label="magnitude")
+        ax.set_xticks(positions, [n.replace("_", "-") for n in names], rotation=30, ha="right")
+        from custom_models.hyper_models import INITIAL_MAGNITUDE, INITIAL_PROBABILITY
+        ax.axhline(INITIAL_PROBABILITY, color="tab:blue", linestyle=":", linewidth=1,
+                   label=f"initial probability {INITIAL_PROBABILITY:g}")
+        ax.axhline(INITIAL_MAGNITUDE, color="tab:orange", linestyle=":", linewidth=1,
+                   label=f"initial magnitude {INITIAL_MAGNITUDE:g}")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("sigmoid(logit)")
+        ax.set_title("Shared augmentation (SHA)", fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in flat[panels:]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    return fig
+
+
+# ----------------------------------------------------------------------------- one run's figures
+
+class FigureError(RuntimeError):
+    """A figure cannot be drawn (missing checkpoint or split file); the message says what to do."""
+
+
+class RunFigures:
+    """The figures of several configurations of one run folder, written to `out_dir`."""
+
+    def __init__(self, data_root, settings, run_folder: str, configs: Dict[str, Configuration],
+                 checkpoint: str = "best", out_dir="./visualizations", device=torch.device("cpu"),
+                 batch_size: int = 500, workers: int = 4, log: Callable[[str], None] = print):
+        self.data_root, self.settings, self.run_folder = data_root, settings, run_folder
+        self.configs, self.out_dir, self.device = configs, Path(out_dir), device
+        self.batch_size, self.workers, self.log = batch_size, workers, log
+        self.folder = run_files.run_dir(data_root, settings.name, run_folder)
+        self.checkpoint_kind = checkpoint
+        path_of = run_files.best_checkpoint_path if checkpoint == "best" else run_files.last_checkpoint_path
+        self.checkpoints = {label: path_of(self.folder, config.name) for label, config in configs.items()}
+        self._data = None
+        first = next(iter(configs.values()))
+        self.setting = first  # every configuration of a figure shares IR, SR, NR and the network
+
+    def check_checkpoints(self) -> None:
+        missing = [str(path) for path in self.checkpoints.values() if not path.is_file()]
+        if missing:
+            raise FigureError(f"missing checkpoint{'s' * (len(missing) > 1)}: {', '.join(missing)}; "
+                              f"train {'them' if len(missing) > 1 else 'it'} with implicit-augment.py "
+                              f"-r {self.run_folder} (same -ir/-sr/-nr/--model) or leave "
+                              f"{'them' if len(missing) > 1 else 'it'} out of --configs")
+
+    @property
+    def data(self):
+        if self._data is None:
+            from custom_datasets.sources import load_data
+            self._data = load_data(self.settings, self.data_root)
+        return self._data
+
+    @property
+    def imbalanced(self) -> bool:
+        return self.setting.imbalance_ratio > 1
+
+    def title(self, what: str) -> str:
+        c = self.setting
+        sr = f", SR {run_files.number_text(c.subsample_ratio)}" if c.subsample_ratio != 1 else ""
+        ablation = f", {c.ablation}" if c.ablation else ""
+        return (f"{what}: {self.settings.name} {self.run_folder}, IR {c.imbalance_ratio}, "
+                f"NR {run_files.number_text(c.noise_ratio)}{sr}, {c.model}{ablation}")
+
+    def base_path(self, kind: str, labels: Sequence[str]) -> Path:
+        c = self.setting
+        model = f"{c.ablation}_{c.model}" if c.ablation else c.model
+        # figures of last_ checkpoints must not overwrite those of best_ ones
+        labels = list(labels) + (["last"] if self.checkpoint_kind == "last" else [])
+        return figure_base_path(self.out_dir, kind, self.settings.name, model, self.run_folder,
+                                c.imbalance_ratio, c.subsample_ratio, c.noise_ratio, labels)
+
+    def _feature_source(self, path: Path) -> FeatureSource:
+        def compute():
+            checkpoint = run_files.load_torch(path)
+            encoder, decoder = load_network(checkpoint, self.setting.model, self.settings, self.device, path)
+            batches = iterate_test_images(self.data, self.batch_size, self.workers)
+            features, predictions = extract_test_features(encoder, decoder, batches, self.settings,
+                                                          self.device)
+            return features, self.data.test_targets.numpy(), predictions
+        return compute
+
+    def embeddings(self, with_tsne: bool, perplexity: float, max_points: int, seed: int,
+                   progress: bool = True, threads: int = 0) -> List[Panel]:
+        from tqdm import tqdm
+        panels = []
+        # the bar is for terminals; in a log file the per-checkpoint lines are the progress
+        labels = tqdm(list(self.checkpoints), desc="t-SNE" if with_tsne else "predictions",
+                      unit="config", disable=not (progress and sys.stderr.isatty()))
+        for label in labels:
+            path = self.checkpoints[label]
+            cache = embedding_cache_path(self.out_dir, self.settings.name, self.run_folder, path)
+            embedding = checkpoint_embedding(path, cache, self._feature_source(path), with_tsne,
+                                             perplexity, max_points, seed, log=tqdm.write,
+                                             threads=threads)
+            panels.append(Panel(label, embedding))
+        return panels
+
+    def tsne_figure(self, perplexity: float = 30.0, max_points: int = 5000, seed: int = 0,
+                    progress: bool = True, threads: int = 0) -> List[Path]:
+        panels = self.embeddings(True, perplexity, max_points, seed, progress, threads)
+        fig = plot_tsne(panels, self.settings.num_classes, self.settings.upper_classes,
+                        self.imbalanced, self.title("t-SNE of test-set features"))
+        return save_figure(fig, self.base_path("tsne", list(self.checkpoints)))
+
+    def confusion_figure(self, progress: bool = True) -> List[Path]:
+        panels = self.embeddings(False, 0, 0, 0, progress)
+        fig = plot_confusion(panels, self.settings.num_classes, self.imbalanced,
+                             self.title("Row-normalised confusion matrices"))
+        return save_figure(fig, self.base_path("confusion", list(self.checkpoints)))
+
+    def learning_configs(self) -> List[str]:
+        return [label for label, c in self.configs.items()
+                if c.los_model != "NONE" or c.aug_model in ("SHA", "SEP")]
+
+    def load_split(self):
+        """(valid, train, stored targets) of the run, checked against the official train labels."""
+        c = self.setting
+        path = self.folder / run_files.split_file_name(c.imbalance_ratio, c.subsample_ratio, c.noise_ratio)
+        if not path.is_file():
+            raise FigureError(f"missing split file {path}; it is written by implicit-augment.py "
+                              f"-r {self.run_folder} with the same -ir/-sr/-nr")
+        split = run_files.load_torch(path)
+        official = self.data.train_targets
+        if not isinstance(split, (tuple, list)) or len(split) != 3 or len(split[2]) != len(official):
+            raise run_files.UnreadableFile(f"{path} is not a split file of {self.settings.name} "
+                                           f"({len(official)} train images)")
+        return split
+
+    def density_figures(self) -> Tuple[List[Path], Dict[str, List[GroupedValues]]]:
+        """One figure per configuration that learns hyperparameters; also returns the numbers."""
+        learning = self.learning_configs()
+        if not learning:
+            raise FigureError(f"none of --configs {' '.join(self.configs)} learns hyperparameters; "
+                              f"add A_W or A_W_S (or A, A_SHA) to --configs")
+        split = self.load_split()
+        official = self.data.train_targets.numpy()
+        written, numbers = [], {}
+        for label in learning:
+            path, config = self.checkpoints[label], self.configs[label]
+            checkpoint = run_files.load_torch(path)
+            weights = checkpoint.get("reweight_state_dict", {}).get("weight_logits")
+            if weights is not None and len(weights) != len(official):
+                raise run_files.UnreadableFile(f"{path}: its tables have {len(weights)} rows, "
+                                               f"{self.settings.name} has {len(official)} train images")
+            quantities, shared = learned_quantities(checkpoint, config.los_model, config.aug_model,
+                                                    split, official, self.settings.upper_classes,
+                                                    self.imbalanced)
+            if not quantities and shared is None:
+                self.log(f"{label}: nothing learned to draw at this setting (no noisy labels?)")
+                continue
+            for quantity in quantities:
+                means = ", ".join(f"{name} {mean:.3f}" for name, mean in quantity.means().items())
+                auroc = "" if quantity.auroc is None else f", AUROC {quantity.auroc:.3f}"
+                self.log(f"{label}: {quantity.title}: mean {means}{auroc}")
+            fig = plot_learned(quantities, shared, self.title(f"What {label} learned"))
+            written += save_figure(fig, self.base_path("densities", [label]))
+            numbers[label] = quantities
+        return written, numbers

@@ -1,0 +1,623 @@
+"""Numbers and tables of get-results.py, read from the runs' results files (DESIGN §8).
+
+Two views of the same files:
+- one configuration over its runs (the paper's get-results): each run's
+  checkpoint and accuracy, then mean and sample standard deviation;
+- every configuration found for a dataset as the paper's table: one row per
+  method, one column per IR-NR setting, cells "error mean ± std (runs)",
+  optionally beside the paper's numbers (paper_results.json, a copy of the
+  paper's tables kept in the package so nothing reads outside the project).
+
+Accuracies come from the results JSON (best.acc or final.acc); a run whose
+status is not "finished" is listed but never averaged, since its best so far
+is not the number a finished run reports. Every path comes from run_files.
+"""
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from custom_models import run_files
+
+PAPER_RESULTS_PATH = Path(__file__).with_name("paper_results.json")
+METRICS = {"best": "best", "last": "final"}  # --metric -> section of the results file
+FORMATS = ("text", "markdown", "csv", "json")
+MISSING = "—"
+
+
+class ReportError(RuntimeError):
+    """Something the user must fix before there is anything to report; the message says what."""
+
+
+# ----------------------------------------------------------------------------- configurations
+
+def load_paper_results() -> dict:
+    return json.loads(PAPER_RESULTS_PATH.read_text())
+
+
+def paper_methods() -> Dict[str, Tuple[str, str, str]]:
+    """Paper row name -> (aug_model, los_model, hyper_opt), in the paper's row order."""
+    return {name: (c["aug_model"], c["los_model"], c["hyper_opt"])
+            for name, c in load_paper_results()["configs"].items()}
+
+
+def method_label(aug_model: str, los_model: str, hyper_opt: str) -> str:
+    """The paper's row name (Baseline, FAA, A_W_S, ...) or AUG/LOS/OPT for other combinations."""
+    for name, method in paper_methods().items():
+        if method == (aug_model, los_model, hyper_opt):
+            return name
+    return f"{aug_model}/{los_model}/{hyper_opt}"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """Everything that names a run's files: the options that go into run_files.run_name."""
+    model: str
+    aug_model: str
+    los_model: str
+    hyper_opt: str
+    imbalance_ratio: int
+    subsample_ratio: float
+    noise_ratio: float
+    overfit: bool = False
+    oversplit: bool = False
+
+    @property
+    def name(self) -> str:
+        return run_files.run_name(self.model, self.hyper_opt, self.aug_model, self.los_model,
+                                  self.imbalance_ratio, self.subsample_ratio, self.noise_ratio,
+                                  overfit=self.overfit, oversplit=self.oversplit)
+
+    @property
+    def ablation(self) -> str:
+        return "overfit" if self.overfit else "oversplit" if self.oversplit else ""
+
+    @property
+    def method(self) -> Tuple[str, str, str]:
+        return self.aug_model, self.los_model, self.hyper_opt
+
+    @property
+    def setting(self) -> str:
+        """The paper's column name, IR-NR (e.g. 100-0.1); the SR is added when it is not 1."""
+        label = f"{self.imbalance_ratio}-{run_files.number_text(self.noise_ratio)}"
+        if float(self.subsample_ratio) != 1.0:
+            label += f" sr {run_files.number_text(self.subsample_ratio)}"
+        return label
+
+    def train_command(self, data_root, dataset: str, run_folder: str) -> str:
+        """The implicit-augment.py command that (re)creates this configuration's files."""
+        flags = [f"--data {data_root}", f"--dataset {dataset}", f"-r {run_folder}",
+                 f"-ir {self.imbalance_ratio}", f"-sr {run_files.number_text(self.subsample_ratio)}",
+                 f"-nr {run_files.number_text(self.noise_ratio)}", f"--aug-model {self.aug_model}",
+                 f"--los-model {self.los_model}", f"--hyper-opt {self.hyper_opt}",
+                 f"--model {self.model}"]
+        if self.ablation:
+            flags.append(f"--{self.ablation}")
+        return "python implicit-augment.py " + " ".join(flags)
+
+    @classmethod
+    def from_results(cls, results: dict, path: Path) -> "Configuration":
+        """The configuration a results file describes, checked against its file name."""
+        config = results.get("config")
+        keys = ("model", "aug_model", "los_model", "hyper_opt", "imbalance_ratio",
+                "subsample_ratio", "noise_ratio")
+        if not isinstance(config, dict) or any(key not in config for key in keys):
+            raise run_files.UnreadableFile(
+                f"{path} has no complete 'config' ({', '.join(keys)}); it was not written by "
+                f"implicit-augment.py: move it out of the run folder")
+        try:
+            found = cls(str(config["model"]), str(config["aug_model"]), str(config["los_model"]),
+                        str(config["hyper_opt"]), int(config["imbalance_ratio"]),
+                        float(config["subsample_ratio"]), float(config["noise_ratio"]),
+                        bool(config.get("overfit", False)), bool(config.get("oversplit", False)))
+        except (TypeError, ValueError) as error:
+            raise run_files.UnreadableFile(f"{path} has a malformed 'config' ({error}); "
+                                           f"move it out of the run folder") from None
+        if found.name != run_files.config_name_from_results(path):
+            raise run_files.UnreadableFile(
+                f"{path}: its config describes {found.name}, not the configuration in its file "
+                f"name; a renamed or copied file? move it out of the run folder")
+        return found
+
+
+# ----------------------------------------------------------------------------- statistics
+
+@dataclass(frozen=True)
+class Summary:
+    n: int
+    mean: float
+    std: float  # sample standard deviation (ddof=1); nan for fewer than two runs
+
+    def text(self, digits: int = 2) -> str:
+        if self.n == 0:
+            return MISSING
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} ({self.n})"
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    values = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    if len(values) == 0:
+        return Summary(0, math.nan, math.nan)
+    # ddof=1 of a single value is undefined; say so with nan instead of numpy's warning
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+    return Summary(len(values), float(np.mean(values)), std)
+
+
+def json_number(value) -> Optional[float]:
+    """JSON has no NaN: undefined numbers are written as null."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+# ----------------------------------------------------------------------------- one configuration
+
+@dataclass
+class RunRecord:
+    run_folder: str
+    results_file: Path
+    checkpoint: Path
+    finished: bool
+    progress: str  # "epoch 12/200"
+    acc: Optional[float] = None
+    minority_acc: Optional[float] = None
+
+    @property
+    def error(self) -> Optional[float]:
+        return None if self.acc is None else 100.0 - self.acc
+
+    @property
+    def minority_error(self) -> Optional[float]:
+        return None if self.minority_acc is None else 100.0 - self.minority_acc
+
+
+def _metric_entry(results: dict, metric: str, path: Path) -> dict:
+    section = METRICS[metric]
+    entry = results.get(section)
+    if not isinstance(entry, dict) or not isinstance(entry.get("acc"), (int, float)):
+        raise run_files.UnreadableFile(f"{path} has no number at {section}.acc although its status "
+                                       f"is finished; delete it and re-run the configuration")
+    return entry
+
+
+def _is_finished(results: dict) -> bool:
+    return results.get("status") == "finished"
+
+
+def _progress(results: dict) -> str:
+    return f"epoch {results.get('epochs_done', '?')}/{results.get('epochs', '?')}"
+
+
+def read_run(folder: Path, config: Configuration, metric: str, data_root, dataset: str,
+             check_checkpoint: bool, warnings: List[str]) -> Optional[RunRecord]:
+    """One run folder's record of `config`, or None if the folder never ran it.
+
+    A folder ran the configuration if any of its files is there; then its results
+    file must be readable, and for a finished run so must the checkpoint shown
+    beside the accuracy (its stored best accuracy is checked against the results)."""
+    name = config.name
+    results_file = run_files.results_path(folder, name)
+    best = run_files.best_checkpoint_path(folder, name)
+    last = run_files.last_checkpoint_path(folder, name)
+    if not any(path.is_file() for path in (results_file, best, last)):
+        return None
+    # a finished configuration whose file is lost is trained again from scratch
+    hint = f"re-run it: {config.train_command(data_root, dataset, folder.name)} --force"
+    try:
+        results = run_files.load_results(results_file)
+    except run_files.UnreadableFile as error:
+        raise run_files.UnreadableFile(f"{error}; {hint}") from None
+    checkpoint = best if metric == "best" else last
+    record = RunRecord(folder.name, results_file, checkpoint, _is_finished(results), _progress(results))
+    if not record.finished:
+        return record
+    entry = _metric_entry(results, metric, results_file)
+    record.acc = float(entry["acc"])
+    minority = entry.get("minority_acc")
+    record.minority_acc = float(minority) if isinstance(minority, (int, float)) else None
+    if check_checkpoint:
+        if not checkpoint.is_file():
+            raise run_files.UnreadableFile(f"{checkpoint} does not exist; {hint}")
+        saved = run_files.load_torch(checkpoint)
+        if not isinstance(saved, dict) or "acc" not in saved:
+            raise run_files.UnreadableFile(f"{checkpoint} is not a checkpoint of implicit-augment.py "
+                                           f"(no 'acc'); {hint}")
+        best_acc = _metric_entry(results, "best", results_file)["acc"]
+        if abs(float(saved["acc"]) - float(best_acc)) > 1e-6:
+            warnings.append(f"{checkpoint} stores best accuracy {float(saved['acc']):.4f} %, its "
+                            f"results file {float(best_acc):.4f} %; the results file is reported")
+    return record
+
+
+@dataclass
+class RunReport:
+    dataset: str
+    config: Configuration
+    metric: str
+    runs: List[RunRecord]  # finished runs that are averaged
+    unfinished: List[RunRecord]
+    minority: bool
+    paper: Optional[Tuple[float, Optional[float], str]] = None  # error mean, std, paper's model
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> Summary:
+        return summarize([run.acc for run in self.runs])
+
+    @property
+    def error(self) -> Summary:
+        return summarize([run.error for run in self.runs])
+
+    @property
+    def minority_accuracy(self) -> Summary:
+        return summarize([run.minority_acc for run in self.runs])
+
+    @property
+    def minority_error(self) -> Summary:
+        return summarize([run.minority_error for run in self.runs])
+
+
+def paper_number(dataset: str, config: Configuration) -> Optional[Tuple[float, Optional[float], str]]:
+    """The paper's error (mean, std, its model) for this method and IR-NR, if it reports one."""
+    paper = load_paper_results().get(dataset)
+    label = method_label(*config.method)
+    if paper is None or label not in paper or config.ablation or config.setting not in paper["columns"]:
+        return None
+    mean, std = paper[label][paper["columns"].index(config.setting)]
+    return mean, std, paper["model"]
+
+
+def run_report(data_root, dataset: str, config: Configuration, metric: str = "best",
+               required_runs: Optional[int] = None, minority: bool = False,
+               with_paper: bool = False) -> RunReport:
+    """Every run folder's result of one configuration; raises ReportError / UnreadableFile."""
+    folders = run_files.find_run_folders(data_root, dataset)
+    warnings: List[str] = []
+    records = [record for folder in folders
+               for record in [read_run(folder, config, metric, data_root, dataset, True, warnings)]
+               if record is not None]
+    finished = [record for record in records if record.finished]
+    unfinished = [record for record in records if not record.finished]
+    where = run_files.dataset_dir(data_root, dataset)
+    if not records:
+        others = len(run_files.list_results(data_root, dataset))
+        seen = (f" ({len(folders)} run folders with {others} results files of other configurations; "
+                f"see --table)" if folders else "")
+        raise ReportError(f"no run of {config.name} under {where}/run*/{seen}; train one with: "
+                          f"{config.train_command(data_root, dataset, 'run0')}")
+    if not finished:
+        states = ", ".join(f"{r.run_folder} {r.progress}" for r in unfinished)
+        raise ReportError(f"no finished run of {config.name} under {where} ({states}); "
+                          f"wait for them or resume them with --resume")
+    if required_runs is not None:
+        if len(finished) < required_runs:
+            have = ", ".join(record.run_folder for record in finished)
+            raise ReportError(f"--runs {required_runs}: found {len(finished)} finished runs of "
+                              f"{config.name} ({have}) under {where}; train the missing ones with "
+                              f"-r runN, or lower --runs")
+        if len(finished) > required_runs:
+            warnings.append(f"--runs {required_runs}: using the first {required_runs} of "
+                            f"{len(finished)} finished runs")
+            finished = finished[:required_runs]
+    report = RunReport(dataset, config, metric, finished, unfinished, minority, notes=warnings)
+    if minority and any(run.minority_acc is None for run in finished):
+        report.notes.append("some results files have no minority_acc; those runs count as nan")
+    if with_paper:
+        report.paper = paper_number(dataset, config)
+        if report.paper is None:
+            report.notes.append(f"the paper reports no number for {method_label(*config.method)} "
+                                f"at {config.setting} on {dataset}")
+    return report
+
+
+def _number(value: Optional[float], digits: int = 2) -> str:
+    return "nan" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _std_text(summary: Summary) -> str:
+    if summary.n == 1:
+        return "nan (undefined for a single run)"
+    return _number(summary.std)
+
+
+def render_run_report(report: RunReport, fmt: str = "text") -> str:
+    if fmt == "json":
+        return json.dumps(_run_report_json(report), indent=1)
+    if fmt in ("markdown", "csv"):
+        return _render_grid(*_run_report_grid(report), fmt)
+    lines = [f"{report.dataset}: {report.config.name} (metric: {report.metric}, "
+             f"{'best' if report.metric == 'best' else 'final'}.acc of the results files)"]
+    width = max(len(str(run.checkpoint)) for run in report.runs)
+    for run in report.runs:
+        line = f"{run.run_folder:>6}  {str(run.checkpoint):<{width}}  acc {run.acc:.2f} %  " \
+               f"error {run.error:.2f} %"
+        if report.minority:
+            line += f"  minority acc {_number(run.minority_acc)} %"
+        lines.append(line)
+    for run in report.unfinished:
+        lines.append(f"{run.run_folder:>6}  {run.results_file}  not finished ({run.progress}), not counted")
+    lines.append(f"runs: {len(report.runs)}")
+    summaries = [("accuracy", report.accuracy), ("error", report.error)]
+    if report.minority:
+        summaries += [("minority accuracy", report.minority_accuracy),
+                      ("minority error", report.minority_error)]
+    for label, summary in summaries:
+        lines.append(f"{label + ':':<19} mean {_number(summary.mean)} %  std {_std_text(summary)}")
+    if report.paper is not None:
+        mean, std, model = report.paper
+        lines.append(f"{'paper error:':<19} mean {mean} %  std {'n/a' if std is None else std}  "
+                     f"({model})")
+    lines += [f"note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def _run_report_grid(report: RunReport):
+    header = ["run", "checkpoint", "acc", "error"] + (["minority acc"] if report.minority else [])
+    rows = [[run.run_folder, str(run.checkpoint), _number(run.acc), _number(run.error)]
+            + ([_number(run.minority_acc)] if report.minority else []) for run in report.runs]
+    for label, pick in (("mean", lambda s: s.mean), ("std", lambda s: s.std)):
+        row = [label, "", _number(pick(report.accuracy)), _number(pick(report.error))]
+        rows.append(row + ([_number(pick(report.minority_accuracy))] if report.minority else []))
+    return header, rows
+
+
+def _run_report_json(report: RunReport) -> dict:
+    def summary(s: Summary) -> dict:
+        return {"n": s.n, "mean": json_number(s.mean), "std": json_number(s.std)}
+    out = {"dataset": report.dataset, "run_name": report.config.name, "metric": report.metric,
+           "runs": [{"run_folder": run.run_folder, "checkpoint": str(run.checkpoint),
+                     "results_file": str(run.results_file), "acc": run.acc, "error": run.error,
+                     "minority_acc": run.minority_acc} for run in report.runs],
+           "unfinished": [{"run_folder": run.run_folder, "progress": run.progress}
+                          for run in report.unfinished],
+           "acc": summary(report.accuracy), "error": summary(report.error), "notes": report.notes}
+    if report.minority:
+        out["minority_acc"] = summary(report.minority_accuracy)
+        out["minority_error"] = summary(report.minority_error)
+    if report.paper is not None:
+        out["paper_error"] = {"mean": report.paper[0], "std": report.paper[1], "model": report.paper[2]}
+    return out
+
+
+# ----------------------------------------------------------------------------- the paper's table
+
+@dataclass
+class Cell:
+    runs: List[str] = field(default_factory=list)  # run folders, in run order
+    values: List[float] = field(default_factory=list)  # error (%) of each run
+    paper: Optional[Tuple[float, Optional[float]]] = None
+
+    @property
+    def summary(self) -> Summary:
+        return summarize(self.values)
+
+
+@dataclass
+class Row:
+    name: str
+    model: str
+    aug_model: str
+    los_model: str
+    hyper_opt: str
+    ablation: str
+    cells: Dict[str, Cell] = field(default_factory=dict)  # column -> cell
+
+
+@dataclass
+class Table:
+    dataset: str
+    metric: str
+    quantity: str  # "error" or "minority error"
+    columns: List[str]
+    rows: List[Row]
+    with_paper: bool
+    notes: List[str] = field(default_factory=list)
+
+    def caption(self) -> str:
+        what = "top-1 test error" if self.quantity == "error" else \
+            "test error on the minority (upper-half) classes"
+        return (f"{self.dataset}: {what} (%), mean ± std (runs) over run folders; columns IR-NR; "
+                f"metric: {self.metric}")
+
+
+def _row_name(method: Tuple[str, str, str], model: str, ablation: str, default_model: str) -> str:
+    """The paper's row name; other networks and the ablations say which in brackets."""
+    name = method_label(*method)
+    if ablation or model != default_model:
+        name += f" [{ablation + '_' if ablation else ''}{model}]"
+    return name
+
+
+def _column_key(config: Configuration):
+    return -config.subsample_ratio, config.noise_ratio, config.imbalance_ratio
+
+
+def build_table(data_root, dataset: str, default_model: str, metric: str = "best",
+                minority: bool = False, with_paper: bool = False, model: Optional[str] = None,
+                max_runs: Optional[int] = None) -> Table:
+    """Every configuration and IR-NR setting with results for `dataset` (only `model`'s, if given)."""
+    paths = run_files.list_results(data_root, dataset)
+    where = run_files.dataset_dir(data_root, dataset)
+    if not paths:
+        raise ReportError(f"no results files under {where}/run*/; train a configuration first, "
+                          f"e.g. python implicit-augment.py --data {data_root} --dataset {dataset} -r run0")
+    quantity = "minority error" if minority else "error"
+    groups: Dict[Configuration, Cell] = {}
+    notes: List[str] = []
+    unfinished = without_minority = 0
+    for path in paths:
+        results = run_files.load_results(path)
+        config = Configuration.from_results(results, path)
+        if model is not None and config.model != model:
+            continue
+        if not _is_finished(results):
+            unfinished += 1
+            continue
+        entry = _metric_entry(results, metric, path)
+        value = entry.get("minority_acc") if minority else entry["acc"]
+        if not isinstance(value, (int, float)):
+            without_minority += 1
+            continue
+        cell = groups.setdefault(config, Cell())
+        if max_runs is None or len(cell.values) < max_runs:
+            cell.runs.append(path.parent.name)
+            cell.values.append(100.0 - float(value))
+    if unfinished:
+        notes.append(f"{unfinished} results files of unfinished runs are not counted")
+    if without_minority:
+        notes.append(f"{without_minority} results files without {METRICS[metric]}.minority_acc "
+                     f"are not counted")
+    if not groups:
+        only = f" of model {model}" if model else ""
+        raise ReportError(f"no finished run{only} under {where}/run*/ ({len(paths)} results files, "
+                          f"{unfinished} unfinished)")
+
+    order = {method: index for index, method in enumerate(paper_methods().values())}
+    rows: Dict[Tuple, Row] = {}
+    columns: Dict[str, Tuple] = {}
+    for config, cell in groups.items():
+        key = (config.ablation, config.model, config.method)
+        if key not in rows:
+            name = _row_name(config.method, config.model, config.ablation, default_model)
+            rows[key] = Row(name, config.model, *config.method, config.ablation)
+        rows[key].cells[config.setting] = cell
+        columns.setdefault(config.setting, _column_key(config))
+
+    paper = load_paper_results().get(dataset) if with_paper else None
+    if with_paper and paper is None:
+        notes.append(f"the paper reports no numbers for {dataset}")
+    elif with_paper and minority:
+        notes.append("the paper reports no minority-class error; no paper columns")
+        paper = None
+    if paper is not None:
+        _add_paper(paper, rows, columns, default_model)
+        if paper["model"] != default_model:
+            notes.append(f"paper numbers are for {paper['model']}")
+    column_names = sorted(columns, key=lambda name: columns[name])
+    # the dataset's own network first, then other networks, then ablations; paper rows in paper order
+    row_list = sorted(rows.values(), key=lambda row: (
+        bool(row.ablation), row.model != default_model, row.model,
+        order.get((row.aug_model, row.los_model, row.hyper_opt), len(order)), row.name))
+    return Table(dataset, metric, quantity, column_names, row_list, paper is not None, notes)
+
+
+def _add_paper(paper: dict, rows: Dict[Tuple, Row], columns: Dict[str, Tuple],
+               default_model: str) -> None:
+    """Paper numbers go beside rows of the paper's network only (other networks are not comparable);
+    the paper's rows and columns appear even where we have no run."""
+    for column in paper["columns"]:
+        if column not in columns:
+            imbalance, noise = column.split("-")
+            columns[column] = (-1.0, float(noise), int(imbalance))
+    for name, method in paper_methods().items():
+        if name not in paper:
+            continue
+        key = ("", paper["model"], method)
+        if key not in rows:
+            rows[key] = Row(_row_name(method, paper["model"], "", default_model), paper["model"],
+                            *method, "")
+        row = rows[key]
+        for column, (mean, std) in zip(paper["columns"], paper[name]):
+            row.cells.setdefault(column, Cell()).paper = (mean, std)
+
+
+def _paper_text(paper: Optional[Tuple[float, Optional[float]]]) -> str:
+    if paper is None:
+        return MISSING
+    mean, std = paper
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.2f}"
+
+
+def _table_grid(table: Table):
+    header = ["Method"]
+    for column in table.columns:
+        header += [column] + ([f"{column} paper"] if table.with_paper else [])
+    rows = []
+    for row in table.rows:
+        cells = [row.name]
+        for column in table.columns:
+            cell = row.cells.get(column, Cell())
+            cells.append(cell.summary.text())
+            if table.with_paper:
+                cells.append(_paper_text(cell.paper))
+        rows.append(cells)
+    return header, rows
+
+
+def _render_grid(header: List[str], rows: List[List[str]], fmt: str) -> str:
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return buffer.getvalue().rstrip("\n")
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(line[i]) for line in [header] + rows) for i in range(len(header))]
+    def fmt_line(cells):
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+    return "\n".join([fmt_line(header), "  ".join("-" * w for w in widths)] + [fmt_line(r) for r in rows])
+
+
+def _table_csv(table: Table) -> str:
+    """Numbers, not "mean ± std" strings, so that a spreadsheet can use them."""
+    header = ["Method", "model", "aug_model", "los_model", "hyper_opt", "ablation"]
+    for column in table.columns:
+        header += [f"{column} mean", f"{column} std", f"{column} n"]
+        if table.with_paper:
+            header += [f"{column} paper mean", f"{column} paper std"]
+    rows = []
+    for row in table.rows:
+        cells = [row.name, row.model, row.aug_model, row.los_model, row.hyper_opt, row.ablation]
+        for column in table.columns:
+            cell = row.cells.get(column, Cell())
+            summary = cell.summary
+            if summary.n:
+                cells += [_number(summary.mean, 4), _number(summary.std, 4), str(summary.n)]
+            else:
+                cells += ["", "", "0"]
+            if table.with_paper:
+                mean, std = cell.paper if cell.paper is not None else ("", "")
+                cells += [str(mean), "" if std is None else str(std)]
+        rows.append(cells)
+    return _render_grid(header, rows, "csv")
+
+
+def _table_json(table: Table) -> dict:
+    rows = []
+    for row in table.rows:
+        cells = {}
+        for column in table.columns:
+            cell = row.cells.get(column)
+            if cell is None:
+                continue
+            summary = cell.summary
+            cells[column] = {"n": summary.n, "mean": json_number(summary.mean),
+                             "std": json_number(summary.std), "runs": cell.runs, "values": cell.values}
+            if table.with_paper:
+                cells[column]["paper_mean"] = None if cell.paper is None else cell.paper[0]
+                cells[column]["paper_std"] = None if cell.paper is None else cell.paper[1]
+        rows.append({"name": row.name, "model": row.model, "aug_model": row.aug_model,
+                     "los_model": row.los_model, "hyper_opt": row.hyper_opt,
+                     "ablation": row.ablation, "cells": cells})
+    return {"dataset": table.dataset, "metric": table.metric, "quantity": table.quantity,
+            "unit": "%", "columns": table.columns, "rows": rows, "notes": table.notes}
+
+
+def render_table(table: Table, fmt: str = "text") -> str:
+    """text and markdown carry the caption and notes; csv and json are the data only
+    (json keeps the notes as a field, csv leaves them to the caller's stderr)."""
+    if fmt == "json":
+        return json.dumps(_table_json(table), indent=1)
+    if fmt == "csv":
+        return _table_csv(table)
+    body = _render_grid(*_table_grid(table), fmt)
+    notes = [f"note: {note}" for note in table.notes]
+    if fmt == "markdown":
+        return "\n".join([f"**{table.caption()}**", "", body] + ([""] + notes if notes else []))
+    return "\n".join([table.caption(), body] + notes)

@@ -1,0 +1,293 @@
+"""The image operations of the fixed augmentation policies (DESIGN §6), batched.
+
+Every operation takes a float32 batch (n, C, H, W) with values in [0, 1] and a
+tensor `values` of shape (n,) holding each image's own value (degrees, a
+fraction of the side, an enhancement factor, a threshold, a number of bits;
+operations without a value ignore it), and returns a new batch of the same
+shape, still in [0, 1]. Nothing loops over images, so a batch costs a handful
+of kernel launches on whichever device it lives on.
+
+Each operation stands for the PIL operation that Fast AutoAugment, DADA and
+RandAugment were searched with, and follows PIL's definition on 8-bit images:
+
+- Equalize, Posterize and Solarize depend on the 8-bit level of a pixel, so
+  they round to the 0..255 grid first and match PIL exactly on 8-bit images;
+  the other colour operations stay continuous and differ from PIL's output,
+  which rounds every intermediate image to 8 bits, by at most 1.5 grey levels;
+- the geometric operations use PIL's affine conventions (pixel centres at
+  half-integers, shear about the top-left corner, rotation about the image
+  centre, counter-clockwise on screen for a positive angle, a positive
+  translation moving the content left/up) with bilinear sampling, and fill
+  what comes from outside the image with the constant grey GEOMETRIC_FILL =
+  0.5 (AutoAugment's grey 128, also Cutout's fill). Inside the image they
+  match PIL's bilinear Image.transform; in the one-pixel band along the edge
+  of the valid region the image blends into the grey, where PIL cuts hard;
+- grayscale batches (C = 1): Color is the identity, because the grey image of
+  a grey image is itself, as with PIL's ImageEnhance.Color on an 'L' image;
+  every other operation acts on the single channel (Contrast's degenerate
+  image is then that channel's mean).
+
+The code avoids torch.where, boolean masks and pooling on image-sized tensors:
+on a CPU (torch 2.14, measured on 20 images of 3x32x32) where/masked_fill cost
+about 40 times an arithmetic kernel and avg_pool2d/conv2d 8 to 15 times a sum of
+shifted slices, so masks are written as 0/1 float factors and the smoothing
+filter as slice sums. On tiny per-image or per-channel tensors where is fine.
+
+kornia is not used, because several of its functions mean something else
+than the PIL operation of the same name: adjust_contrast and
+adjust_brightness scale or shift raw values instead of blending with PIL's
+degenerate image, adjust_saturation desaturates towards max(R, G, B) rather
+than the luma, its shear is the forward map (the inverse of PIL's data), and
+its warps pad only with zeros, border or reflection, not a grey constant.
+Writing the maps ourselves also lets a policy resample all geometric
+operations of one step in a single warp (affine_maps).
+tests/test_policies.py checks these operations against PIL on 8-bit images.
+"""
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict
+
+import torch
+import torch.nn.functional as F
+
+GEOMETRIC_FILL = 0.5
+CUTOUT_FILL = 0.5
+# ITU-R 601-2 luma, what PIL's convert('L') uses for the grey image of RGB.
+_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def _per_image(values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    return values.to(images.dtype).reshape(-1, 1, 1, 1)
+
+
+def _grey_levels(images: torch.Tensor) -> torch.Tensor:
+    """Nearest 8-bit level (as float) of every pixel: the grid PIL works on."""
+    return torch.round(images * 255.0).clamp_(0.0, 255.0)
+
+
+def _luma(images: torch.Tensor) -> torch.Tensor:
+    if images.shape[1] == 1:
+        return images
+    # Python-number weights: a weight tensor would be a host-to-device copy on every call.
+    red, green, blue = _LUMA_WEIGHTS
+    luma = images[:, 0:1] * red
+    luma.add_(images[:, 1:2], alpha=green).add_(images[:, 2:3], alpha=blue)
+    return luma
+
+
+def _blend(degenerate: torch.Tensor, images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageEnhance: degenerate + factor * (image - degenerate), clipped to the range."""
+    return (images - degenerate).mul_(_per_image(factors, images)).add_(degenerate).clamp_(0.0, 1.0)
+
+
+# ---- pixel operations ---------------------------------------------------------------
+
+def identity(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return images.clone()
+
+
+def invert(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return 1.0 - images
+
+
+def auto_contrast(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Stretch each channel to [0, 1]; a constant channel is left alone (as PIL does)."""
+    low = images.amin(dim=(2, 3), keepdim=True)
+    spread = images.amax(dim=(2, 3), keepdim=True) - low
+    has_spread = spread > 0
+    scale = torch.where(has_spread, 1.0 / spread.clamp(min=1e-12), torch.ones_like(spread))
+    low = low * has_spread
+    return (images - low).mul_(scale).clamp_(0.0, 1.0)
+
+
+def equalize(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageOps.equalize, per channel of each image, one scatter for all histograms.
+
+    PIL's look-up table: step = (pixels - count of the brightest level present) // 255 and
+    level i -> (step // 2 + pixels below level i) // step; a channel with step 0 (a single
+    level, or almost all pixels at the brightest one) is left unchanged.
+    """
+    batch, channels, height, width = images.shape
+    levels = _grey_levels(images).long().reshape(batch * channels, height * width)
+    histogram = torch.zeros(batch * channels, 256, dtype=torch.long, device=images.device)
+    histogram.scatter_add_(1, levels, torch.ones_like(levels))
+    brightest_count = histogram.gather(1, levels.amax(dim=1, keepdim=True))
+    step = (height * width - brightest_count) // 255
+    below = histogram.cumsum(dim=1) - histogram
+    lut = torch.div(below + step // 2, step.clamp(min=1), rounding_mode="floor").clamp_(max=255)
+    lut = torch.where(step > 0, lut, torch.arange(256, device=images.device))
+    lut = lut.to(images.dtype) / 255.0
+    return lut.gather(1, levels).reshape(batch, channels, height, width)
+
+
+def posterize(images: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Keep the top `bits` bits of each 8-bit level. Non-integer bits are truncated, as
+    Fast AutoAugment's int(v) does: policy level l gives int(4 + 4 l) bits."""
+    bucket = _per_image(torch.pow(2.0, 8.0 - torch.floor(bits).clamp(1.0, 8.0)), images)
+    return _grey_levels(images).div_(bucket).floor_().mul_(bucket / 255.0)
+
+
+def solarize(images: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """Invert the pixels whose 8-bit level is >= threshold, PIL's rule, with the threshold on
+    the 0..256 scale (256 leaves the image alone, 0 inverts it all).
+
+    For integer levels, level >= t exactly when clamp(level - ceil(t) + 1, 0, 1) is 1.
+    """
+    first_inverted = _per_image(torch.ceil(thresholds), images)
+    inverted = _grey_levels(images).sub_(first_inverted - 1.0).clamp_(0.0, 1.0)
+    return images.mul(-2.0).add_(1.0).mul_(inverted).add_(images)
+
+
+def color(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Saturation: blend with the luma image. On a grayscale batch this is the identity."""
+    if images.shape[1] == 1:
+        return images.clone()
+    return _blend(_luma(images), images, factors)
+
+
+def contrast(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Blend with a flat image at the mean luma (PIL rounds that mean to a level; we do not)."""
+    return _blend(_luma(images).mean(dim=(1, 2, 3), keepdim=True), images, factors)
+
+
+def brightness(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    return (images * _per_image(factors, images)).clamp_(0.0, 1.0)
+
+
+def sharpness(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Blend with PIL's SMOOTH filter (3x3 weights 1, centre 5, over 13). PIL leaves the
+    one-pixel border unfiltered, which makes the border unchanged by the blend too."""
+    height, width = images.shape[2:]
+    if height < 3 or width < 3:
+        return images.clone()
+    rows = images[:, :, :-2] + images[:, :, 1:-1]
+    rows += images[:, :, 2:]
+    smoothed = rows[:, :, :, :-2] + rows[:, :, :, 1:-1]
+    smoothed += rows[:, :, :, 2:]
+    centre = images[:, :, 1:-1, 1:-1]
+    smoothed.add_(centre, alpha=4.0).div_(13.0)
+    sharpened = images.clone()
+    sharpened[:, :, 1:-1, 1:-1] = _blend(smoothed, centre, factors)
+    return sharpened
+
+
+def cutout(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """Grey square of side round(fraction * shorter side), centred at a uniform random point
+    of the image and clipped at the border (so a patch near an edge is smaller).
+
+    Along each axis the patch covers pixels start .. start + side - 1, with start the
+    rounded left/top edge; pixel j is in it when |j + 1/2 - (start + side/2)| < side/2.
+    """
+    batch, _, height, width = images.shape
+    side = torch.round(fractions.to(images.dtype) * min(height, width))[:, None]
+    centres = torch.rand(batch, 2, device=images.device, dtype=images.dtype)
+    centres[:, 0] *= width
+    centres[:, 1] *= height
+    middle = torch.floor(centres - side / 2 + 0.5) + side / 2
+    cols = torch.arange(width, device=images.device, dtype=images.dtype) + 0.5
+    rows = torch.arange(height, device=images.device, dtype=images.dtype) + 0.5
+    in_cols = ((cols - middle[:, :1]).abs_() < side / 2).to(images.dtype)
+    in_rows = ((rows - middle[:, 1:]).abs_() < side / 2).to(images.dtype)
+    patch = (in_rows[:, :, None] * in_cols[:, None, :])[:, None]
+    return images.neg().add_(CUTOUT_FILL).mul_(patch).add_(images)
+
+
+# ---- geometric operations -------------------------------------------------------------
+
+GEOMETRIC_OPERATIONS = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
+
+
+def affine_maps(kinds: torch.Tensor, values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Per image, PIL's Image.transform(AFFINE) data as a 3x3 matrix for the geometric
+    operation GEOMETRIC_OPERATIONS[kinds[i]] at values[i]: the map from an output pixel
+    position to the input position it samples, in pixels, origin at the top-left corner of
+    the image (pixel centres at i + 0.5).
+
+    - Rotate: degrees, counter-clockwise on screen about the image centre (PIL's rotate);
+    - ShearX/ShearY: output (x, y) samples (x + v y, y) / (x, y + v x), i.e. about the
+      top-left corner;
+    - TranslateX/TranslateY: a fraction of the width/height; output x samples x + v W, so a
+      positive value moves the content left (up).
+
+    All five are written as one matrix in which only the entries of the image's own kind
+    are non-zero, so that a batch mixing the five needs no branch per operation.
+    """
+    kind_columns = torch.arange(len(GEOMETRIC_OPERATIONS), device=kinds.device)
+    amounts = (kinds[:, None] == kind_columns).to(values.dtype) * values[:, None]
+    degrees, shear_x, shear_y, shift_x, shift_y = amounts.unbind(dim=1)
+    radians = degrees * (math.pi / 180.0)
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    centre_x, centre_y = width / 2.0, height / 2.0
+    offset_x = centre_x - cos * centre_x + sin * centre_y + shift_x * width
+    offset_y = centre_y - sin * centre_x - cos * centre_y + shift_y * height
+    zeros = torch.zeros_like(cos)
+    return torch.stack([cos, shear_x - sin, offset_x,
+                        sin + shear_y, cos, offset_y,
+                        zeros, zeros, torch.ones_like(cos)], dim=1).reshape(-1, 3, 3)
+
+
+@functools.lru_cache(maxsize=16)
+def _sampling_frame(height: int, width: int, device: torch.device, dtype: torch.dtype):
+    """Output pixel centres as homogeneous pixel coordinates (1, H*W, 3), and the matrix that
+    takes pixel coordinates to grid_sample's (align_corners=False: -1 and 1 are the outer
+    edges of the border pixels)."""
+    xs = torch.arange(width, device=device, dtype=dtype) + 0.5
+    ys = torch.arange(height, device=device, dtype=dtype) + 0.5
+    centres = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
+                           torch.ones(height, width, device=device, dtype=dtype)], dim=-1)
+    to_normalised = torch.tensor([[2.0 / width, 0.0, -1.0], [0.0, 2.0 / height, -1.0]],
+                                 device=device, dtype=dtype)
+    return centres.reshape(1, height * width, 3), to_normalised
+
+
+def warp(images: torch.Tensor, pixel_maps: torch.Tensor, fill: float = GEOMETRIC_FILL) -> torch.Tensor:
+    """Resample each image through its own output-to-input pixel map (n, 3, 3), bilinear.
+
+    The grid is the output pixel centres pushed through the map, one batched matmul (cheaper
+    than F.affine_grid on CPU). Sampling (image - fill) with zero padding and adding fill
+    back gives a constant fill that also blends correctly at the edge, which grid_sample
+    has no padding mode for.
+    """
+    batch, _, height, width = images.shape
+    centres, to_normalised = _sampling_frame(height, width, images.device, images.dtype)
+    sample_maps = to_normalised @ pixel_maps.to(images.dtype)
+    grid = torch.matmul(centres, sample_maps.transpose(1, 2)).reshape(batch, height, width, 2)
+    shifted = F.grid_sample(images - fill, grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False)
+    return shifted.add_(fill).clamp_(0.0, 1.0)
+
+
+def _geometric(name: str) -> Callable:
+    kind = GEOMETRIC_OPERATIONS.index(name)
+
+    def operation(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        kinds = torch.full(values.shape, kind, dtype=torch.long, device=values.device)
+        return warp(images, affine_maps(kinds, values.to(images.dtype), images.shape[2], images.shape[3]))
+    operation.__doc__ = f"{name}; see affine_maps for the convention."
+    return operation
+
+
+@dataclass(frozen=True)
+class Operation:
+    apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    # Geometric operations take a random sign (DESIGN §6) and their whole effect is a pixel
+    # map (affine_maps), so a policy can resample all of them in one warp.
+    geometric: bool = False
+
+
+# Names as they appear in the policy files and in RandAugment's list.
+OPERATIONS: Dict[str, Operation] = {
+    "Identity": Operation(identity),
+    "AutoContrast": Operation(auto_contrast),
+    "Equalize": Operation(equalize),
+    "Invert": Operation(invert),
+    "Posterize": Operation(posterize),
+    "Solarize": Operation(solarize),
+    "Color": Operation(color),
+    "Contrast": Operation(contrast),
+    "Brightness": Operation(brightness),
+    "Sharpness": Operation(sharpness),
+    "Cutout": Operation(cutout),
+    **{name: Operation(_geometric(name), geometric=True) for name in GEOMETRIC_OPERATIONS},
+}

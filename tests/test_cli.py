@@ -1,0 +1,309 @@
+"""implicit-augment.py end to end on DIGITS (subprocesses with the venv python,
+--data in a temporary folder): the files of DESIGN §8 and their contents, the
+defaults derived from the run folder and --epochs, refusing to overwrite, one
+split file per run folder, and one-line errors for bad options."""
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from custom_datasets.settings import get_settings
+from custom_datasets.sources import load_digits
+from custom_datasets.split import build_split
+from custom_models.networks import build_network
+from custom_transforms.base import EvalTransform
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "implicit-augment.py"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+PYTHON = str(VENV_PYTHON) if VENV_PYTHON.is_file() else sys.executable
+# one thread per process: on 2 shared cores, torch's thread pool mostly spins
+ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+
+RUN_NAME = "resnet18_opt_NONE_est_True_aug_model_NONE_los_model_NONE_ir_1_sr_1.0_nr_0.0"
+SECOND_NAME = "wresnet10_1_opt_NONE_est_True_aug_model_NONE_los_model_NONE_ir_1_sr_1.0_nr_0.0"
+SPLIT_NAME = "data_ir_1_sr_1.0_nr_0.0.pt"
+CHECKPOINT_KEYS = {"encoder_state_dict", "decoder_state_dict", "reweight_state_dict",
+                   "augment_state_dict", "acc", "epoch"}
+DIGITS = get_settings("DIGITS")
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([PYTHON, str(SCRIPT), *map(str, args)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under `folder`: modification time and content hash."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_one_line_error(stderr: str) -> str:
+    """The error is one line; argparse may put its usage block (first line 'usage:',
+    continuation lines indented) before it. Returns the error line."""
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines, "nothing on stderr"
+    assert lines[-1].startswith("implicit-augment.py: error: ")
+    assert sum("error" in line for line in lines) == 1
+    usage = lines[:-1]
+    if usage:
+        assert usage[0].startswith("usage: implicit-augment.py")
+        assert all(line.startswith(" ") for line in usage[1:])
+    return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    data = tmp_path_factory.mktemp("cli") / "data"
+    result = run_cli("--no-cuda", "--dataset", "DIGITS", "--epochs", 2, "--data", data, "-r", "run3")
+    assert result.returncode == 0, result.stderr
+    folder = data / "DIGITS" / "run3"
+    results = json.loads((folder / f"results_{RUN_NAME}.json").read_text())
+    return {"data": data, "folder": folder, "result": result, "results": results,
+            "snapshot": snapshot(data)}
+
+
+@pytest.fixture(scope="module")
+def second_configuration(first_run):
+    """Another configuration (a small WRN, 8 epochs) in the same run folder."""
+    result = run_cli("--no-cuda", "--dataset", "DIGITS", "--epochs", 8, "--model", "wresnet10_1",
+                     "--data", first_run["data"], "-r", "run3")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((first_run["folder"] / f"results_{SECOND_NAME}.json").read_text())
+    return {"result": result, "results": results}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+# ----------------------------------------------------------------------------- files of a run
+
+def test_run_writes_split_best_last_results_and_tensorboard_files(first_run):
+    folder = first_run["folder"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([
+        SPLIT_NAME, f"best_{RUN_NAME}.pt", f"last_{RUN_NAME}.pt", f"results_{RUN_NAME}.json",
+        "tensorboard"])
+    events = list((folder / "tensorboard" / RUN_NAME).glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+    # nothing else under --data: no raw files for DIGITS, no temporary leftovers
+    assert sorted(p.name for p in first_run["data"].iterdir()) == ["DIGITS"]
+    assert sorted(p.name for p in (first_run["data"] / "DIGITS").iterdir()) == ["run3"]
+    assert not [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+    assert f"results: {folder / f'results_{RUN_NAME}.json'}" in first_run["result"].stdout
+
+
+def test_run_name_is_the_design_pattern(first_run):
+    assert first_run["results"]["run_name"] == RUN_NAME
+    assert first_run["results"]["run_folder"] == "run3"
+    assert first_run["results"]["dataset"] == "DIGITS"
+
+
+def test_split_file_is_the_seed_3_split_of_the_digits_train_set(first_run, digits):
+    stored = torch.load(first_run["folder"] / SPLIT_NAME, weights_only=True)
+    assert isinstance(stored, tuple) and len(stored) == 3
+    assert all(t.dtype == torch.int64 for t in stored)
+    valid, train, targets = stored
+    assert (len(valid), len(train), len(targets)) == (287, 1150, 1437)
+    expected = build_split(digits.train_targets, 10, 287, 1, 1.0, 0.0, seed=3)
+    for saved, built in zip(stored, expected.as_tuple()):
+        assert torch.equal(saved, built)
+    class_counts = torch.bincount(digits.train_targets, minlength=10).double()
+    valid_counts = torch.bincount(digits.train_targets[valid], minlength=10).double()
+    assert float((valid_counts - class_counts * 287 / 1437).abs().max()) < 1.0
+    assert torch.equal(targets, digits.train_targets)  # no noise at -nr 0
+
+
+def test_checkpoints_hold_the_design_keys_and_load_with_weights_only(first_run):
+    folder, results = first_run["folder"], first_run["results"]
+    best = torch.load(folder / f"best_{RUN_NAME}.pt", weights_only=True)
+    last = torch.load(folder / f"last_{RUN_NAME}.pt", weights_only=True)
+    assert set(best) == CHECKPOINT_KEYS
+    assert CHECKPOINT_KEYS <= set(last)
+    assert best["acc"] == pytest.approx(results["best"]["acc"], abs=1e-9)
+    assert best["epoch"] == results["best"]["epoch"]
+    assert last["epoch"] == 1 and last["acc"] == pytest.approx(best["acc"], abs=1e-9)
+    assert best["decoder_state_dict"]["weight"].shape == (10, 64)
+    assert best["reweight_state_dict"]["weight_logits"].shape == (1437,)
+    assert best["reweight_state_dict"]["soft_logits"].shape == (1437, 10)
+    assert best["augment_state_dict"] == {}
+
+
+def test_best_checkpoint_reproduces_its_test_accuracy(first_run, digits):
+    best = torch.load(first_run["folder"] / f"best_{RUN_NAME}.pt", weights_only=True)
+    encoder, decoder = build_network("resnet18", DIGITS)
+    encoder.load_state_dict(best["encoder_state_dict"])
+    decoder.load_state_dict(best["decoder_state_dict"])
+    encoder.eval()
+    with torch.no_grad():
+        predictions = decoder(encoder(EvalTransform(DIGITS)(digits.test_images))).argmax(-1)
+    accuracy = 100.0 * float((predictions == digits.test_targets).double().mean())
+    assert abs(accuracy - best["acc"]) <= 100.0 / 360 + 1e-9  # at most one image differs
+    assert best["acc"] > 20.0  # better than chance after 2 epochs
+
+
+def test_results_file_reports_a_finished_two_epoch_run(first_run, digits):
+    results = first_run["results"]
+    assert results["status"] == "finished"
+    assert results["epochs"] == 2 and results["epochs_done"] == 2
+    history = results["history"]
+    assert [record["epoch"] for record in history] == [0, 1]
+    best, final = results["best"], results["final"]
+    assert final["acc"] == history[-1]["test_acc"] and final["epoch"] == 1
+    assert best["acc"] == max(record["test_acc"] for record in history)
+    assert history[best["epoch"]]["test_acc"] == best["acc"]
+    test_counts = torch.bincount(digits.test_targets, minlength=10).double()
+    for summary in (best, final):
+        assert len(summary["per_class_acc"]) == 10
+        weighted = float((torch.tensor(summary["per_class_acc"], dtype=torch.float64) * test_counts).sum() / 360)
+        assert weighted == pytest.approx(summary["acc"], abs=1e-3)
+        assert summary["minority_acc"] == pytest.approx(np.mean(summary["per_class_acc"][5:]), abs=1e-6)
+    split = results["split"]
+    assert (split["train_size"], split["valid_size"], split["noisy_labels"]) == (1150, 287, 0)
+    stored_train = torch.load(first_run["folder"] / SPLIT_NAME, weights_only=True)[1]
+    assert split["train_class_counts"] == torch.bincount(digits.train_targets[stored_train],
+                                                         minlength=10).tolist()
+    assert sum(split["train_class_counts"]) == 1150
+    assert results["timings_s"]["total"] > 0
+
+
+def test_results_file_records_config_seed_and_versions(first_run):
+    results = first_run["results"]
+    config = results["config"]
+    assert {key: config[key] for key in ("dataset", "model", "epochs", "imbalance_ratio",
+                                         "subsample_ratio", "noise_ratio", "aug_model", "los_model",
+                                         "hyper_opt", "lr", "run_folder")} == {
+        "dataset": "DIGITS", "model": "resnet18", "epochs": 2, "imbalance_ratio": 1,
+        "subsample_ratio": 1.0, "noise_ratio": 0.0, "aug_model": "NONE", "los_model": "NONE",
+        "hyper_opt": "NONE", "lr": 0.05, "run_folder": "run3"}
+    assert config["hyper_start"] == round(2 * 0.25)
+    versions = results["versions"]
+    assert versions["torch"] == torch.__version__
+    assert versions["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert versions["numpy"] == np.__version__
+    assert {"torchvision", "kornia", "cuda", "device"} <= set(versions)
+
+
+def test_seed_defaults_to_the_run_folder_number(first_run):
+    assert first_run["results"]["seed"] == 3
+    assert first_run["results"]["config"]["seed"] == 3
+
+
+# ----------------------------------------------------------------------------- re-runs
+
+def test_second_run_of_a_finished_configuration_fails_in_one_line_and_touches_nothing(first_run):
+    before = snapshot(first_run["data"])
+    result = run_cli("--no-cuda", "--dataset", "DIGITS", "--epochs", 2, "--data", first_run["data"], "-r", "run3")
+    assert result.returncode != 0
+    error = assert_one_line_error(result.stderr)
+    assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
+    assert "finished result" in error and "--resume" in error and "--force" in error
+    assert snapshot(first_run["data"]) == before
+
+
+def test_second_configuration_in_the_run_folder_loads_the_same_split_file(first_run, second_configuration):
+    folder = first_run["folder"]
+    assert sorted(p.name for p in folder.glob("data_*.pt")) == [SPLIT_NAME]
+    assert snapshot(folder)[SPLIT_NAME] == first_run["snapshot"][f"DIGITS/run3/{SPLIT_NAME}"]
+    first, second = first_run["results"]["split"], second_configuration["results"]["split"]
+    assert second == first
+    assert second_configuration["results"]["run_name"] == SECOND_NAME
+    # the first configuration's files are untouched
+    after = snapshot(first_run["data"])
+    for path, state in first_run["snapshot"].items():
+        if RUN_NAME in path or path.endswith(SPLIT_NAME):
+            assert after[path] == state
+
+
+def test_hyper_start_default_scales_with_epochs_in_the_results(second_configuration):
+    results = second_configuration["results"]
+    assert results["config"]["epochs"] == 8
+    assert results["config"]["hyper_start"] == 2  # 50 of 200 epochs -> 2 of 8
+    assert results["epochs_done"] == 8 and len(results["history"]) == 8
+
+
+# ----------------------------------------------------------------------------- option defaults
+
+@pytest.fixture(scope="module")
+def cli_module():
+    spec = importlib.util.spec_from_file_location("implicit_augment_cli", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("argv, hyper_start", [
+    (["--epochs", "8"], 2), (["--epochs", "200"], 50), (["--epochs", "20"], 5),
+    (["--epochs", "4"], 1), (["--dataset", "ImageNet", "--epochs", "200"], 100),
+    (["--dataset", "ImageNet", "--epochs", "8"], 4), (["--epochs", "8", "--hyper-start", "6"], 6),
+    (["--epochs", "8", "--hyper-start", "0"], 0),
+])
+def test_hyper_start_default_is_a_quarter_of_epochs_unless_given(cli_module, argv, hyper_start, tmp_path):
+    args = cli_module.get_args(["--data", str(tmp_path)] + argv)
+    assert args.hyper_start == hyper_start
+
+
+@pytest.mark.parametrize("run_folder, seed", [("run0", 0), ("run3", 3), ("run12", 12)])
+def test_seed_default_is_the_run_number(cli_module, run_folder, seed, tmp_path):
+    assert cli_module.get_args(["--data", str(tmp_path), "-r", run_folder]).seed == seed
+    assert cli_module.get_args(["--data", str(tmp_path), "-r", run_folder, "--seed", "7"]).seed == 7
+
+
+@pytest.mark.parametrize("dataset, model, lr", [("DIGITS", "resnet18", 0.05), ("CIFAR10", "wresnet28_10", 0.1),
+                                                ("SVHN", "wresnet28_10", 0.005), ("ImageNet", "resnet18", 0.1)])
+def test_model_and_lr_default_to_the_dataset_settings(cli_module, dataset, model, lr, tmp_path):
+    args = cli_module.get_args(["--data", str(tmp_path), "--dataset", dataset])
+    assert (args.model, args.lr) == (model, lr)
+
+
+# ----------------------------------------------------------------------------- bad options
+
+BAD_OPTIONS = {
+    "unknown_dataset": (["--dataset", "FOO"], "unknown dataset 'FOO'"),
+    "unknown_model": (["--model", "resnet50"], "unknown model 'resnet50'"),
+    "ir_0": (["-ir", "0"], "-ir must be an integer >= 1, got 0"),
+    "sr_0": (["-sr", "0"], "-sr must be in (0, 1], got 0.0"),
+    "sr_1.5": (["-sr", "1.5"], "-sr must be in (0, 1], got 1.5"),
+    "nr_1.0": (["-nr", "1.0"], "-nr must be in [0, 1), got 1.0"),
+    "nr_-0.1": (["-nr", "-0.1"], "-nr must be in [0, 1), got -0.1"),
+    "epochs_0": (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    "hes_nothing_to_learn": (["--hyper-opt", "HES"], "--hyper-opt HES has nothing to learn"),
+    "ir_empties_upper_classes": (["-ir", "1000"], "-ir 1000 leaves no image of the upper classes"),
+    "sr_keeps_nothing": (["-sr", "0.0001"], "-sr 0.0001 keeps no train image"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_option_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_options")
+
+    def attempt(case):
+        data = root / case
+        data.mkdir()
+        options, _ = BAD_OPTIONS[case]
+        return case, data, run_cli("--no-cuda", "--dataset", "DIGITS", "--epochs", 2, "--data", data, *options,
+                                   timeout=300)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return {case: (data, result) for case, data, result in pool.map(attempt, BAD_OPTIONS)}
+
+
+@pytest.mark.parametrize("case", list(BAD_OPTIONS))
+def test_bad_option_fails_with_one_error_line_and_creates_no_file(bad_option_runs, case):
+    data, result = bad_option_runs[case]
+    _, message = BAD_OPTIONS[case]
+    assert result.returncode != 0
+    error = assert_one_line_error(result.stderr)
+    assert message in error
+    assert list(data.rglob("*")) == []
+    assert result.stdout == ""

@@ -1,0 +1,369 @@
+"""get-results.py against run folders written here in the formats of run_files (DESIGN §8)."""
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from custom_models import reporting, run_files
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = REPO / "get-results.py"
+
+A_W_S = dict(aug_model="SEP", los_model="BOTH", hyper_opt="HES")
+BASELINE = dict(aug_model="NONE", los_model="NONE", hyper_opt="NONE")
+
+
+def configuration(model="wresnet28_10", ir=100, nr=0.1, sr=1.0, method=A_W_S, **ablation):
+    return reporting.Configuration(model, method["aug_model"], method["los_model"],
+                                   method["hyper_opt"], ir, sr, nr, **ablation)
+
+
+def write_run(root, dataset, folder, config, best_acc, final_acc=None, minority_acc=None,
+              status="finished", checkpoints=True):
+    """One run's results file (and tiny checkpoints) exactly where implicit-augment.py puts them."""
+    run = run_files.run_dir(root, dataset, folder)
+    final_acc = best_acc - 0.5 if final_acc is None else final_acc
+    minority = None if minority_acc is None else minority_acc
+    results = {
+        "format": run_files.RESULTS_FORMAT_VERSION, "run_name": config.name, "dataset": dataset,
+        "run_folder": folder, "seed": run_files.seed_from_run_folder(folder), "status": status,
+        "config": {"model": config.model, "aug_model": config.aug_model,
+                   "los_model": config.los_model, "hyper_opt": config.hyper_opt,
+                   "imbalance_ratio": config.imbalance_ratio,
+                   "subsample_ratio": config.subsample_ratio, "noise_ratio": config.noise_ratio,
+                   "overfit": config.overfit, "oversplit": config.oversplit, "epochs": 4},
+        "epochs": 4, "epochs_done": 4 if status == "finished" else 2,
+        "best": {"epoch": 3, "acc": best_acc, "loss": 0.1, "per_class_acc": [best_acc] * 10,
+                 "minority_acc": minority},
+        "final": {"epoch": 4, "acc": final_acc, "loss": 0.2, "per_class_acc": [final_acc] * 10,
+                  "minority_acc": None if minority is None else minority - 1.0},
+    }
+    run_files.save_json(results, run_files.results_path(run, config.name))
+    if checkpoints:
+        checkpoint = {"encoder_state_dict": {}, "decoder_state_dict": {}, "reweight_state_dict": {},
+                      "augment_state_dict": {}, "acc": best_acc, "epoch": 3}
+        run_files.save_torch(checkpoint, run_files.best_checkpoint_path(run, config.name))
+        run_files.save_torch(checkpoint, run_files.last_checkpoint_path(run, config.name))
+    return run
+
+
+def get_results(root, *flags):
+    return subprocess.run([sys.executable, str(SCRIPT), "--data", str(root), *flags],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def config_flags(config, dataset="SVHN"):
+    return ["--dataset", dataset, "-ir", str(config.imbalance_ratio), "-nr", str(config.noise_ratio),
+            "-sr", str(config.subsample_ratio), "--aug-model", config.aug_model,
+            "--los-model", config.los_model, "--hyper-opt", config.hyper_opt]
+
+
+def assert_one_line_error(done, *needles):
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+# ----------------------------------------------------------------------------- one configuration
+# The command line is exercised once per mode and for every error path; the numbers
+# are pinned through custom_models.reporting, which is all the script prints, because
+# each interpreter start (torch import) costs seconds on a 2-core machine.
+
+def test_cli_json_mean_and_sample_std_over_every_run_folder_match_numpy(tmp_path):
+    config = configuration()
+    accuracies = [93.1, 94.25, 92.8, 93.9]
+    for index, acc in enumerate(accuracies):
+        write_run(tmp_path, "SVHN", f"run{index}", config, acc)
+    done = get_results(tmp_path, *config_flags(config), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert [run["acc"] for run in report["runs"]] == accuracies
+    assert report["acc"]["n"] == 4
+    assert report["acc"]["mean"] == pytest.approx(np.mean(accuracies), abs=1e-12)
+    assert report["acc"]["std"] == pytest.approx(np.std(accuracies, ddof=1), abs=1e-12)
+    errors = 100 - np.array(accuracies)
+    assert report["error"]["mean"] == pytest.approx(errors.mean(), abs=1e-12)
+    assert report["error"]["std"] == pytest.approx(errors.std(ddof=1), abs=1e-12)
+
+
+def test_cli_text_report_shows_each_runs_best_checkpoint_and_accuracy(tmp_path):
+    config = configuration()
+    runs = [write_run(tmp_path, "SVHN", f"run{i}", config, acc) for i, acc in enumerate([93.1, 94.3])]
+    done = get_results(tmp_path, *config_flags(config))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for run, acc in zip(runs, ["93.10", "94.30"]):
+        line = next(line for line in lines if str(run_files.best_checkpoint_path(run, config.name)) in line)
+        assert f"acc {acc} %" in line
+    assert "mean 93.70 %  std 0.85" in done.stdout  # std of (93.1, 94.3) = 0.8485
+    assert "mean 6.30 %  std 0.85" in done.stdout  # error
+
+
+def test_single_run_reports_std_as_undefined(tmp_path):
+    config = configuration()
+    write_run(tmp_path, "SVHN", "run0", config, 91.0)
+    report = reporting.run_report(tmp_path, "SVHN", config)
+    assert report.accuracy.mean == 91.0 and np.isnan(report.accuracy.std)
+    assert "std nan (undefined for a single run)" in reporting.render_run_report(report)
+    assert json.loads(reporting.render_run_report(report, "json"))["acc"]["std"] is None
+
+
+def test_metric_last_reads_final_accuracy_and_shows_last_checkpoint(tmp_path):
+    config = configuration()
+    for index, (best, final) in enumerate([(95.0, 94.0), (96.0, 93.0)]):
+        write_run(tmp_path, "SVHN", f"run{index}", config, best, final_acc=final)
+    report = reporting.run_report(tmp_path, "SVHN", config, metric="last")
+    assert [run.acc for run in report.runs] == [94.0, 93.0]
+    assert all(run.checkpoint.name.startswith("last_") for run in report.runs)
+    assert report.accuracy.mean == pytest.approx(93.5)
+
+
+def test_runs_flag_averages_the_first_n_runs(tmp_path):
+    config = configuration()
+    for index, acc in enumerate([90.0, 92.0, 99.0]):
+        write_run(tmp_path, "SVHN", f"run{index}", config, acc)
+    report = reporting.run_report(tmp_path, "SVHN", config, required_runs=2)
+    assert [run.run_folder for run in report.runs] == ["run0", "run1"]
+    assert report.accuracy.mean == pytest.approx(91.0)
+
+
+def test_unfinished_runs_are_listed_but_not_averaged(tmp_path):
+    config = configuration()
+    write_run(tmp_path, "SVHN", "run0", config, 90.0)
+    write_run(tmp_path, "SVHN", "run1", config, 10.0, status="running", checkpoints=False)
+    report = reporting.run_report(tmp_path, "SVHN", config)
+    assert [run.run_folder for run in report.runs] == ["run0"]
+    assert report.accuracy.mean == 90.0
+    text = reporting.render_run_report(report)
+    assert "run1" in text and "not finished (epoch 2/4), not counted" in text and "runs: 1" in text
+
+
+def test_paper_number_is_given_beside_the_single_configuration(tmp_path):
+    config = configuration()
+    for index, acc in enumerate([93.0, 94.0]):
+        write_run(tmp_path, "SVHN", f"run{index}", config, acc)
+    report = reporting.run_report(tmp_path, "SVHN", config, with_paper=True)
+    assert report.paper == (6.3, 0.57, "wresnet28_10")
+    assert "paper error:        mean 6.3 %  std 0.57" in reporting.render_run_report(report)
+
+
+def test_minority_accuracy_is_added_per_run_and_averaged(tmp_path):
+    config = configuration()
+    for index, minority in enumerate([80.0, 84.0]):
+        write_run(tmp_path, "SVHN", f"run{index}", config, 93.0, minority_acc=minority)
+    report = reporting.run_report(tmp_path, "SVHN", config, minority=True)
+    assert [run.minority_acc for run in report.runs] == [80.0, 84.0]
+    assert report.minority_error.mean == pytest.approx(18.0)
+    assert report.minority_error.std == pytest.approx(np.std([20.0, 16.0], ddof=1))
+
+
+def test_checkpoint_accuracy_that_disagrees_with_the_results_file_is_noted(tmp_path):
+    config = configuration()
+    run = write_run(tmp_path, "SVHN", "run0", config, 90.0)
+    run_files.save_torch({"acc": 80.0, "epoch": 1}, run_files.best_checkpoint_path(run, config.name))
+    report = reporting.run_report(tmp_path, "SVHN", config)
+    assert report.accuracy.mean == 90.0
+    assert any("stores best accuracy 80.0000" in note for note in report.notes)
+
+
+# ----------------------------------------------------------------------------- errors
+
+def test_cli_runs_flag_fails_when_fewer_runs_are_found(tmp_path):
+    config = configuration()
+    for index in range(2):
+        write_run(tmp_path, "SVHN", f"run{index}", config, 90.0 + index)
+    done = get_results(tmp_path, *config_flags(config), "--runs", "3")
+    assert_one_line_error(done, "--runs 3", "found 2 finished runs")
+
+
+def test_cli_no_runs_is_a_one_line_error_with_the_command_to_train(tmp_path):
+    config = configuration()
+    done = get_results(tmp_path, *config_flags(config))
+    assert_one_line_error(done, config.name, "python implicit-augment.py")
+
+
+def test_cli_unreadable_results_file_is_a_one_line_error_naming_it(tmp_path):
+    config = configuration()
+    write_run(tmp_path, "SVHN", "run0", config, 90.0)
+    broken = write_run(tmp_path, "SVHN", "run1", config, 91.0)
+    results_file = run_files.results_path(broken, config.name)
+    results_file.write_text(results_file.read_text()[:50])  # truncated
+    done = get_results(tmp_path, *config_flags(config))
+    assert_one_line_error(done, str(results_file), "cannot be read", "--force")
+
+
+def test_cli_missing_results_file_beside_a_checkpoint_is_a_one_line_error(tmp_path):
+    config = configuration()
+    run = write_run(tmp_path, "SVHN", "run0", config, 90.0)
+    run_files.results_path(run, config.name).unlink()
+    done = get_results(tmp_path, *config_flags(config))
+    assert_one_line_error(done, str(run_files.results_path(run, config.name)), "does not exist",
+                          "python implicit-augment.py")
+
+
+def test_cli_truncated_checkpoint_is_a_one_line_error_naming_it(tmp_path):
+    config = configuration()
+    run = write_run(tmp_path, "SVHN", "run0", config, 90.0)
+    checkpoint = run_files.best_checkpoint_path(run, config.name)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:40])
+    done = get_results(tmp_path, *config_flags(config))
+    assert_one_line_error(done, str(checkpoint), "cannot be read")
+
+
+def test_results_file_whose_config_disagrees_with_its_name_is_rejected(tmp_path):
+    real, other = configuration(), configuration(nr=0.0)
+    run = write_run(tmp_path, "SVHN", "run0", other, 90.0)
+    moved = run_files.results_path(run, real.name)
+    run_files.results_path(run, other.name).rename(moved)
+    with pytest.raises(run_files.UnreadableFile, match="move it out"):
+        reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+
+
+def test_table_without_any_results_is_an_error(tmp_path):
+    (tmp_path / "SVHN" / "run0").mkdir(parents=True)
+    with pytest.raises(reporting.ReportError, match="no results files"):
+        reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+
+
+# ----------------------------------------------------------------------------- the paper's table
+
+def write_table_runs(root):
+    """SVHN: Baseline and A_W_S at 1-0.0 and 100-0.1, three runs each, plus one extra method."""
+    errors = {}
+    for method, name in ((BASELINE, "Baseline"), (A_W_S, "A_W_S")):
+        for ir, nr in ((1, 0.0), (100, 0.1)):
+            accs = [97.0 - ir / 50 - nr * 20 - (name == "Baseline") * 3 + 0.1 * i for i in range(3)]
+            for index, acc in enumerate(accs):
+                write_run(root, "SVHN", f"run{index}", configuration(ir=ir, nr=nr, method=method), acc,
+                          minority_acc=acc - 10, checkpoints=False)
+            errors[(name, f"{ir}-{nr}")] = [100 - acc for acc in accs]
+    extra = dict(aug_model="SEP", los_model="SOFT", hyper_opt="HES")
+    write_run(root, "SVHN", "run0", configuration(ir=1, nr=0.0, method=extra), 96.0, checkpoints=False)
+    return errors
+
+
+def svhn_table(root, fmt, **options):
+    return reporting.render_table(reporting.build_table(root, "SVHN", "wresnet28_10", **options), fmt)
+
+
+def test_table_json_has_one_cell_per_method_and_setting_with_exact_numbers(tmp_path):
+    errors = write_table_runs(tmp_path)
+    table = json.loads(svhn_table(tmp_path, "json"))
+    assert set(table) >= {"dataset", "metric", "quantity", "columns", "rows"}
+    assert table["columns"] == ["1-0.0", "100-0.1"]
+    assert [row["name"] for row in table["rows"]] == ["Baseline", "A_W_S", "SEP/SOFT/HES"]
+    rows = {row["name"]: row for row in table["rows"]}
+    for (name, column), values in errors.items():
+        cell = rows[name]["cells"][column]
+        assert cell["n"] == 3 and cell["runs"] == ["run0", "run1", "run2"]
+        assert cell["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+        assert cell["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-12)
+    assert rows["SEP/SOFT/HES"]["cells"]["1-0.0"]["std"] is None  # a single run
+
+
+def test_cli_table_markdown_header_and_cells(tmp_path):
+    errors = write_table_runs(tmp_path)
+    done = get_results(tmp_path, "--dataset", "SVHN", "--table", "--format", "markdown")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = lines.index("| Method | 1-0.0 | 100-0.1 |")
+    assert lines[header + 1] == "|---|---|---|"
+    baseline = lines[header + 2].split(" | ")
+    values = errors[("Baseline", "100-0.1")]
+    assert baseline[0] == "| Baseline"
+    assert baseline[2] == f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} (3) |"
+
+
+def test_table_csv_parses_to_numbers(tmp_path):
+    errors = write_table_runs(tmp_path)
+    rows = list(csv.DictReader(io.StringIO(svhn_table(tmp_path, "csv"))))
+    assert [row["Method"] for row in rows] == ["Baseline", "A_W_S", "SEP/SOFT/HES"]
+    values = errors[("A_W_S", "1-0.0")]
+    assert float(rows[1]["1-0.0 mean"]) == pytest.approx(np.mean(values), abs=1e-4)
+    assert float(rows[1]["1-0.0 std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-4)
+    assert rows[1]["1-0.0 n"] == "3"
+    assert rows[2]["100-0.1 n"] == "0" and rows[2]["100-0.1 mean"] == ""
+
+
+def test_table_text_aligns_rows_under_the_ir_nr_header(tmp_path):
+    write_table_runs(tmp_path)
+    lines = svhn_table(tmp_path, "text").splitlines()
+    header = next(line for line in lines if line.startswith("Method"))
+    column = header.index("100-0.1")
+    for name in ("Baseline", "A_W_S"):
+        row = next(line for line in lines if line.startswith(name + " "))
+        assert row[column:].split("  ")[0].endswith("(3)")
+
+
+def test_cli_table_with_paper_puts_the_papers_error_beside_ours(tmp_path):
+    write_table_runs(tmp_path)
+    done = get_results(tmp_path, "--dataset", "SVHN", "--table", "--paper", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    table = json.loads(done.stdout)
+    assert table["columns"] == ["1-0.0", "100-0.0", "1-0.1", "100-0.1"]  # the paper's columns
+    rows = {row["name"]: row for row in table["rows"]}
+    assert list(rows)[:8] == ["Baseline", "RAA", "FAA", "DADA", "A_SHA", "A", "A_W", "A_W_S"]
+    assert rows["A_W_S"]["cells"]["100-0.1"]["paper_mean"] == 6.3
+    assert rows["A_W_S"]["cells"]["100-0.1"]["paper_std"] == 0.57
+    assert rows["A_W_S"]["cells"]["100-0.1"]["n"] == 3
+    assert rows["FAA"]["cells"]["1-0.0"] == {"n": 0, "mean": None, "std": None, "runs": [],
+                                             "values": [], "paper_mean": 2.8, "paper_std": 0.02}
+    markdown = svhn_table(tmp_path, "markdown", with_paper=True)
+    assert "| Method | 1-0.0 | 1-0.0 paper | 100-0.0 | 100-0.0 paper |" in markdown
+    baseline = next(line for line in markdown.splitlines() if line.startswith("| Baseline |"))
+    assert baseline.split(" | ")[2] == "3.6 ± 0.10"
+
+
+def test_table_for_a_dataset_without_paper_numbers_says_so(tmp_path):
+    write_run(tmp_path, "DIGITS", "run0", configuration(model="resnet18", ir=1, nr=0.0), 95.0,
+              checkpoints=False)
+    text = reporting.render_table(reporting.build_table(tmp_path, "DIGITS", "resnet18", with_paper=True))
+    assert "note: the paper reports no numbers for DIGITS" in text
+    assert "A_W_S" in text and "5.00 ± nan (1)" in text
+
+
+def test_minority_table_uses_the_minority_error(tmp_path):
+    errors = write_table_runs(tmp_path)
+    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", minority=True)
+    assert table.quantity == "minority error"
+    baseline = next(row for row in table.rows if row.name == "Baseline")
+    assert baseline.cells["100-0.1"].summary.mean == pytest.approx(
+        np.mean(errors[("Baseline", "100-0.1")]) + 10)
+    # the extra method's results file has no minority accuracy: not counted, and said so
+    assert [row.name for row in table.rows] == ["Baseline", "A_W_S"]
+    assert "1 results files without best.minority_acc are not counted" in table.notes
+
+
+def test_table_metric_last_uses_final_accuracy(tmp_path):
+    write_run(tmp_path, "SVHN", "run0", configuration(method=BASELINE), 95.0, final_acc=90.0,
+              checkpoints=False)
+    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", metric="last")
+    assert table.rows[0].cells["100-0.1"].summary.mean == pytest.approx(10.0)
+
+
+def test_other_networks_and_ablations_get_their_own_rows(tmp_path):
+    write_run(tmp_path, "SVHN", "run0", configuration(), 94.0, checkpoints=False)
+    write_run(tmp_path, "SVHN", "run0", configuration(model="wresnet28_2"), 92.0, checkpoints=False)
+    write_run(tmp_path, "SVHN", "run0", configuration(overfit=True), 96.0, checkpoints=False)
+    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    assert [row.name for row in table.rows] == [
+        "A_W_S", "A_W_S [wresnet28_2]", "A_W_S [overfit_wresnet28_10]"]
+    only = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", model="wresnet28_2")
+    assert [row.name for row in only.rows] == ["A_W_S [wresnet28_2]"]
+
+
+def test_summarize_uses_the_sample_standard_deviation():
+    values = [1.0, 2.0, 4.0]
+    summary = reporting.summarize(values)
+    assert (summary.n, summary.mean) == (3, pytest.approx(7 / 3))
+    assert summary.std == pytest.approx(np.std(values, ddof=1))
+    assert np.isnan(reporting.summarize([5.0]).std)

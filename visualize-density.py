@@ -1,0 +1,95 @@
+"""Qualitative figures of one run: t-SNE of test-set features (the paper's figure),
+confusion matrices, and densities of the hyperparameters AutoDO learned.
+
+    python visualize-density.py --dataset DIGITS -ir 10 -nr 0.1 -r run0
+    python visualize-density.py --dataset DIGITS -ir 10 -nr 0.1 --plot-cmx
+    python visualize-density.py --dataset DIGITS -ir 10 -nr 0.1 --configs A_W A_W_S --densities
+
+Figures go to --out as PNG and PDF; t-SNE embeddings are cached in --out/cache/,
+so drawing again is instant. See custom_models/figures.py.
+"""
+import argparse
+import sys
+
+import torch
+
+from custom_datasets.settings import DATASETS, get_settings
+from custom_datasets.sources import DataUnavailable
+from custom_models import figures, reporting, run_files
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--data", default="./local_data", metavar="DIR",
+        help="dataset files and run folders are under DIR/{dataset}/ (default: ./local_data)")
+    add("--dataset", default="MNIST", metavar="NAME", help=f"one of {', '.join(DATASETS)} (default: MNIST)")
+    add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR (default: 1)")
+    add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio (default: 1.0)")
+    add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio (default: 0.0)")
+    add("-r", "--run-folder", default="run0", help="run folder (default: run0)")
+    add("--model", default=None, help="network the runs used (default: the dataset's)")
+    add("--overfit", action="store_true", help="the --overfit ablation's checkpoints")
+    add("--oversplit", action="store_true", help="the --oversplit ablation's checkpoints")
+    methods = list(reporting.paper_methods())
+    add("--configs", nargs="+", default=["Baseline", "FAA", "A_W_S"], choices=methods, metavar="NAME",
+        help=f"configurations side by side, by the paper's names: {', '.join(methods)} "
+             f"(default: Baseline FAA A_W_S, as the paper's figure)")
+    add("--checkpoint", default="best", choices=("best", "last"),
+        help="best_ (the paper's) or last_ checkpoint of each configuration (default: best)")
+    add("--plot-cmx", action="store_true", help="draw row-normalised confusion matrices instead of t-SNE")
+    add("--densities", action="store_true",
+        help="draw densities of the learned loss weights, soft labels and augmentation of the "
+             "chosen configurations that learn them (A_W, A_W_S, ...) instead of t-SNE")
+    add("--out", default="./visualizations", metavar="DIR", help="output folder (default: ./visualizations)")
+    add("--max-points", type=int, default=5000,
+        help="t-SNE of at most this many test images, a seeded random subset (0: all; default: 5000)")
+    add("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default: 30)")
+    add("--seed", type=int, default=0, help="seed of the subset and of t-SNE (default: 0)")
+    add("--threads", type=int, default=0,
+        help="CPU threads for t-SNE (default: 0 = one below 1000 points, all otherwise; "
+             "1 is fastest on a busy machine)")
+    add("--batch-size", type=int, default=500, help="test batch size for the features (default: 500)")
+    add("--workers", type=int, default=4, help="DataLoader workers, ImageNet only (default: 4)")
+    add("--no-cuda", action="store_true", help="compute features on the CPU even if CUDA is available")
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        settings = get_settings(args.dataset)
+    except ValueError as error:
+        raise figures.FigureError(f"{error} (--dataset)") from None
+    if args.overfit and args.oversplit:
+        raise figures.FigureError("choose at most one of --overfit and --oversplit")
+    model = args.model or settings.model
+    methods = reporting.paper_methods()
+    configs = {label: reporting.Configuration(model, *methods[label], args.imbalance_ratio,
+                                              args.subsample_ratio, args.noise_ratio,
+                                              args.overfit, args.oversplit)
+               for label in dict.fromkeys(args.configs)}
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    run = figures.RunFigures(args.data, settings, args.run_folder, configs, args.checkpoint,
+                             args.out, device, args.batch_size, args.workers)
+    run.check_checkpoints()
+    written = []
+    if args.densities:
+        written += run.density_figures()[0]
+    if args.plot_cmx:
+        written += run.confusion_figure()
+    if not (args.densities or args.plot_cmx):
+        written += run.tsne_figure(args.perplexity, args.max_points, args.seed, threads=args.threads)
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    arguments = get_args()
+    try:
+        sys.exit(main(arguments))
+    except (figures.FigureError, run_files.UnreadableFile, DataUnavailable) as error:
+        # one line the user can act on; a traceback would bury it
+        print(f"visualize-density.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+        sys.exit(1)
