@@ -13,12 +13,12 @@ import sys
 from custom_datasets.settings import DATASETS, get_settings
 from custom_models import reporting, run_files
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
-from custom_models.options import HYPER_OPTIMIZERS
+from custom_models.options import HYPER_OPTIMIZERS, OneLineErrorParser
 
 
 def get_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--data", default="./local_data", metavar="DIR",
         help="run folders are DIR/{dataset}/runN/ (default: ./local_data)")

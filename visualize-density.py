@@ -16,11 +16,12 @@ import torch
 from custom_datasets.settings import DATASETS, get_settings
 from custom_datasets.sources import DataUnavailable
 from custom_models import figures, reporting, run_files
+from custom_models.options import OneLineErrorParser
 
 
 def get_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--data", default="./local_data", metavar="DIR",
         help="dataset files and run folders are under DIR/{dataset}/ (default: ./local_data)")

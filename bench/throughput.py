@@ -11,7 +11,6 @@ full run. Takes the training script's own flags, e.g.
 The last line printed is one JSON object. Images are random uint8 of the
 dataset's shape unless --real-data is given (then the dataset's files are read).
 """
-import argparse
 import json
 import resource
 import sys
@@ -26,8 +25,9 @@ import torch  # noqa: E402
 from custom_datasets.settings import get_settings  # noqa: E402
 from custom_datasets.sources import InMemoryData  # noqa: E402
 from custom_models.experiment import Experiment, seed_epoch  # noqa: E402
+from custom_models.hyper_models import table_bytes  # noqa: E402
 from custom_models.options import OneLineErrorParser, UsageError, add_training_arguments, resolve  # noqa: E402
-from custom_models.training import evaluate, hyper_step, train_one_epoch  # noqa: E402
+from custom_models.training import evaluate, frozen, hyper_step, train_one_epoch  # noqa: E402
 from custom_datasets.batches import cycle  # noqa: E402
 
 TEST_SIZES = {"MNIST": 10000, "FashionMNIST": 10000, "DIGITS": 360, "SVHN": 26032,
@@ -159,8 +159,9 @@ def main(args):
         def hyper_steps(count):
             network.train(False)
             batches = iter(cycle(hyper_train))
-            for _ in range(count):
-                hyper_step(network, hyper, next(batches), next(valid))
+            with frozen(network.encoder):
+                for _ in range(count):
+                    hyper_step(network, hyper, next(batches), next(valid))
         hyper_steps(args.warmup)
         hyper_seconds = timed(device, lambda: hyper_steps(steps)) / steps
 
@@ -194,14 +195,9 @@ def main(args):
         peak_memory = torch.cuda.max_memory_allocated(device) / 2 ** 20
     else:
         peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    tables = {name: table for name, table in hyper.loss_model.learned_tables().items()}
-    if hyper.augment_model is not None:
-        tables.update(hyper.augment_model.learned_tables())
-    table_bytes = sum(t.numel() * t.element_size() for t in tables.values())
-    optimizer_bytes = 0
-    if hyper.optimizer is not None:
-        optimizer_bytes = sum(t.numel() * t.element_size() for t in hyper.optimizer.square_avg.values())
-        optimizer_bytes += sum(t.numel() * t.element_size() for t in hyper.optimizer.last_step.values())
+    memory = table_bytes(experiment.data.num_train, settings.num_classes, args.los_model, args.aug_model)
+    imagenet = get_settings("ImageNet")
+    imagenet_memory = table_bytes(imagenet.train_size, imagenet.num_classes, args.los_model, args.aug_model)
 
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -214,7 +210,10 @@ def main(args):
         "hyper_to_train_ratio": hyper_seconds / train_seconds if hyper_seconds else None,
         "forward_gflops_per_image": flops / 1e9, "device_peak_tflops": peak / 1e12,
         "peak_memory_mb": peak_memory,
-        "hyper_tables_mb": table_bytes / 2 ** 20, "hyper_optimizer_state_mb": optimizer_bytes / 2 ** 20,
+        "hyper_tables_mb": memory["tables"] / 2 ** 20,
+        "hyper_optimizer_state_mb": memory["optimizer_state"] / 2 ** 20,
+        "imagenet_hyper_tables_mb": imagenet_memory["tables"] / 2 ** 20,
+        "imagenet_hyper_optimizer_state_mb": imagenet_memory["optimizer_state"] / 2 ** 20,
         "floor_s": floor, "projected_200_epoch_s": projected,
         "projected_to_floor": projected / floor,
     }

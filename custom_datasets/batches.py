@@ -7,7 +7,7 @@ shuffled index batches out of it: no workers, no host-device copy per batch.
 """
 import itertools
 import math
-from typing import Callable, Iterator, Optional, Tuple
+from typing import Callable, Iterator, Tuple
 
 import torch
 

@@ -5,7 +5,6 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -14,12 +13,13 @@ import torch
 from tqdm import tqdm
 
 from custom_datasets.batches import DeviceBatches, FolderBatches, cycle
-from custom_datasets.settings import DatasetSettings, get_settings
+from custom_datasets.settings import get_settings
 from custom_datasets.sources import InMemoryData, load_data
-from custom_datasets.split import Split, check_split_feasible, load_or_create_split, valid_size_for
+from custom_datasets.split import check_split_feasible, load_or_create_split, valid_size_for
 from custom_models import run_files
 from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, LossModel,
                                         RowRMSprop)
+from custom_models.metrics import learned_summary, minority_accuracy
 from custom_models.networks import build_network
 from custom_models.options import UsageError
 from custom_models.schedule import learning_rate
@@ -56,53 +56,6 @@ def versions(device: torch.device) -> Dict[str, Optional[str]]:
             "torchvision": torchvision.__version__, "kornia": kornia.__version__,
             "numpy": np.__version__, "cuda": torch.version.cuda,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
-
-
-def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> Optional[float]:
-    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney)."""
-    positives, negatives = int(positive.sum()), int((~positive).sum())
-    if positives == 0 or negatives == 0:
-        return None
-    from scipy.stats import rankdata
-    ranks = torch.from_numpy(rankdata(scores.double().cpu().numpy()))
-    rank_sum = float(ranks[positive.cpu()].sum())
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
-
-
-def learned_summary(loss_model: LossModel, augment_model: Optional[AugmentModel], split: Split,
-                    official_targets: torch.Tensor, settings: DatasetSettings) -> Dict:
-    """What the hyperparameters learned, measured against the truth we know."""
-    train = split.train_indices
-    given = split.train_targets[train]
-    official = official_targets[train]
-    noisy = (given != official)
-    summary = {"noisy_weight_auroc": None, "soft_label_correction_rate": None,
-               "aug_probability_lower": None, "aug_probability_upper": None,
-               "aug_magnitude_lower": None, "aug_magnitude_upper": None}
-    if loss_model.learn_weights:
-        weights = LossModel.weights(loss_model.weight_logits[train.to(loss_model.weight_logits.device)])
-        # positive class = clean: a good model gives clean samples the larger weights
-        summary["noisy_weight_auroc"] = roc_auc(weights.cpu(), ~noisy)
-    if loss_model.learn_soft_labels and bool(noisy.any()):
-        soft = loss_model.soft_logits[train[noisy].to(loss_model.soft_logits.device)].argmax(-1).cpu()
-        summary["soft_label_correction_rate"] = float((soft == official[noisy]).float().mean())
-    if augment_model is not None:
-        rows = augment_model.row_indices(train.to(augment_model.probability_logits.device))
-        probability = torch.sigmoid(augment_model.probability_logits[rows]).mean(-1).cpu()
-        magnitude = torch.sigmoid(augment_model.magnitude_logits[rows]).mean(-1).cpu()
-        upper = official >= settings.num_classes // 2
-        if augment_model.mode == "SHA":
-            probability = probability.expand(len(train))
-            magnitude = magnitude.expand(len(train))
-        for group, mask in (("lower", ~upper), ("upper", upper)):
-            if bool(mask.any()):
-                summary[f"aug_probability_{group}"] = float(probability[mask].mean())
-                summary[f"aug_magnitude_{group}"] = float(magnitude[mask].mean())
-    return summary
-
-
-def minority_accuracy(per_class_acc, settings: DatasetSettings) -> float:
-    return float(np.mean([per_class_acc[c] for c in settings.upper_classes]))
 
 
 class Experiment:
@@ -218,10 +171,10 @@ class Experiment:
         distorted = args.imbalance_ratio != 1 or args.noise_ratio != 0
         num_train = self.data.num_train
         self.loss_model = LossModel(num_train, settings.num_classes, args.los_model,
-                                    self.split.train_targets, distorted).to(device)
+                                    self.split.train_targets, distorted, device)
         self.augment_model = None
         if args.aug_model in LEARNED_AUGMENT_MODELS:
-            self.augment_model = AugmentModel(num_train, args.aug_model).to(device)
+            self.augment_model = AugmentModel(num_train, args.aug_model, device)
         hyper_optimizer = None
         if args.hyper_opt == "HES":
             tables = dict(self.loss_model.learned_tables())

@@ -40,20 +40,6 @@ DPI = 150
 # ----------------------------------------------------------------------------- file names
 # Files of this module only; candidates for run_files, the one module that knows file names.
 
-def figure_base_path(out_dir, kind: str, dataset: str, model: str, run_folder: str,
-                     imbalance_ratio: int, subsample_ratio: float, noise_ratio: float,
-                     labels: Sequence[str]) -> Path:
-    """{out}/{kind}_{dataset}_{model}_{run}_ir_{IR}_sr_{SR}_nr_{NR}_{labels}; save_figure adds .png/.pdf."""
-    setting = (f"ir_{int(imbalance_ratio)}_sr_{run_files.number_text(subsample_ratio)}"
-               f"_nr_{run_files.number_text(noise_ratio)}")
-    return Path(out_dir) / f"{kind}_{dataset}_{model}_{run_folder}_{setting}_{'-'.join(labels)}"
-
-
-def embedding_cache_path(out_dir, dataset: str, run_folder: str, checkpoint: Path) -> Path:
-    """{out}/cache/{dataset}_{run}_{checkpoint stem}.pt: predictions and t-SNE of one checkpoint."""
-    return Path(out_dir) / "cache" / f"{dataset}_{run_folder}_{Path(checkpoint).stem}.pt"
-
-
 def save_figure(fig, base: Path) -> List[Path]:
     """Writes base.png and base.pdf atomically; the format is explicit because the
     temporary name ends in .tmp, from which matplotlib could not guess it."""
@@ -341,7 +327,7 @@ class GroupedValues:
 
 def _auroc(first: np.ndarray, second: np.ndarray) -> Optional[float]:
     """Mann-Whitney AUROC of first vs second, as in the results file's noisy_weight_auroc."""
-    from custom_models.experiment import roc_auc
+    from custom_models.metrics import roc_auc
     scores = torch.from_numpy(np.concatenate([first, second]).astype(np.float64))
     positive = torch.zeros(len(scores), dtype=torch.bool)
     positive[:len(first)] = True
@@ -572,7 +558,7 @@ class RunFigures:
         model = f"{c.ablation}_{c.model}" if c.ablation else c.model
         # figures of last_ checkpoints must not overwrite those of best_ ones
         labels = list(labels) + (["last"] if self.checkpoint_kind == "last" else [])
-        return figure_base_path(self.out_dir, kind, self.settings.name, model, self.run_folder,
+        return run_files.figure_base_path(self.out_dir, kind, self.settings.name, model, self.run_folder,
                                 c.imbalance_ratio, c.subsample_ratio, c.noise_ratio, labels)
 
     def _feature_source(self, path: Path) -> FeatureSource:
@@ -594,7 +580,7 @@ class RunFigures:
                       unit="config", disable=not (progress and sys.stderr.isatty()))
         for label in labels:
             path = self.checkpoints[label]
-            cache = embedding_cache_path(self.out_dir, self.settings.name, self.run_folder, path)
+            cache = run_files.embedding_cache_path(self.out_dir, self.settings.name, self.run_folder, path)
             embedding = checkpoint_embedding(path, cache, self._feature_source(path), with_tsne,
                                              perplexity, max_points, seed, log=tqdm.write,
                                              threads=threads)

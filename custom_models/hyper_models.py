@@ -27,7 +27,7 @@ class LossModel(nn.Module):
     """Per-sample loss weights and soft labels (DESIGN §3.1)."""
 
     def __init__(self, num_train: int, num_classes: int, mode: str, train_targets: torch.Tensor,
-                 distorted: bool):
+                 distorted: bool, device=None):
         super().__init__()
         if mode not in LOSS_MODELS:
             raise ValueError(f"unknown loss model '{mode}'; choose one of {', '.join(LOSS_MODELS)}")
@@ -36,9 +36,12 @@ class LossModel(nn.Module):
         self.learn_soft_labels = mode in ("SOFT", "BOTH")
         # d = ln(1 - C + C/eps) makes softmax(d (onehot - 1/2)) a label-smoothed one-hot
         scale = math.log(1 - num_classes + num_classes / SOFT_LABEL_EPSILON)
-        onehot = F.one_hot(train_targets.long(), num_classes).float()
-        self.register_buffer("weight_logits", torch.zeros(num_train))
-        self.register_buffer("soft_logits", scale * (onehot - 0.5))
+        # written in place on the device: ImageNet's table alone is 1.28 M x 1000 floats
+        soft_logits = torch.full((num_train, num_classes), -scale / 2, device=device)
+        if soft_logits.device.type != "meta":
+            soft_logits.scatter_(1, train_targets.long().to(soft_logits.device)[:, None], scale / 2)
+        self.register_buffer("weight_logits", torch.zeros(num_train, device=device))
+        self.register_buffer("soft_logits", soft_logits)
 
     def learned_tables(self) -> Dict[str, torch.Tensor]:
         tables = {}
@@ -82,7 +85,7 @@ class LossModel(nn.Module):
 class AugmentModel(nn.Module):
     """Shared (SHA, one row) or per-sample (SEP, T rows) augmentation logits (DESIGN §3.2)."""
 
-    def __init__(self, num_train: int, mode: str):
+    def __init__(self, num_train: int, mode: str, device=None):
         super().__init__()
         if mode not in LEARNED_AUGMENT_MODELS:
             raise ValueError(f"AugmentModel is for SHA or SEP, not '{mode}'")
@@ -91,8 +94,8 @@ class AugmentModel(nn.Module):
         shape = (num_rows, affine.NUM_PARAMETERS)
         probability = math.log(INITIAL_PROBABILITY / (1 - INITIAL_PROBABILITY))
         magnitude = math.log(INITIAL_MAGNITUDE / (1 - INITIAL_MAGNITUDE))
-        self.register_buffer("probability_logits", torch.full(shape, probability))
-        self.register_buffer("magnitude_logits", torch.full(shape, magnitude))
+        self.register_buffer("probability_logits", torch.full(shape, probability, device=device))
+        self.register_buffer("magnitude_logits", torch.full(shape, magnitude, device=device))
 
     def row_indices(self, indices: torch.Tensor) -> torch.Tensor:
         return indices if self.mode == "SEP" else torch.zeros(1, dtype=torch.long, device=indices.device)
@@ -108,6 +111,19 @@ class AugmentModel(nn.Module):
 
     def augment(self, images: torch.Tensor, rows: Dict[str, torch.Tensor]) -> torch.Tensor:
         return affine.augment(images, rows["probability_logits"], rows["magnitude_logits"])
+
+
+def table_bytes(num_train: int, num_classes: int, los_model: str, aug_model: str) -> dict:
+    """Memory of the hyperparameter tables and of their optimiser state, in bytes, from
+    the very tensors the models allocate (built on the meta device, so nothing is)."""
+    loss_model = LossModel(num_train, num_classes, los_model, torch.zeros(0), True, device="meta")
+    tables = dict(loss_model.learned_tables())
+    if aug_model in LEARNED_AUGMENT_MODELS:
+        tables.update(AugmentModel(num_train, aug_model, device="meta").learned_tables())
+    optimizer = RowRMSprop(tables, lr=0.0)
+    size = lambda tensors: sum(t.numel() * t.element_size() for t in tensors)  # noqa: E731
+    return {"tables": size(tables.values()),
+            "optimizer_state": size(optimizer.square_avg.values()) + size(optimizer.last_step.values())}
 
 
 class RowRMSprop:

@@ -11,7 +11,6 @@ implicit hypergradient (DESIGN §4). Models are found by name:
 import re
 from typing import Tuple
 
-import torch
 from torch import nn
 import torch.nn.functional as F
 

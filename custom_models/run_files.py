@@ -6,6 +6,9 @@
     {data}/{dataset}/runN/last_{run_name}.pt                 end of the latest epoch (resume)
     {data}/{dataset}/runN/results_{run_name}.json            machine-readable results
     {data}/{dataset}/runN/tensorboard/{run_name}/            learning curves
+    {data}/{dataset}/runN/debug_{run_name}.png               --plot-debug grid
+    {visualizations}/{kind}_{dataset}_..._{labels}.png|pdf   figures of visualize-density.py
+    {visualizations}/cache/{dataset}_{run}_{checkpoint}.pt   cached features and t-SNE
 
 Every file is written to a temporary name in its own folder and renamed into
 place, so a killed process never leaves a truncated file under a final name.
@@ -46,7 +49,7 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 
@@ -100,6 +103,20 @@ def tensorboard_dir(folder: Path, name: str) -> Path:
     return Path(folder) / "tensorboard" / name
 
 
+def figure_base_path(out_dir, kind: str, dataset: str, model: str, run_folder: str,
+                     imbalance_ratio: int, subsample_ratio: float, noise_ratio: float,
+                     labels: Sequence[str]) -> Path:
+    """{out}/{kind}_{dataset}_{model}_{run}_ir_{IR}_sr_{SR}_nr_{NR}_{labels}; save_figure adds .png/.pdf."""
+    setting = (f"ir_{int(imbalance_ratio)}_sr_{number_text(subsample_ratio)}"
+               f"_nr_{number_text(noise_ratio)}")
+    return Path(out_dir) / f"{kind}_{dataset}_{model}_{run_folder}_{setting}_{'-'.join(labels)}"
+
+
+def embedding_cache_path(out_dir, dataset: str, run_folder: str, checkpoint: Path) -> Path:
+    """{out}/cache/{dataset}_{run}_{checkpoint stem}.pt: predictions and t-SNE of one checkpoint."""
+    return Path(out_dir) / "cache" / f"{dataset}_{run_folder}_{Path(checkpoint).stem}.pt"
+
+
 def _run_number(path: Path) -> tuple:
     match = re.fullmatch(r"run(\d+)", path.name)
     return (0, int(match.group(1)), "") if match else (1, 0, path.name)
@@ -123,6 +140,14 @@ def seed_from_run_folder(run_folder: str) -> int:
     return zlib.crc32(run_folder.encode()) % (2 ** 31)
 
 
+def _default_permissions(path: Path) -> None:
+    """mkstemp creates files readable by their owner only; give them the permissions a
+    plain open() would (0666 less the umask), so that results can be shared."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """Yields a temporary path beside `path`; renamed onto `path` only if the block succeeds."""
@@ -131,6 +156,7 @@ def atomic_path(path) -> Iterator[Path]:
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     tmp = Path(tmp)
+    _default_permissions(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -160,6 +186,7 @@ def create_once(obj, path) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
+    _default_permissions(Path(tmp))
     try:
         torch.save(obj, tmp)
         try:

@@ -3,9 +3,9 @@
 Nothing here synchronises host and device per batch: losses are accumulated
 as device tensors and read once per epoch.
 """
-from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +61,21 @@ class HyperEpochStats:
     @property
     def divergence(self) -> float:
         return self.g_norm_sq + self.v_norm_sq - 2 * self.g_dot_v
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Parameters that need no gradient for a while: the hyper step back-propagates into
+    the images and the hyperparameters only, and a compiled encoder would otherwise
+    compute every weight gradient of its backward graph as well."""
+    flags = [parameter.requires_grad for parameter in module.parameters()]
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(module.parameters(), flags):
+            parameter.requires_grad_(flag)
 
 
 def augmented(images, indices, augment_model: Optional[AugmentModel], requires_grad=False):
@@ -144,14 +159,16 @@ def hyper_epoch(network: Network, hyper: HyperState, train_batches, valid_batche
     stats = HyperEpochStats()
     # [steps taken, skipped, Σ‖g‖², Σ‖v‖², Σ<g,v>] accumulated on the device, read once
     sums = torch.zeros(5, device=network.decoder.weight.device)
-    for step, train_batch in enumerate(train_batches):
-        if max_steps and step >= max_steps:
-            break
-        hyper.optimizer.lr = set_lr(step)
-        result, finite = hyper_step(network, hyper, train_batch, next(valid_batches))
-        ok = finite.float()
-        values = torch.stack([result.g_norm_sq, result.v_norm_sq, result.g_dot_v]).float()
-        sums += torch.cat([torch.stack([ok, 1 - ok]), torch.where(finite, values, torch.zeros_like(values))])
+    with frozen(network.encoder):
+        for step, train_batch in enumerate(train_batches):
+            if max_steps and step >= max_steps:
+                break
+            hyper.optimizer.lr = set_lr(step)
+            result, finite = hyper_step(network, hyper, train_batch, next(valid_batches))
+            ok = finite.float()
+            values = torch.stack([result.g_norm_sq, result.v_norm_sq, result.g_dot_v]).float()
+            sums += torch.cat([torch.stack([ok, 1 - ok]),
+                               torch.where(finite, values, torch.zeros_like(values))])
     taken, skipped, g_norm_sq, v_norm_sq, g_dot_v = sums.tolist()
     stats.steps, stats.skipped = int(taken), int(skipped)
     stats.g_norm_sq, stats.v_norm_sq, stats.g_dot_v = (x / max(taken, 1) for x in (g_norm_sq, v_norm_sq, g_dot_v))

@@ -168,6 +168,13 @@ def apply_step(images: torch.Tensor, operation_ids: torch.Tensor, values: torch.
     return images
 
 
+def _apply_on_device(images, operation_ids, values, applied, possible, tables) -> torch.Tensor:
+    """The grouped step on the CPU (least arithmetic), the sync-free one on a GPU."""
+    if images.is_cuda:
+        return apply_step_dense(images, operation_ids, values, applied, possible, tables["low"])
+    return apply_step(images, operation_ids, values, applied)
+
+
 class RandAugment:
     """RandAugment variant of DESIGN §6: `num_ops` operations per image, drawn uniformly
     with replacement from `ranges`, each at min + U(0, 1) * (magnitude / 30) * (max - min).
@@ -198,11 +205,7 @@ class RandAugment:
                 fractions = torch.rand(batch, device=images.device) * (self.magnitude / 30.0)
                 values = _signed_values(operation_ids, fractions, tables)
                 applied = torch.ones(batch, dtype=torch.bool, device=images.device)
-                if images.is_cuda:
-                    apply_step_dense(images, operation_ids, values, applied, self._possible,
-                                     tables["low"])
-                else:
-                    apply_step(images, operation_ids, values, applied)
+                _apply_on_device(images, operation_ids, values, applied, self._possible, tables)
         return images
 
     def __repr__(self) -> str:
@@ -255,11 +258,7 @@ class SubPolicyAugment:
                 operation_ids = tables["operation_ids"][step][rows]
                 applied = torch.rand(batch, device=images.device) < tables["probabilities"][step][rows]
                 values = _signed_values(operation_ids, tables["levels"][step][rows], tables)
-                if images.is_cuda:
-                    apply_step_dense(images, operation_ids, values, applied, self._possible,
-                                     tables["low"])
-                else:
-                    apply_step(images, operation_ids, values, applied)
+                _apply_on_device(images, operation_ids, values, applied, self._possible, tables)
         return images
 
     def __repr__(self) -> str:
