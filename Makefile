@@ -16,10 +16,11 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 venv: $(BIN)/.installed
 
 # AutoDO (SEP augmentation + BOTH loss model + HES) on the embedded DIGITS data,
-# imbalance ratio 10 and 10 % label noise: about a minute on 2 CPU cores.
+# imbalance ratio 10 and 10 % label noise: about a minute on 2 CPU cores. --resume:
+# an interrupted `make run` continues, a finished one just shows its result again.
 run: venv
 	$(BIN)/python implicit-augment.py --dataset DIGITS -ir 10 -nr 0.1 --epochs $(EPOCHS) \
-		--aug-model SEP --los-model BOTH --hyper-opt HES --data $(DATA) --force
+		--aug-model SEP --los-model BOTH --hyper-opt HES --data $(DATA) --resume
 	$(BIN)/python get-results.py --dataset DIGITS -ir 10 -nr 0.1 \
 		--aug-model SEP --los-model BOTH --hyper-opt HES --data $(DATA)
 

@@ -43,8 +43,10 @@ class InMemoryData:
 
 @dataclass
 class FolderData:
-    """ImageNet: images stay on disk; `train`/`test` are ImageFolder datasets."""
+    """ImageNet: images stay on disk; `train`/`test` are ImageFolder datasets, and
+    `train_plain` is the train set with the test transform (the clean valid split)."""
     train: "torch.utils.data.Dataset"
+    train_plain: "torch.utils.data.Dataset"
     test: "torch.utils.data.Dataset"
     train_targets: torch.Tensor
     test_targets: torch.Tensor
@@ -224,6 +226,12 @@ class IndexedFolder(torch.utils.data.Dataset):
         self.transform = transform
         self.targets = torch.tensor(self.folder.targets, dtype=torch.int64)
 
+    def with_transform(self, transform: Callable) -> "IndexedFolder":
+        """The same images (no second scan of the folder) through another transform."""
+        view = object.__new__(IndexedFolder)
+        view.folder, view.targets, view.transform = self.folder, self.targets, transform
+        return view
+
     def __len__(self):
         return len(self.folder)
 
@@ -250,7 +258,8 @@ def load_imagenet(data_root: Path) -> FolderData:
                                   f"as {folder}/train/<class>/*.JPEG and {folder}/val/<class>/*.JPEG")
     train = IndexedFolder(folder / "train", imagenet_transforms(train=True))
     test = IndexedFolder(folder / "val", imagenet_transforms(train=False))
-    return FolderData(train, test, train.targets, test.targets)
+    return FolderData(train, train.with_transform(imagenet_transforms(train=False)), test,
+                      train.targets, test.targets)
 
 
 def _remove_new_empty_folders(before: set, root: Path) -> None:

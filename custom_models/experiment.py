@@ -78,8 +78,10 @@ class Experiment:
         """Never overwrite what a user has computed without being told to."""
         args = self.args
         if args.resume:
+            # the same command can be re-submitted after every pre-emption: the first time
+            # there is nothing to resume and it simply starts
             if not self.last_path.is_file():
-                raise UsageError(f"--resume: {self.last_path} does not exist; run without --resume")
+                print(f"--resume: no {self.last_path.name} yet, starting from epoch 1", file=sys.stderr)
             return
         if args.force:
             return
@@ -135,6 +137,7 @@ class Experiment:
             def batches(images, labels, indices, size, shuffle, transform, drop_last=False):
                 return DeviceBatches(images, labels, indices, size, shuffle, transform, drop_last)
             train_source, test_source = train_images, test_images
+            valid_source = train_source
         else:
             test_labels = self.data.test_targets
 
@@ -142,6 +145,7 @@ class Experiment:
                 return FolderBatches(dataset, labels, indices, size, shuffle, transform, device,
                                      args.workers, drop_last)
             train_source, test_source = self.data.train, self.data.test
+            valid_source = self.data.train_plain
 
         test_indices = torch.arange(len(self.data.test_targets))
         self.train_batches = batches(train_source, noisy_labels, train_indices, settings.batch_size,
@@ -152,7 +156,7 @@ class Experiment:
             self.valid_batches = batches(test_source, test_labels, test_indices,
                                          settings.hyper_batch_size, True, eval_transform)
         else:
-            self.valid_batches = batches(train_source, official_labels, valid_indices,
+            self.valid_batches = batches(valid_source, official_labels, valid_indices,
                                          settings.hyper_batch_size, True, eval_transform)
         self.test_batches = batches(test_source, test_labels, test_indices, 1024, False, eval_transform)
 
@@ -263,7 +267,10 @@ class Experiment:
         self.best = {"epoch": -1, "acc": 0.0}
         self.history, self.diagnostics = [], []
         self.timings = {"hyper": 0.0, "train": 0.0, "test": 0.0, "total": 0.0}
-        first_epoch = self.load_last() if args.resume else 0
+        first_epoch = self.load_last() if args.resume and self.last_path.is_file() else 0
+        if first_epoch >= args.epochs:
+            print(f"nothing to train: this configuration finished its {args.epochs} epochs "
+                  f"(add --force to train it again)", file=sys.stderr)
         if args.plot_debug and first_epoch == 0:
             from custom_transforms.debug import save_augmentation_grid
             save_augmentation_grid(self, run_files.debug_grid_path(self.folder, self.name))

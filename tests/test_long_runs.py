@@ -81,6 +81,21 @@ def test_resume_with_other_options_says_what_differs(tmp_path):
     assert "epochs 2 -> 3" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_resume_starts_a_run_that_has_nothing_to_resume_and_repeats_a_finished_one(tmp_path):
+    """One command for every (re)submission of a pre-emptible job."""
+    args = ["--dataset", "DIGITS", "--epochs", "1", "--no-cuda", "--resume"]
+    first = run(args, tmp_path)
+    assert "starting from epoch 1" in first.stderr
+    folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
+    name = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
+    results = run_files.load_results(run_files.results_path(folder, name))
+    best = run_files.best_checkpoint_path(folder, name).read_bytes()
+    again = run(args, tmp_path)
+    assert "nothing to train" in again.stderr
+    assert run_files.load_results(run_files.results_path(folder, name))["final"] == results["final"]
+    assert run_files.best_checkpoint_path(folder, name).read_bytes() == best
+
+
 def test_a_finished_result_is_not_overwritten_without_force(tmp_path):
     args = ["--dataset", "DIGITS", "--epochs", "1", "--no-cuda"]
     run(args, tmp_path)
@@ -116,7 +131,6 @@ def test_four_configurations_started_together_share_one_split(tmp_path):
     (["-ir", "1000"], "upper classes"),
     (["--model", "wresnet27_2"], "6n+4"),
     (["--hyper-opt", "HES"], "nothing to learn"),
-    (["--resume"], "does not exist"),
 ])
 def test_impossible_settings_fail_with_one_line_and_leave_no_files(tmp_path, args, message):
     result = run(["--dataset", "DIGITS", "--epochs", "1", "--no-cuda", *args], tmp_path, check=False)
