@@ -39,3 +39,21 @@ def test_oversplit_learns_every_row_of_the_official_train_set(tmp_path):
     weights, valid, train = run_ablation(tmp_path, "--oversplit")
     assert len(valid) + len(train) == len(weights) == 1437
     assert bool((weights != 0).all())
+
+
+def test_plot_debug_writes_a_grid_of_original_and_augmented_images(tmp_path):
+    import matplotlib.image
+    for method in ("AUTO", "SEP"):
+        command = [sys.executable, str(ROOT / "implicit-augment.py"), "--dataset", "DIGITS",
+                   "--epochs", "1", "--aug-model", method, "--plot-debug", "--no-cuda",
+                   "--data", str(tmp_path)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert result.returncode == 0, result.stderr
+        folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
+        name = run_files.run_name("resnet18", "NONE", method, "NONE", 1, 1.0, 0.0)
+        grid = matplotlib.image.imread(run_files.debug_grid_path(folder, name))
+        height, width = grid.shape[:2]
+        assert (height, width) == (850, 800)  # 8 x 8.5 inches at 100 dpi, two panels
+        top, bottom = grid[: height // 2], grid[height // 2:]
+        assert float(abs(top[..., :3] - bottom[..., :3]).mean()) > 0.01  # augmentation changed them
