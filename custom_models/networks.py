@@ -109,7 +109,6 @@ class ResNetEncoder(nn.Module):
 
 
 _WIDE = re.compile(r"wresnet(\d+)_(\d+)")
-MODEL_NAMES = ("resnet18", "wresnet28_10", "wresnet16_4", "wresnet28_2", "wresnetD_K")
 
 
 def check_model_name(name: str) -> None:

@@ -227,12 +227,6 @@ def load_results(path) -> dict:
     return results
 
 
-def find_results(data_root, dataset: str, name: str) -> List[Path]:
-    """The results file of configuration `name` in every run folder where it exists."""
-    return [results_path(folder, name) for folder in find_run_folders(data_root, dataset)
-            if results_path(folder, name).is_file()]
-
-
 def list_results(data_root, dataset: str) -> List[Path]:
     """Every results file of every run folder of a dataset."""
     return [path for folder in find_run_folders(data_root, dataset)

@@ -194,16 +194,3 @@ def evaluate(network: Network, batches, num_classes: int) -> Dict:
     per_class = (100.0 * correct / seen.clamp(min=1)).tolist()
     return {"acc": 100.0 * float(correct.sum()) / total, "loss": float(loss_sum) / total,
             "per_class_acc": per_class}
-
-
-@torch.no_grad()
-def predictions(network: Network, batches):
-    """Features, logits and labels of every batch (for figures)."""
-    network.train(False)
-    features, logits, labels = [], [], []
-    for images, batch_labels, _ in batches:
-        batch_features = network.features(images)
-        features.append(batch_features.cpu())
-        logits.append(network.decoder(batch_features).cpu())
-        labels.append(batch_labels.cpu())
-    return torch.cat(features), torch.cat(logits), torch.cat(labels)

@@ -3,6 +3,7 @@
 Every function takes a batch (B, C, H, W) and draws an independent random
 choice per image from torch's RNG on the batch's device; no per-image loop.
 """
+import functools
 import math
 
 import torch
@@ -15,12 +16,20 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
+@functools.lru_cache(maxsize=None)
+def statistics(settings: DatasetSettings, device: torch.device):
+    """The dataset's (mean, std) as (1, C, 1, 1) tensors on `device`, made once: building
+    them per batch would be two host-to-device copies on every batch."""
+    shape = (1, -1, 1, 1)
+    return (torch.tensor(settings.mean, device=device).view(shape),
+            torch.tensor(settings.std, device=device).view(shape))
+
+
 def normalize(images: torch.Tensor, settings: DatasetSettings) -> torch.Tensor:
     """uint8 or unit-float images -> normalised float32 with the dataset's mean/std."""
     if images.dtype == torch.uint8:
         images = to_unit_float(images)
-    mean = torch.tensor(settings.mean, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(settings.std, device=images.device).view(1, -1, 1, 1)
+    mean, std = statistics(settings, images.device)
     return (images - mean) / std
 
 

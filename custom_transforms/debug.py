@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 
 from custom_models import run_files
-from custom_transforms.base import normalize
+from custom_transforms.base import normalize, statistics
 
 GRID_IMAGES = 32
 
@@ -29,8 +29,7 @@ def save_augmentation_grid(experiment, path: Path) -> None:
     if experiment.augment_model is not None:
         rows = experiment.augment_model.rows(indices.to(experiment.device))
         augmented = experiment.augment_model.augment(augmented, rows)
-    mean = torch.tensor(settings.mean, device=raw.device).view(1, -1, 1, 1)
-    std = torch.tensor(settings.std, device=raw.device).view(1, -1, 1, 1)
+    mean, std = statistics(settings, raw.device)
     shown = [(normalize(raw, settings) * std + mean), augmented * std + mean]
     grids = [make_grid(images.clamp(0, 1).cpu(), nrow=8, padding=1) for images in shown]
     figure, axes = plt.subplots(2, 1, figsize=(8, 8.5))
