@@ -12,6 +12,7 @@ with PIL would cost there).
 """
 import argparse
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -96,13 +97,17 @@ def pil_sub_policy_augment(images, sub_policies):
 
 
 def _seconds_per_call(function, repeats, synchronize=lambda: None):
+    """Median time of one call: a shared 2-core machine has bursts of other work, and the
+    median of single calls ignores them where a mean over all calls does not."""
     function()  # warm-up: lazily built tables, allocator, kernels
     synchronize()
-    start = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        start = time.perf_counter()
         function()
-    synchronize()
-    return (time.perf_counter() - start) / repeats
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _to_pil(images):
@@ -140,7 +145,7 @@ def main(args):
     print(f"batch of {args.batch} x 3x32x32 (SVHN settings), {args.repeats} timed batches "
           f"({max(1, args.repeats // 4)} for PIL), torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads" + (f", {torch.cuda.get_device_name()}" if use_cuda else ""))
-    print("images/s; 'PIL' = PIL ops on ready PIL images, 'PIL+conv' = float tensor -> PIL -> ops -> "
+    print("images/s (median batch); 'PIL' = PIL ops on ready PIL images, 'PIL+conv' = float tensor -> PIL -> ops -> "
           "float tensor; ratios are tensor path / PIL path")
     header = f"{'method':36s} {'PIL':>8s} {'PIL+conv':>9s} {'CPU':>8s} {'/PIL':>6s} {'/+conv':>7s}"
     if use_cuda:
