@@ -4,7 +4,8 @@
     python get-results.py --dataset SVHN --table --paper --format markdown
 
 Numbers come from the results files that implicit-augment.py writes into each
-run folder (DESIGN §8); see custom_models/reporting.py.
+run folder (README, "Files"; their format is in custom_models/run_files.py);
+see custom_models/reporting.py.
 """
 import argparse
 import os
@@ -13,7 +14,7 @@ import sys
 from custom_datasets.settings import DATASETS, get_settings
 from custom_models import reporting, run_files
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
-from custom_models.options import HYPER_OPTIMIZERS, OneLineErrorParser
+from custom_models.options import HYPER_OPTIMIZERS, OneLineErrorParser, UsageError, check_distortion
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -24,9 +25,9 @@ def get_args(argv=None) -> argparse.Namespace:
         help="run folders are DIR/{dataset}/runN/ (default: ./local_data)")
     add("--dataset", default="MNIST", metavar="NAME",
         help=f"one of {', '.join(DATASETS)} (default: MNIST)")
-    add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR (default: 1)")
-    add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio (default: 1.0)")
-    add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio (default: 0.0)")
+    add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR >= 1 (default: 1)")
+    add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio in (0, 1] (default: 1.0)")
+    add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio in [0, 1) (default: 0.0)")
     add("--aug-model", default="NONE", choices=AUGMENT_MODELS, help="augmentation (default: NONE)")
     add("--los-model", default="NONE", choices=LOSS_MODELS, help="loss model (default: NONE)")
     add("--hyper-opt", default="NONE", choices=HYPER_OPTIMIZERS,
@@ -47,7 +48,12 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--minority", action="store_true",
         help="accuracy on the minority (upper-half) classes: added to the per-run report, "
              "used instead of the overall error in --table")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:  # the ranges implicit-augment.py accepts: no run can exist outside them
+        check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
+    except UsageError as error:
+        parser.error(str(error))
+    return args
 
 
 def main(args: argparse.Namespace) -> int:
@@ -61,9 +67,9 @@ def main(args: argparse.Namespace) -> int:
         table = reporting.build_table(args.data, args.dataset, settings.model, args.metric,
                                       args.minority, args.paper, args.model, args.runs)
         print(reporting.render_table(table, args.format))
-        if args.format == "csv":
-            for note in table.notes:
-                print(f"note: {note}", file=sys.stderr)
+        # a skipped file and its fix go to stderr in every format; csv has no room for notes
+        for note in table.skipped + (table.notes if args.format == "csv" else []):
+            print(f"note: {note}", file=sys.stderr)
         return 0
     if args.overfit and args.oversplit:
         raise reporting.ReportError("choose at most one of --overfit and --oversplit")

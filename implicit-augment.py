@@ -6,6 +6,7 @@ by Hessian-free implicit differentiation.
     python implicit-augment.py --dataset DIGITS -ir 10 -nr 0.1 --aug-model SEP --los-model BOTH --hyper-opt HES
 """
 import argparse
+import signal
 import sys
 
 from custom_datasets.sources import DataUnavailable
@@ -14,8 +15,8 @@ from custom_models.run_files import UnreadableFile
 
 
 def get_args(argv=None) -> argparse.Namespace:
-    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # every help text states its own default
+    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0])
     add_training_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -24,17 +25,30 @@ def get_args(argv=None) -> argparse.Namespace:
         parser.error(str(error))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's pre-emption, `kill`): handled like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(args: argparse.Namespace) -> int:
     from custom_models.experiment import Experiment
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         experiment = Experiment(args)
         results = experiment.run()
     except (UsageError, DataUnavailable, UnreadableFile, FloatingPointError) as error:
         print(f"implicit-augment.py: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; continue with the same command and --resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        terminated = isinstance(interrupt, Terminated)
+        print(f"\n{'terminated (SIGTERM)' if terminated else 'interrupted'}; "
+              f"continue with the same command and --resume", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     best, final = results["best"], results["final"]
     print(f"best test accuracy {best['acc']:.2f}% (epoch {best['epoch'] + 1}), "
           f"final {final['acc']:.2f}%")

@@ -16,7 +16,7 @@ import torch
 from custom_datasets.settings import DATASETS, get_settings
 from custom_datasets.sources import DataUnavailable
 from custom_models import figures, reporting, run_files
-from custom_models.options import OneLineErrorParser
+from custom_models.options import OneLineErrorParser, UsageError, check_distortion
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -26,9 +26,9 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--data", default="./local_data", metavar="DIR",
         help="dataset files and run folders are under DIR/{dataset}/ (default: ./local_data)")
     add("--dataset", default="MNIST", metavar="NAME", help=f"one of {', '.join(DATASETS)} (default: MNIST)")
-    add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR (default: 1)")
-    add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio (default: 1.0)")
-    add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio (default: 0.0)")
+    add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR >= 1 (default: 1)")
+    add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio in (0, 1] (default: 1.0)")
+    add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio in [0, 1) (default: 0.0)")
     add("-r", "--run-folder", default="run0", help="run folder (default: run0)")
     add("--model", default=None, help="network the runs used (default: the dataset's)")
     add("--overfit", action="store_true", help="the --overfit ablation's checkpoints")
@@ -46,7 +46,7 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--out", default="./visualizations", metavar="DIR", help="output folder (default: ./visualizations)")
     add("--max-points", type=int, default=5000,
         help="t-SNE of at most this many test images, a seeded random subset (0: all; default: 5000)")
-    add("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default: 30)")
+    add("--perplexity", type=float, default=30.0, help="t-SNE perplexity > 0 (default: 30)")
     add("--seed", type=int, default=0, help="seed of the subset and of t-SNE (default: 0)")
     add("--threads", type=int, default=0,
         help="CPU threads for t-SNE (default: 0 = one below 1000 points, all otherwise; "
@@ -54,7 +54,22 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--batch-size", type=int, default=500, help="test batch size for the features (default: 500)")
     add("--workers", type=int, default=4, help="DataLoader workers, ImageNet only (default: 4)")
     add("--no-cuda", action="store_true", help="compute features on the CPU even if CUDA is available")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
+    except UsageError as error:
+        parser.error(str(error))
+    checks = [
+        (args.max_points >= 0, f"--max-points must be >= 0 (0: all), got {args.max_points}"),
+        (args.perplexity > 0, f"--perplexity must be > 0, got {args.perplexity}"),
+        (args.threads >= 0, f"--threads must be >= 0 (0: automatic), got {args.threads}"),
+        (args.batch_size >= 1, f"--batch-size must be at least 1, got {args.batch_size}"),
+        (args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            parser.error(message)
+    return args
 
 
 def main(args: argparse.Namespace) -> int:
@@ -74,6 +89,7 @@ def main(args: argparse.Namespace) -> int:
     run = figures.RunFigures(args.data, settings, args.run_folder, configs, args.checkpoint,
                              args.out, device, args.batch_size, args.workers)
     run.check_checkpoints()
+    run.check_out_dir(with_cache=not args.densities or args.plot_cmx)
     written = []
     if args.densities:
         written += run.density_figures()[0]

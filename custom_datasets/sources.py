@@ -50,6 +50,7 @@ class FolderData:
     test: "torch.utils.data.Dataset"
     train_targets: torch.Tensor
     test_targets: torch.Tensor
+    classes: List[str]  # class folder names, sorted; label i is classes[i] in train and test
 
     @property
     def num_train(self) -> int:
@@ -217,12 +218,40 @@ def load_svhn(name: str, data_root: Path, download: bool) -> InMemoryData:
 
 # ----------------------------------------------------------------------------- ImageNet
 
+IMAGE_FOLDER_LAYOUT = "one subfolder per class holding .JPEG/.jpg/.png images"
+
+
+def _folders_without_images(folder: Path) -> str:
+    """Which part of `folder` torchvision found no images in (only called once it failed)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    classes = sorted(entry for entry in folder.iterdir() if entry.is_dir())
+    if not classes:
+        return f"{folder} has no class subfolders"
+    empty = [c.name for c in classes
+             if not any(path.name.lower().endswith(IMG_EXTENSIONS) for path in c.rglob("*"))]
+    return f"{folder}: {len(empty)} of {len(classes)} class folders hold no images ({_first_few(empty)})"
+
+
+def _first_few(names: Sequence[str], count: int = 3) -> str:
+    return ", ".join(names[:count]) + (f", ... ({len(names) - count} more)" if len(names) > count else "")
+
+
 class IndexedFolder(torch.utils.data.Dataset):
     """An ImageFolder whose items are (uint8 image tensor, label, index)."""
 
     def __init__(self, folder, transform: Callable):
         import torchvision
-        self.folder = torchvision.datasets.ImageFolder(str(folder))
+        folder = Path(folder)
+        try:
+            self.folder = torchvision.datasets.ImageFolder(str(folder))
+        except FileNotFoundError:
+            # torchvision's "Couldn't find any class folder" / "Found no valid file for the classes"
+            raise DataUnavailable(f"{_folders_without_images(folder)}; expected "
+                                  f"{IMAGE_FOLDER_LAYOUT}") from None
+        except Exception as error:  # unreadable folder, a file where a folder should be, ...
+            reason = " ".join(f"{type(error).__name__}: {error}".split())
+            raise DataUnavailable(f"{folder} cannot be indexed ({reason}); expected "
+                                  f"{IMAGE_FOLDER_LAYOUT}") from None
         self.transform = transform
         self.targets = torch.tensor(self.folder.targets, dtype=torch.int64)
 
@@ -253,13 +282,26 @@ def imagenet_transforms(train: bool):
 def load_imagenet(data_root: Path) -> FolderData:
     folder = Path(data_root) / "ImageNet"
     for split in ("train", "val"):
+        if (folder / split).exists() and not (folder / split).is_dir():
+            raise DataUnavailable(f"{folder / split} is a file, not a folder; place the images as "
+                                  f"{folder}/{split}/<class>/*.JPEG ({IMAGE_FOLDER_LAYOUT})")
         if not (folder / split).is_dir():
             raise DataUnavailable(f"ImageNet not found (it cannot be downloaded): place the images "
                                   f"as {folder}/train/<class>/*.JPEG and {folder}/val/<class>/*.JPEG")
     train = IndexedFolder(folder / "train", imagenet_transforms(train=True))
     test = IndexedFolder(folder / "val", imagenet_transforms(train=False))
+    # ImageFolder numbers the classes of each folder on its own: a class missing on one
+    # side would shift every later label, and disjoint sets would all be label 0
+    classes = train.folder.classes
+    if test.folder.classes != classes:
+        only_train = sorted(set(classes) - set(test.folder.classes))
+        only_val = sorted(set(test.folder.classes) - set(classes))
+        raise DataUnavailable(f"the class folders of {folder}/train and {folder}/val differ: "
+                              f"{len(only_train)} only in train/ ({_first_few(only_train) or '-'}), "
+                              f"{len(only_val)} only in val/ ({_first_few(only_val) or '-'}); "
+                              f"both must hold the same classes")
     return FolderData(train, train.with_transform(imagenet_transforms(train=False)), test,
-                      train.targets, test.targets)
+                      train.targets, test.targets, classes)
 
 
 def _remove_new_empty_folders(before: set, root: Path) -> None:
@@ -296,7 +338,16 @@ def _load_data(settings: DatasetSettings, data_root: Path, download: bool):
     elif name in ("SVHN", "SVHN_extra"):
         data = load_svhn(name, data_root, download)
     elif name == "ImageNet":
-        return load_imagenet(data_root)
+        data = load_imagenet(data_root)
+        # fewer classes is a partial copy (labels still index the network's outputs);
+        # more would be labels the network has no output for
+        if len(data.classes) > settings.num_classes:
+            raise DataUnavailable(f"{data_root}/ImageNet/train has {len(data.classes)} class folders, "
+                                  f"more than the {settings.num_classes} classes of {name}")
+        if len(data.classes) != settings.num_classes:
+            print(f"note: {name} has {len(data.classes)} class folders, not the official "
+                  f"{settings.num_classes}", file=sys.stderr)
+        return data
     else:
         raise DataUnavailable(f"no loader for dataset '{name}'")
     if data.train_images.shape[1] != settings.channels:

@@ -115,3 +115,13 @@ def load_or_create_split(folder: Path, targets: torch.Tensor, num_classes: int, 
         raise run_files.UnreadableFile(f"{path} is not a split file of this dataset ({error}); "
                                        f"move it away to create a new one") from None
     return Split(valid.long(), train.long(), noisy.long())
+
+
+def made_with_seed(split: Split, targets: torch.Tensor, num_classes: int, valid_size: int,
+                   imbalance_ratio: int, subsample_ratio: float, noise_ratio: float,
+                   seed: int) -> bool:
+    """Whether `split` is the one `seed` makes (False for a split file made with another
+    seed, by another version, or by the paper's code). Rebuilding costs milliseconds."""
+    expected = build_split(targets, num_classes, valid_size, imbalance_ratio, subsample_ratio,
+                           noise_ratio, seed)
+    return all(torch.equal(mine, theirs) for mine, theirs in zip(split.as_tuple(), expected.as_tuple()))

@@ -15,7 +15,8 @@ from tqdm import tqdm
 from custom_datasets.batches import DeviceBatches, FolderBatches, cycle
 from custom_datasets.settings import get_settings
 from custom_datasets.sources import InMemoryData, load_data
-from custom_datasets.split import check_split_feasible, load_or_create_split, valid_size_for
+from custom_datasets.split import (check_split_feasible, load_or_create_split, made_with_seed,
+                                   valid_size_for)
 from custom_models import run_files
 from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, LossModel,
                                         RowRMSprop)
@@ -27,19 +28,30 @@ from custom_models.training import (HyperState, Network, evaluate, hyper_epoch,
                                     train_one_epoch)
 from custom_transforms.base import EvalTransform, TrainTransform
 
-# options that define a configuration; a resume must agree on all of them
+# options that define a configuration; a resume must agree on all of them but --lr, which
+# may be lowered to get past a non-finite loss (the change is recorded in lr_changes)
 IDENTITY_OPTIONS = ("dataset", "model", "imbalance_ratio", "subsample_ratio", "noise_ratio",
                     "aug_model", "los_model", "hyper_opt", "overfit", "oversplit", "epochs",
-                    "lr", "lr_decay_rate", "lr_decay_epochs", "lr_warm_epochs", "hyper_start",
+                    "lr_decay_rate", "lr_decay_epochs", "lr_warm_epochs", "hyper_start",
                     "hyper_steps", "hyper_iters", "hyper_alpha", "hyper_beta", "hyper_gamma", "seed")
 
 
 def select_device(args) -> torch.device:
-    if not args.no_cuda and torch.cuda.is_available():
+    if args.no_cuda:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
         if args.gpu >= torch.cuda.device_count():
             raise UsageError(f"--gpu {args.gpu}: only {torch.cuda.device_count()} CUDA device(s)")
         return torch.device("cuda", args.gpu)
     return torch.device("cpu")
+
+
+def cpu_fallback_note(args) -> str:
+    """Said out loud when training starts: a broken CUDA install must not turn a GPU job into
+    a silent CPU one."""
+    ignored = [flag for flag, given in (("--gpu", args.gpu != 0), ("--compile", args.compile)) if given]
+    return ("note: CUDA is not available, training on the CPU"
+            + (f" ({' and '.join(ignored)} ignored)" if ignored else "") + "; --no-cuda silences this")
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
@@ -80,8 +92,6 @@ class Experiment:
         if args.resume:
             # the same command can be re-submitted after every pre-emption: the first time
             # there is nothing to resume and it simply starts
-            if not self.last_path.is_file():
-                print(f"--resume: no {self.last_path.name} yet, starting from epoch 1", file=sys.stderr)
             return
         if args.force:
             return
@@ -116,6 +126,19 @@ class Experiment:
                                               args.subsample_ratio, args.noise_ratio, args.seed)
         except ValueError as error:
             raise UsageError(str(error)) from None
+        self.split_seed = args.seed
+        if not made_with_seed(self.split, official, settings.num_classes, valid_size,
+                              args.imbalance_ratio, args.subsample_ratio, args.noise_ratio, args.seed):
+            self.split_seed = None
+            split_name = run_files.split_file_name(args.imbalance_ratio, args.subsample_ratio,
+                                                   args.noise_ratio)
+            if args.seed != run_files.seed_from_run_folder(args.run_folder):
+                raise UsageError(f"--seed {args.seed}: {split_name} in {self.folder} was made with "
+                                 f"another seed, and every configuration of a run folder trains on "
+                                 f"its one split; give seed {args.seed} a run folder of its own (-r)")
+            print(f"note: {split_name} in {self.folder} was not made with seed {args.seed} by this "
+                  f"version (another version or program made it); training on it as it is",
+                  file=sys.stderr)
 
     def build_batches(self) -> None:
         args, settings, device, split = self.args, self.settings, self.device, self.split
@@ -205,7 +228,7 @@ class Experiment:
         state.update({"optimizer_state_dict": self.optimizer.state_dict(),
                       "hyper_optimizer_state_dict":
                           self.hyper.optimizer.state_dict() if self.hyper.optimizer else {},
-                      "skipped_hyper_steps": self.hyper.skipped_steps,
+                      "skipped_hyper_steps": self.hyper.skipped_steps, "lr_changes": self.lr_changes,
                       "best": self.best, "history": self.history,
                       "hyper_diagnostics": self.diagnostics, "timings_s": self.timings,
                       "config": self.config(),
@@ -222,6 +245,12 @@ class Experiment:
         if differences:
             raise UsageError(f"--resume: the options differ from the checkpoint's "
                              f"({'; '.join(differences)}); use the original options or --force")
+        first_epoch = int(state["epoch"]) + 1
+        self.lr_changes = list(state.get("lr_changes", []))
+        if saved.get("lr") != self.args.lr:
+            print(f"--resume: learning rate {saved.get('lr')} -> {self.args.lr} from epoch "
+                  f"{first_epoch + 1}", file=sys.stderr)
+            self.lr_changes.append({"epoch": first_epoch, "from": saved.get("lr"), "to": self.args.lr})
         self.encoder.load_state_dict(state["encoder_state_dict"])
         self.decoder.load_state_dict(state["decoder_state_dict"])
         self.loss_model.load_state_dict(state["reweight_state_dict"])
@@ -233,7 +262,7 @@ class Experiment:
         self.hyper.skipped_steps = int(state["skipped_hyper_steps"])
         self.best, self.history = state["best"], state["history"]
         self.diagnostics, self.timings = state["hyper_diagnostics"], state["timings_s"]
-        return int(state["epoch"]) + 1
+        return first_epoch
 
     def results(self, status: str, final: Dict, learned: Optional[Dict] = None) -> Dict:
         split = self.split
@@ -246,7 +275,8 @@ class Experiment:
         learned["skipped_hyper_steps"] = self.hyper.skipped_steps
         return {"format": run_files.RESULTS_FORMAT_VERSION, "run_name": self.name,
                 "dataset": self.args.dataset, "run_folder": self.args.run_folder,
-                "seed": self.args.seed, "status": status, "config": self.config(),
+                "seed": self.args.seed, "split_seed": self.split_seed, "status": status,
+                "config": self.config(), "lr_changes": self.lr_changes,
                 "epochs": self.args.epochs, "epochs_done": len(self.history),
                 "best": self.best, "final": final, "history": self.history,
                 "hyper_diagnostics": self.diagnostics, "learned": learned,
@@ -257,17 +287,30 @@ class Experiment:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Dict:
-        args = self.args
         self.check_writable()
         self.check_outputs()
         self.prepare_data()
+        try:
+            with run_files.configuration_lock(self.folder, self.name):
+                self.check_outputs()  # the process that held the lock may have finished it
+                return self.train()
+        except run_files.ConfigurationBusy as busy:
+            raise UsageError(f"{busy}; wait for it to finish, or give this one its own run "
+                             f"folder (-r)") from None
+
+    def train(self) -> Dict:
+        args = self.args
+        if self.device.type == "cpu" and not args.no_cuda:
+            print(cpu_fallback_note(args), file=sys.stderr)
         self.build_batches()
         seed_epoch(args.seed, -1)  # initial weights
         self.build_models()
         self.best = {"epoch": -1, "acc": 0.0}
-        self.history, self.diagnostics = [], []
+        self.history, self.diagnostics, self.lr_changes = [], [], []
         self.timings = {"hyper": 0.0, "train": 0.0, "test": 0.0, "total": 0.0}
         first_epoch = self.load_last() if args.resume and self.last_path.is_file() else 0
+        if args.resume and first_epoch == 0:
+            print(f"--resume: no {self.last_path.name} yet, starting from epoch 1", file=sys.stderr)
         if first_epoch >= args.epochs:
             print(f"nothing to train: this configuration finished its {args.epochs} epochs "
                   f"(add --force to train it again)", file=sys.stderr)
@@ -280,18 +323,37 @@ class Experiment:
         quiet = not sys.stderr.isatty()
         epochs = tqdm(range(first_epoch, args.epochs), desc=self.name[:40], disable=quiet,
                       initial=first_epoch, total=args.epochs)
-        final = self.history[-1] if self.history else {}
-        for epoch in epochs:
-            final = self.run_epoch(epoch, writer)
-            epochs.set_postfix(acc=f"{final['test_acc']:.2f}", best=f"{self.best['acc']:.2f}")
-            if quiet:
-                print(f"epoch {epoch + 1}/{args.epochs}  test acc {final['test_acc']:.2f}%  "
-                      f"loss {final['test_loss']:.4f}  best {self.best['acc']:.2f}% "
-                      f"(epoch {self.best['epoch'] + 1})", flush=True)
-        writer.close()
+        try:
+            for epoch in epochs:
+                final = self.run_epoch(epoch, writer)
+                epochs.set_postfix(acc=f"{final['test_acc']:.2f}", best=f"{self.best['acc']:.2f}")
+                if quiet:
+                    print(f"epoch {epoch + 1}/{args.epochs}  test acc {final['test_acc']:.2f}%  "
+                          f"loss {final['test_loss']:.4f}  best {self.best['acc']:.2f}% "
+                          f"(epoch {self.best['epoch'] + 1})", flush=True)
+        except KeyboardInterrupt:
+            self.save_stopped_results("interrupted")
+            raise
+        except FloatingPointError as error:
+            self.save_stopped_results("failed")
+            raise FloatingPointError(f"{error}; {self.how_to_recover()}") from None
+        finally:
+            writer.close()
         results = self.results("finished", self.final_metrics())
         run_files.save_json(results, self.results_path)
         return results
+
+    def save_stopped_results(self, status: str) -> None:
+        """The results file of a run that stopped early says so (its epochs stay usable)."""
+        if self.history:
+            run_files.save_json(self.results(status, self.final_metrics()), self.results_path)
+
+    def how_to_recover(self) -> str:
+        if self.history:
+            return (f"epoch {len(self.history)} is the last good one, in {self.last_path.name}: "
+                    f"continue with the same command plus --resume and a lower --lr (now {self.args.lr})")
+        return (f"no epoch finished, so nothing was saved: start again with a lower --lr "
+                f"(now {self.args.lr}) or check the data")
 
     def final_metrics(self) -> Dict:
         last = self.history[-1]

@@ -1,4 +1,4 @@
-"""Figures of visualize-density.py (DESIGN §8).
+"""Figures of visualize-density.py (file names in custom_models/run_files.py).
 
 The paper's qualitative figure: t-SNE of the test-set features (encoder
 output) of several configurations of one run side by side, coloured by class,
@@ -16,6 +16,7 @@ size and modification time: a re-plot (new layout, other --configs) is instant.
 """
 import math
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -526,6 +527,22 @@ class RunFigures:
         self._data = None
         first = next(iter(configs.values()))
         self.setting = first  # every configuration of a figure shares IR, SR, NR and the network
+
+    def check_out_dir(self, with_cache: bool = True) -> None:
+        """Fails before any work, and before anything is written, if --out (or its cache
+        folder) cannot be created or written: a file in the way, no permission, read-only."""
+        cache = run_files.embedding_cache_path(self.out_dir, self.settings.name, self.run_folder,
+                                               next(iter(self.checkpoints.values()))).parent
+        for folder in [self.out_dir] + ([cache] if with_cache else []):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as error:
+                reason = "a file, not a folder" if folder.is_file() else error.strerror or error
+                where = "" if folder == self.out_dir else f" (its {folder.name}/ folder)"
+                raise FigureError(f"--out {self.out_dir}{where}: cannot write files there "
+                                  f"({reason}); choose another folder with --out") from None
 
     def check_checkpoints(self) -> None:
         missing = [str(path) for path in self.checkpoints.values() if not path.is_file()]

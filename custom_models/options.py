@@ -29,7 +29,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help=f"one of {', '.join(DATASETS)} (default: MNIST; DIGITS needs no download)")
     add("--workers", type=int, default=4, help="DataLoader workers, ImageNet only (default: 4)")
     add("--epochs", type=int, default=200, help="training epochs (default: 200)")
-    add("--lr", type=float, default=None, help="network learning rate (default: the dataset's, DESIGN §5)")
+    add("--lr", type=float, default=None, help="network learning rate (default: the dataset's, see the README's Datasets table); "
+             "may be lowered on --resume")
     add("--lr-decay-rate", type=float, default=None,
         help="cosine: final lr factor (default 1e-3); with --lr-decay-epochs: factor per milestone (default 0.1)")
     add("--lr-decay-epochs", type=int, nargs="*", default=None, metavar="EPOCH",
@@ -72,6 +73,18 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     return parser
 
 
+def check_distortion(imbalance_ratio: int, subsample_ratio: float, noise_ratio: float) -> None:
+    """The -ir / -sr / -nr ranges of DESIGN §2; raises UsageError."""
+    checks = [
+        (imbalance_ratio >= 1, f"-ir must be an integer >= 1, got {imbalance_ratio}"),
+        (0 < subsample_ratio <= 1, f"-sr must be in (0, 1], got {subsample_ratio}"),
+        (0 <= noise_ratio < 1, f"-nr must be in [0, 1), got {noise_ratio}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Checks every option and fills the dataset-dependent defaults; raises UsageError."""
     try:
@@ -84,11 +97,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         check_model_name(args.model)
     except ValueError as error:
         raise UsageError(f"{error} (--model)") from None
+    check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
     checks = [
         (args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}"),
-        (args.imbalance_ratio >= 1, f"-ir must be an integer >= 1, got {args.imbalance_ratio}"),
-        (0 < args.subsample_ratio <= 1, f"-sr must be in (0, 1], got {args.subsample_ratio}"),
-        (0 <= args.noise_ratio < 1, f"-nr must be in [0, 1), got {args.noise_ratio}"),
         (not (args.overfit and args.oversplit), "choose at most one of --overfit and --oversplit"),
         (args.hyper_iters >= 0, f"--hyper-iters must be >= 0, got {args.hyper_iters}"),
         (args.hyper_alpha > 0, f"--hyper-alpha must be > 0, got {args.hyper_alpha}"),

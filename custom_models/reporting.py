@@ -1,4 +1,5 @@
-"""Numbers and tables of get-results.py, read from the runs' results files (DESIGN §8).
+"""Numbers and tables of get-results.py, read from the runs' results files (their
+format is in custom_models/run_files.py).
 
 Two views of the same files:
 - one configuration over its runs (the paper's get-results): each run's
@@ -191,6 +192,58 @@ def _progress(results: dict) -> str:
     return f"epoch {results.get('epochs_done', '?')}/{results.get('epochs', '?')}"
 
 
+def resume_options() -> Tuple[str, ...]:
+    """The options of a run that its resume command repeats: those a resume must agree on,
+    and --lr, which a resume may lower but which otherwise stays the run's own."""
+    from custom_models.experiment import IDENTITY_OPTIONS
+    return tuple(dict.fromkeys(IDENTITY_OPTIONS + ("lr",)))
+
+
+def resume_command(data_root, run_folder: str, options: dict) -> str:
+    """implicit-augment.py with the run's options (the config saved in its last_ checkpoint)
+    plus --resume."""
+    flags = [f"--data {data_root}", f"-r {run_folder}"]
+    for key in resume_options():
+        value, flag = options[key], "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags += [flag] if value else []
+        elif isinstance(value, (list, tuple)):
+            flags.append(" ".join([flag] + [str(item) for item in value]))
+        elif value is not None:
+            flags.append(f"{flag} {value}")
+    return "python implicit-augment.py " + " ".join(flags + ["--resume"])
+
+
+def rebuild_hint(data_root, results_file: Path) -> str:
+    """How to write a lost or unreadable results file again. implicit-augment.py --resume
+    rewrites it from the last_ checkpoint, training nothing if the run had finished; --force
+    would discard that checkpoint. The resume needs the run's own options (its --epochs, ...),
+    which only the checkpoint still knows."""
+    folder = results_file.parent
+    last = run_files.last_checkpoint_path(folder, run_files.config_name_from_results(results_file))
+    original = (f"python implicit-augment.py --data {data_root} -r {folder.name} "
+                f"with the run's original options")
+    try:
+        saved = run_files.load_torch(last, mmap=True)
+    except run_files.UnreadableFile:  # missing, truncated, foreign: a resume could not read it either
+        return f"{last.name} is missing or unreadable too, so train the run again: {original} plus --force"
+    options = saved.get("config") if isinstance(saved, dict) else None
+    if not isinstance(options, dict) or any(key not in options for key in resume_options()):
+        return f"rebuild it from {last.name} (no retraining if the run finished): {original} plus --resume"
+    done, epochs = int(saved.get("epoch", -1)) + 1, options["epochs"]
+    what = "rebuild it without retraining" if done >= epochs else \
+        f"continue the run from {last.name} (epoch {done} of {epochs})"
+    return f"{what}: {resume_command(data_root, folder.name, options)}"
+
+
+def read_results(data_root, results_file: Path) -> dict:
+    """run_files.load_results, whose error says how to write the file again."""
+    try:
+        return run_files.load_results(results_file)
+    except run_files.UnreadableFile as error:
+        raise run_files.UnreadableFile(f"{error}; {rebuild_hint(data_root, results_file)}") from None
+
+
 def read_run(folder: Path, config: Configuration, metric: str, data_root, dataset: str,
              check_checkpoint: bool, warnings: List[str]) -> Optional[RunRecord]:
     """One run folder's record of `config`, or None if the folder never ran it.
@@ -204,12 +257,9 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
     last = run_files.last_checkpoint_path(folder, name)
     if not any(path.is_file() for path in (results_file, best, last)):
         return None
-    # a finished configuration whose file is lost is trained again from scratch
+    # a finished configuration whose checkpoint is lost is trained again from scratch
     hint = f"re-run it: {config.train_command(data_root, dataset, folder.name)} --force"
-    try:
-        results = run_files.load_results(results_file)
-    except run_files.UnreadableFile as error:
-        raise run_files.UnreadableFile(f"{error}; {hint}") from None
+    results = read_results(data_root, results_file)
     checkpoint = best if metric == "best" else last
     record = RunRecord(folder.name, results_file, checkpoint, _is_finished(results), _progress(results))
     if not record.finished:
@@ -221,7 +271,7 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
     if check_checkpoint:
         if not checkpoint.is_file():
             raise run_files.UnreadableFile(f"{checkpoint} does not exist; {hint}")
-        saved = run_files.load_torch(checkpoint)
+        saved = run_files.load_torch(checkpoint, mmap=True)
         if not isinstance(saved, dict) or "acc" not in saved:
             raise run_files.UnreadableFile(f"{checkpoint} is not a checkpoint of implicit-augment.py "
                                            f"(no 'acc'); {hint}")
@@ -415,6 +465,7 @@ class Table:
     rows: List[Row]
     with_paper: bool
     notes: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)  # why each unreadable results file is left out
 
     def caption(self) -> str:
         what = "top-1 test error" if self.quantity == "error" else \
@@ -448,15 +499,20 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     groups: Dict[Configuration, Cell] = {}
     notes: List[str] = []
     unfinished = without_minority = 0
+    skipped: List[str] = []
     for path in paths:
-        results = run_files.load_results(path)
-        config = Configuration.from_results(results, path)
+        try:  # one broken file must not hide every other run's numbers
+            results = read_results(data_root, path)
+            config = Configuration.from_results(results, path)
+            entry = _metric_entry(results, metric, path) if _is_finished(results) else None
+        except run_files.UnreadableFile as error:
+            skipped.append(f"skipped {error}")
+            continue
         if model is not None and config.model != model:
             continue
-        if not _is_finished(results):
+        if entry is None:
             unfinished += 1
             continue
-        entry = _metric_entry(results, metric, path)
         value = entry.get("minority_acc") if minority else entry["acc"]
         if not isinstance(value, (int, float)):
             without_minority += 1
@@ -470,10 +526,13 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     if without_minority:
         notes.append(f"{without_minority} results files without {METRICS[metric]}.minority_acc "
                      f"are not counted")
+    if skipped:
+        notes.append(f"{len(skipped)} results files that cannot be read are not counted")
     if not groups:
         only = f" of model {model}" if model else ""
+        first = f"; {skipped[0]}" if skipped else ""
         raise ReportError(f"no finished run{only} under {where}/run*/ ({len(paths)} results files, "
-                          f"{unfinished} unfinished)")
+                          f"{unfinished} unfinished, {len(skipped)} unreadable){first}")
 
     order = {method: index for index, method in enumerate(paper_methods().values())}
     rows: Dict[Tuple, Row] = {}
@@ -501,7 +560,7 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     row_list = sorted(rows.values(), key=lambda row: (
         bool(row.ablation), row.model != default_model, row.model,
         order.get((row.aug_model, row.los_model, row.hyper_opt), len(order)), row.name))
-    return Table(dataset, metric, quantity, column_names, row_list, paper is not None, notes)
+    return Table(dataset, metric, quantity, column_names, row_list, paper is not None, notes, skipped)
 
 
 def _add_paper(paper: dict, rows: Dict[Tuple, Row], columns: Dict[str, Tuple],

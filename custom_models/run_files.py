@@ -7,6 +7,7 @@
     {data}/{dataset}/runN/results_{run_name}.json            machine-readable results
     {data}/{dataset}/runN/tensorboard/{run_name}/            learning curves
     {data}/{dataset}/runN/debug_{run_name}.png               --plot-debug grid
+    {data}/{dataset}/runN/.lock_{run_name}                   held while a process trains it
     {visualizations}/{kind}_{dataset}_..._{labels}.png|pdf   figures of visualize-density.py
     {visualizations}/cache/{dataset}_{run}_{checkpoint}.pt   cached features and t-SNE
 
@@ -27,7 +28,11 @@ Checkpoints (best_/last_): a dict with
 last_ adds what a resume needs (optimiser states, best epoch, history, RNG states).
 
 Results file (JSON, one per run folder and configuration):
-    format, run_name, dataset, run_folder, seed, status ("running" | "finished"),
+    format, run_name, dataset, run_folder, seed,
+    split_seed        the seed the split file was made with (null: made elsewhere)
+    status            "running" (also after kill -9), "finished", "interrupted" (Ctrl-C,
+                      SIGTERM) or "failed" (non-finite training loss)
+    lr_changes        [{"epoch", "from", "to"}]: --lr changed on --resume from that epoch
     config            every option of the run (model, aug_model, los_model, hyper_opt,
                       imbalance_ratio, subsample_ratio, noise_ratio, epochs, hyper_start, ...)
     epochs, epochs_done
@@ -46,6 +51,7 @@ Results file (JSON, one per run folder and configuration):
 import json
 import os
 import re
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,6 +94,59 @@ def best_checkpoint_path(folder: Path, name: str) -> Path:
 
 def last_checkpoint_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"last_{name}.pt"
+
+
+def lock_path(folder: Path, name: str) -> Path:
+    return Path(folder) / f".lock_{name}"
+
+
+class ConfigurationBusy(RuntimeError):
+    """Another live process holds the configuration's lock; the message names it."""
+
+
+@contextmanager
+def configuration_lock(folder: Path, name: str) -> Iterator[None]:
+    """Held while this process trains configuration `name` in `folder`, so that a second
+    process (the same job submitted twice, a --resume while the first still runs) stops
+    instead of overwriting the first one's files.
+
+    A POSIX record lock on .lock_{name}, which names its holder. The operating system
+    drops the lock when the process ends in any way, kill -9 included, so a lock file
+    left by a killed process is free to take. The holder removes the file before it
+    lets go; a process that locked a file just removed so (its name now missing or
+    another file's) tries again with a new one.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: no locking
+        yield
+        return
+    path = lock_path(folder, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(path, "a+")
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigurationBusy(f"{holder} is training this configuration in {path.parent}") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
 
 
 def results_path(folder: Path, name: str) -> Path:
@@ -202,13 +261,16 @@ class UnreadableFile(RuntimeError):
     """A run file that is missing, truncated or not what it should be."""
 
 
-def load_torch(path, map_location="cpu"):
-    """Loads a checkpoint or split file without executing pickled code (weights_only)."""
+def load_torch(path, map_location="cpu", mmap: bool = False):
+    """Loads a checkpoint or split file without executing pickled code (weights_only).
+
+    mmap=True maps the tensors instead of reading them: for a look at a checkpoint's
+    small entries (acc, config) beside tables of up to ~10 GiB (ImageNet)."""
     path = Path(path)
     if not path.is_file():
         raise UnreadableFile(f"{path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as error:  # a truncated zip, a foreign pickle, ...
         raise UnreadableFile(f"{path} cannot be read ({type(error).__name__}: {error}); "
                              f"delete it and re-run the configuration that wrote it") from None

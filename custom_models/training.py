@@ -111,8 +111,7 @@ def train_one_epoch(network: Network, hyper: HyperState, batches, optimizer: tor
             progress(count, total / count)
     mean = total / max(count, 1)
     if not bool(torch.isfinite(mean)):
-        raise FloatingPointError(f"the training loss became {float(mean)}; the last good state is "
-                                 f"in last_*.pt: lower the learning rate (--lr) or check the data")
+        raise FloatingPointError(f"the training loss became {float(mean)}")
     return mean
 
 

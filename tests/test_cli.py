@@ -307,3 +307,11 @@ def test_bad_option_fails_with_one_error_line_and_creates_no_file(bad_option_run
     assert message in error
     assert list(data.rglob("*")) == []
     assert result.stdout == ""
+
+
+def test_help_states_each_default_once_and_points_only_at_files_a_user_has():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps lines
+    assert text.count("(default: ./local_data)") == 1 and text.count("(default: 200)") == 1
+    assert "(default: None)" not in text and "DESIGN" not in text

@@ -1,7 +1,9 @@
-"""get-results.py against run folders written here in the formats of run_files (DESIGN §8)."""
+"""get-results.py against run folders written here in the formats of run_files."""
 import csv
 import io
 import json
+import runpy
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -191,14 +193,71 @@ def test_cli_no_runs_is_a_one_line_error_with_the_command_to_train(tmp_path):
     assert_one_line_error(done, config.name, "python implicit-augment.py")
 
 
-def test_cli_unreadable_results_file_is_a_one_line_error_naming_it(tmp_path):
+def test_cli_unreadable_results_file_is_a_one_line_error_suggesting_resume_not_force(tmp_path):
     config = configuration()
     write_run(tmp_path, "SVHN", "run0", config, 90.0)
     broken = write_run(tmp_path, "SVHN", "run1", config, 91.0)
     results_file = run_files.results_path(broken, config.name)
     results_file.write_text(results_file.read_text()[:50])  # truncated
     done = get_results(tmp_path, *config_flags(config))
-    assert_one_line_error(done, str(results_file), "cannot be read", "--force")
+    # the test's last_ checkpoint keeps no options, so none are invented (no default --epochs)
+    assert_one_line_error(done, str(results_file), "cannot be read",
+                          f"python implicit-augment.py --data {tmp_path} -r run1 with the run's "
+                          f"original options plus --resume")
+    assert "--force" not in done.stderr and "--epochs" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def implicit_augment_args():
+    """implicit-augment.py's get_args, without a new interpreter."""
+    return runpy.run_path(str(REPO / "implicit-augment.py"))["get_args"]
+
+
+@pytest.mark.parametrize("epoch, what", [(14, "rebuild it without retraining"),
+                                         (2, "(epoch 3 of 15)")])
+def test_resume_command_for_a_broken_results_file_repeats_the_options_of_the_last_checkpoint(
+        implicit_augment_args, tmp_path, epoch, what):
+    config = configuration()
+    run = write_run(tmp_path, "SVHN", "run1", config, 91.0)
+    argv = ["--data", "elsewhere", "--dataset", "SVHN", "-r", "run1", "-ir", "100", "-nr", "0.1",
+            "--aug-model", "SEP", "--los-model", "BOTH", "--hyper-opt", "HES", "--epochs", "15",
+            "--lr", "0.02", "--lr-decay-epochs", "5", "10", "--hyper-iters", "3"]
+    trained = vars(implicit_augment_args(argv))
+    saved = {key: value for key, value in trained.items() if key not in ("resume", "force")}
+    run_files.save_torch({"acc": 91.0, "epoch": epoch, "config": saved},
+                         run_files.last_checkpoint_path(run, config.name))
+    run_files.results_path(run, config.name).write_text("{bad\n")
+    with pytest.raises(run_files.UnreadableFile) as error:
+        reporting.run_report(tmp_path, "SVHN", config)
+    message = str(error.value)
+    assert what in message and "--force" not in message
+    command = shlex.split(message.split(": python ", 1)[1])
+    assert command[:5] == ["implicit-augment.py", "--data", str(tmp_path), "-r", "run1"]
+    assert command[-1] == "--resume"
+    resumed = vars(implicit_augment_args(command[1:]))
+    assert {key: resumed[key] for key in reporting.resume_options()} == \
+        {key: trained[key] for key in reporting.resume_options()}
+    assert (resumed["epochs"], resumed["lr"], resumed["lr_decay_epochs"]) == (15, 0.02, [5, 10])
+
+
+def test_cli_out_of_range_noise_ratio_is_a_one_line_usage_error(tmp_path):
+    config = configuration()
+    write_run(tmp_path, "SVHN", "run0", config, 90.0)
+    done = get_results(tmp_path, "--dataset", "SVHN", "-ir", "100", "-nr", "1.5")
+    assert_one_line_error(done, "-nr must be in [0, 1), got 1.5")
+    assert done.returncode == 2 and "implicit-augment.py" not in done.stderr
+
+
+def test_distortion_ranges_are_those_of_implicit_augment(capsys):
+    get_args = runpy.run_path(str(SCRIPT))["get_args"]
+    for flags, message in ((["-ir", "0"], "-ir must be an integer >= 1, got 0"),
+                           (["-sr", "0"], "-sr must be in (0, 1], got 0.0"),
+                           (["-sr", "1.5"], "-sr must be in (0, 1], got 1.5"),
+                           (["-nr", "-0.1"], "-nr must be in [0, 1), got -0.1")):
+        with pytest.raises(SystemExit, match="^2$"):
+            get_args(["--dataset", "DIGITS", "--table", *flags])
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and f": error: {message} (see " in error
 
 
 def test_cli_missing_results_file_beside_a_checkpoint_is_a_one_line_error(tmp_path):
@@ -224,7 +283,7 @@ def test_results_file_whose_config_disagrees_with_its_name_is_rejected(tmp_path)
     run = write_run(tmp_path, "SVHN", "run0", other, 90.0)
     moved = run_files.results_path(run, real.name)
     run_files.results_path(run, other.name).rename(moved)
-    with pytest.raises(run_files.UnreadableFile, match="move it out"):
+    with pytest.raises(reporting.ReportError, match=f"1 unreadable.*{moved}.*move it out"):
         reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
 
 
@@ -253,6 +312,29 @@ def write_table_runs(root):
 
 def svhn_table(root, fmt, **options):
     return reporting.render_table(reporting.build_table(root, "SVHN", "wresnet28_10", **options), fmt)
+
+
+def test_cli_table_skips_an_unreadable_results_file_and_says_how_to_rebuild_it(tmp_path):
+    errors = write_table_runs(tmp_path)
+    broken = run_files.results_path(run_files.run_dir(tmp_path, "SVHN", "run1"),
+                                    configuration(method=BASELINE).name)
+    broken.write_text("{bad\n")
+    done = get_results(tmp_path, "--dataset", "SVHN", "--table", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    [note] = done.stderr.strip().splitlines()
+    assert note.startswith(f"note: skipped {broken} cannot be read")
+    # write_table_runs keeps no checkpoints: nothing to rebuild from, so the run is trained again
+    assert f"last_{configuration(method=BASELINE).name}.pt is missing or unreadable too" in note
+    assert note.endswith("-r run1 with the run's original options plus --force")
+    table = json.loads(done.stdout)
+    rows = {row["name"]: row for row in table["rows"]}
+    baseline = rows["Baseline"]["cells"]["100-0.1"]
+    assert baseline["runs"] == ["run0", "run2"]
+    values = [errors[("Baseline", "100-0.1")][index] for index in (0, 2)]
+    assert baseline["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+    assert rows["A_W_S"]["cells"]["100-0.1"]["n"] == 3  # the other cells keep every run
+    assert "1 results files that cannot be read are not counted" in table["notes"]
 
 
 def test_table_json_has_one_cell_per_method_and_setting_with_exact_numbers(tmp_path):

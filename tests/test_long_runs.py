@@ -55,8 +55,10 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = load(last)["epoch"]
     assert killed_at < 4
-    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == [] or \
-        all(p.name.endswith(".tmp") for p in folder.iterdir() if p.name.startswith("."))
+    # hidden files left by the kill: temporary files, and the configuration's lock file,
+    # which no live process holds any more
+    lock = run_files.lock_path(folder, NAME)
+    assert all(p.name.endswith(".tmp") or p == lock for p in folder.iterdir() if p.name.startswith("."))
 
     refused = run(args, interrupted, check=False)
     assert refused.returncode != 0 and "--resume" in refused.stderr
@@ -65,6 +67,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     a = run_files.load_results(run_files.results_path(run_files.run_dir(straight, "DIGITS", "run0"), NAME))
     b = run_files.load_results(run_files.results_path(folder, NAME))
     assert b["status"] == "finished" and b["epochs_done"] == 5
+    assert not lock.exists()
     assert [h["test_acc"] for h in b["history"]] == [h["test_acc"] for h in a["history"]]
     assert b["final"]["acc"] == a["final"]["acc"] and b["best"] == a["best"]
     last_a = load(run_files.last_checkpoint_path(run_files.run_dir(straight, "DIGITS", "run0"), NAME))
@@ -177,3 +180,130 @@ def test_hyper_start_after_the_last_epoch_warns_that_no_hyper_step_runs(tmp_path
     folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
     results = run_files.load_results(next(folder.glob("results_*.json")))
     assert results["hyper_diagnostics"] == []
+
+
+def _wait_for(condition, process, seconds=240):
+    deadline = time.time() + seconds
+    while time.time() < deadline and process.poll() is None and not condition():
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before the test could act on it"
+
+
+def test_a_running_configuration_refuses_a_second_process_and_sigterm_stops_it_for_resume(tmp_path):
+    args = ["--dataset", "DIGITS", "--epochs", "60", "--no-cuda"]
+    folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
+    name = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
+    lock, results = run_files.lock_path(folder, name), run_files.results_path(folder, name)
+    first = subprocess.Popen([sys.executable, SCRIPT, *args, "--data", str(tmp_path)], env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: results.is_file(), first)  # an epoch is done and the lock is held
+        assert lock.read_text().startswith(f"pid {first.pid} on ")
+        for extra in (["--resume"], ["--force"], ["--resume", "--lr", "0.01"]):
+            second = run(args + extra, tmp_path, check=False)
+            lines = second.stderr.strip().splitlines()
+            assert second.returncode == 2 and len(lines) == 1, second.stderr
+            assert f"pid {first.pid} on " in lines[0] and "is training this configuration" in lines[0]
+        first.send_signal(signal.SIGTERM)
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 128 + signal.SIGTERM
+    assert "terminated (SIGTERM); continue with the same command and --resume" in stderr
+    stopped = run_files.load_results(results)
+    assert stopped["status"] == "interrupted" and 1 <= stopped["epochs_done"] < 60
+    assert load(run_files.last_checkpoint_path(folder, name))["epoch"] == stopped["epochs_done"] - 1
+    assert not lock.exists()
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("implicit_augment_cli", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return module
+
+
+def _fail_on_epoch(monkeypatch, failing_call):
+    """The training loss becomes NaN in the epoch with index `failing_call`."""
+    from custom_models import experiment
+    real, calls = experiment.train_one_epoch, []
+
+    def train_one_epoch(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == failing_call + 1:
+            raise FloatingPointError("the training loss became nan")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(experiment, "train_one_epoch", train_one_epoch)
+
+
+def test_a_non_finite_loss_says_how_to_go_on_and_resume_may_lower_the_lr(cli, monkeypatch, tmp_path, capsys):
+    base = ["--dataset", "DIGITS", "--epochs", "3", "--no-cuda", "--data", str(tmp_path)]
+    folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
+    name = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
+    with monkeypatch.context() as patch:
+        _fail_on_epoch(patch, 1)
+        assert cli.main(cli.get_args(base + ["--lr", "0.5"])) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "the training loss became nan" in error[0]
+    assert "epoch 1 is the last good one" in error[0]
+    assert "--resume and a lower --lr (now 0.5)" in error[0]
+    failed = run_files.load_results(run_files.results_path(folder, name))
+    assert failed["status"] == "failed" and failed["epochs_done"] == 1
+
+    assert cli.main(cli.get_args(base + ["--lr", "0.05", "--resume"])) == 0
+    assert "learning rate 0.5 -> 0.05 from epoch 2" in capsys.readouterr().err
+    finished = run_files.load_results(run_files.results_path(folder, name))
+    assert finished["status"] == "finished" and finished["epochs_done"] == 3
+    assert finished["lr_changes"] == [{"epoch": 1, "from": 0.5, "to": 0.05}]
+    assert finished["config"]["lr"] == 0.05
+    # epoch 0 ran on the old rate, epochs 1 and 2 on the new one (1150 train images, 35 batches)
+    from custom_models.schedule import learning_rate
+    expected = [learning_rate(rate, epoch, 34, 35, 3, 5, 1e-3) for rate, epoch in ((0.5, 0), (0.05, 1), (0.05, 2))]
+    assert [epoch["lr"] for epoch in finished["history"]] == pytest.approx(expected)
+
+
+def test_a_non_finite_loss_in_the_first_epoch_says_nothing_was_saved(cli, monkeypatch, tmp_path, capsys):
+    _fail_on_epoch(monkeypatch, 0)
+    args = cli.get_args(["--dataset", "DIGITS", "--epochs", "3", "--no-cuda", "--data", str(tmp_path)])
+    assert cli.main(args) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "no epoch finished, so nothing was saved" in error[0]
+    folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
+    assert not list(folder.glob("results_*")) and not list(folder.glob("last_*"))
+
+
+def test_a_seed_other_than_the_split_file_s_is_refused_and_a_foreign_split_is_noted(tmp_path):
+    common = ["--dataset", "DIGITS", "--epochs", "1", "--no-cuda"]
+    run(common, tmp_path)
+    run0 = run_files.run_dir(tmp_path, "DIGITS", "run0")
+    first = run_files.load_results(next(run0.glob("results_*.json")))
+    assert first["seed"] == 0 and first["split_seed"] == 0
+
+    refused = run(common + ["--aug-model", "RAND", "--seed", "7"], tmp_path, check=False)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert "--seed 7" in lines[0] and "run folder of its own" in lines[0]
+    assert len(list(run0.glob("results_*.json"))) == 1
+
+    # a split file brought from elsewhere (here: run0's, seed 0) into run5 (seed 5)
+    run5 = run_files.run_dir(tmp_path, "DIGITS", "run5")
+    run5.mkdir()
+    split_name = run_files.split_file_name(1, 1.0, 0.0)
+    (run5 / split_name).write_bytes((run0 / split_name).read_bytes())
+    noted = run(common + ["-r", "run5"], tmp_path)
+    assert f"{split_name} in {run5} was not made with seed 5" in noted.stderr
+    moved = run_files.load_results(next(run5.glob("results_*.json")))
+    assert moved["seed"] == 5 and moved["split_seed"] is None
+    assert moved["split"] == first["split"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_without_cuda_a_gpu_request_is_said_out_loud(tmp_path):
+    result = run(["--dataset", "DIGITS", "--epochs", "1", "--gpu", "3", "--compile"], tmp_path)
+    assert "note: CUDA is not available, training on the CPU (--gpu and --compile ignored)" in result.stderr
+    quiet = run(["--dataset", "DIGITS", "--epochs", "1", "--no-cuda", "--force"], tmp_path)
+    assert "CUDA" not in quiet.stderr

@@ -2,6 +2,7 @@
 the real split builder, planted loss weights / soft labels / augmentation tables."""
 import math
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,65 @@ def test_cli_missing_checkpoints_are_named_in_one_line(digits_run, tmp_path):
     assert "aug_model_DADA" in lines[0] and "aug_model_SEP_los_model_NONE" in lines[0]
     assert "aug_model_NONE_los_model_NONE" not in lines[0]  # Baseline's checkpoint exists
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_cli_out_that_is_a_file_fails_in_one_line_before_any_work(digits_run, tmp_path):
+    root, _, _ = digits_run
+    out = tmp_path / "figures"
+    out.write_text("not a folder")
+    done = visualize(root, out, "--max-points", "150")
+    assert done.returncode == 1 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr == (f"visualize-density.py: error: --out {out}: cannot write files there "
+                           f"(a file, not a folder); choose another folder with --out\n")
+    assert out.read_text() == "not a folder" and sorted(os.listdir(tmp_path)) == ["figures"]
+
+
+def test_cli_bad_option_fails_in_one_line_and_writes_nothing(digits_run, tmp_path):
+    root, _, _ = digits_run
+    done = visualize(root, tmp_path / "figures", "--perplexity", "0")
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("visualize-density.py: error: --perplexity must be > 0, got 0.0")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def visualize_args():
+    """visualize-density.py's get_args, without a new interpreter."""
+    return runpy.run_path(str(SCRIPT))["get_args"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--perplexity", "-5"], "--perplexity must be > 0, got -5.0"),
+    (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    (["--batch-size", "-1"], "--batch-size must be at least 1, got -1"),
+    (["--threads", "-3"], "--threads must be >= 0 (0: automatic), got -3"),
+    (["--max-points", "-1"], "--max-points must be >= 0 (0: all), got -1"),
+    (["--workers", "-1"], "--workers must be >= 0, got -1"),
+    (["-nr", "1.0"], "-nr must be in [0, 1), got 1.0"),
+])
+def test_out_of_range_options_are_one_line_usage_errors(visualize_args, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_code:
+        visualize_args(["--dataset", "DIGITS", *flags])
+    assert exit_code.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert f": error: {message} (see " in line
+
+
+def test_out_folder_that_cannot_be_written_is_a_figure_error(tmp_path, monkeypatch):
+    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W_S"], IR, 1.0, NR)
+    (tmp_path / "a_file").write_text("")
+    under_file = figures.RunFigures(tmp_path, SETTINGS, "run0", {"A_W_S": config},
+                                    out_dir=tmp_path / "a_file" / "figures")
+    with pytest.raises(figures.FigureError, match=r"figures: cannot write files there \(Not a directory\)"):
+        under_file.check_out_dir()
+
+    def refuse(*args, **kwargs):  # what a read-only folder does for a user who is not root
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(figures.tempfile, "TemporaryFile", refuse)
+    read_only = figures.RunFigures(tmp_path, SETTINGS, "run0", {"A_W_S": config}, out_dir=tmp_path / "out")
+    with pytest.raises(figures.FigureError, match=r"out: cannot write files there \(Permission denied\)"):
+        read_only.check_out_dir(with_cache=False)
 
 
 def test_cli_densities_without_a_learning_configuration_is_an_error(digits_run, tmp_path):
