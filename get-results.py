@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
     report = reporting.run_report(args.data, args.dataset, config, args.metric, args.runs,
                                   args.minority, args.paper)
     print(reporting.render_run_report(report, args.format))
-    if args.format in ("csv", "markdown"):
+    if args.format == "csv":  # the other formats carry the notes themselves
         for note in report.notes:
             print(f"note: {note}", file=sys.stderr)
     return 0
@@ -90,8 +90,9 @@ if __name__ == "__main__":
     try:
         sys.exit(main(arguments))
     except (reporting.ReportError, run_files.UnreadableFile) as error:
-        # one line the user can act on; a traceback would bury it
-        print(f"get-results.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+        # one line the user can act on; a traceback would bury it. Only line breaks are joined:
+        # the commands in the message quote paths, whose spaces must stay as they are
+        print(f"get-results.py: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
         sys.exit(1)
     except BrokenPipeError:  # `| head`: stop quietly, and keep Python from failing on the final flush
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

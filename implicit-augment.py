@@ -44,8 +44,9 @@ def main(args: argparse.Namespace) -> int:
         return 2 if isinstance(error, UsageError) else 1
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)
-        print(f"\n{'terminated (SIGTERM)' if terminated else 'interrupted'}; "
-              f"continue with the same command and --resume", file=sys.stderr)
+        # Ctrl-C leaves the terminal's ^C on the line: start a new one
+        stopped = "terminated (SIGTERM)" if terminated else "\ninterrupted"
+        print(f"{stopped}; continue with the same command and --resume", file=sys.stderr)
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)

@@ -3,6 +3,7 @@ the device, networks, hyperparameter models, the epoch loop, checkpoints and
 the results file."""
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -126,19 +127,56 @@ class Experiment:
                                               args.subsample_ratio, args.noise_ratio, args.seed)
         except ValueError as error:
             raise UsageError(str(error)) from None
+        counts = torch.bincount(self.split.train_targets[self.split.train_indices],
+                                minlength=settings.num_classes)
+        empty = torch.nonzero(counts == 0).flatten().tolist()
+        if empty:
+            print(f"note: class{'es' if len(empty) > 1 else ''} {', '.join(map(str, empty))} "
+                  f"{'have' if len(empty) > 1 else 'has'} no train image with -ir {args.imbalance_ratio} "
+                  f"-sr {args.subsample_ratio}", file=sys.stderr)
         self.split_seed = args.seed
         if not made_with_seed(self.split, official, settings.num_classes, valid_size,
                               args.imbalance_ratio, args.subsample_ratio, args.noise_ratio, args.seed):
             self.split_seed = None
-            split_name = run_files.split_file_name(args.imbalance_ratio, args.subsample_ratio,
-                                                   args.noise_ratio)
-            if args.seed != run_files.seed_from_run_folder(args.run_folder):
-                raise UsageError(f"--seed {args.seed}: {split_name} in {self.folder} was made with "
-                                 f"another seed, and every configuration of a run folder trains on "
-                                 f"its one split; give seed {args.seed} a run folder of its own (-r)")
-            print(f"note: {split_name} in {self.folder} was not made with seed {args.seed} by this "
-                  f"version (another version or program made it); training on it as it is",
-                  file=sys.stderr)
+            self.check_foreign_split()
+
+    def check_foreign_split(self) -> None:
+        """The run folder's split file is not the one args.seed makes. Every configuration of
+        a run folder trains on its one split, so a seed of its own is refused; a file that
+        no run here made (another version or program) is used as it is, with a note."""
+        args = self.args
+        split_name = run_files.split_file_name(args.imbalance_ratio, args.subsample_ratio,
+                                               args.noise_ratio)
+        fix = f"give seed {args.seed} a run folder of its own (-r)"
+        recorded = self.recorded_split_seed()
+        if recorded is not None:
+            raise UsageError(f"{split_name} in {self.folder} was made with seed {recorded} (its other "
+                             f"results files say so), not {args.seed}: add --seed {recorded} to "
+                             f"train on it, or {fix}")
+        if args.seed != run_files.seed_from_run_folder(args.run_folder):
+            raise UsageError(f"--seed {args.seed}: {split_name} in {self.folder} was made with "
+                             f"another seed, and every configuration of a run folder trains on "
+                             f"its one split; {fix}")
+        print(f"note: {split_name} in {self.folder} is not the split seed {args.seed} makes here "
+              f"and no results file here records its seed (another version or program made "
+              f"it); training on it as it is", file=sys.stderr)
+
+    def recorded_split_seed(self) -> Optional[int]:
+        """The split seed that another configuration's results file in this run folder records
+        for the same split file, if any does."""
+        args = self.args
+        wanted = (args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
+        for path in sorted(self.folder.glob("results_*.json")):
+            try:
+                results = run_files.load_results(path)
+            except run_files.UnreadableFile:
+                continue
+            config = results.get("config", {})
+            seed = results.get("split_seed")
+            if isinstance(seed, int) and wanted == tuple(
+                    config.get(key) for key in ("imbalance_ratio", "subsample_ratio", "noise_ratio")):
+                return seed
+        return None
 
     def build_batches(self) -> None:
         args, settings, device, split = self.args, self.settings, self.device, self.split
@@ -231,10 +269,8 @@ class Experiment:
                       "skipped_hyper_steps": self.hyper.skipped_steps, "lr_changes": self.lr_changes,
                       "best": self.best, "history": self.history,
                       "hyper_diagnostics": self.diagnostics, "timings_s": self.timings,
-                      "config": self.config(),
-                      "rng_state": {"torch": torch.get_rng_state(),
-                                    "cuda": torch.cuda.get_rng_state(self.device)
-                                    if self.device.type == "cuda" else torch.empty(0, dtype=torch.uint8)}})
+                      # no RNG states: every epoch reseeds from (seed, epoch), see seed_epoch
+                      "config": self.config()})
         run_files.save_torch(state, self.last_path)
 
     def load_last(self) -> int:
@@ -248,9 +284,13 @@ class Experiment:
         first_epoch = int(state["epoch"]) + 1
         self.lr_changes = list(state.get("lr_changes", []))
         if saved.get("lr") != self.args.lr:
-            print(f"--resume: learning rate {saved.get('lr')} -> {self.args.lr} from epoch "
-                  f"{first_epoch + 1}", file=sys.stderr)
-            self.lr_changes.append({"epoch": first_epoch, "from": saved.get("lr"), "to": self.args.lr})
+            if first_epoch >= self.args.epochs:  # nothing left to train at the new rate
+                self.args.lr = saved.get("lr")
+            else:
+                print(f"--resume: learning rate {saved.get('lr')} -> {self.args.lr} from epoch "
+                      f"{first_epoch + 1}", file=sys.stderr)
+                self.lr_changes.append({"epoch": first_epoch, "from": saved.get("lr"),
+                                        "to": self.args.lr})
         self.encoder.load_state_dict(state["encoder_state_dict"])
         self.decoder.load_state_dict(state["decoder_state_dict"])
         self.loss_model.load_state_dict(state["reweight_state_dict"])
@@ -288,6 +328,11 @@ class Experiment:
     # ------------------------------------------------------------------ loop
     def run(self) -> Dict:
         self.check_writable()
+        # Before the look at the outputs, which a running process is writing. (Not inside
+        # the lock: a POSIX lock is the process's, and looking would release it.)
+        holder = run_files.lock_holder(self.folder, self.name)
+        if holder is not None:
+            raise UsageError(self.busy_message(f"{holder} is training this configuration in {self.folder}"))
         self.check_outputs()
         self.prepare_data()
         try:
@@ -295,8 +340,11 @@ class Experiment:
                 self.check_outputs()  # the process that held the lock may have finished it
                 return self.train()
         except run_files.ConfigurationBusy as busy:
-            raise UsageError(f"{busy}; wait for it to finish, or give this one its own run "
-                             f"folder (-r)") from None
+            raise UsageError(self.busy_message(str(busy))) from None
+
+    @staticmethod
+    def busy_message(who: str) -> str:
+        return f"{who}; wait for it to finish, or give this one its own run folder (-r)"
 
     def train(self) -> Dict:
         args = self.args
@@ -318,8 +366,9 @@ class Experiment:
             from custom_transforms.debug import save_augmentation_grid
             save_augmentation_grid(self, run_files.debug_grid_path(self.folder, self.name))
         from torch.utils.tensorboard import SummaryWriter
+        # a finished configuration gets no new (empty) event file
         writer = SummaryWriter(str(run_files.tensorboard_dir(self.folder, self.name)),
-                               purge_step=first_epoch)
+                               purge_step=first_epoch) if first_epoch < args.epochs else None
         quiet = not sys.stderr.isatty()
         epochs = tqdm(range(first_epoch, args.epochs), desc=self.name[:40], disable=quiet,
                       initial=first_epoch, total=args.epochs)
@@ -338,15 +387,23 @@ class Experiment:
             self.save_stopped_results("failed")
             raise FloatingPointError(f"{error}; {self.how_to_recover()}") from None
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
         results = self.results("finished", self.final_metrics())
         run_files.save_json(results, self.results_path)
         return results
 
     def save_stopped_results(self, status: str) -> None:
-        """The results file of a run that stopped early says so (its epochs stay usable)."""
-        if self.history:
+        """The results file of a run that stopped early says so (its epochs stay usable).
+        A second Ctrl-C or SIGTERM waits until the file is written."""
+        if not self.history:
+            return
+        stops = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
             run_files.save_json(self.results(status, self.final_metrics()), self.results_path)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
     def how_to_recover(self) -> str:
         if self.history:

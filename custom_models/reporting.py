@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import math
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -33,6 +34,12 @@ MISSING = "—"
 
 class ReportError(RuntimeError):
     """Something the user must fix before there is anything to report; the message says what."""
+
+
+def command_line(script: str, arguments: Sequence) -> str:
+    """A command the user can paste into a shell: an argument that needs quoting (a --data
+    path with a space) is quoted, every other one prints as it is."""
+    return " ".join(["python", script] + [shlex.quote(str(argument)) for argument in arguments])
 
 
 # ----------------------------------------------------------------------------- configurations
@@ -92,14 +99,14 @@ class Configuration:
 
     def train_command(self, data_root, dataset: str, run_folder: str) -> str:
         """The implicit-augment.py command that (re)creates this configuration's files."""
-        flags = [f"--data {data_root}", f"--dataset {dataset}", f"-r {run_folder}",
-                 f"-ir {self.imbalance_ratio}", f"-sr {run_files.number_text(self.subsample_ratio)}",
-                 f"-nr {run_files.number_text(self.noise_ratio)}", f"--aug-model {self.aug_model}",
-                 f"--los-model {self.los_model}", f"--hyper-opt {self.hyper_opt}",
-                 f"--model {self.model}"]
+        arguments = ["--data", data_root, "--dataset", dataset, "-r", run_folder,
+                     "-ir", self.imbalance_ratio, "-sr", run_files.number_text(self.subsample_ratio),
+                     "-nr", run_files.number_text(self.noise_ratio), "--aug-model", self.aug_model,
+                     "--los-model", self.los_model, "--hyper-opt", self.hyper_opt,
+                     "--model", self.model]
         if self.ablation:
-            flags.append(f"--{self.ablation}")
-        return "python implicit-augment.py " + " ".join(flags)
+            arguments.append(f"--{self.ablation}")
+        return command_line("implicit-augment.py", arguments)
 
     @classmethod
     def from_results(cls, results: dict, path: Path) -> "Configuration":
@@ -202,16 +209,16 @@ def resume_options() -> Tuple[str, ...]:
 def resume_command(data_root, run_folder: str, options: dict) -> str:
     """implicit-augment.py with the run's options (the config saved in its last_ checkpoint)
     plus --resume."""
-    flags = [f"--data {data_root}", f"-r {run_folder}"]
+    arguments = ["--data", data_root, "-r", run_folder]
     for key in resume_options():
         value, flag = options[key], "--" + key.replace("_", "-")
         if isinstance(value, bool):
-            flags += [flag] if value else []
+            arguments += [flag] if value else []
         elif isinstance(value, (list, tuple)):
-            flags.append(" ".join([flag] + [str(item) for item in value]))
+            arguments += [flag] + list(value)
         elif value is not None:
-            flags.append(f"{flag} {value}")
-    return "python implicit-augment.py " + " ".join(flags + ["--resume"])
+            arguments += [flag, value]
+    return command_line("implicit-augment.py", arguments + ["--resume"])
 
 
 def rebuild_hint(data_root, results_file: Path) -> str:
@@ -221,7 +228,7 @@ def rebuild_hint(data_root, results_file: Path) -> str:
     which only the checkpoint still knows."""
     folder = results_file.parent
     last = run_files.last_checkpoint_path(folder, run_files.config_name_from_results(results_file))
-    original = (f"python implicit-augment.py --data {data_root} -r {folder.name} "
+    original = (f"{command_line('implicit-augment.py', ['--data', data_root, '-r', folder.name])} "
                 f"with the run's original options")
     try:
         saved = run_files.load_torch(last, mmap=True)
@@ -360,6 +367,8 @@ def run_report(data_root, dataset: str, config: Configuration, metric: str = "be
         if report.paper is None:
             report.notes.append(f"the paper reports no number for {method_label(*config.method)} "
                                 f"at {config.setting} on {dataset}")
+        elif report.paper[2] != config.model:
+            report.notes.append(f"paper numbers are for {report.paper[2]}")
     return report
 
 
@@ -373,13 +382,23 @@ def _std_text(summary: Summary) -> str:
     return _number(summary.std)
 
 
+def _run_report_caption(report: RunReport) -> str:
+    return (f"{report.dataset}: {report.config.name} (metric: {report.metric}, "
+            f"{METRICS[report.metric]}.acc of the results files)")
+
+
 def render_run_report(report: RunReport, fmt: str = "text") -> str:
+    """text and markdown carry the caption and notes; csv and json are the data only
+    (json keeps the notes as a field, csv leaves them to the caller's stderr). Every format
+    lists the unfinished runs and, when asked for, the paper's error and the minority numbers."""
     if fmt == "json":
         return json.dumps(_run_report_json(report), indent=1)
-    if fmt in ("markdown", "csv"):
+    if fmt == "csv":
         return _render_grid(*_run_report_grid(report), fmt)
-    lines = [f"{report.dataset}: {report.config.name} (metric: {report.metric}, "
-             f"{'best' if report.metric == 'best' else 'final'}.acc of the results files)"]
+    if fmt == "markdown":
+        return _markdown(_run_report_caption(report), _render_grid(*_run_report_grid(report), fmt),
+                         report.notes)
+    lines = [_run_report_caption(report)]
     width = max(len(str(run.checkpoint)) for run in report.runs)
     for run in report.runs:
         line = f"{run.run_folder:>6}  {str(run.checkpoint):<{width}}  acc {run.acc:.2f} %  " \
@@ -405,12 +424,37 @@ def render_run_report(report: RunReport, fmt: str = "text") -> str:
 
 
 def _run_report_grid(report: RunReport):
-    header = ["run", "checkpoint", "acc", "error"] + (["minority acc"] if report.minority else [])
-    rows = [[run.run_folder, str(run.checkpoint), _number(run.acc), _number(run.error)]
-            + ([_number(run.minority_acc)] if report.minority else []) for run in report.runs]
-    for label, pick in (("mean", lambda s: s.mean), ("std", lambda s: s.std)):
-        row = [label, "", _number(pick(report.accuracy)), _number(pick(report.error))]
-        rows.append(row + ([_number(pick(report.minority_accuracy))] if report.minority else []))
+    """The markdown and csv report: one header row, and every row has these columns
+        run             a run folder; then n, mean and std of the counted runs; then, with
+                        --paper, "paper mean" and "paper std" (the paper's error)
+        status          "finished" (counted) or "not finished" (listed, not counted);
+                        empty in the n, mean, std and paper rows
+        progress        epochs done of the run's epochs, "epoch 2/4"
+        file            the checkpoint whose accuracy is shown, or an unfinished run's results file
+        acc, error      top-1 test accuracy and error (%); empty for an unfinished run, and the
+                        paper rows give the error only
+        minority acc, minority error   the same on the minority classes (only with --minority;
+                        nan where a results file has no minority_acc)
+    Numbers have two decimals, the paper's as the paper prints them; an undefined std is nan."""
+    def numbers(acc: str, error: str, minority_acc: str = "", minority_error: str = "") -> List[str]:
+        return [acc, error] + ([minority_acc, minority_error] if report.minority else [])
+
+    header = ["run", "status", "progress", "file"] + numbers("acc", "error", "minority acc",
+                                                             "minority error")
+    rows = [[run.run_folder, "finished", run.progress, str(run.checkpoint)]
+            + numbers(*[_number(value) for value in (run.acc, run.error, run.minority_acc,
+                                                      run.minority_error)])
+            for run in report.runs]
+    rows += [[run.run_folder, "not finished", run.progress, str(run.results_file)] + numbers("", "")
+             for run in report.unfinished]
+    summaries = (report.accuracy, report.error, report.minority_accuracy, report.minority_error)
+    for label, pick in (("n", lambda s: str(s.n)), ("mean", lambda s: _number(s.mean)),
+                        ("std", lambda s: _number(s.std))):
+        rows.append([label, "", "", ""] + numbers(*[pick(summary) for summary in summaries]))
+    if report.paper is not None:
+        mean, std, _ = report.paper
+        rows.append(["paper mean", "", "", ""] + numbers("", str(mean)))
+        rows.append(["paper std", "", "", ""] + numbers("", "" if std is None else str(std)))
     return header, rows
 
 
@@ -493,8 +537,10 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     paths = run_files.list_results(data_root, dataset)
     where = run_files.dataset_dir(data_root, dataset)
     if not paths:
+        first = command_line("implicit-augment.py",
+                             ["--data", data_root, "--dataset", dataset, "-r", "run0"])
         raise ReportError(f"no results files under {where}/run*/; train a configuration first, "
-                          f"e.g. python implicit-augment.py --data {data_root} --dataset {dataset} -r run0")
+                          f"e.g. {first}")
     quantity = "minority error" if minority else "error"
     groups: Dict[Configuration, Cell] = {}
     notes: List[str] = []
@@ -676,7 +722,12 @@ def render_table(table: Table, fmt: str = "text") -> str:
     if fmt == "csv":
         return _table_csv(table)
     body = _render_grid(*_table_grid(table), fmt)
-    notes = [f"note: {note}" for note in table.notes]
     if fmt == "markdown":
-        return "\n".join([f"**{table.caption()}**", "", body] + ([""] + notes if notes else []))
-    return "\n".join([table.caption(), body] + notes)
+        return _markdown(table.caption(), body, table.notes)
+    return "\n".join([table.caption(), body] + [f"note: {note}" for note in table.notes])
+
+
+def _markdown(caption: str, body: str, notes: Sequence[str]) -> str:
+    """A bold caption, the table, and the notes below it."""
+    notes = [f"note: {note}" for note in notes]
+    return "\n".join([f"**{caption}**", "", body] + ([""] + notes if notes else []))

@@ -104,6 +104,28 @@ class ConfigurationBusy(RuntimeError):
     """Another live process holds the configuration's lock; the message names it."""
 
 
+def lock_holder(folder: Path, name: str) -> Optional[str]:
+    """Who holds configuration `name`'s lock ("pid … on host"), or None if no live process
+    does. Looks without taking the lock for longer than the look, and writes nothing.
+    Never call it while this process holds the lock: POSIX locks belong to the process,
+    so the look would succeed and its unlock release the lock."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        handle = open(lock_path(folder, name), "r+")
+    except FileNotFoundError:
+        return None
+    with handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return handle.read().strip() or "another process"
+        fcntl.lockf(handle, fcntl.LOCK_UN)
+        return None
+
+
 @contextmanager
 def configuration_lock(folder: Path, name: str) -> Iterator[None]:
     """Held while this process trains configuration `name` in `folder`, so that a second

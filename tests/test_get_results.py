@@ -168,6 +168,80 @@ def test_minority_accuracy_is_added_per_run_and_averaged(tmp_path):
     assert report.minority_error.std == pytest.approx(np.std([20.0, 16.0], ddof=1))
 
 
+def test_markdown_and_csv_list_an_unfinished_run_with_its_progress_and_no_numbers(tmp_path):
+    config = configuration()
+    write_run(tmp_path, "SVHN", "run0", config, 90.0)
+    running = write_run(tmp_path, "SVHN", "run1", config, 10.0, status="running", checkpoints=False)
+    results_file = str(run_files.results_path(running, config.name))
+    report = reporting.run_report(tmp_path, "SVHN", config)
+    markdown = reporting.render_run_report(report, "markdown").splitlines()
+    assert f"| run1 | not finished | epoch 2/4 | {results_file} |  |  |" in markdown
+    assert "| n |  |  |  | 1 | 1 |" in markdown and "| mean |  |  |  | 90.00 | 10.00 |" in markdown
+    rows = list(csv.DictReader(io.StringIO(reporting.render_run_report(report, "csv"))))
+    assert [row["run"] for row in rows] == ["run0", "run1", "n", "mean", "std"]
+    assert rows[1] == {"run": "run1", "status": "not finished", "progress": "epoch 2/4",
+                       "file": results_file, "acc": "", "error": ""}
+    assert (rows[0]["status"], rows[0]["acc"], rows[2]["acc"]) == ("finished", "90.00", "1")
+
+
+def test_markdown_and_csv_give_the_papers_error_as_rows(tmp_path):
+    config = configuration()
+    for index, acc in enumerate([93.0, 94.0]):
+        write_run(tmp_path, "SVHN", f"run{index}", config, acc)
+    report = reporting.run_report(tmp_path, "SVHN", config, with_paper=True)
+    markdown = reporting.render_run_report(report, "markdown").splitlines()
+    assert "| paper mean |  |  |  |  | 6.3 |" in markdown
+    assert "| paper std |  |  |  |  | 0.57 |" in markdown
+    csv_text = reporting.render_run_report(report, "csv")
+    rows = {row["run"]: row for row in csv.DictReader(io.StringIO(csv_text))}
+    assert (rows["paper mean"]["error"], rows["paper std"]["error"]) == ("6.3", "0.57")
+    assert rows["paper mean"]["acc"] == "" and rows["mean"]["error"] == "6.50"
+    assert report.notes == []  # the paper's network is ours; another network is said
+
+
+def test_paper_number_for_another_network_says_which_network_the_paper_used(tmp_path):
+    config = configuration(model="wresnet28_2")
+    write_run(tmp_path, "SVHN", "run0", config, 93.0)
+    report = reporting.run_report(tmp_path, "SVHN", config, with_paper=True)
+    assert report.paper == (6.3, 0.57, "wresnet28_10")
+    assert "note: paper numbers are for wresnet28_10" in reporting.render_run_report(report, "markdown")
+
+
+def test_markdown_minority_error_is_100_minus_the_minority_accuracy(tmp_path):
+    config = configuration()
+    for index, minority in enumerate([80.0, 84.5]):
+        write_run(tmp_path, "SVHN", f"run{index}", config, 93.0, minority_acc=minority)
+    report = reporting.run_report(tmp_path, "SVHN", config, minority=True)
+    lines = reporting.render_run_report(report, "markdown").splitlines()
+    assert "| run | status | progress | file | acc | error | minority acc | minority error |" in lines
+    assert next(line for line in lines if line.startswith("| run0 |")).endswith(
+        " | 93.00 | 7.00 | 80.00 | 20.00 |")
+    assert next(line for line in lines if line.startswith("| run1 |")).endswith(
+        " | 93.00 | 7.00 | 84.50 | 15.50 |")
+    assert "| mean |  |  |  | 93.00 | 7.00 | 82.25 | 17.75 |" in lines
+
+
+def test_cli_csv_carries_unfinished_runs_paper_and_minority_error_in_one_set_of_columns(tmp_path):
+    config = configuration()
+    for index, minority in enumerate([80.0, 84.5]):
+        write_run(tmp_path, "SVHN", f"run{index}", config, 93.0, minority_acc=minority)
+    write_run(tmp_path, "SVHN", "run2", config, 10.0, status="running", checkpoints=False)
+    done = get_results(tmp_path, *config_flags(config), "--minority", "--paper", "--format", "csv")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    table = list(csv.reader(io.StringIO(done.stdout)))
+    header = ["run", "status", "progress", "file", "acc", "error", "minority acc", "minority error"]
+    assert table[0] == header and all(len(row) == len(header) for row in table)
+    rows = {row[0]: dict(zip(header, row)) for row in table[1:]}
+    assert list(rows) == ["run0", "run1", "run2", "n", "mean", "std", "paper mean", "paper std"]
+    for run, minority in (("run0", 80.0), ("run1", 84.5)):
+        assert float(rows[run]["minority acc"]) == minority
+        assert float(rows[run]["minority error"]) == pytest.approx(100 - minority)
+    assert (rows["mean"]["minority acc"], rows["mean"]["minority error"]) == ("82.25", "17.75")
+    assert (rows["run2"]["status"], rows["run2"]["progress"], rows["run2"]["minority error"]) == \
+        ("not finished", "epoch 2/4", "")
+    assert (rows["paper mean"]["error"], rows["paper std"]["error"]) == ("6.3", "0.57")
+
+
 def test_checkpoint_accuracy_that_disagrees_with_the_results_file_is_noted(tmp_path):
     config = configuration()
     run = write_run(tmp_path, "SVHN", "run0", config, 90.0)
@@ -218,7 +292,8 @@ def implicit_augment_args():
 def test_resume_command_for_a_broken_results_file_repeats_the_options_of_the_last_checkpoint(
         implicit_augment_args, tmp_path, epoch, what):
     config = configuration()
-    run = write_run(tmp_path, "SVHN", "run1", config, 91.0)
+    root = tmp_path / "sp ace"  # a --data with a space is quoted in the command
+    run = write_run(root, "SVHN", "run1", config, 91.0)
     argv = ["--data", "elsewhere", "--dataset", "SVHN", "-r", "run1", "-ir", "100", "-nr", "0.1",
             "--aug-model", "SEP", "--los-model", "BOTH", "--hyper-opt", "HES", "--epochs", "15",
             "--lr", "0.02", "--lr-decay-epochs", "5", "10", "--hyper-iters", "3"]
@@ -228,16 +303,36 @@ def test_resume_command_for_a_broken_results_file_repeats_the_options_of_the_las
                          run_files.last_checkpoint_path(run, config.name))
     run_files.results_path(run, config.name).write_text("{bad\n")
     with pytest.raises(run_files.UnreadableFile) as error:
-        reporting.run_report(tmp_path, "SVHN", config)
+        reporting.run_report(root, "SVHN", config)
     message = str(error.value)
     assert what in message and "--force" not in message
     command = shlex.split(message.split(": python ", 1)[1])
-    assert command[:5] == ["implicit-augment.py", "--data", str(tmp_path), "-r", "run1"]
+    assert command[:5] == ["implicit-augment.py", "--data", str(root), "-r", "run1"]
     assert command[-1] == "--resume"
     resumed = vars(implicit_augment_args(command[1:]))
     assert {key: resumed[key] for key in reporting.resume_options()} == \
         {key: trained[key] for key in reporting.resume_options()}
     assert (resumed["epochs"], resumed["lr"], resumed["lr_decay_epochs"]) == (15, 0.02, [5, 10])
+
+
+def test_train_command_for_a_data_path_with_a_space_gives_implicit_augment_that_path(
+        implicit_augment_args, tmp_path):
+    config = configuration(overfit=True)
+    root = tmp_path / "sp ace"
+    with pytest.raises(reporting.ReportError) as error:
+        reporting.run_report(root, "SVHN", config)
+    command = shlex.split(str(error.value).split("train one with: python ", 1)[1])
+    trained = implicit_augment_args(command[1:])
+    assert (trained.data, trained.dataset, trained.run_folder) == (str(root), "SVHN", "run0")
+    assert (trained.imbalance_ratio, trained.noise_ratio, trained.overfit) == (100, 0.1, True)
+
+
+def test_commands_quote_only_the_arguments_that_need_it():
+    assert configuration(model="resnet18").train_command("./local_data", "DIGITS", "run0") == (
+        "python implicit-augment.py --data ./local_data --dataset DIGITS -r run0 -ir 100 -sr 1.0 "
+        "-nr 0.1 --aug-model SEP --los-model BOTH --hyper-opt HES --model resnet18")
+    assert reporting.command_line("implicit-augment.py", ["--data", "/tmp/it's here"]) == \
+        "python implicit-augment.py --data '/tmp/it'\"'\"'s here'"
 
 
 def test_cli_out_of_range_noise_ratio_is_a_one_line_usage_error(tmp_path):

@@ -93,10 +93,12 @@ def test_resume_starts_a_run_that_has_nothing_to_resume_and_repeats_a_finished_o
     name = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
     results = run_files.load_results(run_files.results_path(folder, name))
     best = run_files.best_checkpoint_path(folder, name).read_bytes()
+    events = sorted(run_files.tensorboard_dir(folder, name).iterdir())
     again = run(args, tmp_path)
     assert "nothing to train" in again.stderr
     assert run_files.load_results(run_files.results_path(folder, name))["final"] == results["final"]
     assert run_files.best_checkpoint_path(folder, name).read_bytes() == best
+    assert sorted(run_files.tensorboard_dir(folder, name).iterdir()) == events
 
 
 def test_a_finished_result_is_not_overwritten_without_force(tmp_path):
@@ -199,7 +201,7 @@ def test_a_running_configuration_refuses_a_second_process_and_sigterm_stops_it_f
     try:
         _wait_for(lambda: results.is_file(), first)  # an epoch is done and the lock is held
         assert lock.read_text().startswith(f"pid {first.pid} on ")
-        for extra in (["--resume"], ["--force"], ["--resume", "--lr", "0.01"]):
+        for extra in ([], ["--resume"], ["--force"], ["--resume", "--lr", "0.01"]):
             second = run(args + extra, tmp_path, check=False)
             lines = second.stderr.strip().splitlines()
             assert second.returncode == 2 and len(lines) == 1, second.stderr
@@ -265,6 +267,12 @@ def test_a_non_finite_loss_says_how_to_go_on_and_resume_may_lower_the_lr(cli, mo
     expected = [learning_rate(rate, epoch, 34, 35, 3, 5, 1e-3) for rate, epoch in ((0.5, 0), (0.05, 1), (0.05, 2))]
     assert [epoch["lr"] for epoch in finished["history"]] == pytest.approx(expected)
 
+    # on a finished run there is nothing to train at another rate: nothing is recorded
+    assert cli.main(cli.get_args(base + ["--lr", "0.001", "--resume"])) == 0
+    assert "nothing to train" in capsys.readouterr().err
+    again = run_files.load_results(run_files.results_path(folder, name))
+    assert again["lr_changes"] == finished["lr_changes"] and again["config"]["lr"] == 0.05
+
 
 def test_a_non_finite_loss_in_the_first_epoch_says_nothing_was_saved(cli, monkeypatch, tmp_path, capsys):
     _fail_on_epoch(monkeypatch, 0)
@@ -283,19 +291,27 @@ def test_a_seed_other_than_the_split_file_s_is_refused_and_a_foreign_split_is_no
     first = run_files.load_results(next(run0.glob("results_*.json")))
     assert first["seed"] == 0 and first["split_seed"] == 0
 
+    split_name = run_files.split_file_name(1, 1.0, 0.0)
     refused = run(common + ["--aug-model", "RAND", "--seed", "7"], tmp_path, check=False)
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 2 and len(lines) == 1, refused.stderr
-    assert "--seed 7" in lines[0] and "run folder of its own" in lines[0]
+    assert f"{split_name} in {run0} was made with seed 0" in lines[0]
+    assert "add --seed 0" in lines[0] and "give seed 7 a run folder of its own" in lines[0]
     assert len(list(run0.glob("results_*.json"))) == 1
+
+    # run3's split made with --seed 5: the folder's own default seed 3 is refused too
+    run(common + ["-r", "run3", "--seed", "5"], tmp_path)
+    run3 = run_files.run_dir(tmp_path, "DIGITS", "run3")
+    default = run(common + ["-r", "run3", "--aug-model", "RAND"], tmp_path, check=False)
+    assert default.returncode == 2 and "was made with seed 5" in default.stderr
+    assert "add --seed 5" in default.stderr and len(list(run3.glob("results_*.json"))) == 1
 
     # a split file brought from elsewhere (here: run0's, seed 0) into run5 (seed 5)
     run5 = run_files.run_dir(tmp_path, "DIGITS", "run5")
     run5.mkdir()
-    split_name = run_files.split_file_name(1, 1.0, 0.0)
     (run5 / split_name).write_bytes((run0 / split_name).read_bytes())
     noted = run(common + ["-r", "run5"], tmp_path)
-    assert f"{split_name} in {run5} was not made with seed 5" in noted.stderr
+    assert f"{split_name} in {run5} is not the split seed 5 makes here" in noted.stderr
     moved = run_files.load_results(next(run5.glob("results_*.json")))
     assert moved["seed"] == 5 and moved["split_seed"] is None
     assert moved["split"] == first["split"]
@@ -307,3 +323,12 @@ def test_without_cuda_a_gpu_request_is_said_out_loud(tmp_path):
     assert "note: CUDA is not available, training on the CPU (--gpu and --compile ignored)" in result.stderr
     quiet = run(["--dataset", "DIGITS", "--epochs", "1", "--no-cuda", "--force"], tmp_path)
     assert "CUDA" not in quiet.stderr
+
+
+def test_classes_left_without_train_images_are_named(tmp_path):
+    result = run(["--dataset", "DIGITS", "--epochs", "1", "--no-cuda", "-ir", "300"], tmp_path)
+    folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
+    counts = run_files.load_results(next(folder.glob("results_*.json")))["split"]["train_class_counts"]
+    empty = [label for label, count in enumerate(counts) if count == 0]
+    assert empty and all(label >= 5 for label in empty)
+    assert f"note: classes {', '.join(map(str, empty))} have no train image with -ir 300 -sr 1.0" in result.stderr
