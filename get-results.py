@@ -14,7 +14,7 @@ import sys
 from custom_datasets.settings import DATASETS, get_settings
 from custom_models import reporting, run_files
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
-from custom_models.options import HYPER_OPTIMIZERS, OneLineErrorParser, UsageError, check_distortion
+from custom_models.options import HYPER_OPTIMIZERS, OneLineErrorParser, UsageError, check_run_selection
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -49,18 +49,15 @@ def get_args(argv=None) -> argparse.Namespace:
         help="accuracy on the minority (upper-half) classes: added to the per-run report, "
              "used instead of the overall error in --table")
     args = parser.parse_args(argv)
-    try:  # the ranges implicit-augment.py accepts: no run can exist outside them
-        check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
+    try:
+        check_run_selection(args)
     except UsageError as error:
         parser.error(str(error))
     return args
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        settings = get_settings(args.dataset)
-    except ValueError as error:
-        raise reporting.ReportError(f"{error} (--dataset)") from None
+    settings = get_settings(args.dataset)
     if args.runs is not None and args.runs < 1:
         raise reporting.ReportError(f"--runs must be at least 1, got {args.runs}")
     if args.table:
@@ -71,8 +68,6 @@ def main(args: argparse.Namespace) -> int:
         for note in table.skipped + (table.notes if args.format == "csv" else []):
             print(f"note: {note}", file=sys.stderr)
         return 0
-    if args.overfit and args.oversplit:
-        raise reporting.ReportError("choose at most one of --overfit and --oversplit")
     config = reporting.Configuration(args.model or settings.model, args.aug_model, args.los_model,
                                      args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
                                      args.noise_ratio, args.overfit, args.oversplit)

@@ -16,7 +16,7 @@ import torch
 from custom_datasets.settings import DATASETS, get_settings
 from custom_datasets.sources import DataUnavailable
 from custom_models import figures, reporting, run_files
-from custom_models.options import OneLineErrorParser, UsageError, check_distortion
+from custom_models.options import OneLineErrorParser, UsageError, check_run_selection
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -56,7 +56,7 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--no-cuda", action="store_true", help="compute features on the CPU even if CUDA is available")
     args = parser.parse_args(argv)
     try:
-        check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
+        check_run_selection(args)
     except UsageError as error:
         parser.error(str(error))
     checks = [
@@ -73,12 +73,7 @@ def get_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        settings = get_settings(args.dataset)
-    except ValueError as error:
-        raise figures.FigureError(f"{error} (--dataset)") from None
-    if args.overfit and args.oversplit:
-        raise figures.FigureError("choose at most one of --overfit and --oversplit")
+    settings = get_settings(args.dataset)
     model = args.model or settings.model
     methods = reporting.paper_methods()
     configs = {label: reporting.Configuration(model, *methods[label], args.imbalance_ratio,

@@ -127,9 +127,10 @@ class Experiment:
                                               args.subsample_ratio, args.noise_ratio, args.seed)
         except ValueError as error:
             raise UsageError(str(error)) from None
-        counts = torch.bincount(self.split.train_targets[self.split.train_indices],
-                                minlength=settings.num_classes)
-        empty = torch.nonzero(counts == 0).flatten().tolist()
+        # images of each true class in the train subset (the results file reports them too)
+        self.train_class_counts = torch.bincount(official[self.split.train_indices],
+                                                 minlength=settings.num_classes).tolist()
+        empty = [label for label, count in enumerate(self.train_class_counts) if count == 0]
         if empty:
             print(f"note: class{'es' if len(empty) > 1 else ''} {', '.join(map(str, empty))} "
                   f"{'have' if len(empty) > 1 else 'has'} no train image with -ir {args.imbalance_ratio} "
@@ -308,8 +309,6 @@ class Experiment:
         split = self.split
         noisy = int((split.train_targets[split.train_indices]
                      != self.data.train_targets[split.train_indices]).sum())
-        counts = torch.bincount(self.data.train_targets[split.train_indices],
-                                minlength=self.settings.num_classes).tolist()
         learned = dict(learned or learned_summary(self.loss_model, self.augment_model, split,
                                                   self.data.train_targets, self.settings))
         learned["skipped_hyper_steps"] = self.hyper.skipped_steps
@@ -322,7 +321,7 @@ class Experiment:
                 "hyper_diagnostics": self.diagnostics, "learned": learned,
                 "split": {"train_size": len(split.train_indices),
                           "valid_size": len(split.valid_indices), "noisy_labels": noisy,
-                          "train_class_counts": counts},
+                          "train_class_counts": self.train_class_counts},
                 "timings_s": self.timings, "versions": versions(self.device)}
 
     # ------------------------------------------------------------------ loop

@@ -85,6 +85,19 @@ def check_distortion(imbalance_ratio: int, subsample_ratio: float, noise_ratio: 
             raise UsageError(message)
 
 
+def check_run_selection(args: argparse.Namespace) -> None:
+    """The options get-results.py and visualize-density.py pick runs by (--dataset,
+    -ir/-sr/-nr, the ablation flags), checked as implicit-augment.py checks them: no run
+    can exist outside them. Raises UsageError."""
+    try:
+        get_settings(args.dataset)
+    except ValueError as error:
+        raise UsageError(f"{error} (--dataset)") from None
+    check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
+    if args.overfit and args.oversplit:
+        raise UsageError("choose at most one of --overfit and --oversplit")
+
+
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Checks every option and fills the dataset-dependent defaults; raises UsageError."""
     try:

@@ -203,7 +203,7 @@ def resume_options() -> Tuple[str, ...]:
     """The options of a run that its resume command repeats: those a resume must agree on,
     and --lr, which a resume may lower but which otherwise stays the run's own."""
     from custom_models.experiment import IDENTITY_OPTIONS
-    return tuple(dict.fromkeys(IDENTITY_OPTIONS + ("lr",)))
+    return IDENTITY_OPTIONS + ("lr",)
 
 
 def resume_command(data_root, run_folder: str, options: dict) -> str:
