@@ -4,17 +4,17 @@
     python get-results.py --dataset SVHN --table --paper --format markdown
 
 Numbers come from the results files that implicit-augment.py writes into each
-run folder (README, "Files"; their format is in custom_models/run_files.py);
-see custom_models/reporting.py.
+run folder (README, "Files"; their format is in custom_runs/run_files.py);
+see custom_runs/reporting.py.
 """
 import argparse
 import os
 import sys
 
 from custom_datasets.settings import DATASETS, get_settings
-from custom_models import reporting, run_files
+from custom_runs import reporting, run_files
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
-from custom_models.options import HYPER_OPTIMIZERS, OneLineErrorParser, UsageError, check_run_selection
+from custom_runs.options import HYPER_OPTIMIZERS, OneLineErrorParser, UsageError, check_run_selection
 
 
 def get_args(argv=None) -> argparse.Namespace:

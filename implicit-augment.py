@@ -10,8 +10,8 @@ import signal
 import sys
 
 from custom_datasets.sources import DataUnavailable
-from custom_models.options import OneLineErrorParser, UsageError, add_training_arguments, resolve
-from custom_models.run_files import UnreadableFile
+from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve
+from custom_runs.run_files import UnreadableFile
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -34,7 +34,7 @@ def _raise_terminated(signum, frame):
 
 
 def main(args: argparse.Namespace) -> int:
-    from custom_models.experiment import Experiment
+    from custom_runs.experiment import Experiment
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         experiment = Experiment(args)

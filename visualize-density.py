@@ -6,7 +6,7 @@ confusion matrices, and densities of the hyperparameters AutoDO learned.
     python visualize-density.py --dataset DIGITS -ir 10 -nr 0.1 --configs A_W A_W_S --densities
 
 Figures go to --out as PNG and PDF; t-SNE embeddings are cached in --out/cache/,
-so drawing again is instant. See custom_models/figures.py.
+so drawing again is instant. See custom_runs/figures.py.
 """
 import argparse
 import sys
@@ -15,8 +15,8 @@ import torch
 
 from custom_datasets.settings import DATASETS, get_settings
 from custom_datasets.sources import DataUnavailable
-from custom_models import figures, reporting, run_files
-from custom_models.options import OneLineErrorParser, UsageError, check_run_selection
+from custom_runs import figures, reporting, run_files
+from custom_runs.options import OneLineErrorParser, UsageError, check_run_selection
 
 
 def get_args(argv=None) -> argparse.Namespace:

@@ -24,9 +24,9 @@ import torch  # noqa: E402
 
 from custom_datasets.settings import get_settings  # noqa: E402
 from custom_datasets.sources import InMemoryData  # noqa: E402
-from custom_models.experiment import Experiment, seed_epoch  # noqa: E402
+from custom_runs.experiment import Experiment, seed_epoch  # noqa: E402
 from custom_models.hyper_models import table_bytes  # noqa: E402
-from custom_models.options import OneLineErrorParser, UsageError, add_training_arguments, resolve  # noqa: E402
+from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve  # noqa: E402
 from custom_models.training import evaluate, frozen, hyper_step, train_one_epoch  # noqa: E402
 from custom_datasets.batches import cycle  # noqa: E402
 

@@ -7,7 +7,7 @@ from typing import Tuple
 
 import torch
 
-from custom_models import run_files
+from custom_runs import run_files
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import torch
 
-from custom_models import run_files
+from custom_runs import run_files
 from custom_transforms.base import normalize, statistics
 
 GRID_IMAGES = 32

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from custom_models import run_files
+from custom_runs import run_files
 
 ROOT = Path(__file__).resolve().parents[1]
 

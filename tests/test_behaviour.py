@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from custom_datasets.sources import load_digits
-from custom_models import run_files
+from custom_runs import run_files
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE_RATIO = 0.5

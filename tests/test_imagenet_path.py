@@ -12,7 +12,7 @@ import torch
 
 from custom_datasets.settings import get_settings
 from custom_datasets.sources import DataUnavailable, load_data, load_imagenet
-from custom_models import run_files
+from custom_runs import run_files
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = get_settings("ImageNet")

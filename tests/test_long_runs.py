@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from custom_models import run_files
+from custom_runs import run_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = str(ROOT / "implicit-augment.py")
@@ -231,7 +231,7 @@ def cli(monkeypatch):
 
 def _fail_on_epoch(monkeypatch, failing_call):
     """The training loss becomes NaN in the epoch with index `failing_call`."""
-    from custom_models import experiment
+    from custom_runs import experiment
     real, calls = experiment.train_one_epoch, []
 
     def train_one_epoch(*args, **kwargs):

@@ -16,7 +16,7 @@ from custom_datasets.settings import get_settings
 from custom_datasets.sources import DEBIAN_FASHION_MNIST, load_mnist_family
 from custom_datasets import split as split_module
 from custom_datasets.split import build_split, check_split_feasible, load_or_create_split
-from custom_models import run_files
+from custom_runs import run_files
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ import torch
 from custom_datasets.settings import get_settings
 from custom_datasets.sources import load_data
 from custom_datasets.split import build_split
-from custom_models import figures, reporting, run_files
+from custom_runs import figures, reporting, run_files
 from custom_models.networks import build_network
 
 REPO = Path(__file__).resolve().parents[1]

@@ -18,12 +18,12 @@ from custom_datasets.settings import get_settings
 from custom_datasets.sources import InMemoryData, load_data
 from custom_datasets.split import (check_split_feasible, load_or_create_split, made_with_seed,
                                    valid_size_for)
-from custom_models import run_files
+from custom_runs import run_files
 from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, LossModel,
                                         RowRMSprop)
-from custom_models.metrics import learned_summary, minority_accuracy
+from custom_runs.metrics import learned_summary, minority_accuracy
 from custom_models.networks import build_network
-from custom_models.options import UsageError
+from custom_runs.options import UsageError
 from custom_models.schedule import learning_rate
 from custom_models.training import (HyperState, Network, evaluate, hyper_epoch,
                                     train_one_epoch)

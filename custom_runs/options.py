@@ -148,7 +148,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.hyper_beta == 0:
         args.hyper_beta = settings.hyper_lr
     if args.seed is None:
-        from custom_models.run_files import seed_from_run_folder
+        from custom_runs.run_files import seed_from_run_folder
         args.seed = seed_from_run_folder(args.run_folder)
     if not args.run_folder or "/" in args.run_folder or args.run_folder in (".", ".."):
         raise UsageError(f"-r must be a folder name such as run0, got '{args.run_folder}'")

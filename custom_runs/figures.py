@@ -1,4 +1,4 @@
-"""Figures of visualize-density.py (file names in custom_models/run_files.py).
+"""Figures of visualize-density.py (file names in custom_runs/run_files.py).
 
 The paper's qualitative figure: t-SNE of the test-set features (encoder
 output) of several configurations of one run side by side, coloured by class,
@@ -29,8 +29,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from custom_models import run_files  # noqa: E402
-from custom_models.reporting import Configuration  # noqa: E402
+from custom_runs import run_files  # noqa: E402
+from custom_runs.reporting import Configuration  # noqa: E402
 
 EMBEDDING_CACHE_FORMAT = 1
 CLASS_GROUP_COLOURS = ("tab:orange", "tab:green")  # rare vs frequent; blue/red is clean vs noisy
@@ -328,7 +328,7 @@ class GroupedValues:
 
 def _auroc(first: np.ndarray, second: np.ndarray) -> Optional[float]:
     """Mann-Whitney AUROC of first vs second, as in the results file's noisy_weight_auroc."""
-    from custom_models.metrics import roc_auc
+    from custom_runs.metrics import roc_auc
     scores = torch.from_numpy(np.concatenate([first, second]).astype(np.float64))
     positive = torch.zeros(len(scores), dtype=torch.bool)
     positive[:len(first)] = True

@@ -1,5 +1,5 @@
 """Numbers and tables of get-results.py, read from the runs' results files (their
-format is in custom_models/run_files.py).
+format is in custom_runs/run_files.py).
 
 Two views of the same files:
 - one configuration over its runs (the paper's get-results): each run's
@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from custom_models import run_files
+from custom_runs import run_files
 
 PAPER_RESULTS_PATH = Path(__file__).with_name("paper_results.json")
 METRICS = {"best": "best", "last": "final"}  # --metric -> section of the results file
@@ -202,7 +202,7 @@ def _progress(results: dict) -> str:
 def resume_options() -> Tuple[str, ...]:
     """The options of a run that its resume command repeats: those a resume must agree on,
     and --lr, which a resume may lower but which otherwise stays the run's own."""
-    from custom_models.experiment import IDENTITY_OPTIONS
+    from custom_runs.experiment import IDENTITY_OPTIONS
     return IDENTITY_OPTIONS + ("lr",)
 
 
