@@ -2,6 +2,7 @@
 
     python get-results.py -nr 0.1 -ir 100 --dataset SVHN --aug-model SEP --los-model BOTH --hyper-opt HES
     python get-results.py --dataset SVHN --table --paper --format markdown
+    python get-results.py --dataset folder --data-dir DIR --los-model BOTH --hyper-opt HES --suspects 50
 
 Numbers come from the results files that implicit-augment.py writes into each
 run folder (README, "Files"; their format is in custom_runs/run_files.py);
@@ -11,10 +12,12 @@ import argparse
 import os
 import sys
 
-from custom_datasets.settings import DATASETS, get_settings
-from custom_runs import reporting, run_files
+from custom_datasets.settings import DATASETS
+from custom_datasets.sources import DataUnavailable
+from custom_runs import reporting, run_files, suspects
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
-from custom_runs.options import HYPER_OPTIMIZERS, OneLineErrorParser, UsageError, check_run_selection
+from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser, UsageError,
+                                 add_data_dir_argument, check_run_selection, dataset_settings)
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -24,7 +27,8 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--data", default="./local_data", metavar="DIR",
         help="run folders are DIR/{dataset}/runN/ (default: ./local_data)")
     add("--dataset", default="MNIST", metavar="NAME",
-        help=f"one of {', '.join(DATASETS)} (default: MNIST)")
+        help=f"one of {', '.join(DATASETS)}, or folder with --data-dir (default: MNIST)")
+    add_data_dir_argument(parser)
     add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR >= 1 (default: 1)")
     add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio in (0, 1] (default: 1.0)")
     add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio in [0, 1) (default: 0.0)")
@@ -48,6 +52,15 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--minority", action="store_true",
         help="accuracy on the minority (upper-half) classes: added to the per-run report, "
              "used instead of the overall error in --table")
+    add("--suspects", type=int, nargs="?", const=50, default=None, metavar="K",
+        help="the train labels a WGHT/SOFT/BOTH run distrusts: CSV of every train image (most "
+             "suspect first) and an image grid of the top K (K default: 50) of run -r")
+    add("-r", "--run-folder", default="run0", help="--suspects: the run folder (default: run0)")
+    add("--checkpoint", default="best", choices=("best", "last"),
+        help="--suspects: network of the best_ or last_ checkpoint (default: best)")
+    add("--out", default=None, metavar="DIR",
+        help="--suspects: write the CSV and grid to DIR (default: the run folder)")
+    add("--no-cuda", action="store_true", help="--suspects: run the network on the CPU")
     args = parser.parse_args(argv)
     try:
         check_run_selection(args)
@@ -57,11 +70,13 @@ def get_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = get_settings(args.dataset)
+    settings = dataset_settings(args)
+    if args.suspects is not None:
+        return report_suspects(args, settings)
     if args.runs is not None and args.runs < 1:
         raise reporting.ReportError(f"--runs must be at least 1, got {args.runs}")
     if args.table:
-        table = reporting.build_table(args.data, args.dataset, settings.model, args.metric,
+        table = reporting.build_table(args.data, settings.name, settings.model, args.metric,
                                       args.minority, args.paper, args.model, args.runs)
         print(reporting.render_table(table, args.format))
         # a skipped file and its fix go to stderr in every format; csv has no room for notes
@@ -71,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
     config = reporting.Configuration(args.model or settings.model, args.aug_model, args.los_model,
                                      args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
                                      args.noise_ratio, args.overfit, args.oversplit)
-    report = reporting.run_report(args.data, args.dataset, config, args.metric, args.runs,
+    report = reporting.run_report(args.data, settings.name, config, args.metric, args.runs,
                                   args.minority, args.paper)
     print(reporting.render_run_report(report, args.format))
     if args.format == "csv":  # the other formats carry the notes themselves
@@ -80,11 +95,29 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_suspects(args: argparse.Namespace, settings) -> int:
+    import torch
+    if args.suspects < 1:
+        raise reporting.ReportError(f"--suspects K must be at least 1, got {args.suspects}")
+    config = reporting.Configuration(args.model or settings.model, args.aug_model, args.los_model,
+                                     args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
+                                     args.noise_ratio, args.overfit, args.oversplit)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    report = suspects.suspects_report(args.data, settings, args.run_folder, config, args.checkpoint,
+                                      args.suspects, args.out, device)
+    for line in report.summary_lines():
+        print(line)
+    for path in (report.csv_path,) + report.figure_paths:
+        print(f"wrote {path}")
+    return 0
+
+
 if __name__ == "__main__":
     arguments = get_args()
     try:
         sys.exit(main(arguments))
-    except (reporting.ReportError, run_files.UnreadableFile) as error:
+    except (reporting.ReportError, run_files.UnreadableFile, suspects.SuspectsError,
+            UsageError, DataUnavailable) as error:
         # one line the user can act on; a traceback would bury it. Only line breaks are joined:
         # the commands in the message quote paths, whose spaces must stay as they are
         print(f"get-results.py: error: {' '.join(str(error).splitlines())}", file=sys.stderr)

@@ -33,6 +33,8 @@ class DatasetSettings:
     hyper_lr: float = 0.05
     hyper_start_fraction: float = 0.25  # 50 of 200 epochs (ImageNet: 100 of 200)
     in_memory: bool = True  # fits on the training device as uint8
+    folder: Optional[str] = None  # --dataset folder: the user's DIR (custom_datasets/folder.py)
+    classes: Tuple[str, ...] = ()  # class names where the data has them (folder datasets)
 
     @property
     def upper_classes(self) -> range:
@@ -83,6 +85,21 @@ DATASETS = {
         rand_n=2, rand_m=9, colour_n=2, colour_m=9, autoaugment_policy="imagenet",
         dada_policy="imagenet", hyper_lr=0.01, hyper_start_fraction=0.5, in_memory=False),
 }
+
+
+def small_image_settings(channels: int, side: int, num_train: int, num_valid: int,
+                         **data) -> DatasetSettings:
+    """Settings of a user's folder of images under 64 px: the MNIST family's (1 channel) or
+    CIFAR's (3 channels), with batch sizes capped for small sets (about 10 batches an epoch).
+    `data` holds what the images decide: name, sizes, classes, mean, std, folder."""
+    family = dict(_MNIST_FAMILY) if channels == 1 else \
+        dict(_CIFAR, num_classes=0, dada_policy="cifar10",
+             policy_note="no policy was searched for this dataset; using the CIFAR-10 policy")
+    family.update(channels=channels, image_size=side,
+                  batch_size=min(family["batch_size"], max(8, num_train // 10)),
+                  hyper_batch_size=min(family["hyper_batch_size"], max(8, num_valid)))
+    family.pop("mean", None), family.pop("std", None)
+    return DatasetSettings(**{**family, **data})
 
 
 def get_settings(name: str) -> DatasetSettings:

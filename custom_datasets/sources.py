@@ -35,6 +35,11 @@ class InMemoryData:
     train_targets: torch.Tensor  # int64 (T,), official labels
     test_images: torch.Tensor
     test_targets: torch.Tensor
+    # a user's folder (custom_datasets/folder.py): its own valid set, the image files, and
+    # whether the test pass runs on valid/ for want of a test/ folder
+    valid_indices: Optional[torch.Tensor] = None  # None: a stratified draw (DESIGN §2)
+    train_paths: Optional[List[str]] = None
+    test_is_valid: bool = False
 
     @property
     def num_train(self) -> int:
@@ -51,6 +56,9 @@ class FolderData:
     train_targets: torch.Tensor
     test_targets: torch.Tensor
     classes: List[str]  # class folder names, sorted; label i is classes[i] in train and test
+    valid_indices: Optional[torch.Tensor] = None  # as in InMemoryData
+    train_paths: Optional[List[str]] = None
+    test_is_valid: bool = False
 
     @property
     def num_train(self) -> int:
@@ -329,6 +337,9 @@ def load_data(settings: DatasetSettings, data_root, download: bool = True):
 
 def _load_data(settings: DatasetSettings, data_root: Path, download: bool):
     name = settings.name
+    if settings.folder is not None:
+        from custom_datasets.folder import load_folder
+        return load_folder(settings)
     if name in ("MNIST", "FashionMNIST"):
         data = load_mnist_family(name, data_root, download)
     elif name == "DIGITS":

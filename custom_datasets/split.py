@@ -3,7 +3,7 @@ class imbalance, label noise; one file per run folder shared by every configurat
 """
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
@@ -44,11 +44,16 @@ def stratified_valid(targets: torch.Tensor, num_classes: int, valid_size: int,
 
 
 def build_split(targets: torch.Tensor, num_classes: int, valid_size: int, imbalance_ratio: int,
-                subsample_ratio: float, noise_ratio: float, seed: int) -> Split:
-    """DESIGN §2; raises ValueError if the setting leaves the train set or a class group empty."""
+                subsample_ratio: float, noise_ratio: float, seed: int,
+                fixed_valid: Optional[torch.Tensor] = None) -> Split:
+    """DESIGN §2; raises ValueError if the setting leaves the train set or a class group empty.
+    `fixed_valid`: the data's own clean valid set (a user's valid/ folder) instead of a draw."""
     generator = torch.Generator().manual_seed(seed)
     total = len(targets)
-    valid = stratified_valid(targets, num_classes, valid_size, generator)
+    if fixed_valid is None:
+        valid = stratified_valid(targets, num_classes, valid_size, generator)
+    else:
+        valid = torch.sort(fixed_valid.long()).values
     in_pool = torch.ones(total, dtype=torch.bool)
     in_pool[valid] = False
     pool = torch.nonzero(in_pool).flatten()
@@ -99,12 +104,12 @@ def check_split_feasible(targets: torch.Tensor, num_classes: int, valid_size: in
 
 def load_or_create_split(folder: Path, targets: torch.Tensor, num_classes: int, valid_size: int,
                          imbalance_ratio: int, subsample_ratio: float, noise_ratio: float,
-                         seed: int) -> Split:
+                         seed: int, fixed_valid: Optional[torch.Tensor] = None) -> Split:
     """The run's split file; created once (atomically), then loaded by every configuration."""
     path = Path(folder) / run_files.split_file_name(imbalance_ratio, subsample_ratio, noise_ratio)
     if not path.is_file():
         split = build_split(targets, num_classes, valid_size, imbalance_ratio, subsample_ratio,
-                            noise_ratio, seed)
+                            noise_ratio, seed, fixed_valid)
         run_files.create_once(split.as_tuple(), path)
     loaded = run_files.load_torch(path)
     try:
@@ -119,9 +124,9 @@ def load_or_create_split(folder: Path, targets: torch.Tensor, num_classes: int, 
 
 def made_with_seed(split: Split, targets: torch.Tensor, num_classes: int, valid_size: int,
                    imbalance_ratio: int, subsample_ratio: float, noise_ratio: float,
-                   seed: int) -> bool:
+                   seed: int, fixed_valid: Optional[torch.Tensor] = None) -> bool:
     """Whether `split` is the one `seed` makes (False for a split file made with another
     seed, by another version, or by the paper's code). Rebuilding costs milliseconds."""
     expected = build_split(targets, num_classes, valid_size, imbalance_ratio, subsample_ratio,
-                           noise_ratio, seed)
+                           noise_ratio, seed, fixed_valid)
     return all(torch.equal(mine, theirs) for mine, theirs in zip(split.as_tuple(), expected.as_tuple()))

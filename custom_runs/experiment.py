@@ -14,7 +14,6 @@ import torch
 from tqdm import tqdm
 
 from custom_datasets.batches import DeviceBatches, FolderBatches, cycle
-from custom_datasets.settings import get_settings
 from custom_datasets.sources import InMemoryData, load_data
 from custom_datasets.split import (check_split_feasible, load_or_create_split, made_with_seed,
                                    valid_size_for)
@@ -23,7 +22,7 @@ from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, Lo
                                         RowRMSprop)
 from custom_runs.metrics import learned_summary, minority_accuracy
 from custom_models.networks import build_network
-from custom_runs.options import UsageError
+from custom_runs.options import UsageError, dataset_settings
 from custom_models.schedule import learning_rate
 from custom_models.training import (HyperState, Network, evaluate, hyper_epoch,
                                     train_one_epoch)
@@ -76,9 +75,10 @@ class Experiment:
         """`data` (InMemoryData) replaces the dataset's files, e.g. random images in benchmarks."""
         self.args = args
         self.data = data
-        self.settings = get_settings(args.dataset)
+        self.settings = dataset_settings(args)
         self.device = select_device(args)
-        self.folder = run_files.run_dir(args.data, args.dataset, args.run_folder)
+        # a folder dataset's runs go under {data}/folder_{DIR's name}/
+        self.folder = run_files.run_dir(args.data, self.settings.name, args.run_folder)
         self.name = run_files.run_name(args.model, args.hyper_opt, args.aug_model, args.los_model,
                                        args.imbalance_ratio, args.subsample_ratio, args.noise_ratio,
                                        args.overfit, args.oversplit)
@@ -117,6 +117,13 @@ class Experiment:
         args, settings = self.args, self.settings
         if self.data is None:
             self.data = load_data(settings, args.data)
+        if settings.folder is not None:
+            from custom_datasets.folder import describe
+            print(describe(settings), file=sys.stderr)
+        if getattr(self.data, "test_is_valid", False):
+            print(f"note: {settings.folder} has no test/ folder: test accuracies are measured on "
+                  f"valid/, which the hyperparameters are fitted to", file=sys.stderr)
+        fixed_valid = getattr(self.data, "valid_indices", None)
         official = self.data.train_targets
         valid_size = valid_size_for(len(official), settings.train_size, settings.valid_size)
         try:
@@ -124,7 +131,8 @@ class Experiment:
                                  args.subsample_ratio)
             self.split = load_or_create_split(self.folder, official, settings.num_classes,
                                               valid_size, args.imbalance_ratio,
-                                              args.subsample_ratio, args.noise_ratio, args.seed)
+                                              args.subsample_ratio, args.noise_ratio, args.seed,
+                                              fixed_valid)
         except ValueError as error:
             raise UsageError(str(error)) from None
         # images of each true class in the train subset (the results file reports them too)
@@ -137,7 +145,8 @@ class Experiment:
                   f"-sr {args.subsample_ratio}", file=sys.stderr)
         self.split_seed = args.seed
         if not made_with_seed(self.split, official, settings.num_classes, valid_size,
-                              args.imbalance_ratio, args.subsample_ratio, args.noise_ratio, args.seed):
+                              args.imbalance_ratio, args.subsample_ratio, args.noise_ratio, args.seed,
+                              fixed_valid):
             self.split_seed = None
             self.check_foreign_split()
 
@@ -234,7 +243,9 @@ class Experiment:
         self.network = Network(forward_encoder, decoder, amp=device.type == "cuda" and not args.no_amp)
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=args.lr, momentum=0.9,
                                          nesterov=True, weight_decay=1e-4)
-        distorted = args.imbalance_ratio != 1 or args.noise_ratio != 0
+        # a user's own folder is taken to be noisy and imbalanced already (DESIGN §3.1)
+        distorted = args.imbalance_ratio != 1 or args.noise_ratio != 0 or \
+            self.settings.folder is not None
         num_train = self.data.num_train
         self.loss_model = LossModel(num_train, settings.num_classes, args.los_model,
                                     self.split.train_targets, distorted, device)
@@ -322,6 +333,7 @@ class Experiment:
                 "split": {"train_size": len(split.train_indices),
                           "valid_size": len(split.valid_indices), "noisy_labels": noisy,
                           "train_class_counts": self.train_class_counts},
+                "test_set": "valid" if getattr(self.data, "test_is_valid", False) else "test",
                 "timings_s": self.timings, "versions": versions(self.device)}
 
     # ------------------------------------------------------------------ loop

@@ -26,7 +26,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     add("--data", default="./local_data", metavar="DIR",
         help="dataset files and run folders go under DIR/{dataset}/ (default: ./local_data)")
     add("--dataset", default="MNIST", metavar="NAME",
-        help=f"one of {', '.join(DATASETS)} (default: MNIST; DIGITS needs no download)")
+        help=f"one of {', '.join(DATASETS)}, or folder with --data-dir "
+             f"(default: MNIST; DIGITS needs no download)")
+    add_data_dir_argument(parser)
     add("--workers", type=int, default=4, help="DataLoader workers, ImageNet only (default: 4)")
     add("--epochs", type=int, default=200, help="training epochs (default: 200)")
     add("--lr", type=float, default=None, help="network learning rate (default: the dataset's, see the README's Datasets table); "
@@ -73,6 +75,35 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     return parser
 
 
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", default=None, metavar="DIR",
+        help="with --dataset folder: your images as DIR/train/<class>/*, DIR/valid/<class>/* "
+             "(clean), optional DIR/test/<class>/*; runs go to {data}/folder_{DIR's name}/")
+
+
+def dataset_settings(args: argparse.Namespace):
+    """The settings of --dataset (and --data-dir for a folder dataset); raises UsageError."""
+    from custom_datasets.folder import FOLDER_DATASET, folder_settings
+    from custom_datasets.sources import DataUnavailable
+    data_dir = getattr(args, "data_dir", None)
+    if args.dataset == FOLDER_DATASET:
+        if not data_dir:
+            raise UsageError("--dataset folder needs --data-dir DIR (DIR/train/<class>/*, "
+                             "DIR/valid/<class>/*)")
+        try:
+            return folder_settings(data_dir)
+        except DataUnavailable as error:
+            raise UsageError(str(error)) from None
+    if data_dir:
+        raise UsageError(f"--data-dir is for --dataset folder, not --dataset {args.dataset}; "
+                         f"drop it, or use --dataset folder")
+    try:
+        return get_settings(args.dataset)
+    except ValueError as error:
+        raise UsageError(f"{error}, or folder with --data-dir (--dataset)") from None
+
+
 def check_distortion(imbalance_ratio: int, subsample_ratio: float, noise_ratio: float) -> None:
     """The -ir / -sr / -nr ranges of DESIGN §2; raises UsageError."""
     checks = [
@@ -89,10 +120,7 @@ def check_run_selection(args: argparse.Namespace) -> None:
     """The options get-results.py and visualize-density.py pick runs by (--dataset,
     -ir/-sr/-nr, the ablation flags), checked as implicit-augment.py checks them: no run
     can exist outside them. Raises UsageError."""
-    try:
-        get_settings(args.dataset)
-    except ValueError as error:
-        raise UsageError(f"{error} (--dataset)") from None
+    dataset_settings(args)
     check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
     if args.overfit and args.oversplit:
         raise UsageError("choose at most one of --overfit and --oversplit")
@@ -100,10 +128,7 @@ def check_run_selection(args: argparse.Namespace) -> None:
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
     """Checks every option and fills the dataset-dependent defaults; raises UsageError."""
-    try:
-        settings = get_settings(args.dataset)
-    except ValueError as error:
-        raise UsageError(f"{error} (--dataset)") from None
+    settings = dataset_settings(args)
     if args.model is None:
         args.model = settings.model
     try:

@@ -8,6 +8,9 @@
     {data}/{dataset}/runN/tensorboard/{run_name}/            learning curves
     {data}/{dataset}/runN/debug_{run_name}.png               --plot-debug grid
     {data}/{dataset}/runN/.lock_{run_name}                   held while a process trains it
+    {data}/{dataset}/runN/suspects_{run_name}.csv|png|pdf    get-results.py --suspects (or in --out)
+    {data}/folder_{name}/runN/...        --dataset folder --data-dir .../{name} (same files)
+    {DIR}/.autodo_stats.json             a folder dataset's classes, size, mean/std, file stamp
     {visualizations}/{kind}_{dataset}_..._{labels}.png|pdf   figures of visualize-density.py
     {visualizations}/cache/{dataset}_{run}_{checkpoint}.pt   cached features and t-SNE
 
@@ -45,6 +48,7 @@ Results file (JSON, one per run folder and configuration):
                        "aug_magnitude_lower", "aug_magnitude_upper", "skipped_hyper_steps"}
                       (null where the configuration does not learn that table)
     split             {"train_size", "valid_size", "noisy_labels", "train_class_counts"}
+    test_set          "test", or "valid" for a folder dataset without test/ (accuracies on valid/)
     timings_s         {"hyper", "train", "test", "total"}
     versions          {"python", "torch", "torchvision", "kornia", "numpy", "cuda", "device"}
 """
@@ -173,6 +177,12 @@ def configuration_lock(folder: Path, name: str) -> Iterator[None]:
 
 def results_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"results_{name}.json"
+
+
+def suspects_base_path(folder: Path, name: str, checkpoint: str = "best") -> Path:
+    """suspects_{run_name}[_last]: .csv (every train image, most suspect first), .png/.pdf
+    (the top-K grid) of get-results.py --suspects."""
+    return Path(folder) / f"suspects_{name}{'_last' if checkpoint == 'last' else ''}"
 
 
 def debug_grid_path(folder: Path, name: str) -> Path:
