@@ -13,10 +13,11 @@ import sys
 
 import torch
 
-from custom_datasets.settings import DATASETS, get_settings
+from custom_datasets.settings import DATASETS
 from custom_datasets.sources import DataUnavailable
 from custom_runs import figures, reporting, run_files
-from custom_runs.options import OneLineErrorParser, UsageError, check_run_selection
+from custom_runs.options import (OneLineErrorParser, UsageError, add_data_dir_argument,
+                                 check_run_selection, dataset_settings)
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -25,7 +26,9 @@ def get_args(argv=None) -> argparse.Namespace:
     add = parser.add_argument
     add("--data", default="./local_data", metavar="DIR",
         help="dataset files and run folders are under DIR/{dataset}/ (default: ./local_data)")
-    add("--dataset", default="MNIST", metavar="NAME", help=f"one of {', '.join(DATASETS)} (default: MNIST)")
+    add("--dataset", default="MNIST", metavar="NAME",
+        help=f"one of {', '.join(DATASETS)}, or folder with --data-dir (default: MNIST)")
+    add_data_dir_argument(parser)
     add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR >= 1 (default: 1)")
     add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio in (0, 1] (default: 1.0)")
     add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio in [0, 1) (default: 0.0)")
@@ -73,7 +76,7 @@ def get_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = get_settings(args.dataset)
+    settings = dataset_settings(args)
     model = args.model or settings.model
     methods = reporting.paper_methods()
     configs = {label: reporting.Configuration(model, *methods[label], args.imbalance_ratio,

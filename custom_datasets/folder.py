@@ -199,6 +199,9 @@ def compute_stats(layout: FolderLayout) -> dict:
     """Everything the settings need from the images; decodes every image once (small images)
     or a seeded sample of the train images (large ones), after checking every header."""
     channels, (side, _), resized = _probe(layout)
+    if resized:
+        print(f"note: {resized} image{'s are' if resized > 1 else ' is'} not {side}x{side}, the most "
+              f"common size in {layout.root}; resized to it (bilinear)", file=sys.stderr)
     train = list(layout.train)
     if side >= LARGE_IMAGE_SIDE:
         channels = 3  # the ImageNet path reads RGB

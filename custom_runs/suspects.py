@@ -6,7 +6,10 @@ Trust of train image i with given label y (the lower, the more suspect):
     BOTH  w_i * q_i[y]         both: the weight of the given label in the training loss
 The suggested label is the soft label's top class where it differs from y, else the
 trained network's prediction where that differs from y, else y itself (nothing better
-known). Where the truth is known (noise injected with -nr), the top-K is scored against
+known). The learned tables always come from the last_ checkpoint (the end of training: a
+best_ checkpoint may predate the hyper steps, which start at --hyper-start); the network
+from --checkpoint (best_ by default: with noisy labels the best epoch is often an early
+one, before the network memorised the wrong labels). Where the truth is known (noise injected with -nr), the top-K is scored against
 the truly flipped labels, beside the self-confidence baseline of label-error detection:
 rank by the trained network's probability of the given label.
 """
@@ -101,14 +104,15 @@ def rank_suspects(given: torch.Tensor, weights: torch.Tensor, soft: torch.Tensor
             "from_network": from_network, "soft_given": soft_given, "predicted": predicted}
 
 
-def build_report(data, settings, split, checkpoint: dict, los_model: str, model: str, top_k: int,
-                 truth_known: bool, device: torch.device, batch_size: int = 500,
+def build_report(data, settings, split, tables: dict, checkpoint: dict, los_model: str, model: str,
+                 top_k: int, truth_known: bool, device: torch.device, batch_size: int = 500,
                  checkpoint_path: Path = Path("checkpoint")) -> Suspects:
+    """`tables`: the reweight_state_dict of the learned tables; `checkpoint`: the network's."""
     if los_model not in LEARNING_LOSS_MODELS:
         raise SuspectsError(f"--suspects needs a run that learned loss weights or soft labels "
                             f"(--los-model WGHT, SOFT or BOTH), not --los-model {los_model}")
     _, train, targets = (torch.as_tensor(part).long() for part in split)
-    reweight = checkpoint.get("reweight_state_dict", {})
+    reweight = tables
     if len(reweight.get("weight_logits", ())) != len(targets):
         raise run_files.UnreadableFile(f"{checkpoint_path}: its tables do not match the "
                                        f"{len(targets)} images of the split file")
@@ -191,6 +195,8 @@ def plot_grid(report: Suspects, data, title: str):
         colour = "black" if wrong is None else ("tab:red" if wrong else "tab:green")
         ax.set_title(f"{row['given']} → {row['suggested']}\n{row['trust']:.2f}", fontsize=7,
                      color=colour)
+    if report.truth_known:
+        title += "\nred: truly mislabelled (injected noise), green: label was right"
     fig.suptitle(title, fontsize=9)
     return fig
 
@@ -206,9 +212,10 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
     folder = run_files.run_dir(data_root, settings.name, run_folder)
     path_of = run_files.best_checkpoint_path if checkpoint_kind == "best" else run_files.last_checkpoint_path
     checkpoint_path = path_of(folder, config.name)
+    last_path = run_files.last_checkpoint_path(folder, config.name)
     split_path = folder / run_files.split_file_name(config.imbalance_ratio, config.subsample_ratio,
                                                     config.noise_ratio)
-    for needed in (checkpoint_path, split_path):
+    for needed in (checkpoint_path, last_path, split_path):
         if not needed.is_file():
             raise SuspectsError(f"missing {needed}; train the configuration first with "
                                 f"implicit-augment.py -r {run_folder} and the same options")
@@ -217,7 +224,8 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
     data = load_data(settings, data_root)
     split = run_files.load_torch(split_path)
     checkpoint = run_files.load_torch(checkpoint_path)
-    report = build_report(data, settings, split, checkpoint, config.los_model, config.model,
+    tables = run_files.load_torch(last_path).get("reweight_state_dict", {})
+    report = build_report(data, settings, split, tables, checkpoint, config.los_model, config.model,
                           top_k, config.noise_ratio > 0, device, checkpoint_path=checkpoint_path)
     report.csv_path = out.parent / f"{out.name}.csv"
     write_csv(report, report.csv_path)
