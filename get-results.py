@@ -62,6 +62,8 @@ def get_args(argv=None) -> argparse.Namespace:
         help="--suspects: write the CSV and grid to DIR (default: the run folder)")
     add("--no-cuda", action="store_true", help="--suspects: run the network on the CPU")
     args = parser.parse_args(argv)
+    if args.table and args.suspects is not None:
+        parser.error("choose one of --table and --suspects")
     try:
         check_run_selection(args)
     except UsageError as error:

@@ -30,7 +30,7 @@ from custom_transforms.base import EvalTransform, TrainTransform
 
 # options that define a configuration; a resume must agree on all of them but --lr, which
 # may be lowered to get past a non-finite loss (the change is recorded in lr_changes)
-IDENTITY_OPTIONS = ("dataset", "model", "imbalance_ratio", "subsample_ratio", "noise_ratio",
+IDENTITY_OPTIONS = ("dataset", "data_dir", "model", "imbalance_ratio", "subsample_ratio", "noise_ratio",
                     "aug_model", "los_model", "hyper_opt", "overfit", "oversplit", "epochs",
                     "lr_decay_rate", "lr_decay_epochs", "lr_warm_epochs", "hyper_start",
                     "hyper_steps", "hyper_iters", "hyper_alpha", "hyper_beta", "hyper_gamma", "seed")

@@ -116,6 +116,10 @@ def build_report(data, settings, split, tables: dict, checkpoint: dict, los_mode
     if len(reweight.get("weight_logits", ())) != len(targets):
         raise run_files.UnreadableFile(f"{checkpoint_path}: its tables do not match the "
                                        f"{len(targets)} images of the split file")
+    if len(targets) != len(data.train_targets):
+        raise SuspectsError(f"the run's split file covers {len(targets)} images, the data now has "
+                            f"{len(data.train_targets)}: the folder changed since the run; "
+                            f"train again (--force) to rank the new images")
     given = targets[train]
     weights = (F.softplus(reweight["weight_logits"].float()) / math.log(2.0))[train].cpu()
     soft = F.softmax(reweight["soft_logits"].float()[train], -1).cpu()
