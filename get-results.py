@@ -17,7 +17,8 @@ from custom_datasets.sources import DataUnavailable
 from custom_runs import reporting, run_files, suspects
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
 from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser, UsageError,
-                                 add_data_dir_argument, check_run_selection, dataset_settings)
+                                 add_data_dir_argument, add_paper_text_argument,
+                                 check_run_selection, dataset_settings)
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -40,6 +41,7 @@ def get_args(argv=None) -> argparse.Namespace:
         help="network (default: the dataset's); with --table, show only this network's runs")
     add("--overfit", action="store_true", help="the --overfit ablation's runs")
     add("--oversplit", action="store_true", help="the --oversplit ablation's runs")
+    add_paper_text_argument(parser, selects="the runs that ")
     add("--runs", type=int, default=None, metavar="N",
         help="require at least N finished runs and use the first N (error if fewer); "
              "with --table, use at most the first N runs of each cell (default: every run found)")
@@ -87,7 +89,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     config = reporting.Configuration(args.model or settings.model, args.aug_model, args.los_model,
                                      args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
-                                     args.noise_ratio, args.overfit, args.oversplit)
+                                     args.noise_ratio, args.overfit, args.oversplit,
+                                     tuple(args.paper_text))
     report = reporting.run_report(args.data, settings.name, config, args.metric, args.runs,
                                   args.minority, args.paper)
     print(reporting.render_run_report(report, args.format))

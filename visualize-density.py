@@ -17,7 +17,7 @@ from custom_datasets.settings import DATASETS
 from custom_datasets.sources import DataUnavailable
 from custom_runs import figures, reporting, run_files
 from custom_runs.options import (OneLineErrorParser, UsageError, add_data_dir_argument,
-                                 check_run_selection, dataset_settings)
+                                 add_paper_text_argument, check_run_selection, dataset_settings)
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -36,6 +36,7 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--model", default=None, help="network the runs used (default: the dataset's)")
     add("--overfit", action="store_true", help="the --overfit ablation's checkpoints")
     add("--oversplit", action="store_true", help="the --oversplit ablation's checkpoints")
+    add_paper_text_argument(parser, selects="the checkpoints of runs that ")
     methods = list(reporting.paper_methods())
     add("--configs", nargs="+", default=["Baseline", "FAA", "A_W_S"], choices=methods, metavar="NAME",
         help=f"configurations side by side, by the paper's names: {', '.join(methods)} "
@@ -81,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
     methods = reporting.paper_methods()
     configs = {label: reporting.Configuration(model, *methods[label], args.imbalance_ratio,
                                               args.subsample_ratio, args.noise_ratio,
-                                              args.overfit, args.oversplit)
+                                              args.overfit, args.oversplit, tuple(args.paper_text))
                for label in dict.fromkeys(args.configs)}
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     run = figures.RunFigures(args.data, settings, args.run_folder, configs, args.checkpoint,

@@ -109,8 +109,9 @@ class AugmentModel(nn.Module):
         return {name: table[rows].detach().requires_grad_(requires_grad)
                 for name, table in self.learned_tables().items()}
 
-    def augment(self, images: torch.Tensor, rows: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return affine.augment(images, rows["probability_logits"], rows["magnitude_logits"])
+    def augment(self, images: torch.Tensor, rows: Dict[str, torch.Tensor],
+                resampling: affine.Resampling = affine.RELEASED) -> torch.Tensor:
+        return affine.augment(images, rows["probability_logits"], rows["magnitude_logits"], resampling)
 
 
 def table_bytes(num_train: int, num_classes: int, los_model: str, aug_model: str) -> dict:

@@ -18,29 +18,36 @@ from custom_datasets.settings import DatasetSettings
 
 
 class PreActBlock(nn.Module):
-    """Pre-activation wide-ResNet block: BN-CELU-conv-BN-CELU-conv, 1x1 projection on shape change."""
+    """Pre-activation wide-ResNet block: BN-CELU-conv-BN-CELU-conv, 1x1 projection on shape change.
 
-    def __init__(self, in_planes: int, planes: int, stride: int):
+    The released code's layout (default): the stride is in the second convolution and the
+    projection sees the raw input. The layout of the pre-activation ResNet papers
+    (`--paper-text wrn-block`, text_layout=True): the stride is in the first convolution
+    and the projection sees the activated input."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int, text_layout: bool = False):
         super().__init__()
+        self.text_layout = text_layout
         self.bn1 = nn.BatchNorm2d(in_planes, momentum=0.1)
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=True)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride if text_layout else 1, 1, bias=True)
         self.bn2 = nn.BatchNorm2d(planes, momentum=0.1)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1 if text_layout else stride, 1, bias=True)
         self.shortcut = None
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, 0, bias=True)
 
     def forward(self, x):
         out = F.celu(self.bn1(x))
-        # the projection sees the activated input, as in pre-activation ResNets
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        shortcut = x
+        if self.shortcut is not None:
+            shortcut = self.shortcut(out if self.text_layout else x)
         out = self.conv1(out)
         out = self.conv2(F.celu(self.bn2(out)))
         return out + shortcut
 
 
 class WideResNetEncoder(nn.Module):
-    def __init__(self, depth: int, widen_factor: int, in_channels: int):
+    def __init__(self, depth: int, widen_factor: int, in_channels: int, text_layout: bool = False):
         super().__init__()
         if (depth - 4) % 6 != 0:
             raise ValueError(f"wide ResNet depth must be 6n+4, got {depth}")
@@ -51,7 +58,7 @@ class WideResNetEncoder(nn.Module):
         for stage, planes in enumerate(widths[1:]):
             for block in range(blocks_per_stage):
                 stride = 2 if stage > 0 and block == 0 else 1
-                layers.append(PreActBlock(in_planes, planes, stride))
+                layers.append(PreActBlock(in_planes, planes, stride, text_layout))
                 in_planes = planes
         self.blocks = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(in_planes, momentum=0.1)
@@ -120,15 +127,23 @@ def check_model_name(name: str) -> None:
         raise ValueError(f"model '{name}': wide ResNet depth must be 6n+4 (10, 16, 22, 28, ...)")
 
 
-def build_network(name: str, settings: DatasetSettings) -> Tuple[nn.Module, nn.Linear]:
-    """Returns (encoder, decoder): features = encoder(images); logits = decoder(features)."""
+def build_network(name: str, settings: DatasetSettings,
+                  text_wide_block: bool = False) -> Tuple[nn.Module, nn.Linear]:
+    """Returns (encoder, decoder): features = encoder(images); logits = decoder(features).
+
+    A wide ResNet keeps PyTorch's default initialisation, as in the released code, unless
+    `text_wide_block` (then its block layout and initialisation are those of the
+    pre-activation ResNet papers, Kaiming fan-out); the ResNet-18 is always Kaiming fan-out."""
     check_model_name(name)
     match = _WIDE.fullmatch(name)
     if match:
-        encoder = WideResNetEncoder(int(match.group(1)), int(match.group(2)), settings.channels)
+        encoder = WideResNetEncoder(int(match.group(1)), int(match.group(2)), settings.channels,
+                                    text_wide_block)
     else:
         encoder = ResNetEncoder(settings.channels, small=settings.image_size < 64)
     decoder = nn.Linear(encoder.num_features, settings.num_classes)
+    if match and not text_wide_block:
+        return encoder, decoder
     for module in encoder.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -32,3 +32,15 @@ def learning_rate(base_lr: float, epoch: int, batch: int, batches_per_epoch: int
         progress = (epoch * batches_per_epoch + batch) / (warm_epochs * batches_per_epoch)
         return start + (target - start) * progress
     return epoch_rate(base_lr, epoch, epochs, final_factor, decay_epochs)
+
+
+def hyper_learning_rate(base_lr: float, epoch: int, hyper_start: int, epochs: int, step: int,
+                        steps_per_epoch: int, warm_epochs: int = 5, first_hyper_epoch: int = 1) -> float:
+    """The hyperparameters' rate at hyper step `step` of epoch `epoch` (0-based, after
+    `hyper_start`): the rule above over the epochs - hyper_start - 1 hyper epochs, with the
+    first hyper epoch numbered `first_hyper_epoch`. The released code numbers it 1, so its
+    warm-up is already a fifth done when the first hyper step runs and lasts one epoch less;
+    the paper's text counts the hyper epochs from 0 (`--paper-text warmup`)."""
+    hyper_epoch = epoch - hyper_start - 1 + first_hyper_epoch
+    return learning_rate(base_lr, hyper_epoch, step, steps_per_epoch, epochs - hyper_start - 1,
+                         warm_epochs, 1e-3)

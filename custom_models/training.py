@@ -48,6 +48,15 @@ class HyperState:
     iterations: int = 5
     alpha: float = 0.01
     skipped_steps: int = 0
+    resampling: affine.Resampling = affine.RELEASED
+    # the released code sends every configuration's train images (and every hyper step's valid
+    # images) through the identity x4 resample, so all methods carry the same artefacts; the
+    # paper's text resamples only those of the learned augmentation (`--paper-text baselines`)
+    resample_every_configuration: bool = True
+
+    @property
+    def resamples(self) -> bool:
+        return self.augment_model is not None or self.resample_every_configuration
 
 
 @dataclass
@@ -78,12 +87,13 @@ def frozen(module: nn.Module):
             parameter.requires_grad_(flag)
 
 
-def augmented(images, indices, augment_model: Optional[AugmentModel], requires_grad=False):
-    """Images after the learned augmentation (if any) and the rows it used."""
-    if augment_model is None:
-        return images, {}
-    rows = augment_model.rows(indices, requires_grad=requires_grad)
-    return augment_model.augment(images, rows), rows
+def augmented(images, indices, hyper: HyperState, requires_grad=False):
+    """Images after the learned augmentation (or the identity resample, or nothing) and the
+    rows of the augmentation tables it used."""
+    if hyper.augment_model is None:
+        return (affine.resample(images, resampling=hyper.resampling) if hyper.resamples else images), {}
+    rows = hyper.augment_model.rows(indices, requires_grad=requires_grad)
+    return hyper.augment_model.augment(images, rows, hyper.resampling), rows
 
 
 def train_one_epoch(network: Network, hyper: HyperState, batches, optimizer: torch.optim.Optimizer,
@@ -99,7 +109,7 @@ def train_one_epoch(network: Network, hyper: HyperState, batches, optimizer: tor
     for batch, (images, _, indices) in enumerate(batches):
         set_lr(batch)
         with torch.no_grad():
-            images, _ = augmented(images, indices, hyper.augment_model)
+            images, _ = augmented(images, indices, hyper)
         logits = network.decoder(network.features(images))
         loss = hyper.loss_model.train_loss(logits, hyper.loss_model.rows(indices))
         optimizer.zero_grad(set_to_none=True)
@@ -115,11 +125,12 @@ def train_one_epoch(network: Network, hyper: HyperState, batches, optimizer: tor
     return mean
 
 
-def valid_gradient(network: Network, images, labels, resample: bool) -> torch.Tensor:
-    """v = ∂L_v/∂θ on a clean batch; with a learned augmentation the images are
-    resampled with the identity, so they carry the train images' artefacts."""
+def valid_gradient(network: Network, images, labels, resample: bool,
+                   resampling: affine.Resampling = affine.RELEASED) -> torch.Tensor:
+    """v = ∂L_v/∂θ on a batch with clean labels; `resample`: the images are resampled with
+    the identity, so they carry the train images' artefacts."""
     with torch.no_grad():
-        features = network.features(affine.resample(images) if resample else images)
+        features = network.features(affine.resample(images, resampling=resampling) if resample else images)
     theta = network.decoder.weight
     loss = F.cross_entropy(F.linear(features, theta, network.decoder.bias), labels)
     return torch.autograd.grad(loss, theta)[0]
@@ -129,10 +140,10 @@ def hyper_step(network: Network, hyper: HyperState, train_batch, valid_batch):
     """One hypergradient step on the learned tables. Returns the Hypergradient and a
     boolean device tensor: False when it was non-finite and the step was skipped."""
     valid_images, valid_labels, _ = valid_batch
-    v = valid_gradient(network, valid_images, valid_labels, hyper.augment_model is not None)
+    v = valid_gradient(network, valid_images, valid_labels, hyper.resamples, hyper.resampling)
 
     images, _, indices = train_batch
-    images, augment_rows = augmented(images, indices, hyper.augment_model, requires_grad=True)
+    images, augment_rows = augmented(images, indices, hyper, requires_grad=True)
     loss_rows = hyper.loss_model.rows(indices, requires_grad=True)
     features = network.features(images)
     bias = network.decoder.bias.detach()

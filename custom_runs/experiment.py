@@ -23,9 +23,10 @@ from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, Lo
 from custom_runs.metrics import learned_summary, minority_accuracy
 from custom_models.networks import build_network
 from custom_runs.options import UsageError, dataset_settings
-from custom_models.schedule import learning_rate
+from custom_models.schedule import hyper_learning_rate, learning_rate
 from custom_models.training import (HyperState, Network, evaluate, hyper_epoch,
                                     train_one_epoch)
+from custom_transforms.affine import Resampling
 from custom_transforms.base import EvalTransform, TrainTransform
 
 # options that define a configuration; a resume must agree on all of them but --lr, which
@@ -33,7 +34,8 @@ from custom_transforms.base import EvalTransform, TrainTransform
 IDENTITY_OPTIONS = ("dataset", "data_dir", "model", "imbalance_ratio", "subsample_ratio", "noise_ratio",
                     "aug_model", "los_model", "hyper_opt", "overfit", "oversplit", "epochs",
                     "lr_decay_rate", "lr_decay_epochs", "lr_warm_epochs", "hyper_start",
-                    "hyper_steps", "hyper_iters", "hyper_alpha", "hyper_beta", "hyper_gamma", "seed")
+                    "hyper_steps", "hyper_iters", "hyper_alpha", "hyper_beta", "hyper_gamma", "seed",
+                    "paper_text")
 
 
 def select_device(args) -> torch.device:
@@ -81,7 +83,7 @@ class Experiment:
         self.folder = run_files.run_dir(args.data, self.settings.name, args.run_folder)
         self.name = run_files.run_name(args.model, args.hyper_opt, args.aug_model, args.los_model,
                                        args.imbalance_ratio, args.subsample_ratio, args.noise_ratio,
-                                       args.overfit, args.oversplit)
+                                       args.overfit, args.oversplit, args.paper_text)
         self.best_path = run_files.best_checkpoint_path(self.folder, self.name)
         self.last_path = run_files.last_checkpoint_path(self.folder, self.name)
         self.results_path = run_files.results_path(self.folder, self.name)
@@ -216,24 +218,29 @@ class Experiment:
                 return FolderBatches(dataset, labels, indices, size, shuffle, transform, device,
                                      args.workers, drop_last)
             train_source, test_source = self.data.train, self.data.test
-            valid_source = self.data.train_plain
+            valid_source = self.data.train_plain if "valid" in args.paper_text else train_source
 
+        # the released code draws the valid batches of hyper steps from the train dataset
+        # object, so they carry the train transforms (labels stay the official ones)
+        valid_transform = eval_transform if "valid" in args.paper_text else self.train_transform
+        # and its valid and hyper loaders drop a short last batch, as the train loader does
+        drop_short = "last-batch" not in args.paper_text
         test_indices = torch.arange(len(self.data.test_targets))
         self.train_batches = batches(train_source, noisy_labels, train_indices, settings.batch_size,
                                      True, self.train_transform, drop_last=True)
         self.hyper_batches = batches(train_source, noisy_labels, train_indices,
-                                     settings.hyper_batch_size, True, self.train_transform)
+                                     settings.hyper_batch_size, True, self.train_transform, drop_short)
         if args.overfit:
             self.valid_batches = batches(test_source, test_labels, test_indices,
-                                         settings.hyper_batch_size, True, eval_transform)
+                                         settings.hyper_batch_size, True, eval_transform, drop_short)
         else:
             self.valid_batches = batches(valid_source, official_labels, valid_indices,
-                                         settings.hyper_batch_size, True, eval_transform)
+                                         settings.hyper_batch_size, True, valid_transform, drop_short)
         self.test_batches = batches(test_source, test_labels, test_indices, 1024, False, eval_transform)
 
     def build_models(self) -> None:
         args, settings, device = self.args, self.settings, self.device
-        encoder, decoder = build_network(args.model, settings)
+        encoder, decoder = build_network(args.model, settings, "wrn-block" in args.paper_text)
         encoder, decoder = encoder.to(device), decoder.to(device)
         if device.type == "cuda":
             encoder = encoder.to(memory_format=torch.channels_last)
@@ -258,8 +265,11 @@ class Experiment:
             if self.augment_model is not None:
                 tables.update(self.augment_model.learned_tables())
             hyper_optimizer = RowRMSprop(tables, lr=args.hyper_beta, alpha=args.hyper_gamma)
+        resampling = Resampling(matrix_at_warp_size="geometry" in args.paper_text,
+                                average_pool_back="downsample" in args.paper_text)
         self.hyper = HyperState(self.loss_model, self.augment_model, hyper_optimizer,
-                                args.hyper_iters, args.hyper_alpha)
+                                args.hyper_iters, args.hyper_alpha, resampling=resampling,
+                                resample_every_configuration="baselines" not in args.paper_text)
 
     # ------------------------------------------------------------------ state
     def config(self) -> Dict:
@@ -434,13 +444,13 @@ class Experiment:
         seed_epoch(args.seed, epoch)
         record = {"epoch": epoch, "hyper_lr": None}
         if args.hyper_opt == "HES" and epoch > args.hyper_start:
-            hyper_epochs = args.epochs - args.hyper_start - 1
             steps = len(self.hyper_batches) if not args.hyper_steps else \
                 min(args.hyper_steps, len(self.hyper_batches))
+            first_hyper_epoch = 0 if "warmup" in args.paper_text else 1
 
             def set_hyper_lr(step):
-                return learning_rate(args.hyper_beta, epoch - args.hyper_start - 1, step, steps,
-                                     hyper_epochs, args.lr_warm_epochs, 1e-3)
+                return hyper_learning_rate(args.hyper_beta, epoch, args.hyper_start, args.epochs, step,
+                                           steps, args.lr_warm_epochs, first_hyper_epoch)
             stats = hyper_epoch(self.network, self.hyper, self.hyper_batches,
                                 cycle(self.valid_batches), set_hyper_lr, args.hyper_steps)
             record["hyper_lr"] = self.hyper.optimizer.lr

@@ -8,6 +8,10 @@ from custom_models.hyper_models import AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, L
 from custom_models.networks import check_model_name
 
 HYPER_OPTIMIZERS = ("NONE", "HES")
+# where the paper's text and its released code differ (README, "Where the paper's text and its
+# code differ"); the code's version is the default, each item here switches to the text's.
+# This order is the order of the items in run names.
+PAPER_TEXT_ITEMS = ("geometry", "downsample", "baselines", "valid", "warmup", "last-batch", "wrn-block")
 
 
 class UsageError(ValueError):
@@ -65,6 +69,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help="RMSprop smoothing constant of the hyper optimiser (default: 0.99)")
     add("--hyper-start", type=int, default=None,
         help="hyper steps run on epochs after this one (default: 25%% of --epochs, ImageNet 50%%)")
+    add_paper_text_argument(parser)
     add("--seed", type=int, default=None, help="random seed (default: from the run folder, run3 -> 3)")
     add("--model", default=None,
         help="network: resnet18, wresnet28_10, wresnet16_4, wresnet28_2, ... (default: the dataset's)")
@@ -104,6 +109,19 @@ def dataset_settings(args: argparse.Namespace):
         raise UsageError(f"{error}, or folder with --data-dir (--dataset)") from None
 
 
+def add_paper_text_argument(parser: argparse.ArgumentParser, selects: str = "") -> None:
+    parser.add_argument(
+        "--paper-text", nargs="+", default=[], choices=PAPER_TEXT_ITEMS + ("all",), metavar="ITEM",
+        help=f"{selects}follow the paper's text instead of its released code in these items: "
+             f"{', '.join(PAPER_TEXT_ITEMS)}, or all (default: none, the released code's data path)")
+
+
+def paper_text_items(items) -> list:
+    """--paper-text as recorded and named: each item once, in PAPER_TEXT_ITEMS order."""
+    chosen = set(PAPER_TEXT_ITEMS) if "all" in items else set(items)
+    return [item for item in PAPER_TEXT_ITEMS if item in chosen]
+
+
 def check_distortion(imbalance_ratio: int, subsample_ratio: float, noise_ratio: float) -> None:
     """The -ir / -sr / -nr ranges of DESIGN §2; raises UsageError."""
     checks = [
@@ -124,6 +142,7 @@ def check_run_selection(args: argparse.Namespace) -> None:
     check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
     if args.overfit and args.oversplit:
         raise UsageError("choose at most one of --overfit and --oversplit")
+    args.paper_text = paper_text_items(args.paper_text)
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
@@ -136,6 +155,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     except ValueError as error:
         raise UsageError(f"{error} (--model)") from None
     check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
+    args.paper_text = paper_text_items(args.paper_text)
     checks = [
         (args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}"),
         (not (args.overfit and args.oversplit), "choose at most one of --overfit and --oversplit"),

@@ -74,12 +74,14 @@ class Configuration:
     noise_ratio: float
     overfit: bool = False
     oversplit: bool = False
+    paper_text: Tuple[str, ...] = ()  # --paper-text items, in options.PAPER_TEXT_ITEMS order
 
     @property
     def name(self) -> str:
         return run_files.run_name(self.model, self.hyper_opt, self.aug_model, self.los_model,
                                   self.imbalance_ratio, self.subsample_ratio, self.noise_ratio,
-                                  overfit=self.overfit, oversplit=self.oversplit)
+                                  overfit=self.overfit, oversplit=self.oversplit,
+                                  paper_text=self.paper_text)
 
     @property
     def ablation(self) -> str:
@@ -106,6 +108,8 @@ class Configuration:
                      "--model", self.model]
         if self.ablation:
             arguments.append(f"--{self.ablation}")
+        if self.paper_text:
+            arguments += ["--paper-text", *self.paper_text]
         return command_line("implicit-augment.py", arguments)
 
     @classmethod
@@ -122,7 +126,8 @@ class Configuration:
             found = cls(str(config["model"]), str(config["aug_model"]), str(config["los_model"]),
                         str(config["hyper_opt"]), int(config["imbalance_ratio"]),
                         float(config["subsample_ratio"]), float(config["noise_ratio"]),
-                        bool(config.get("overfit", False)), bool(config.get("oversplit", False)))
+                        bool(config.get("overfit", False)), bool(config.get("oversplit", False)),
+                        tuple(str(item) for item in config.get("paper_text", [])))
         except (TypeError, ValueError) as error:
             raise run_files.UnreadableFile(f"{path} has a malformed 'config' ({error}); "
                                            f"move it out of the run folder") from None
@@ -215,7 +220,7 @@ def resume_command(data_root, run_folder: str, options: dict) -> str:
         if isinstance(value, bool):
             arguments += [flag] if value else []
         elif isinstance(value, (list, tuple)):
-            arguments += [flag] + list(value)
+            arguments += [flag] + list(value) if value else []
         elif value is not None:
             arguments += [flag, value]
     return command_line("implicit-augment.py", arguments + ["--resume"])
@@ -497,6 +502,7 @@ class Row:
     los_model: str
     hyper_opt: str
     ablation: str
+    paper_text: Tuple[str, ...] = ()
     cells: Dict[str, Cell] = field(default_factory=dict)  # column -> cell
 
 
@@ -518,11 +524,15 @@ class Table:
                 f"metric: {self.metric}")
 
 
-def _row_name(method: Tuple[str, str, str], model: str, ablation: str, default_model: str) -> str:
-    """The paper's row name; other networks and the ablations say which in brackets."""
+def _row_name(method: Tuple[str, str, str], model: str, ablation: str, default_model: str,
+              paper_text: Sequence[str] = ()) -> str:
+    """The paper's row name; other networks and the ablations say which in brackets, runs that
+    follow the paper's text somewhere which items in parentheses."""
     name = method_label(*method)
     if ablation or model != default_model:
         name += f" [{ablation + '_' if ablation else ''}{model}]"
+    if paper_text:
+        name += f" (text: {', '.join(paper_text)})"
     return name
 
 
@@ -584,10 +594,11 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     rows: Dict[Tuple, Row] = {}
     columns: Dict[str, Tuple] = {}
     for config, cell in groups.items():
-        key = (config.ablation, config.model, config.method)
+        key = (config.ablation, config.model, config.method, config.paper_text)
         if key not in rows:
-            name = _row_name(config.method, config.model, config.ablation, default_model)
-            rows[key] = Row(name, config.model, *config.method, config.ablation)
+            name = _row_name(config.method, config.model, config.ablation, default_model,
+                             config.paper_text)
+            rows[key] = Row(name, config.model, *config.method, config.ablation, config.paper_text)
         rows[key].cells[config.setting] = cell
         columns.setdefault(config.setting, _column_key(config))
 
@@ -620,7 +631,7 @@ def _add_paper(paper: dict, rows: Dict[Tuple, Row], columns: Dict[str, Tuple],
     for name, method in paper_methods().items():
         if name not in paper:
             continue
-        key = ("", paper["model"], method)
+        key = ("", paper["model"], method, ())
         if key not in rows:
             rows[key] = Row(_row_name(method, paper["model"], "", default_model), paper["model"],
                             *method, "")
@@ -671,14 +682,15 @@ def _render_grid(header: List[str], rows: List[List[str]], fmt: str) -> str:
 
 def _table_csv(table: Table) -> str:
     """Numbers, not "mean ± std" strings, so that a spreadsheet can use them."""
-    header = ["Method", "model", "aug_model", "los_model", "hyper_opt", "ablation"]
+    header = ["Method", "model", "aug_model", "los_model", "hyper_opt", "ablation", "paper_text"]
     for column in table.columns:
         header += [f"{column} mean", f"{column} std", f"{column} n"]
         if table.with_paper:
             header += [f"{column} paper mean", f"{column} paper std"]
     rows = []
     for row in table.rows:
-        cells = [row.name, row.model, row.aug_model, row.los_model, row.hyper_opt, row.ablation]
+        cells = [row.name, row.model, row.aug_model, row.los_model, row.hyper_opt, row.ablation,
+                 " ".join(row.paper_text)]
         for column in table.columns:
             cell = row.cells.get(column, Cell())
             summary = cell.summary
@@ -709,7 +721,7 @@ def _table_json(table: Table) -> dict:
                 cells[column]["paper_std"] = None if cell.paper is None else cell.paper[1]
         rows.append({"name": row.name, "model": row.model, "aug_model": row.aug_model,
                      "los_model": row.los_model, "hyper_opt": row.hyper_opt,
-                     "ablation": row.ablation, "cells": cells})
+                     "ablation": row.ablation, "paper_text": list(row.paper_text), "cells": cells})
     return {"dataset": table.dataset, "metric": table.metric, "quantity": table.quantity,
             "unit": "%", "columns": table.columns, "rows": rows, "notes": table.notes}
 

@@ -6,6 +6,8 @@ straight-through Gumbel-softmax sample, the magnitude is reparameterised,
 so the warped images carry gradients to both logits.
 """
 import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,25 @@ SHEAR = 0.30
 SCALE = 0.50
 UPSAMPLE_BELOW = 64  # images smaller than this are warped at x4 resolution
 UPSAMPLE_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """Two choices of the warp path where the paper's text and its released code differ.
+    The defaults are the code's, which produced the paper's numbers; True is the text's
+    (`--paper-text geometry` / `downsample`).
+
+    matrix_at_warp_size: build the matrix for the size it is applied at (rotation about
+        the x4 image's centre, translations of the full 0.45 range) instead of for the
+        original size (rotation about (W/2, H/2) of the original frame, a quarter of the
+        way into the x4 image; translations a quarter of the range).
+    average_pool_back: resize the x4 image back with avg_pool2d (identity kernel per axis
+        [1/8, 3/4, 1/8]) instead of bilinear interpolation ([1/16, 7/8, 1/16])."""
+    matrix_at_warp_size: bool = False
+    average_pool_back: bool = False
+
+
+RELEASED = Resampling()
 
 
 def sample_values(probability_logits: torch.Tensor, magnitude_logits: torch.Tensor,
@@ -35,10 +56,11 @@ def sample_values(probability_logits: torch.Tensor, magnitude_logits: torch.Tens
     return apply * torch.sigmoid(magnitude_logits) * noise
 
 
-def affine_matrices(values: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, 7) values -> (B, 2, 3) matrices Shear . Translate . RotateScale(centre),
-    built for the size the warp is applied at (a correction of the paper's code,
-    which built them for the original size and applied them to the x4 image)."""
+def affine_matrices(values: torch.Tensor, height: int, width: int,
+                    centre: Optional[Tuple[float, float]] = None) -> torch.Tensor:
+    """(B, 7) values -> (B, 2, 3) matrices Shear . Translate . RotateScale(centre) for an
+    image of `height` x `width` pixels: translations are fractions of that size, and the
+    centre (x, y) defaults to the middle of its pixel grid."""
     batch = values.shape[0]
     angle = values[:, 0] * (ROTATE_DEGREES * math.pi / 180.0)
     shift_x = values[:, 1] * TRANSLATE_FRACTION * width
@@ -47,7 +69,7 @@ def affine_matrices(values: torch.Tensor, height: int, width: int) -> torch.Tens
     scale_x, scale_y = 1.0 + values[:, 5] * SCALE, 1.0 + values[:, 6] * SCALE
 
     ones, zeros = torch.ones_like(angle), torch.zeros_like(angle)
-    centre_x, centre_y = (width - 1) / 2.0, (height - 1) / 2.0
+    centre_x, centre_y = centre if centre is not None else ((width - 1) / 2.0, (height - 1) / 2.0)
     cos, sin = torch.cos(angle), torch.sin(angle)
     # rotate and scale about the centre: T(c) R S T(-c)
     a, b = cos * scale_x, -sin * scale_y
@@ -67,32 +89,40 @@ def affine_matrices(values: torch.Tensor, height: int, width: int) -> torch.Tens
     return (shear @ translate @ rotate_scale)[:, :2].reshape(batch, 2, 3)
 
 
-def _upsampled(images: torch.Tensor) -> bool:
-    return min(images.shape[-2:]) < UPSAMPLE_BELOW
-
-
-def resample(images: torch.Tensor, matrices=None) -> torch.Tensor:
+def resample(images: torch.Tensor, matrices=None, resampling: Resampling = RELEASED) -> torch.Tensor:
     """Warps images by `matrices` (None: identity) with border padding; images under
-    64 px are upsampled x4 first and downsampled back, to limit interpolation
-    artefacts. Validation images go through the same path with the identity, so
-    train and valid images carry the same artefacts."""
+    64 px are upsampled x4 first and resized back, to limit interpolation artefacts.
+    Validation images (and, in the released code, every configuration's train images)
+    go through the same path with the identity, so they carry the same artefacts."""
     height, width = images.shape[-2:]
-    upsample = _upsampled(images)
+    upsample = min(height, width) < UPSAMPLE_BELOW
     if upsample:
         images = F.interpolate(images, scale_factor=UPSAMPLE_FACTOR, mode="bilinear",
                                align_corners=False)
     if matrices is not None:
         images = warp_affine(images, matrices.to(images.dtype), dsize=images.shape[-2:],
                              mode="bilinear", padding_mode="border", align_corners=True)
-    if upsample:
+    if upsample and resampling.average_pool_back:
         images = F.avg_pool2d(images, UPSAMPLE_FACTOR)
+    elif upsample:
+        images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False,
+                               antialias=False)
     return images
 
 
+def warp_matrices(values: torch.Tensor, height: int, width: int,
+                  resampling: Resampling = RELEASED) -> torch.Tensor:
+    """The matrices that resample() applies to images of `height` x `width` (before its x4
+    upsample) for (B, 7) values."""
+    if resampling.matrix_at_warp_size:
+        factor = UPSAMPLE_FACTOR if min(height, width) < UPSAMPLE_BELOW else 1
+        return affine_matrices(values, height * factor, width * factor)
+    # the released code's matrix: built for the original frame, applied to the x4 image
+    return affine_matrices(values, height, width, centre=(width / 2.0, height / 2.0))
+
+
 def augment(images: torch.Tensor, probability_logits: torch.Tensor,
-            magnitude_logits: torch.Tensor) -> torch.Tensor:
+            magnitude_logits: torch.Tensor, resampling: Resampling = RELEASED) -> torch.Tensor:
     """Applies the learned augmentation to a normalised batch."""
-    values = sample_values(probability_logits, magnitude_logits, images.shape[0])
-    factor = UPSAMPLE_FACTOR if _upsampled(images) else 1
-    matrices = affine_matrices(values.float(), images.shape[-2] * factor, images.shape[-1] * factor)
-    return resample(images, matrices)
+    values = sample_values(probability_logits, magnitude_logits, images.shape[0]).float()
+    return resample(images, warp_matrices(values, *images.shape[-2:], resampling), resampling)

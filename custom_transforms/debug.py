@@ -3,6 +3,7 @@ from pathlib import Path
 
 import torch
 
+from custom_models import training
 from custom_runs import run_files
 from custom_transforms.base import normalize, statistics
 
@@ -12,8 +13,9 @@ GRID_IMAGES = 32
 @torch.no_grad()
 def save_augmentation_grid(experiment, path: Path) -> None:
     """Top half: the first train images as the test transform shows them; bottom
-    half: the same images through the train transform (base + policy) and, for
-    SHA/SEP, the learned affine augmentation at its current state."""
+    half: the same images as training sees them: the train transform (base + policy),
+    then, for SHA/SEP, the learned affine augmentation at its current state (for the
+    other methods the identity resample, unless `--paper-text baselines`)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -25,10 +27,8 @@ def save_augmentation_grid(experiment, path: Path) -> None:
         raw = experiment.data.train_images[indices].to(experiment.device)
     else:
         raw = torch.stack([experiment.data.train[int(i)][0] for i in indices]).to(experiment.device)
-    augmented = experiment.train_transform(raw)
-    if experiment.augment_model is not None:
-        rows = experiment.augment_model.rows(indices.to(experiment.device))
-        augmented = experiment.augment_model.augment(augmented, rows)
+    augmented, _ = training.augmented(experiment.train_transform(raw), indices.to(experiment.device),
+                                      experiment.hyper)
     mean, std = statistics(settings, raw.device)
     shown = [(normalize(raw, settings) * std + mean), augmented * std + mean]
     grids = [make_grid(images.clamp(0, 1).cpu(), nrow=8, padding=1) for images in shown]

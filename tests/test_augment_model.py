@@ -1,17 +1,20 @@
 """The learned affine augmentation of DESIGN §3.2: table shapes and initial
 values, the identity limits, the geometry of each parameter (also through the
-x4 up/down-sampling path, where the paper's code was wrong), the Gumbel
+x4 up/down-sampling path, in the released code's geometry and in the text's), the Gumbel
 apply-mask frequency and the gradients to both logits."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from kornia.geometry.transform import warp_affine
 
 from custom_models.hyper_models import AugmentModel
 from custom_transforms import affine
 
 K = affine.NUM_PARAMETERS
+# the paper's text in both items of the warp path (--paper-text geometry downsample)
+TEXT = affine.Resampling(matrix_at_warp_size=True, average_pool_back=True)
 
 
 def values_row(**named):
@@ -86,11 +89,40 @@ def test_fixed_methods_are_not_augment_models():
 
 # ----------------------------------------------------------------------------- identity limits
 
-def test_resample_without_matrix_is_bilinear_x4_up_then_average_pool_down():
+def test_text_resample_without_matrix_is_bilinear_x4_up_then_average_pool_down():
     images = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     expected = F.avg_pool2d(F.interpolate(images, scale_factor=4, mode="bilinear", align_corners=False), 4)
+    assert torch.equal(affine.resample(images, resampling=TEXT), expected)
+    assert not torch.allclose(affine.resample(images, resampling=TEXT), images, atol=1e-3)  # it does blur a little
+
+
+def test_resample_without_matrix_is_bilinear_x4_up_then_bilinear_down():
+    images = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    up = F.interpolate(images, scale_factor=4, mode="bilinear", align_corners=False)
+    expected = F.interpolate(up, size=(28, 28), mode="bilinear", align_corners=False, antialias=False)
     assert torch.equal(affine.resample(images), expected)
-    assert not torch.allclose(affine.resample(images), images, atol=1e-3)  # it does blur a little
+
+
+def identity_kernel(resampling):
+    """The identity resample of a single bright pixel, as a 3-tap kernel along x."""
+    image = torch.zeros(1, 1, 9, 9)
+    image[0, 0, 4, 4] = 1.0
+    out = affine.resample(image, resampling=resampling)[0, 0]
+    assert float(out.sum()) == pytest.approx(1.0, abs=1e-6)  # no mass lost away from the border
+    row = out[4, 3:6] / out[4, 3:6].sum()
+    return row.tolist(), out[3:6, 3:6]
+
+
+def test_identity_resample_kernel_is_1_16_7_8_1_16_by_default_and_1_8_3_4_1_8_in_the_text():
+    # bilinear down samples the x4 image at 4i + 1.5, the mean of x4 pixels 4i + 1 and 4i + 2,
+    # which the bilinear x4 upsample made 1/8 x[i-1] + 7/8 x[i] and 7/8 x[i] + 1/8 x[i+1];
+    # avg_pool2d averages x4 pixels 4i..4i+3: weights (3/8 + 1/8)/4 = 1/8 on each neighbour
+    released, square = identity_kernel(affine.RELEASED)
+    assert released == pytest.approx([0.0625, 0.875, 0.0625], abs=1e-6)
+    assert square[1, 1] == pytest.approx(0.875 ** 2, abs=1e-6)  # separable: the same per axis
+    text, square = identity_kernel(affine.Resampling(average_pool_back=True))
+    assert text == pytest.approx([0.125, 0.75, 0.125], abs=1e-6)
+    assert square[1, 1] == pytest.approx(0.75 ** 2, abs=1e-6)
 
 
 def test_resample_leaves_images_of_64_pixels_and_more_untouched():
@@ -202,21 +234,37 @@ def test_translate_y_moves_centre_of_mass_down_by_value_times_0_45_of_the_side(s
 
 
 @pytest.mark.parametrize("side", [8, 28])
-def test_augment_translation_is_a_fraction_of_the_original_side_through_the_x4_path(side, monkeypatch):
-    """(correction) The paper's code built the matrix for the original size and applied it
-    to the x4 image, so a translation moved a quarter of the intended distance."""
+def test_augment_translation_is_a_quarter_of_the_range_by_default_and_the_range_in_the_text(
+        side, monkeypatch):
+    """The released code builds the matrix for the original size and applies it to the x4
+    image: a translation moves value * 0.45 * side / 4 pixels of the original image (MNIST,
+    value 0.5: 1.575 px); the text's matrix moves the full value * 0.45 * side (6.3 px)."""
     value = 0.5
     monkeypatch.setattr(affine, "sample_values", lambda p, m, batch: values_row(translate_x=value))
     centre = (side - 1) / 2
     image = gaussian_blob(side, centre, centre, sigma=max(side / 14, 0.8))
     before = centre_of_mass(affine.resample(image))
-    after = centre_of_mass(affine.augment(image, torch.zeros(1, K), torch.zeros(1, K)))
-    intended = value * 0.45 * side
-    assert after[0] - before[0] == pytest.approx(intended, abs=0.05)
-    # the paper's matrix (built for the original size) lands far from it
-    papers = centre_of_mass(affine.resample(image, affine.affine_matrices(values_row(translate_x=value),
-                                                                           side, side)))
-    assert papers[0] - before[0] == pytest.approx(intended / 4, abs=0.05)
+    released = centre_of_mass(affine.augment(image, torch.zeros(1, K), torch.zeros(1, K)))
+    assert released[0] - before[0] == pytest.approx({8: 0.45, 28: 1.575}[side], abs=0.05)
+    assert released[1] - before[1] == pytest.approx(0.0, abs=0.01)
+    before = centre_of_mass(affine.resample(image, resampling=TEXT))
+    text = centre_of_mass(affine.augment(image, torch.zeros(1, K), torch.zeros(1, K), TEXT))
+    assert text[0] - before[0] == pytest.approx({8: 1.8, 28: 6.3}[side], abs=0.05)
+
+
+@pytest.mark.parametrize("resampling, blob, expected", [
+    # released: about (W/2, H/2) = (14, 14) of the original 28 px frame, in x4 pixels; a blob
+    # 26 px right of it turns 30 degrees: (14 + 26 cos 30, 14 + 26 sin 30)
+    (affine.RELEASED, (40.0, 14.0), (36.5167, 27.0)),
+    # text: about the x4 image's centre (55.5, 55.5); 30 px right: (55.5 + 30 cos 30, 55.5 + 15)
+    (TEXT, (85.5, 55.5), (81.4808, 70.5))])
+def test_x4_warp_rotates_about_the_original_frames_centre_by_default_and_the_x4_centre_in_the_text(
+        resampling, blob, expected):
+    matrices = affine.warp_matrices(values_row(rotate=1.0), 28, 28, resampling)
+    image = gaussian_blob(112, *blob, sigma=2.0)
+    warped = warp_affine(image, matrices, dsize=(112, 112), mode="bilinear", padding_mode="border",
+                         align_corners=True)
+    assert centre_of_mass(warped) == pytest.approx(expected, abs=0.02)
 
 
 @pytest.mark.parametrize("side", [28, 64])

@@ -1,5 +1,7 @@
 """Networks of DESIGN §5 (custom_models.networks.build_network): an encoder giving
 a feature vector and a separate nn.Linear classifier on top of it."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -126,3 +128,62 @@ def test_unknown_model_names_raise_value_error(name):
 @pytest.mark.parametrize("name", ["resnet18", "wresnet28_10", "wresnet16_4", "wresnet28_2", "wresnet10_1"])
 def test_known_model_names_pass_the_check(name):
     assert check_model_name(name) is None
+
+
+def block_inputs(block, x):
+    """What the block's 1x1 projection and convolutions receive for input x."""
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen[name] = (inputs[0], output)  # a hook that returns nothing leaves the output alone
+        return hook
+    hooks = [module.register_forward_hook(record(name))
+             for name, module in (("shortcut", block.shortcut), ("conv1", block.conv1),
+                                  ("conv2", block.conv2))]
+    block.eval()
+    with torch.no_grad():
+        out = block(x)
+    for hook in hooks:
+        hook.remove()
+    return seen, out
+
+
+@pytest.mark.parametrize("text_layout", [False, True])
+def test_wide_block_strides_in_the_second_conv_and_projects_the_raw_input_unless_the_text_is_asked(
+        text_layout):
+    """Released layout: conv1 3x3 stride 1, conv2 3x3 stride 2, projection of the raw input x.
+    Text (`--paper-text wrn-block`): conv1 stride 2, projection of CELU(BN(x))."""
+    encoder, _ = build_network("wresnet16_4", get_settings("CIFAR10"), text_wide_block=text_layout)
+    block = encoder.blocks[2]  # first block of the second stage: 64 -> 128 channels, stride 2
+    assert (block.conv1.in_channels, block.conv1.out_channels) == (64, 128)
+    assert (block.conv1.stride, block.conv2.stride) == (((2, 2), (1, 1)) if text_layout else ((1, 1), (2, 2)))
+    assert (block.shortcut.kernel_size, block.shortcut.stride) == ((1, 1), (2, 2))
+    x = torch.randn(2, 64, 16, 16)
+    seen, out = block_inputs(block, x)
+    assert seen["conv1"][1].shape == ((2, 128, 8, 8) if text_layout else (2, 128, 16, 16))
+    assert out.shape == seen["shortcut"][1].shape == (2, 128, 8, 8)
+    activated = torch.nn.functional.celu(block.bn1(x))
+    assert torch.equal(seen["shortcut"][0], activated if text_layout else x)
+    assert torch.equal(seen["conv1"][0], activated)
+
+
+def test_wide_resnet_keeps_pytorchs_default_init_unless_the_text_is_asked():
+    """PyTorch's default Conv2d init is uniform within ±1/sqrt(fan_in) for weight and bias;
+    the text's Kaiming fan-out has std sqrt(2 / fan_out) (here 3x3x640: 0.0186, beyond the
+    default bound 1/sqrt(3x3x640) = 0.0132 often) and zero biases."""
+    settings = get_settings("CIFAR10")
+    released, _ = build_network("wresnet16_4", settings)
+    text, _ = build_network("wresnet16_4", settings, text_wide_block=True)
+    for conv in convs(released):
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        assert float(conv.weight.detach().abs().max()) <= 1 / math.sqrt(fan_in) + 1e-7
+        assert float(conv.bias.detach().abs().max()) > 0
+    for conv in convs(text):
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        assert float(conv.weight.detach().std()) == pytest.approx(math.sqrt(2 / fan_out), rel=0.1)
+        assert float(conv.bias.detach().abs().max()) == 0
+    # the small ResNet-18 is Kaiming fan-out either way
+    resnet, _ = build_network("resnet18", get_settings("DIGITS"))
+    stem = convs(resnet)[0]
+    assert float(stem.weight.detach().std()) == pytest.approx(math.sqrt(2 / (16 * 9)), rel=0.25)
