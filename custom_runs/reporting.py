@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from custom_runs import run_files
+from custom_runs.options import PAPER_TEXT_ITEMS
 
 PAPER_RESULTS_PATH = Path(__file__).with_name("paper_results.json")
 METRICS = {"best": "best", "last": "final"}  # --metric -> section of the results file
@@ -532,7 +533,8 @@ def _row_name(method: Tuple[str, str, str], model: str, ablation: str, default_m
     if ablation or model != default_model:
         name += f" [{ablation + '_' if ablation else ''}{model}]"
     if paper_text:
-        name += f" (text: {', '.join(paper_text)})"
+        items = "all" if tuple(paper_text) == PAPER_TEXT_ITEMS else ", ".join(paper_text)
+        name += f" (text: {items})"
     return name
 
 

@@ -236,3 +236,12 @@ def test_get_results_selects_and_labels_runs_by_their_paper_text_items(two_runs,
     assert [row[6] for row in rows[1:]] == ["", "warmup"]
     error = 100 - results["text"]["best"]["acc"]
     assert float(rows[2][7]) == pytest.approx(error, abs=1e-4)
+
+
+def test_table_rows_of_every_text_item_are_labelled_text_all():
+    from custom_runs.reporting import _row_name
+    method = ("SEP", "BOTH", "HES")
+    assert _row_name(method, "resnet18", "", "resnet18", PAPER_TEXT_ITEMS) == "A_W_S (text: all)"
+    assert _row_name(method, "resnet18", "", "resnet18", ("geometry", "valid")) == \
+        "A_W_S (text: geometry, valid)"
+    assert _row_name(method, "resnet18", "", "resnet18") == "A_W_S"
