@@ -56,10 +56,12 @@ def save_figure(fig, base: Path) -> List[Path]:
 
 # ----------------------------------------------------------------------------- test features
 
-def load_network(checkpoint: dict, model: str, settings, device: torch.device, path: Path):
-    """(encoder, decoder) of a checkpoint, in eval mode (batch-norm running statistics)."""
+def load_network(checkpoint: dict, model: str, settings, device: torch.device, path: Path,
+                 text_wide_block: bool = False):
+    """(encoder, decoder) of a checkpoint, in eval mode (batch-norm running statistics).
+    text_wide_block: the run had `--paper-text wrn-block` (same weights, other strides)."""
     from custom_models.networks import build_network
-    encoder, decoder = build_network(model, settings)
+    encoder, decoder = build_network(model, settings, text_wide_block)
     try:
         # a torch.compile'd encoder saves its weights under "_orig_mod."
         encoder.load_state_dict({key.replace("_orig_mod.", "", 1): value
@@ -567,21 +569,25 @@ class RunFigures:
         c = self.setting
         sr = f", SR {run_files.number_text(c.subsample_ratio)}" if c.subsample_ratio != 1 else ""
         ablation = f", {c.ablation}" if c.ablation else ""
+        text = f", text: {', '.join(c.paper_text)}" if c.paper_text else ""
         return (f"{what}: {self.settings.name} {self.run_folder}, IR {c.imbalance_ratio}, "
-                f"NR {run_files.number_text(c.noise_ratio)}{sr}, {c.model}{ablation}")
+                f"NR {run_files.number_text(c.noise_ratio)}{sr}, {c.model}{ablation}{text}")
 
     def base_path(self, kind: str, labels: Sequence[str]) -> Path:
         c = self.setting
         model = f"{c.ablation}_{c.model}" if c.ablation else c.model
         # figures of last_ checkpoints must not overwrite those of best_ ones
         labels = list(labels) + (["last"] if self.checkpoint_kind == "last" else [])
+        # nor those of runs that follow the paper's text the released path's
+        labels += [f"text_{'-'.join(c.paper_text)}"] if c.paper_text else []
         return run_files.figure_base_path(self.out_dir, kind, self.settings.name, model, self.run_folder,
                                 c.imbalance_ratio, c.subsample_ratio, c.noise_ratio, labels)
 
     def _feature_source(self, path: Path) -> FeatureSource:
         def compute():
             checkpoint = run_files.load_torch(path)
-            encoder, decoder = load_network(checkpoint, self.setting.model, self.settings, self.device, path)
+            encoder, decoder = load_network(checkpoint, self.setting.model, self.settings, self.device, path,
+                                            "wrn-block" in self.setting.paper_text)
             batches = iterate_test_images(self.data, self.batch_size, self.workers)
             features, predictions = extract_test_features(encoder, decoder, batches, self.settings,
                                                           self.device)

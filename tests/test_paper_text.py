@@ -245,3 +245,27 @@ def test_table_rows_of_every_text_item_are_labelled_text_all():
     assert _row_name(method, "resnet18", "", "resnet18", ("geometry", "valid")) == \
         "A_W_S (text: geometry, valid)"
     assert _row_name(method, "resnet18", "", "resnet18") == "A_W_S"
+
+
+def test_figures_of_text_runs_load_their_own_block_and_never_overwrite_the_released_ones(tmp_path):
+    from custom_models.networks import build_network
+    from custom_runs import figures, reporting
+    settings = get_settings("CIFAR10")
+    torch.manual_seed(0)
+    encoder, decoder = build_network("wresnet10_1", settings, text_wide_block=True)
+    checkpoint = {"encoder_state_dict": encoder.state_dict(), "decoder_state_dict": decoder.state_dict()}
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = encoder.eval()(images)
+        loaded = [figures.load_network(checkpoint, "wresnet10_1", settings, torch.device("cpu"),
+                                       tmp_path / "best.pt", text)[0](images) for text in (True, False)]
+    assert torch.equal(loaded[0], expected)
+    assert (loaded[1] - expected).abs().max() > 1e-3  # same weights, the released strides
+    paths = []
+    for paper_text in ((), ("wrn-block",)):
+        config = reporting.Configuration("wresnet10_1", "SEP", "BOTH", "HES", 10, 1.0, 0.1,
+                                         paper_text=paper_text)
+        run = figures.RunFigures(tmp_path, settings, "run0", {"A_W_S": config}, out_dir=tmp_path)
+        paths.append(run.base_path("tsne", ["A_W_S"]).name)
+    assert paths == ["tsne_CIFAR10_wresnet10_1_run0_ir_10_sr_1.0_nr_0.1_A_W_S",
+                     "tsne_CIFAR10_wresnet10_1_run0_ir_10_sr_1.0_nr_0.1_A_W_S-text_wrn-block"]
