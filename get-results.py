@@ -106,7 +106,8 @@ def report_suspects(args: argparse.Namespace, settings) -> int:
         raise reporting.ReportError(f"--suspects K must be at least 1, got {args.suspects}")
     config = reporting.Configuration(args.model or settings.model, args.aug_model, args.los_model,
                                      args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
-                                     args.noise_ratio, args.overfit, args.oversplit)
+                                     args.noise_ratio, args.overfit, args.oversplit,
+                                     tuple(args.paper_text))
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     report = suspects.suspects_report(args.data, settings, args.run_folder, config, args.checkpoint,
                                       args.suspects, args.out, device)

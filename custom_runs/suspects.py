@@ -66,11 +66,12 @@ class Suspects:
 @torch.no_grad()
 def network_probabilities(checkpoint: dict, model: str, settings, data, indices: torch.Tensor,
                           device: torch.device, batch_size: int = 500, workers: int = 0,
-                          path: Path = Path("checkpoint")) -> torch.Tensor:
-    """softmax of the trained network on the plain (eval-transformed) train images `indices`."""
+                          path: Path = Path("checkpoint"), text_wide_block: bool = False) -> torch.Tensor:
+    """softmax of the trained network on the plain (eval-transformed) train images `indices`
+    (text_wide_block: the run had `--paper-text wrn-block`)."""
     from custom_runs.figures import load_network
     from custom_transforms.base import normalize
-    encoder, decoder = load_network(checkpoint, model, settings, device, path)
+    encoder, decoder = load_network(checkpoint, model, settings, device, path, text_wide_block)
     if hasattr(data, "train_images"):
         batches = (data.train_images[indices[start:start + batch_size]]
                    for start in range(0, len(indices), batch_size))
@@ -106,7 +107,7 @@ def rank_suspects(given: torch.Tensor, weights: torch.Tensor, soft: torch.Tensor
 
 def build_report(data, settings, split, tables: dict, checkpoint: dict, los_model: str, model: str,
                  top_k: int, truth_known: bool, device: torch.device, batch_size: int = 500,
-                 checkpoint_path: Path = Path("checkpoint")) -> Suspects:
+                 checkpoint_path: Path = Path("checkpoint"), text_wide_block: bool = False) -> Suspects:
     """`tables`: the reweight_state_dict of the learned tables; `checkpoint`: the network's."""
     if los_model not in LEARNING_LOSS_MODELS:
         raise SuspectsError(f"--suspects needs a run that learned loss weights or soft labels "
@@ -124,7 +125,7 @@ def build_report(data, settings, split, tables: dict, checkpoint: dict, los_mode
     weights = (F.softplus(reweight["weight_logits"].float()) / math.log(2.0))[train].cpu()
     soft = F.softmax(reweight["soft_logits"].float()[train], -1).cpu()
     network = network_probabilities(checkpoint, model, settings, data, train, device, batch_size,
-                                    path=checkpoint_path)
+                                    path=checkpoint_path, text_wide_block=text_wide_block)
     ranked = rank_suspects(given, weights, soft, network, los_model)
     rows_index = torch.arange(len(train))
     network_given = network[rows_index, given]
@@ -230,7 +231,8 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
     checkpoint = run_files.load_torch(checkpoint_path)
     tables = run_files.load_torch(last_path).get("reweight_state_dict", {})
     report = build_report(data, settings, split, tables, checkpoint, config.los_model, config.model,
-                          top_k, config.noise_ratio > 0, device, checkpoint_path=checkpoint_path)
+                          top_k, config.noise_ratio > 0, device, checkpoint_path=checkpoint_path,
+                          text_wide_block="wrn-block" in config.paper_text)
     report.csv_path = out.parent / f"{out.name}.csv"
     write_csv(report, report.csv_path)
     title = (f"Top {min(report.top_k, GRID_MAX_IMAGES)} suspected labels (given → suggested, trust): "
