@@ -10,7 +10,14 @@ full run. Takes the training script's own flags, e.g.
 
 The last line printed is one JSON object. Images are random uint8 of the
 dataset's shape unless --real-data is given (then the dataset's files are read).
+
+--epoch times one whole epoch's phases instead (a full hyper epoch, a full training
+epoch, a test pass, each exactly as a run does them) and prints one JSON line per
+measurement; --compare runs the compute paths side by side, interleaved --repeats
+times so that a busy machine slows them alike: the CPU's path before issue 13 (fp32,
+NCHW, test batch 1024), fp32 and bf16 autocast with this device's layout and test batch.
 """
+import dataclasses
 import json
 import resource
 import sys
@@ -24,10 +31,12 @@ import torch  # noqa: E402
 
 from custom_datasets.settings import get_settings  # noqa: E402
 from custom_datasets.sources import InMemoryData  # noqa: E402
+from custom_runs.compute_path import native_cpu_bf16  # noqa: E402
 from custom_runs.experiment import Experiment, seed_epoch  # noqa: E402
 from custom_models.hyper_models import table_bytes  # noqa: E402
 from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve  # noqa: E402
-from custom_models.training import evaluate, frozen, hyper_step, train_one_epoch  # noqa: E402
+from custom_models.training import (evaluate, frozen, hyper_epoch, hyper_step,  # noqa: E402
+                                    train_one_epoch)
 from custom_datasets.batches import cycle  # noqa: E402
 
 TEST_SIZES = {"MNIST": 10000, "FashionMNIST": 10000, "DIGITS": 360, "SVHN": 26032,
@@ -44,6 +53,13 @@ def get_args(argv=None):
                         help="write torch.profiler's table of one train and one hyper step to FILE")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="device peak for the floor (default: measured with a large matmul)")
+    parser.add_argument("--epoch", action="store_true",
+                        help="time one whole epoch's phases (hyper, train, test) instead of steps")
+    parser.add_argument("--compare", action="store_true",
+                        help="with --epoch: time the paths before issue 13 (fp32, NCHW, test batch "
+                             "1024), fp32 and bf16 side by side")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="with --epoch: rounds over the paths, interleaved (default: 1)")
     args = parser.parse_args(argv)
     try:
         args = resolve(args)
@@ -51,6 +67,10 @@ def get_args(argv=None):
         parser.error(str(error))
     if args.dataset == "ImageNet":
         parser.error("ImageNet is read from disk by workers; benchmark an in-memory dataset")
+    if args.compare and not args.epoch:
+        parser.error("--compare needs --epoch")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
     args.force = True
     return args
 
@@ -121,16 +141,91 @@ def write_profile(path, device, train, hyper) -> None:
     Path(path).write_text("\n\n".join(sections))
 
 
-def main(args):
-    settings = get_settings(args.dataset)
+def build_experiment(args, settings, data, compute_path=None) -> Experiment:
+    """An experiment with its data, batches and models, on `compute_path` if given."""
     with tempfile.TemporaryDirectory() as folder:
         if not args.real_data:
             args.data = folder
-        experiment = Experiment(args, None if args.real_data else synthetic_data(settings))
+        experiment = Experiment(args, data)
+        if compute_path is not None:
+            experiment.compute_path = compute_path
         experiment.prepare_data()
         experiment.build_batches()
         seed_epoch(args.seed, -1)
         experiment.build_models()
+    return experiment
+
+
+def compared_paths(path):
+    """The paths --compare times: the CPU's before issue 13, then fp32 and bf16 as chosen now."""
+    fp32 = dataclasses.replace(path, precision="fp32", reason="--no-amp")
+    bf16_reason = "CUDA" if path.device == "cuda" else native_cpu_bf16() or "emulated"
+    return {"before": dataclasses.replace(fp32, channels_last=path.device == "cuda",
+                                          test_batch_size=1024),
+            "fp32": fp32, "bf16": dataclasses.replace(path, precision="bf16", reason=bf16_reason)}
+
+
+def time_epoch(args, experiment) -> dict:
+    """Seconds of one hyper epoch, one training epoch and one test pass, as a run does them
+    (after a few untimed steps of each, so that one-time kernel set-up is not counted).
+    `*_cpu_s` is the process's CPU time: on a CPU shared with other work it moves less
+    than the wall-clock time."""
+    device, network, hyper = experiment.device, experiment.network, experiment.hyper
+    num_classes = experiment.settings.num_classes
+    seed_epoch(args.seed, 0)
+
+    def train_pass(batches):
+        train_one_epoch(network, hyper, batches, experiment.optimizer, lambda batch: args.lr,
+                        log_interval=10 ** 9)
+
+    def hyper_pass(max_steps):
+        hyper_epoch(network, hyper, experiment.hyper_batches, cycle(experiment.valid_batches),
+                    lambda step: args.hyper_beta, max_steps)
+    warm_batches = iter(cycle(experiment.train_batches))
+    train_pass(next(warm_batches) for _ in range(args.warmup))
+    test = experiment.test_batches
+    evaluate(network, type(test)(test.images, test.labels, test.indices[:2 * test.batch_size],
+                                 test.batch_size, False, test.transform), num_classes)
+    phases = {"train_epoch": lambda: train_pass(experiment.train_batches),
+              "test_pass": lambda: evaluate(network, test, num_classes)}
+    if hyper.optimizer is not None:
+        hyper_pass(args.warmup)
+        phases = {"hyper_epoch": lambda: hyper_pass(args.hyper_steps), **phases}
+    seconds = {}
+    for phase, function in phases.items():
+        cpu_started = time.process_time()
+        seconds[f"{phase}_s"] = timed(device, function)
+        seconds[f"{phase}_cpu_s"] = time.process_time() - cpu_started
+    seconds["epoch_s"] = sum(seconds[f"{phase}_s"] for phase in phases)
+    seconds["epoch_cpu_s"] = sum(seconds[f"{phase}_cpu_s"] for phase in phases)
+    return seconds
+
+
+def epoch_main(args) -> int:
+    settings = get_settings(args.dataset)
+    data = None if args.real_data else synthetic_data(settings)
+    chosen = build_experiment(args, settings, data)
+    paths = compared_paths(chosen.compute_path) if args.compare else {"chosen": chosen.compute_path}
+    for repeat in range(args.repeats):
+        for label, path in paths.items():
+            experiment = build_experiment(args, settings, data, path)
+            report = {"repeat": repeat, "path": label, "compute_path": path.describe(),
+                      "threads": torch.get_num_threads(), "dataset": args.dataset,
+                      "model": args.model, "train_size": len(experiment.split.train_indices),
+                      "batch_size": experiment.train_batches.batch_size,
+                      "hyper_batch_size": experiment.hyper_batches.batch_size,
+                      "test_batch_size": experiment.test_batches.batch_size,
+                      **time_epoch(args, experiment)}
+            print(json.dumps(report), flush=True)
+    return 0
+
+
+def main(args):
+    if args.epoch:
+        return epoch_main(args)
+    settings = get_settings(args.dataset)
+    experiment = build_experiment(args, settings,
+                                  None if args.real_data else synthetic_data(settings))
     device = experiment.device
     network, hyper = experiment.network, experiment.hyper
     seed_epoch(args.seed, 0)
@@ -169,11 +264,11 @@ def main(args):
         write_profile(args.profile, device, lambda: train_steps(2),
                       (lambda: hyper_steps(2)) if hyper_seconds is not None else None)
 
-    # the test pass is timed on at most `steps` batches of 1024 and scaled to the test set
+    # the test pass is timed on at most `steps` of its batches and scaled to the test set
     test_batches = experiment.test_batches
-    subset = test_batches.indices[:min(len(test_batches.indices), steps * 1024)]
-    timed_test = type(test_batches)(test_batches.images, test_batches.labels, subset, 1024, False,
-                                    test_batches.transform)
+    subset = test_batches.indices[:min(len(test_batches.indices), steps * test_batches.batch_size)]
+    timed_test = type(test_batches)(test_batches.images, test_batches.labels, subset,
+                                    test_batches.batch_size, False, test_batches.transform)
     evaluate(network, timed_test, settings.num_classes)
     test_seconds = timed(device, lambda: evaluate(network, timed_test, settings.num_classes))
     test_seconds *= len(test_batches.indices) / len(subset)
@@ -202,7 +297,8 @@ def main(args):
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dataset": args.dataset, "model": args.model, "batch_size": batch_size,
-        "amp": network.amp, "train_size": train_size, "epochs": args.epochs,
+        "compute_path": experiment.compute_path.describe(), "amp": network.amp,
+        "train_size": train_size, "epochs": args.epochs,
         "hyper_epochs": hyper_epochs,
         "train_step_s": train_seconds, "hyper_step_s": hyper_seconds, "test_pass_s": test_seconds,
         "train_images_per_s": batch_size / train_seconds,

@@ -20,7 +20,7 @@ from custom_transforms import affine
 class Network:
     encoder: nn.Module
     decoder: nn.Linear
-    amp: bool = False  # bf16 autocast for the encoder (the experiment enables it on CUDA)
+    amp: bool = False  # bf16 autocast for the encoder (custom_runs.compute_path decides)
 
     def autocast(self):
         if self.amp:

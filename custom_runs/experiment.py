@@ -18,6 +18,7 @@ from custom_datasets.sources import InMemoryData, load_data
 from custom_datasets.split import (check_split_feasible, load_or_create_split, made_with_seed,
                                    valid_size_for)
 from custom_runs import run_files
+from custom_runs.compute_path import choose_compute_path
 from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, LossModel,
                                         RowRMSprop)
 from custom_runs.metrics import learned_summary, minority_accuracy
@@ -79,6 +80,7 @@ class Experiment:
         self.data = data
         self.settings = dataset_settings(args)
         self.device = select_device(args)
+        self.compute_path = choose_compute_path(self.device, args.no_amp)
         # a folder dataset's runs go under {data}/folder_{DIR's name}/
         self.folder = run_files.run_dir(args.data, self.settings.name, args.run_folder)
         self.name = run_files.run_name(args.model, args.hyper_opt, args.aug_model, args.los_model,
@@ -236,18 +238,20 @@ class Experiment:
         else:
             self.valid_batches = batches(valid_source, official_labels, valid_indices,
                                          settings.hyper_batch_size, True, valid_transform, drop_short)
-        self.test_batches = batches(test_source, test_labels, test_indices, 1024, False, eval_transform)
+        self.test_batches = batches(test_source, test_labels, test_indices,
+                                    self.compute_path.test_batch_size, False, eval_transform)
 
     def build_models(self) -> None:
         args, settings, device = self.args, self.settings, self.device
         encoder, decoder = build_network(args.model, settings, "wrn-block" in args.paper_text)
         encoder, decoder = encoder.to(device), decoder.to(device)
-        if device.type == "cuda":
+        if self.compute_path.channels_last:
             encoder = encoder.to(memory_format=torch.channels_last)
+        if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.encoder, self.decoder = encoder, decoder
         forward_encoder = torch.compile(encoder) if args.compile and device.type == "cuda" else encoder
-        self.network = Network(forward_encoder, decoder, amp=device.type == "cuda" and not args.no_amp)
+        self.network = Network(forward_encoder, decoder, amp=self.compute_path.amp)
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=args.lr, momentum=0.9,
                                          nesterov=True, weight_decay=1e-4)
         # a user's own folder is taken to be noisy and imbalanced already (DESIGN §3.1)
@@ -291,6 +295,7 @@ class Experiment:
                       "skipped_hyper_steps": self.hyper.skipped_steps, "lr_changes": self.lr_changes,
                       "best": self.best, "history": self.history,
                       "hyper_diagnostics": self.diagnostics, "timings_s": self.timings,
+                      "compute_path": self.compute_path.record(),
                       # no RNG states: every epoch reseeds from (seed, epoch), see seed_epoch
                       "config": self.config()})
         run_files.save_torch(state, self.last_path)
@@ -304,6 +309,12 @@ class Experiment:
             raise UsageError(f"--resume: the options differ from the checkpoint's "
                              f"({'; '.join(differences)}); use the original options or --force")
         first_epoch = int(state["epoch"]) + 1
+        # the precision is not part of a configuration's identity (a run may move to another
+        # machine), but a change makes the resumed epochs differ from an uninterrupted run's
+        saved_path = state.get("compute_path", {}).get("description")
+        if saved_path is not None and saved_path != self.compute_path.describe():
+            print(f"--resume: the checkpoint was trained with {saved_path}; epochs from "
+                  f"{first_epoch + 1} use {self.compute_path.describe()}", file=sys.stderr)
         self.lr_changes = list(state.get("lr_changes", []))
         if saved.get("lr") != self.args.lr:
             if first_epoch >= self.args.epochs:  # nothing left to train at the new rate
@@ -344,7 +355,8 @@ class Experiment:
                           "valid_size": len(split.valid_indices), "noisy_labels": noisy,
                           "train_class_counts": self.train_class_counts},
                 "test_set": "valid" if getattr(self.data, "test_is_valid", False) else "test",
-                "timings_s": self.timings, "versions": versions(self.device)}
+                "timings_s": self.timings, "compute_path": self.compute_path.record(),
+                "versions": versions(self.device)}
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Dict:
@@ -371,6 +383,7 @@ class Experiment:
         args = self.args
         if self.device.type == "cpu" and not args.no_cuda:
             print(cpu_fallback_note(args), file=sys.stderr)
+        print(self.compute_path.describe(), file=sys.stderr)
         self.build_batches()
         seed_epoch(args.seed, -1)  # initial weights
         self.build_models()

@@ -28,7 +28,7 @@ Checkpoints (best_/last_): a dict with
     augment_state_dict    {"probability_logits": (R, 7), "magnitude_logits": (R, 7)}, R = T (SEP)
                           or 1 (SHA); empty for the fixed methods
     acc (best test accuracy, %), epoch
-last_ adds what a resume needs (optimiser states, best epoch, history, RNG states).
+last_ adds what a resume needs (optimiser states, best epoch, history, compute path).
 
 Results file (JSON, one per run folder and configuration):
     format, run_name, dataset, run_folder, seed,
@@ -51,6 +51,8 @@ Results file (JSON, one per run folder and configuration):
     split             {"train_size", "valid_size", "noisy_labels", "train_class_counts"}
     test_set          "test", or "valid" for a folder dataset without test/ (accuracies on valid/)
     timings_s         {"hyper", "train", "test", "total"}
+    compute_path      {"device", "precision" ("bf16" autocast or "fp32"), "reason", "channels_last",
+                       "test_batch_size", "description"} of the latest process (custom_runs.compute_path)
     versions          {"python", "torch", "torchvision", "kornia", "numpy", "cuda", "device"}
 """
 import json

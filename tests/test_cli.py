@@ -146,8 +146,11 @@ def test_best_checkpoint_reproduces_its_test_accuracy(first_run, digits):
     encoder.load_state_dict(best["encoder_state_dict"])
     decoder.load_state_dict(best["decoder_state_dict"])
     encoder.eval()
-    with torch.no_grad():
-        predictions = decoder(encoder(EvalTransform(DIGITS)(digits.test_images))).argmax(-1)
+    # on the run's own compute path: a CPU with native bf16 evaluated in bf16 autocast
+    amp = first_run["results"]["compute_path"]["precision"] == "bf16"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        features = encoder(EvalTransform(DIGITS)(digits.test_images))
+    predictions = decoder(features.float()).argmax(-1)
     accuracy = 100.0 * float((predictions == digits.test_targets).double().mean())
     assert abs(accuracy - best["acc"]) <= 100.0 / 360 + 1e-9  # at most one image differs
     assert best["acc"] > 20.0  # better than chance after 2 epochs

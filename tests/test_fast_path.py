@@ -1,5 +1,6 @@
-"""The CUDA fast path (bf16 autocast, channels-last) keeps the hypergradient: checked
-on the CPU, where autocast supports bf16 too, and on CUDA when there is one."""
+"""The fast path (bf16 autocast, channels-last; on CUDA and on CPUs with native bf16)
+keeps the hypergradient: checked on the CPU, where autocast runs bf16 on any CPU
+(emulated where it is not native), and on CUDA when there is one."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -46,10 +47,11 @@ def hypergradients(amp: bool, device: str, channels_last: bool = False):
     return [grad.double().cpu().flatten() for grad in result.grads]
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("device", DEVICES)
-def test_bf16_autocast_hypergradient_matches_fp32(device):
+def test_bf16_autocast_hypergradient_matches_fp32(device, channels_last):
     reference = hypergradients(amp=False, device=device)
-    fast = hypergradients(amp=True, device=device)
+    fast = hypergradients(amp=True, device=device, channels_last=channels_last)
     for exact, approximate in zip(reference, fast):
         assert torch.isfinite(approximate).all()
         assert F.cosine_similarity(exact, approximate, dim=0) > 0.99
