@@ -15,7 +15,8 @@ dataset's shape unless --real-data is given (then the dataset's files are read).
 epoch, a test pass, each exactly as a run does them) and prints one JSON line per
 measurement; --compare runs the compute paths side by side, interleaved --repeats
 times so that a busy machine slows them alike: the CPU's path before issue 13 (fp32,
-NCHW, test batch 1024), fp32 and bf16 autocast with this device's layout and test batch.
+NCHW, test batch 1024, batch norm not folded), fp32 and bf16 autocast with this
+device's layout, test batch and folding.
 """
 import dataclasses
 import json
@@ -60,6 +61,9 @@ def get_args(argv=None):
                              "1024), fp32 and bf16 side by side")
     parser.add_argument("--repeats", type=int, default=1,
                         help="with --epoch: rounds over the paths, interleaved (default: 1)")
+    parser.add_argument("--epoch-fraction", type=float, default=1.0,
+                        help="with --epoch: time this fraction of each phase's batches and scale "
+                             "to the whole epoch (default: 1.0)")
     args = parser.parse_args(argv)
     try:
         args = resolve(args)
@@ -69,6 +73,8 @@ def get_args(argv=None):
         parser.error("ImageNet is read from disk by workers; benchmark an in-memory dataset")
     if args.compare and not args.epoch:
         parser.error("--compare needs --epoch")
+    if not 0 < args.epoch_fraction <= 1:
+        parser.error(f"--epoch-fraction must be in (0, 1], got {args.epoch_fraction}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     args.force = True
@@ -161,13 +167,14 @@ def compared_paths(path):
     fp32 = dataclasses.replace(path, precision="fp32", reason="--no-amp")
     bf16_reason = "CUDA" if path.device == "cuda" else native_cpu_bf16() or "emulated"
     return {"before": dataclasses.replace(fp32, channels_last=path.device == "cuda",
-                                          test_batch_size=1024),
+                                          test_batch_size=1024, fold_batch_norm=False),
             "fp32": fp32, "bf16": dataclasses.replace(path, precision="bf16", reason=bf16_reason)}
 
 
 def time_epoch(args, experiment) -> dict:
     """Seconds of one hyper epoch, one training epoch and one test pass, as a run does them
-    (after a few untimed steps of each, so that one-time kernel set-up is not counted).
+    (after a few untimed steps of each, so that one-time kernel set-up is not counted), from
+    the first --epoch-fraction of each phase's batches scaled to the whole phase.
     `*_cpu_s` is the process's CPU time: on a CPU shared with other work it moves less
     than the wall-clock time."""
     device, network, hyper = experiment.device, experiment.network, experiment.hyper
@@ -181,21 +188,34 @@ def time_epoch(args, experiment) -> dict:
     def hyper_pass(max_steps):
         hyper_epoch(network, hyper, experiment.hyper_batches, cycle(experiment.valid_batches),
                     lambda step: args.hyper_beta, max_steps)
+
+    def test_subset(size):
+        test = experiment.test_batches
+        return type(test)(test.images, test.labels, test.indices[:size], test.batch_size, False,
+                          test.transform)
+
+    def part(count):  # batches timed of a phase of `count`, and the factor to the whole phase
+        timed_count = max(1, round(args.epoch_fraction * count))
+        return timed_count, count / timed_count
     warm_batches = iter(cycle(experiment.train_batches))
     train_pass(next(warm_batches) for _ in range(args.warmup))
-    test = experiment.test_batches
-    evaluate(network, type(test)(test.images, test.labels, test.indices[:2 * test.batch_size],
-                                 test.batch_size, False, test.transform), num_classes)
-    phases = {"train_epoch": lambda: train_pass(experiment.train_batches),
-              "test_pass": lambda: evaluate(network, test, num_classes)}
+    evaluate(network, test_subset(2 * experiment.test_batches.batch_size), num_classes)
+    train_count, train_scale = part(len(experiment.train_batches))
+    test_count, test_scale = part(len(experiment.test_batches.indices))
+    phases = {"train_epoch": (lambda: train_pass(next(warm_batches) for _ in range(train_count)),
+                              train_scale),
+              "test_pass": (lambda: evaluate(network, test_subset(test_count), num_classes), test_scale)}
     if hyper.optimizer is not None:
         hyper_pass(args.warmup)
-        phases = {"hyper_epoch": lambda: hyper_pass(args.hyper_steps), **phases}
+        full_hyper = len(experiment.hyper_batches) if not args.hyper_steps else \
+            min(args.hyper_steps, len(experiment.hyper_batches))
+        hyper_count, hyper_scale = part(full_hyper)
+        phases = {"hyper_epoch": (lambda: hyper_pass(hyper_count), hyper_scale), **phases}
     seconds = {}
-    for phase, function in phases.items():
+    for phase, (function, scale) in phases.items():
         cpu_started = time.process_time()
-        seconds[f"{phase}_s"] = timed(device, function)
-        seconds[f"{phase}_cpu_s"] = time.process_time() - cpu_started
+        seconds[f"{phase}_s"] = timed(device, function) * scale
+        seconds[f"{phase}_cpu_s"] = (time.process_time() - cpu_started) * scale
     seconds["epoch_s"] = sum(seconds[f"{phase}_s"] for phase in phases)
     seconds["epoch_cpu_s"] = sum(seconds[f"{phase}_cpu_s"] for phase in phases)
     return seconds
@@ -215,6 +235,7 @@ def epoch_main(args) -> int:
                       "batch_size": experiment.train_batches.batch_size,
                       "hyper_batch_size": experiment.hyper_batches.batch_size,
                       "test_batch_size": experiment.test_batches.batch_size,
+                      "epoch_fraction": args.epoch_fraction,
                       **time_epoch(args, experiment)}
             print(json.dumps(report), flush=True)
     return 0

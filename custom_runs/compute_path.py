@@ -38,6 +38,7 @@ class ComputePath:
     reason: str                # why: the CPU feature, "CUDA", "no native bf16", "--no-amp"
     channels_last: bool
     test_batch_size: int
+    fold_batch_norm: bool      # in the test pass and hyper epochs (Network.for_inference)
 
     @property
     def amp(self) -> bool:
@@ -57,7 +58,7 @@ class ComputePath:
 def choose_compute_path(device: torch.device, no_amp: bool) -> ComputePath:
     if device.type == "cuda":
         precision, reason = ("fp32", "--no-amp") if no_amp else ("bf16", "CUDA")
-        return ComputePath("cuda", precision, reason, True, CUDA_TEST_BATCH_SIZE)
+        return ComputePath("cuda", precision, reason, True, CUDA_TEST_BATCH_SIZE, False)
     feature = native_cpu_bf16()
     if no_amp:
         precision, reason = "fp32", "--no-amp"
@@ -67,4 +68,4 @@ def choose_compute_path(device: torch.device, no_amp: bool) -> ComputePath:
         precision, reason = "bf16", feature
     # channels-last: oneDNN's convolutions run in NHWC natively; in NCHW it reorders
     # every layer's input and output (fp32 train step 15 % faster, test pass 1.3x)
-    return ComputePath("cpu", precision, reason, True, CPU_TEST_BATCH_SIZE)
+    return ComputePath("cpu", precision, reason, True, CPU_TEST_BATCH_SIZE, True)

@@ -251,7 +251,8 @@ class Experiment:
             torch.backends.cudnn.benchmark = True
         self.encoder, self.decoder = encoder, decoder
         forward_encoder = torch.compile(encoder) if args.compile and device.type == "cuda" else encoder
-        self.network = Network(forward_encoder, decoder, amp=self.compute_path.amp)
+        self.network = Network(forward_encoder, decoder, amp=self.compute_path.amp,
+                               fold_batch_norm=self.compute_path.fold_batch_norm)
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=args.lr, momentum=0.9,
                                          nesterov=True, weight_decay=1e-4)
         # a user's own folder is taken to be noisy and imbalanced already (DESIGN §3.1)

@@ -44,14 +44,16 @@ def test_cpu_uses_bf16_only_where_it_is_native_and_not_with_no_amp(monkeypatch, 
     assert (path.precision, path.amp) == (precision, precision == "bf16")
     assert path.describe() == description
     assert path.record() == {"device": "cpu", "precision": precision, "reason": path.reason,
-                             "channels_last": True, "test_batch_size": 128, "description": description}
+                             "channels_last": True, "test_batch_size": 128, "fold_batch_norm": True,
+                             "description": description}
 
 
 @pytest.mark.parametrize("no_amp, precision", [(False, "bf16"), (True, "fp32")])
 def test_cuda_path_ignores_the_cpu_probe(monkeypatch, no_amp, precision):
     monkeypatch.setattr(compute_path, "native_cpu_bf16", lambda: None)
     path = choose_compute_path(torch.device("cuda", 0), no_amp)
-    assert (path.precision, path.channels_last, path.test_batch_size) == (precision, True, 1024)
+    assert (path.precision, path.channels_last, path.test_batch_size, path.fold_batch_norm) == \
+        (precision, True, 1024, False)
 
 
 def test_test_batch_is_smaller_on_the_cpu_and_the_run_uses_it(tmp_path):
@@ -72,14 +74,15 @@ def test_a_run_says_its_path_and_records_it(monkeypatch, capsys, tmp_path, featu
     results = experiment.run()
     description = experiment.compute_path.describe()
     assert description in capsys.readouterr().err.splitlines()
-    assert experiment.network.amp == (precision == "bf16")
+    assert experiment.network.amp == (precision == "bf16") and experiment.network.fold_batch_norm
     first = next(experiment.encoder.parameters())
     assert first.is_contiguous(memory_format=torch.channels_last)
     assert results["compute_path"]["precision"] == precision
     saved = run_files.load_results(experiment.results_path)
     assert saved["compute_path"] == {"device": "cpu", "precision": precision,
                                      "reason": feature or "no native bf16", "channels_last": True,
-                                     "test_batch_size": 128, "description": description}
+                                     "test_batch_size": 128, "fold_batch_norm": True,
+                                     "description": description}
     assert run_files.load_torch(experiment.last_path)["compute_path"]["description"] == description
     assert "compute_path" not in saved["config"]  # not part of the configuration's identity
 

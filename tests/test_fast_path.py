@@ -1,6 +1,8 @@
 """The fast path (bf16 autocast, channels-last; on CUDA and on CPUs with native bf16)
 keeps the hypergradient: checked on the CPU, where autocast runs bf16 on any CPU
 (emulated where it is not native), and on CUDA when there is one."""
+from typing import Optional
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,20 +11,35 @@ from custom_datasets.settings import get_settings
 from custom_models.hyper_models import AugmentModel, LossModel
 from custom_models.hypergradient import hypergradient
 from custom_models.networks import build_network
-from custom_models.training import Network, frozen, valid_gradient
+from custom_models.training import Network, evaluate, frozen, valid_gradient
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def hypergradients(amp: bool, device: str, channels_last: bool = False):
-    """Hypergradients of every learned table for one fixed train/valid batch."""
+def trained_statistics(encoder):
+    """Batch-norm statistics and affine parameters away from their initial identity."""
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for module in encoder.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                for tensor, low, high in ((module.running_mean, -0.5, 0.5), (module.running_var, 0.5, 2.0),
+                                          (module.weight, 0.5, 1.5), (module.bias, -0.2, 0.2)):
+                    tensor.copy_(torch.empty(tensor.shape).uniform_(low, high, generator=generator))
+
+
+def hypergradients(amp: bool, device: str, channels_last: bool = False, fold: Optional[bool] = None):
+    """Hypergradients of every learned table for one fixed train/valid batch; `fold` (not None):
+    with batch-norm statistics of a trained network, folded into the convolutions (True) as in
+    a hyper epoch, or not (False)."""
     settings = get_settings("DIGITS")
     torch.manual_seed(0)
     encoder, decoder = build_network("resnet18", settings)
     encoder, decoder = encoder.to(device).eval(), decoder.to(device)
     if channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
-    network = Network(encoder, decoder, amp=amp)
+    if fold is not None:
+        trained_statistics(encoder)
+    network = Network(encoder, decoder, amp=amp, fold_batch_norm=bool(fold)).for_inference()
     generator = torch.Generator().manual_seed(1)
     count, size = 64, settings.image_size
     images = torch.randn(count, 1, size, size, generator=generator).to(device)
@@ -67,6 +84,37 @@ def test_autocast_keeps_features_losses_and_tables_in_fp32():
     assert decoder(features).dtype == torch.float32
     loss_model = LossModel(4, 10, "BOTH", torch.arange(4), distorted=True)
     assert loss_model.weight_logits.dtype == loss_model.soft_logits.dtype == torch.float32
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_folded_batch_norm_gives_the_same_hypergradient(amp):
+    reference = hypergradients(amp=amp, device="cpu", channels_last=True, fold=False)
+    folded = hypergradients(amp=amp, device="cpu", channels_last=True, fold=True)
+    for exact, approximate in zip(reference, folded):
+        if amp:  # the folded weights are rounded to bf16 once, the unfolded ones twice
+            assert F.cosine_similarity(exact, approximate, dim=0) > 0.99
+        else:
+            assert torch.allclose(exact, approximate, rtol=1e-3, atol=1e-6)
+
+
+def test_for_inference_folds_every_batch_norm_of_the_small_resnet_and_evaluates_alike():
+    settings = get_settings("DIGITS")
+    torch.manual_seed(0)
+    encoder, decoder = build_network("resnet18", settings)
+    trained_statistics(encoder.eval())
+    folded = Network(encoder, decoder, fold_batch_norm=True)
+    plain = Network(encoder, decoder)
+    inference = folded.for_inference()
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules()) == 15
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in inference.encoder.modules())
+    assert plain.for_inference() is plain and inference.decoder is decoder
+    generator = torch.Generator().manual_seed(4)
+    images = torch.randn(300, 1, 8, 8, generator=generator)
+    labels = torch.randint(0, 10, (300,), generator=generator)
+    batches = [(images[start:start + 128], labels[start:start + 128], None) for start in (0, 128, 256)]
+    a, b = evaluate(plain, batches, 10), evaluate(folded, batches, 10)
+    assert a["acc"] == b["acc"] and a["per_class_acc"] == b["per_class_acc"]
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
 
 
 def test_channels_last_gives_the_same_hypergradient():
