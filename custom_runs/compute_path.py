@@ -15,7 +15,7 @@ import torch
 # The test pass has no backward, so its batch is limited by the caches, not by the
 # optimiser: at 1024 images the first stage of the small ResNet-18 holds 51 MB of fp32
 # activations per layer (16 x 28 x 28 floats an image), more than the 32 MB L3 of the
-# CPUs measured, and a FashionMNIST test pass took 1.5-3x longer than at 64-256
+# CPUs measured, and a FashionMNIST test pass took 1.5-2.5x longer than at 64-256
 # (fp32 and bf16, 2 threads). 128 is at the flat bottom of that curve for both.
 CPU_TEST_BATCH_SIZE = 128
 CUDA_TEST_BATCH_SIZE = 1024
