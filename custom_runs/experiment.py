@@ -384,7 +384,8 @@ class Experiment:
         args = self.args
         if self.device.type == "cpu" and not args.no_cuda:
             print(cpu_fallback_note(args), file=sys.stderr)
-        print(self.compute_path.describe(), file=sys.stderr)
+        # on stdout, the run's log: stderr is for notes and errors
+        print(self.compute_path.describe(), flush=True)
         self.build_batches()
         seed_epoch(args.seed, -1)  # initial weights
         self.build_models()

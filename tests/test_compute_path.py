@@ -73,7 +73,7 @@ def test_a_run_says_its_path_and_records_it(monkeypatch, capsys, tmp_path, featu
     experiment = Experiment(args)
     results = experiment.run()
     description = experiment.compute_path.describe()
-    assert description in capsys.readouterr().err.splitlines()
+    assert capsys.readouterr().out.splitlines()[0] == description
     assert experiment.network.amp == (precision == "bf16") and experiment.network.fold_batch_norm
     first = next(experiment.encoder.parameters())
     assert first.is_contiguous(memory_format=torch.channels_last)
