@@ -224,8 +224,8 @@ def time_epoch(args, experiment) -> dict:
 def epoch_main(args) -> int:
     settings = get_settings(args.dataset)
     data = None if args.real_data else synthetic_data(settings)
-    chosen = build_experiment(args, settings, data)
-    paths = compared_paths(chosen.compute_path) if args.compare else {"chosen": chosen.compute_path}
+    chosen = Experiment(args, data).compute_path
+    paths = compared_paths(chosen) if args.compare else {"chosen": chosen}
     for repeat in range(args.repeats):
         for label, path in paths.items():
             experiment = build_experiment(args, settings, data, path)
