@@ -57,6 +57,7 @@ def get_args(argv=None) -> argparse.Namespace:
              "1 is fastest on a busy machine)")
     add("--batch-size", type=int, default=500, help="test batch size for the features (default: 500)")
     add("--workers", type=int, default=4, help="DataLoader workers, ImageNet only (default: 4)")
+    add("--gpu", type=int, default=0, help="CUDA device for the features (default: 0)")
     add("--no-cuda", action="store_true", help="compute features on the CPU even if CUDA is available")
     args = parser.parse_args(argv)
     try:
@@ -69,11 +70,21 @@ def get_args(argv=None) -> argparse.Namespace:
         (args.threads >= 0, f"--threads must be >= 0 (0: automatic), got {args.threads}"),
         (args.batch_size >= 1, f"--batch-size must be at least 1, got {args.batch_size}"),
         (args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
+        (args.gpu >= 0, f"--gpu must be >= 0, got {args.gpu}"),
     ]
     for ok, message in checks:
         if not ok:
             parser.error(message)
     return args
+
+
+def feature_device(args: argparse.Namespace) -> torch.device:
+    """--gpu N as implicit-augment.py reads it; the CPU without CUDA or with --no-cuda."""
+    if args.no_cuda or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if args.gpu >= torch.cuda.device_count():
+        raise figures.FigureError(f"--gpu {args.gpu}: only {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", args.gpu)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -84,7 +95,7 @@ def main(args: argparse.Namespace) -> int:
                                               args.subsample_ratio, args.noise_ratio,
                                               args.overfit, args.oversplit, tuple(args.paper_text))
                for label in dict.fromkeys(args.configs)}
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    device = feature_device(args)
     run = figures.RunFigures(args.data, settings, args.run_folder, configs, args.checkpoint,
                              args.out, device, args.batch_size, args.workers)
     run.check_checkpoints()

@@ -54,6 +54,13 @@ class FolderBatches:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
+        from custom_datasets.sources import UnreadableImage
+        try:
+            yield from self._batches()
+        except UnreadableImage as error:
+            raise UnreadableImage.from_worker(error) from None
+
+    def _batches(self) -> Iterator[Batch]:
         for images, _, index in self.loader:
             images = images.to(self.device, non_blocking=True)
             index = index.to(self.device, non_blocking=True)

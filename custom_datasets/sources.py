@@ -29,6 +29,18 @@ class DataUnavailable(RuntimeError):
     """The dataset's files are missing or unreadable; the message says what to put where."""
 
 
+class UnreadableImage(DataUnavailable):
+    """One image file of a folder dataset cannot be decoded; the message names it."""
+
+    @classmethod
+    def from_worker(cls, error: "UnreadableImage") -> "UnreadableImage":
+        """The same error without what a DataLoader worker wraps around it (its traceback):
+        the worker re-raises it in the main process with the original message as the last line,
+        after the exception's qualified name."""
+        last = str(error).strip().splitlines()[-1]
+        return cls(last.split(f"{cls.__name__}: ", 1)[-1])
+
+
 @dataclass
 class InMemoryData:
     train_images: torch.Tensor  # uint8 (T, C, H, W), index = index in the official train set
@@ -274,7 +286,12 @@ class IndexedFolder(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         path, target = self.folder.samples[index]
-        image = self.folder.loader(path)
+        try:
+            image = self.folder.loader(path)
+        except Exception as error:  # PIL: truncated or corrupt file, not an image at all, ...
+            reason = " ".join(f"{type(error).__name__}: {error}".split())
+            raise UnreadableImage(f"{path} cannot be read as an image ({reason}); replace or "
+                                  f"delete the file") from None
         return self.transform(image), target, index
 
 

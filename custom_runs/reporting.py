@@ -470,7 +470,8 @@ def _run_report_json(report: RunReport) -> dict:
     out = {"dataset": report.dataset, "run_name": report.config.name, "metric": report.metric,
            "runs": [{"run_folder": run.run_folder, "checkpoint": str(run.checkpoint),
                      "results_file": str(run.results_file), "acc": run.acc, "error": run.error,
-                     "minority_acc": run.minority_acc} for run in report.runs],
+                     "minority_acc": run.minority_acc, "minority_error": run.minority_error}
+                    for run in report.runs],
            "unfinished": [{"run_folder": run.run_folder, "progress": run.progress}
                           for run in report.unfinished],
            "acc": summary(report.accuracy), "error": summary(report.error), "notes": report.notes}
@@ -544,15 +545,21 @@ def _column_key(config: Configuration):
 
 def build_table(data_root, dataset: str, default_model: str, metric: str = "best",
                 minority: bool = False, with_paper: bool = False, model: Optional[str] = None,
-                max_runs: Optional[int] = None) -> Table:
-    """Every configuration and IR-NR setting with results for `dataset` (only `model`'s, if given)."""
+                max_runs: Optional[int] = None,
+                only: Optional[Sequence[Configuration]] = None) -> Table:
+    """Every configuration and IR-NR setting with results for `dataset` (only `model`'s, if
+    given; only the configurations `only`, and the paper's numbers of their methods and
+    settings, if given). With the paper's numbers asked for and none of ours yet, the
+    paper's table alone."""
     paths = run_files.list_results(data_root, dataset)
     where = run_files.dataset_dir(data_root, dataset)
-    if not paths:
+    paper_only = with_paper and not minority and dataset in load_paper_results()
+    if not paths and not paper_only:
         first = command_line("implicit-augment.py",
                              ["--data", data_root, "--dataset", dataset, "-r", "run0"])
         raise ReportError(f"no results files under {where}/run*/; train a configuration first, "
                           f"e.g. {first}")
+    wanted = None if only is None else set(only)
     quantity = "minority error" if minority else "error"
     groups: Dict[Configuration, Cell] = {}
     notes: List[str] = []
@@ -566,7 +573,7 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         except run_files.UnreadableFile as error:
             skipped.append(f"skipped {error}")
             continue
-        if model is not None and config.model != model:
+        if (model is not None and config.model != model) or (wanted is not None and config not in wanted):
             continue
         if entry is None:
             unfinished += 1
@@ -587,10 +594,13 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     if skipped:
         notes.append(f"{len(skipped)} results files that cannot be read are not counted")
     if not groups:
-        only = f" of model {model}" if model else ""
+        of_model = f" of model {model}" if model else ""
         first = f"; {skipped[0]}" if skipped else ""
-        raise ReportError(f"no finished run{only} under {where}/run*/ ({len(paths)} results files, "
-                          f"{unfinished} unfinished, {len(skipped)} unreadable){first}")
+        nothing = (f"no finished run{of_model} under {where}/run*/ ({len(paths)} results files, "
+                   f"{unfinished} unfinished, {len(skipped)} unreadable){first}")
+        if not paper_only:
+            raise ReportError(nothing)
+        notes.append(f"{nothing}: the paper's numbers alone")
 
     order = {method: index for index, method in enumerate(paper_methods().values())}
     rows: Dict[Tuple, Row] = {}
@@ -614,6 +624,12 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         _add_paper(paper, rows, columns, default_model)
         if paper["model"] != default_model:
             notes.append(f"paper numbers are for {paper['model']}")
+    if wanted is not None:
+        methods = {config.method for config in wanted}
+        settings = {config.setting for config in wanted}
+        rows = {key: row for key, row in rows.items()
+                if (row.aug_model, row.los_model, row.hyper_opt) in methods}
+        columns = {name: key for name, key in columns.items() if name in settings}
     column_names = sorted(columns, key=lambda name: columns[name])
     # the dataset's own network first, then other networks, then ablations; paper rows in paper order
     row_list = sorted(rows.values(), key=lambda row: (

@@ -97,6 +97,15 @@ def test_cli_json_mean_and_sample_std_over_every_run_folder_match_numpy(tmp_path
     assert report["error"]["std"] == pytest.approx(errors.std(ddof=1), abs=1e-12)
 
 
+def test_json_carries_each_runs_minority_accuracy_and_error(tmp_path):
+    config = configuration()
+    for index, (acc, minority) in enumerate(((93.0, 81.5), (94.0, 84.25))):
+        write_run(tmp_path, "SVHN", f"run{index}", config, acc, minority_acc=minority)
+    report = reporting.run_report(tmp_path, "SVHN", config, minority=True)
+    runs = json.loads(reporting.render_run_report(report, "json"))["runs"]
+    assert [(run["minority_acc"], run["minority_error"]) for run in runs] == [(81.5, 18.5), (84.25, 15.75)]
+
+
 def test_cli_text_report_shows_each_runs_best_checkpoint_and_accuracy(tmp_path):
     config = configuration()
     runs = [write_run(tmp_path, "SVHN", f"run{i}", config, acc) for i, acc in enumerate([93.1, 94.3])]
@@ -386,6 +395,19 @@ def test_table_without_any_results_is_an_error(tmp_path):
     (tmp_path / "SVHN" / "run0").mkdir(parents=True)
     with pytest.raises(reporting.ReportError, match="no results files"):
         reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+
+
+def test_cli_paper_table_without_any_run_is_the_papers_table_alone(tmp_path):
+    done = get_results(tmp_path, "--dataset", "SVHN", "--table", "--paper", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    table = json.loads(done.stdout)
+    paper = reporting.load_paper_results()["SVHN"]
+    assert table["columns"] == sorted(paper["columns"], key=lambda c: (float(c.split("-")[1]), int(c.split("-")[0])))
+    assert [row["name"] for row in table["rows"]] == [name for name in reporting.paper_methods() if name in paper]
+    baseline = table["rows"][0]["cells"]
+    assert [baseline[column]["paper_mean"] for column in paper["columns"]] == [m for m, _ in paper["Baseline"]]
+    assert all(cell["n"] == 0 for row in table["rows"] for cell in row["cells"].values())
+    assert any("the paper's numbers alone" in note for note in table["notes"])
 
 
 # ----------------------------------------------------------------------------- the paper's table

@@ -187,3 +187,21 @@ def test_fewer_class_folders_load_as_a_partial_copy_with_a_note(tmp_path, capsys
     assert "note: ImageNet has 3 class folders, not the official 1000" in capsys.readouterr().err
     load_data(dataclasses.replace(IMAGENET, num_classes=3), tmp_path)
     assert "note" not in capsys.readouterr().err
+
+
+def test_a_corrupt_image_is_one_line_naming_the_file_even_from_a_dataloader_worker(tmp_path):
+    from custom_datasets.batches import FolderBatches
+    from custom_datasets.sources import UnreadableImage
+    write_folder(tmp_path, per_class=2)
+    corrupt = tmp_path / "ImageNet" / "train" / "n02" / "1.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a PNG header, then nothing valid
+    data = load_imagenet(tmp_path)
+    for workers in (0, 1):
+        batches = FolderBatches(data.train, data.train_targets, torch.arange(4), 4, False,
+                                lambda images: images, torch.device("cpu"), workers)
+        with pytest.raises(UnreadableImage) as caught:
+            next(iter(batches))
+        message = str(caught.value)
+        assert "\n" not in message and "Traceback" not in message, message
+        assert message.startswith(f"{corrupt} cannot be read as an image (UnidentifiedImageError")
+        assert message.endswith("; replace or delete the file")

@@ -154,6 +154,20 @@ def test_out_of_range_options_are_one_line_usage_errors(visualize_args, capsys, 
     assert f": error: {message} (see " in line
 
 
+def test_the_papers_gpu_flag_is_accepted_and_chooses_the_feature_device(visualize_args, monkeypatch):
+    feature_device = runpy.run_path(str(SCRIPT))["feature_device"]
+    args = visualize_args(["--dataset", "DIGITS", "--gpu", "1"])
+    assert args.gpu == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert feature_device(args) == torch.device("cuda", 1)
+    args.no_cuda = True
+    assert feature_device(args) == torch.device("cpu")
+    args.no_cuda, args.gpu = False, 2
+    with pytest.raises(figures.FigureError, match="--gpu 2: only 2 CUDA device"):
+        feature_device(args)
+
+
 def test_out_folder_that_cannot_be_written_is_a_figure_error(tmp_path, monkeypatch):
     config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W_S"], IR, 1.0, NR)
     (tmp_path / "a_file").write_text("")
