@@ -11,6 +11,8 @@
     {data}/{dataset}/runN/suspects_{run_name}.csv|png|pdf    get-results.py --suspects (or in --out)
     {data}/folder_{name}/runN/...        --dataset folder --data-dir .../{name} (same files)
     {DIR}/.autodo_stats.json             a folder dataset's classes, size, mean/std, file stamp
+    {data}/{dataset}/runN/logs/{run_name}.log                run-table.py: the run's output, every attempt
+    {data}/{dataset}/submitit/{job id}/                      run-table.py --launcher slurm: submitit's files
     {visualizations}/{kind}_{dataset}_..._{labels}.png|pdf   figures of visualize-density.py
     {visualizations}/cache/{dataset}_{run}_{checkpoint}.pt   cached features and t-SNE
 
@@ -191,6 +193,17 @@ def suspects_base_path(folder: Path, name: str, checkpoint: str = "best") -> Pat
     """suspects_{run_name}[_last]: .csv (every train image, most suspect first), .png/.pdf
     (the top-K grid) of get-results.py --suspects."""
     return Path(folder) / f"suspects_{name}{'_last' if checkpoint == 'last' else ''}"
+
+
+def run_log_path(folder: Path, name: str) -> Path:
+    """run-table.py appends each attempt's stdout and stderr of the configuration here."""
+    return Path(folder) / "logs" / f"{name}.log"
+
+
+def submitit_dir(data_root, dataset: str) -> Path:
+    """Where submitit keeps a table's submission scripts, pickles and Slurm logs; %j is the
+    job id submitit fills in (array jobs: {array id}_{task})."""
+    return dataset_dir(data_root, dataset) / "submitit" / "%j"
 
 
 def debug_grid_path(folder: Path, name: str) -> Path:

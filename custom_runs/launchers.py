@@ -1,0 +1,338 @@
+"""Launchers of a table of runs (custom_runs/sweep.py): local worker slots (CPU threads or
+GPUs, CUDA_VISIBLE_DEVICES per slot) or one Slurm job array through submitit.
+
+Every run is `implicit-augment.py ... --resume` in a process of its own, its stdout and
+stderr appended to run_files.run_log_path, so a launcher never needs to know how far a run
+got: starting it again finishes it, and a finished cell is skipped without a process.
+"""
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import submitit
+from tqdm import tqdm
+
+from custom_runs.options import UsageError
+from custom_runs.sweep import RunSpec
+
+SCRIPT = Path(__file__).resolve().parent.parent / "implicit-augment.py"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+# what a cell ends as
+FINISHED, SKIPPED, FAILED, ELSEWHERE = "finished", "skipped", "failed", "running elsewhere"
+
+
+@dataclass
+class Outcome:
+    title: str
+    state: str
+    detail: str = ""  # failed: the log and its last line; elsewhere: who holds the lock
+
+
+def run_command(spec: RunSpec, gpus_per_run: int = 1) -> List[str]:
+    """The run's command: implicit-augment.py, or with several GPUs per run one process per
+    GPU under torchrun (`python -m torch.distributed.run` is torchrun without relying on
+    the script being on PATH)."""
+    if gpus_per_run > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", str(gpus_per_run), str(SCRIPT), *spec.arguments]
+    return [sys.executable, str(SCRIPT), *spec.arguments]
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """preexec_fn: the run gets SIGTERM (saved and stopped like a pre-emption) when the
+    launcher dies in any way, kill -9 included, so no orphan keeps training and holding
+    the configuration's lock. Linux only; elsewhere the runs outlive a killed launcher and
+    the next start reports them as running elsewhere until they end."""
+    def preexec() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent_pid:  # the launcher died before the prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
+
+
+def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1) -> subprocess.Popen:
+    """Starts the run with its output appended to its log (every attempt, with a header)."""
+    command = run_command(spec, gpus_per_run)
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(spec.log_path, "a") as log:
+        placement = " ".join(f"{key}={value}" for key, value in sorted(environment.items()))
+        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}"
+                  f"{' ' + placement if placement else ''}: {' '.join(command)}\n")
+        log.flush()
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **environment},
+                                preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None)
+
+
+def failure_reason(log: Path) -> str:
+    """What the last attempt in a run's log said last: its "implicit-augment.py: error: …"
+    (which may span lines, e.g. a library's message) joined into one line, else its last line."""
+    try:
+        attempt = log.read_text(errors="replace").rsplit("\n=== ", 1)[-1]
+    except OSError:
+        return ""
+    # a progress bar's carriage returns leave its last state on the line
+    lines = [line.split("\r")[-1].strip() for line in attempt.splitlines()]
+    lines = [line for line in lines if line]
+    errors = [index for index, line in enumerate(lines) if ": error: " in line]
+    if errors:
+        return " ".join(lines[errors[-1]:])
+    return lines[-1] if lines else ""
+
+
+def outcome_of(spec: RunSpec, returncode: int) -> Outcome:
+    """What an ended run means for its cell."""
+    if returncode == 0 and spec.is_finished():
+        return Outcome(spec.title, FINISHED)
+    holder = spec.running_elsewhere()
+    if holder:  # it lost the race for the lock: another launcher or a user's own command
+        return Outcome(spec.title, ELSEWHERE, holder)
+    return Outcome(spec.title, FAILED,
+                   f"exit status {returncode}, log {spec.log_path}: {failure_reason(spec.log_path)}")
+
+
+def before_start(spec: RunSpec) -> Optional[Outcome]:
+    """A cell that needs no process: finished already, or trained by another live process."""
+    if spec.is_finished():
+        return Outcome(spec.title, SKIPPED)
+    holder = spec.running_elsewhere()
+    if holder:
+        return Outcome(spec.title, ELSEWHERE, holder)
+    return None
+
+
+class Progress:
+    """Cells done / running / failed / skipped: a tqdm bar on a terminal, one plain line per
+    event otherwise (a log file, a CI job)."""
+
+    def __init__(self, total: int, stream=None):
+        self.stream = stream or sys.stderr
+        self.counts = {FINISHED: 0, SKIPPED: 0, FAILED: 0, ELSEWHERE: 0}
+        self.running = 0
+        self.started_at: Dict[str, float] = {}
+        interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = tqdm(total=total, file=self.stream, unit="run", dynamic_ncols=True,
+                        disable=not interactive)
+
+    def _say(self, text: str) -> None:
+        if self.bar.disable:
+            print(text, file=self.stream, flush=True)
+        else:
+            self.bar.write(text, file=self.stream)
+        self.bar.set_postfix_str(self.summary(), refresh=True)
+
+    def summary(self) -> str:
+        return (f"{self.counts[FINISHED] + self.counts[SKIPPED]} done ({self.counts[SKIPPED]} "
+                f"skipped), {self.running} running, {self.counts[FAILED]} failed"
+                + (f", {self.counts[ELSEWHERE]} running elsewhere" if self.counts[ELSEWHERE] else ""))
+
+    def started(self, spec: RunSpec) -> None:
+        self.running += 1
+        self.started_at[spec.title] = time.monotonic()
+        self._say(f"started  {spec.title} (log {spec.log_path})")
+
+    def ended(self, outcome: Outcome) -> None:
+        if outcome.title in self.started_at:
+            self.running -= 1
+            seconds = time.monotonic() - self.started_at.pop(outcome.title)
+            took = f" after {seconds:.0f} s"
+        else:
+            took = ""
+        self.counts[outcome.state] += 1
+        self.bar.update(1)
+        detail = f": {outcome.detail}" if outcome.detail else ""
+        self._say(f"{outcome.state:<8} {outcome.title}{took}{detail}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# ----------------------------------------------------------------------------- local
+
+def cpu_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def thread_environment(threads: int) -> Dict[str, str]:
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def local_slots(jobs: int, gpus: Sequence[int] = (), per_gpu: int = 1,
+                gpus_per_run: int = 1) -> List[Dict[str, str]]:
+    """One environment per worker. CPU: `jobs` workers sharing the cores. GPUs: `per_gpu`
+    workers on each group of `gpus_per_run` of the listed GPUs (CUDA_VISIBLE_DEVICES)."""
+    if not gpus:
+        if jobs < 1:
+            raise UsageError(f"--jobs must be at least 1, got {jobs}")
+        return [thread_environment(max(1, cpu_threads() // jobs)) for _ in range(jobs)]
+    if per_gpu < 1 or gpus_per_run < 1:
+        raise UsageError("--per-gpu and --gpus-per-run must be at least 1")
+    if len(gpus) % gpus_per_run:
+        raise UsageError(f"--gpus-per-run {gpus_per_run} does not divide the {len(gpus)} GPUs of "
+                         f"--gpus into groups; list a multiple of {gpus_per_run} GPUs")
+    groups = [gpus[start:start + gpus_per_run] for start in range(0, len(gpus), gpus_per_run)]
+    threads = max(1, cpu_threads() // (len(groups) * per_gpu * gpus_per_run))
+    return [{**thread_environment(threads), "CUDA_VISIBLE_DEVICES": ",".join(map(str, group))}
+            for group in groups for _ in range(per_gpu)]
+
+
+def run_local(specs: Sequence[RunSpec], slots: List[Dict[str, str]], progress,
+              gpus_per_run: int = 1, poll_s: float = 0.2) -> List[Outcome]:
+    """Runs the cells on the slots, one run per slot at a time. One thread polls the
+    processes (preexec_fn is only safe without other threads). Ctrl-C / SIGTERM stop the
+    runs (each saves and says how to resume) and propagate as KeyboardInterrupt."""
+    pending = list(specs)
+    outcomes: List[Outcome] = []
+    running: Dict[int, tuple] = {}  # slot -> (spec, process)
+    try:
+        while pending or running:
+            for slot, environment in enumerate(slots):
+                while slot not in running and pending:
+                    spec = pending.pop(0)
+                    outcome = before_start(spec)
+                    if outcome is not None:
+                        outcomes.append(outcome)
+                        progress.ended(outcome)
+                        continue
+                    running[slot] = (spec, start_run(spec, environment, gpus_per_run))
+                    progress.started(spec)
+            time.sleep(poll_s)
+            for slot, (spec, process) in list(running.items()):
+                if process.poll() is not None:
+                    del running[slot]
+                    outcome = outcome_of(spec, process.returncode)
+                    outcomes.append(outcome)
+                    progress.ended(outcome)
+    except KeyboardInterrupt:
+        stop_processes([process for _, process in running.values()])
+        raise
+    return outcomes
+
+
+def stop_processes(processes: Sequence[subprocess.Popen], grace_s: float = 60.0) -> None:
+    """SIGTERM (the run saves its epoch and exits), then SIGKILL after `grace_s`."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# ----------------------------------------------------------------------------- Slurm (submitit)
+
+class TableJob(submitit.helpers.Checkpointable):
+    """One task of the job array: one cell, to its end. Resubmitted unchanged on pre-emption
+    or time-out (submitit calls checkpoint()), which is safe since the run resumes."""
+
+    def __init__(self, threads: int, gpus_per_run: int = 1):
+        self.threads, self.gpus_per_run = threads, gpus_per_run
+        self._process: Optional[subprocess.Popen] = None
+
+    def __call__(self, spec: RunSpec) -> Outcome:
+        outcome = before_start(spec)
+        if outcome is not None:
+            return outcome
+        self._process = start_run(spec, thread_environment(self.threads), self.gpus_per_run)
+        return outcome_of(spec, self._process.wait())
+
+    def checkpoint(self, spec: RunSpec):
+        """Before submitit requeues the task: let the run save its epoch and stop."""
+        if self._process is not None:
+            stop_processes([self._process], grace_s=30.0)
+        return submitit.helpers.DelayedSubmission(TableJob(self.threads, self.gpus_per_run), spec)
+
+    def __getstate__(self):  # a running process does not travel with a resubmission
+        return {"threads": self.threads, "gpus_per_run": self.gpus_per_run, "_process": None}
+
+
+@dataclass
+class SlurmOptions:
+    partition: Optional[str] = None
+    time_min: int = 60
+    gpus_per_task: int = 0
+    cpus_per_task: int = 1
+    mem_gb: Optional[float] = None
+    array_parallelism: int = 64
+    account: Optional[str] = None
+    qos: Optional[str] = None
+
+
+def make_executor(folder, options: SlurmOptions, cluster: str = "slurm"):
+    """submitit's executor for the job array; cluster "local" runs the same path on this
+    machine (submitit's local executor, for tests and a dry run)."""
+    missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+    if cluster == "slurm" and missing:
+        raise UsageError(f"--launcher slurm: {' and '.join(missing)} not on PATH; run on a Slurm "
+                         f"login node, or use the local launcher")
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    parameters = {"timeout_min": options.time_min, "cpus_per_task": options.cpus_per_task,
+                  "tasks_per_node": 1, "nodes": 1, "name": "run-table"}
+    if options.gpus_per_task:
+        parameters["gpus_per_node"] = options.gpus_per_task
+    if options.mem_gb:
+        parameters["mem_gb"] = options.mem_gb
+    slurm = {"slurm_array_parallelism": options.array_parallelism}
+    if options.partition:
+        slurm["slurm_partition"] = options.partition
+    extra = {key: value for key, value in (("account", options.account), ("qos", options.qos)) if value}
+    if extra:
+        slurm["slurm_additional_parameters"] = extra
+    executor.update_parameters(**parameters, **(slurm if cluster == "slurm" else {}))
+    return executor
+
+
+def submit_array(specs: Sequence[RunSpec], executor, options: SlurmOptions):
+    """One job array, one task per cell that is not finished yet; returns (jobs, specs)."""
+    todo = [spec for spec in specs if not spec.is_finished()]
+    if not todo:
+        return [], []
+    gpus_per_run = max(1, options.gpus_per_task)
+    jobs = executor.map_array(TableJob(options.cpus_per_task, gpus_per_run), todo)
+    return jobs, todo
+
+
+def wait_for_jobs(jobs, specs: Sequence[RunSpec], progress, poll_s: float = 5.0) -> List[Outcome]:
+    """Progress of the array until every task ended."""
+    outcomes: List[Outcome] = []
+    waiting = dict(zip([job.job_id for job in jobs], zip(jobs, specs)))
+    started = set()
+    while waiting:
+        for job_id, (job, spec) in list(waiting.items()):
+            if job_id not in started and job.state in ("RUNNING", "COMPLETED", "FINISHED"):
+                started.add(job_id)
+                progress.started(spec)
+            if not job.done():
+                continue
+            del waiting[job_id]
+            try:
+                outcome = job.result()
+            except Exception as error:  # the task itself failed (node failure, cancelled, ...)
+                reason = " ".join(str(error).split())[:300]
+                outcome = Outcome(spec.title, FAILED, f"job {job_id} ({reason}); submitit log "
+                                                      f"{job.paths.stderr}, run log {spec.log_path}")
+            outcomes.append(outcome)
+            progress.ended(outcome)
+        if waiting:
+            time.sleep(poll_s)
+    return outcomes
