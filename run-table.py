@@ -114,7 +114,7 @@ def run_table(args) -> int:
     specs = args.specs
     print(f"{len(specs)} runs: {len(dict.fromkeys(s.label for s in specs))} configurations x "
           f"{len(dict.fromkeys(s.config.setting for s in specs))} settings x {args.runs} runs "
-          f"of {args.dataset} under {run_files.dataset_dir(args.data, args.dataset)}", file=sys.stderr)
+          f"of {args.dataset} under {run_files.dataset_dir(args.data, specs[0].dataset)}", file=sys.stderr)
     if args.launcher == "local":
         slots = launchers.local_slots(args.jobs or launchers.cpu_threads(), args.gpus,
                                       args.per_gpu, args.gpus_per_run)
@@ -126,7 +126,7 @@ def run_table(args) -> int:
     else:
         options = slurm_options(args)
         cluster = "slurm" if args.launcher == "slurm" else "local"
-        executor = launchers.make_executor(run_files.submitit_dir(args.data, args.dataset),
+        executor = launchers.make_executor(run_files.submitit_dir(args.data, specs[0].dataset),
                                            options, cluster)
         jobs, todo = launchers.submit_array(specs, executor, options)
         if jobs:
@@ -157,7 +157,7 @@ def print_table(args, specs) -> None:
     """get-results.py --table for what this table ran, beside the paper where it has the dataset."""
     with_paper = args.dataset in reporting.load_paper_results()
     try:
-        table = reporting.build_table(args.data, args.dataset, specs[0].config.model,
+        table = reporting.build_table(args.data, specs[0].dataset, specs[0].config.model,
                                       with_paper=with_paper,
                                       only=[spec.config for spec in specs])
     except (reporting.ReportError, run_files.UnreadableFile) as error:

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from custom_runs import reporting, run_files
-from custom_runs.options import UsageError, add_training_arguments, resolve
+from custom_runs.options import UsageError, add_training_arguments, dataset_settings, resolve
 
 # run-table.py sets these itself for every run; given among the pass-through options they
 # would contradict the table (a --gpu contradicts the launcher's placement, a --seed would
 # make every run folder the same run)
 SET_BY_THE_TABLE = {
-    "data": "--data", "dataset": "--dataset", "run_folder": "-r (use --runs)",
+    "run_folder": "-r (use --runs)",
     "imbalance_ratio": "-ir (use --settings)", "noise_ratio": "-nr (use --settings)",
     "aug_model": "--aug-model (use --configs)", "los_model": "--los-model (use --configs)",
     "hyper_opt": "--hyper-opt (use --configs)", "resume": "--resume (every run resumes)",
@@ -73,7 +73,7 @@ def check_pass_through(arguments: Sequence[str]) -> None:
 @dataclass(frozen=True)
 class RunSpec:
     """One cell of one run: what implicit-augment.py is given, and where its files go."""
-    dataset: str
+    dataset: str  # the folder under --data: the dataset's name (folder_{name} for --dataset folder)
     data: str
     run_folder: str
     label: str  # the paper's row name (Baseline, A_W_S, ...)
@@ -132,7 +132,7 @@ def expand(dataset: str, data: str, labels: Sequence[str], settings: Sequence[st
     check_pass_through(pass_through)
     pairs = [parse_setting(text) for text in settings]
     parser = training_parser()
-    specs, warnings = [], []
+    specs, warnings, folder_name = [], [], None
     for run in range(runs):
         for imbalance, noise in dict.fromkeys(pairs):
             for label in dict.fromkeys(labels):
@@ -150,7 +150,9 @@ def expand(dataset: str, data: str, labels: Sequence[str], settings: Sequence[st
                     options.model, aug_model, los_model, hyper_opt, options.imbalance_ratio,
                     options.subsample_ratio, options.noise_ratio, options.overfit, options.oversplit)
                 identity = tuple((key, getattr(options, key)) for key in IDENTITY_OPTIONS)
-                specs.append(RunSpec(dataset, str(data), f"run{run}", label, config,
+                if folder_name is None:  # a folder dataset's settings read its folder: once
+                    folder_name = dataset_settings(options).name
+                specs.append(RunSpec(folder_name, str(data), f"run{run}", label, config,
                                      tuple(arguments), identity))
     for line in warnings:
         print(line, file=sys.stderr)
