@@ -310,3 +310,19 @@ def test_slow_make_run_shows_a_w_s_beating_the_baseline_and_resumes_to_nothing(t
     again = subprocess.run(make, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "2 done (2 skipped)" in again.stderr
     assert again.stdout == done.stdout
+
+
+def test_a_folder_dataset_table_goes_under_its_folder_name(tmp_path):
+    from tests.test_folder import make_folder
+    root = make_folder(tmp_path / "shapes", counts={"train": 12, "valid": 4, "test": 4})
+    data = tmp_path / "runs"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--dataset", "folder", "--data-dir", str(root),
+                           "--configs", "Baseline", "--settings", "1-0.3", "--runs", "1",
+                           "--epochs", "1", "--no-cuda", "--data", str(data)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    [spec] = sweep.expand("folder", str(data), ["Baseline"], ["1-0.3"], 1,
+                          ["--data-dir", str(root), "--epochs", "1", "--no-cuda"])
+    assert spec.folder == data / "folder_shapes" / "run0" and spec.is_finished()
+    assert done.stdout.splitlines()[0].startswith("folder_shapes: top-1 test error (%)")
+    assert done.stdout.splitlines()[3].split()[0] == "Baseline"
