@@ -148,7 +148,8 @@ def expand(dataset: str, data: str, labels: Sequence[str], settings: Sequence[st
                 warnings += [line for line in stderr.getvalue().splitlines() if line not in warnings]
                 config = reporting.Configuration(
                     options.model, aug_model, los_model, hyper_opt, options.imbalance_ratio,
-                    options.subsample_ratio, options.noise_ratio, options.overfit, options.oversplit)
+                    options.subsample_ratio, options.noise_ratio, options.overfit, options.oversplit,
+                    tuple(options.paper_text))
                 identity = tuple((key, getattr(options, key)) for key in IDENTITY_OPTIONS)
                 if folder_name is None:  # a folder dataset's settings read its folder: once
                     folder_name = dataset_settings(options).name

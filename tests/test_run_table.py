@@ -265,6 +265,11 @@ def test_expansion_is_runs_then_settings_then_configurations_with_the_paper_colu
     assert specs[-1].title == "A 100-0.1 run1"
     assert specs[0].config.name == run_files.run_name("wresnet28_10", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
     assert sweep.default_settings("DIGITS") == sweep.DEFAULT_SETTINGS
+    # a passed option that enters the run name names the cell's files too
+    [text] = sweep.expand("DIGITS", "d", ["A"], ["10-0.1"], 1, ["--paper-text", "geometry", "valid"])
+    assert text.name == run_files.run_name("resnet18", "HES", "SEP", "NONE", 10, 1.0, 0.1,
+                                           paper_text=("geometry", "valid"))
+    assert text.arguments[-4:] == ("--paper-text", "geometry", "valid", "--resume")
 
 
 @pytest.mark.parametrize("flags, message", [
