@@ -95,6 +95,18 @@ def check(args, pass_through) -> None:
         raise UsageError("--jobs is for the CPU; on GPUs the runs at a time are --per-gpu per GPU")
     if args.gpus_per_run > 1 and not args.gpus:
         raise UsageError(f"--gpus-per-run {args.gpus_per_run} needs --gpus")
+    local_only = [flag for flag, given in (("--jobs", args.jobs is not None), ("--gpus", args.gpus),
+                                           ("--per-gpu", args.per_gpu != 1),
+                                           ("--gpus-per-run", args.gpus_per_run != 1)) if given]
+    slurm_only = [flag for flag, given in (
+        ("--partition", args.partition), ("--time-min", args.time_min != 60),
+        ("--gpus-per-task", args.gpus_per_task), ("--cpus-per-task", args.cpus_per_task != 1),
+        ("--mem-gb", args.mem_gb), ("--array-parallelism", args.array_parallelism != 64),
+        ("--account", args.account), ("--qos", args.qos), ("--no-wait", args.no_wait)) if given]
+    if args.launcher != "local" and local_only:
+        raise UsageError(f"{', '.join(local_only)}: for the local launcher, not --launcher {args.launcher}")
+    if args.launcher == "local" and slurm_only:
+        raise UsageError(f"{', '.join(slurm_only)}: for --launcher slurm (or submitit-local)")
     if args.gpus_per_task < 0:
         raise UsageError(f"--gpus-per-task must be >= 0, got {args.gpus_per_task}")
 

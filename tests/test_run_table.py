@@ -282,6 +282,8 @@ def test_expansion_is_runs_then_settings_then_configurations_with_the_paper_colu
     (["--gpus", "0,a"], "--gpus: '0,a' is not a comma-separated list"),
     (["--gpus-per-run", "2"], "--gpus-per-run 2 needs --gpus"),
     (["-nr", "0.1"], "run-table.py sets -nr (use --settings) itself"),
+    (["--partition", "gpu"], "--partition: for --launcher slurm (or submitit-local)"),
+    (["--launcher", "slurm", "--gpus", "0"], "--gpus: for the local launcher, not --launcher slurm"),
 ])
 def test_bad_options_are_one_line_before_anything_starts(tmp_path, capsys, flags, message):
     import runpy
