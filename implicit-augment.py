@@ -4,12 +4,17 @@ with per-sample augmentation, loss-weight and soft-label hyperparameters learned
 by Hessian-free implicit differentiation.
 
     python implicit-augment.py --dataset DIGITS -ir 10 -nr 0.1 --aug-model SEP --los-model BOTH --hyper-opt HES
+
+One configuration on N processes (GPUs, or CPU processes with --no-cuda):
+
+    torchrun --nproc_per_node N implicit-augment.py <the same flags>
 """
 import argparse
 import signal
 import sys
 
 from custom_datasets.sources import DataUnavailable
+from custom_runs.distributed import TablesDiverged, end_distributed_mode, init_distributed_mode
 from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve
 from custom_runs.run_files import UnreadableFile
 
@@ -34,14 +39,21 @@ def _raise_terminated(signum, frame):
 
 
 def main(args: argparse.Namespace) -> int:
+    import torch.distributed
     from custom_runs.experiment import Experiment
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        experiment = Experiment(args)
+        # under torchrun only rank 0 prints: every rank meets the same error and exits alike
+        experiment = Experiment(args, collectives=init_distributed_mode(args))
         results = experiment.run()
-    except (UsageError, DataUnavailable, UnreadableFile, FloatingPointError) as error:
+    except (UsageError, DataUnavailable, UnreadableFile, FloatingPointError, TablesDiverged) as error:
         print(f"implicit-augment.py: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
+    except torch.distributed.DistError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"implicit-augment.py: error: another process of this run stopped ({first_line[:200]}); "
+              f"continue with the same command and --resume", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)
         # Ctrl-C leaves the terminal's ^C on the line: start a new one
@@ -50,6 +62,7 @@ def main(args: argparse.Namespace) -> int:
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+        end_distributed_mode()
     best, final = results["best"], results["final"]
     print(f"best test accuracy {best['acc']:.2f}% (epoch {best['epoch'] + 1}), "
           f"final {final['acc']:.2f}%")

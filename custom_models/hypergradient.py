@@ -34,21 +34,28 @@ class Hypergradient:
 
 def hypergradient(train_loss: Callable[[torch.Tensor], torch.Tensor], valid_grad: torch.Tensor,
                   theta: torch.Tensor, hyperparameters: Sequence[torch.Tensor],
-                  iterations: int = 5, alpha: float = 0.01) -> Hypergradient:
+                  iterations: int = 5, alpha: float = 0.01,
+                  sum_over_ranks: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> Hypergradient:
     """Hessian-free implicit hypergradient, scaled by 1/alpha.
 
     train_loss(theta) -> L_t as a differentiable function of θ and of the
     hyperparameters (leaf tensors with requires_grad); valid_grad = ∂L_v/∂θ.
     Returns ∂<g, u>/∂λ with g = ∂L_t/∂θ and u = -Σ_{j=0..J} (I − αH)^j v
     ≈ −(1/α) H⁻¹ v, i.e. (1/α) · dL_v/dλ; the scale is absorbed by RMSprop.
+
+    On several ranks, train_loss is this rank's share of the global-batch loss (its
+    samples' sum over the global count) and valid_grad is already the global v;
+    sum_over_ranks(tensor) sums a tensor over the ranks in place. H·p and g are sums of
+    the ranks' terms, so every rank gets the same u, and ∂<g, u>/∂λ lands on the rows of
+    its own samples only: the gathered rows equal the one-process result.
     """
     g = torch.autograd.grad(train_loss(theta), theta, create_graph=True)[0]
     v = valid_grad.detach().to(g.dtype)
     p, u = v.clone(), -v.clone()
     for _ in range(iterations):
-        hessian_p = torch.autograd.grad(g, theta, grad_outputs=p, retain_graph=True)[0]
+        hessian_p = sum_over_ranks(torch.autograd.grad(g, theta, grad_outputs=p, retain_graph=True)[0])
         p = p - alpha * hessian_p
         u = u - p
     grads = torch.autograd.grad(g, list(hyperparameters), grad_outputs=u, allow_unused=True)
-    g = g.detach()
+    g = sum_over_ranks(g.detach().clone())
     return Hypergradient(list(grads), (g * g).sum(), (v * v).sum(), (g * v).sum())

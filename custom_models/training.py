@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from custom_models.collectives import SINGLE_PROCESS, Collectives
 from custom_models.hyper_models import AugmentModel, LossModel, RowRMSprop
 from custom_models.hypergradient import hypergradient
 from custom_transforms import affine
@@ -22,6 +23,9 @@ class Network:
     decoder: nn.Linear
     amp: bool = False  # bf16 autocast for the encoder (custom_runs.compute_path decides)
     fold_batch_norm: bool = False  # in passes that leave the network unchanged (see for_inference)
+    # the DistributedDataParallel wrapper of Classifier(self) that training steps run through
+    # on several ranks; hyper steps and tests use the unwrapped modules (no gradient sync)
+    distributed: Optional[nn.Module] = None
 
     def autocast(self):
         if self.amp:
@@ -43,12 +47,39 @@ class Network:
         from torch.fx.experimental.optimization import fuse
         return Network(fuse(self.encoder), self.decoder, self.amp)
 
+    def train_logits(self, images: torch.Tensor) -> torch.Tensor:
+        if self.distributed is not None:
+            return self.distributed(images)
+        return self.decoder(self.features(images))
+
     def train(self, mode: bool = True):
         self.encoder.train(mode)
         self.decoder.train(mode)
 
     def parameters(self):
         return list(self.encoder.parameters()) + list(self.decoder.parameters())
+
+
+class Classifier(nn.Module):
+    """Encoder and classifier as one module, for DistributedDataParallel to wrap."""
+
+    def __init__(self, network: Network):
+        super().__init__()
+        self.encoder, self.decoder, self.network = network.encoder, network.decoder, [network]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.network[0].features(images))
+
+
+def average_buffers(module: nn.Module, collectives: Collectives) -> None:
+    """Batch-norm running statistics are kept per rank during an epoch (each from its own
+    shards); their mean over the ranks is what hyper steps, tests and checkpoints use."""
+    if collectives.world_size == 1:
+        return
+    with torch.no_grad():
+        for buffer in module.buffers():
+            if buffer.is_floating_point():
+                collectives.mean_(buffer)
 
 
 @dataclass
@@ -64,6 +95,7 @@ class HyperState:
     # images) through the identity x4 resample, so all methods carry the same artefacts; the
     # paper's text resamples only those of the learned augmentation (`--paper-text baselines`)
     resample_every_configuration: bool = True
+    collectives: Collectives = SINGLE_PROCESS
 
     @property
     def resamples(self) -> bool:
@@ -121,7 +153,7 @@ def train_one_epoch(network: Network, hyper: HyperState, batches, optimizer: tor
         set_lr(batch)
         with torch.no_grad():
             images, _ = augmented(images, indices, hyper)
-        logits = network.decoder(network.features(images))
+        logits = network.train_logits(images)
         loss = hyper.loss_model.train_loss(logits, hyper.loss_model.rows(indices))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,46 +162,76 @@ def train_one_epoch(network: Network, hyper: HyperState, batches, optimizer: tor
         count += 1
         if progress is not None and count % log_interval == 0:
             progress(count, total / count)
-    mean = total / max(count, 1)
+    # the mean over the ranks, so that every rank sees the same loss and stops alike
+    mean = hyper.collectives.mean_(total / max(count, 1))
     if not bool(torch.isfinite(mean)):
         raise FloatingPointError(f"the training loss became {float(mean)}")
     return mean
 
 
+def global_count(count: int, device, collectives: Collectives) -> torch.Tensor:
+    """Images in the global batch whose shards the ranks hold."""
+    return collectives.sum_(torch.tensor(float(count), device=device))
+
+
 def valid_gradient(network: Network, images, labels, resample: bool,
-                   resampling: affine.Resampling = affine.RELEASED) -> torch.Tensor:
-    """v = ∂L_v/∂θ on a batch with clean labels; `resample`: the images are resampled with
-    the identity, so they carry the train images' artefacts."""
+                   resampling: affine.Resampling = affine.RELEASED,
+                   collectives: Collectives = SINGLE_PROCESS) -> torch.Tensor:
+    """v = ∂L_v/∂θ on a (global) batch with clean labels; `resample`: the images are resampled
+    with the identity, so they carry the train images' artefacts."""
     with torch.no_grad():
         features = network.features(affine.resample(images, resampling=resampling) if resample else images)
     theta = network.decoder.weight
-    loss = F.cross_entropy(F.linear(features, theta, network.decoder.bias), labels)
-    return torch.autograd.grad(loss, theta)[0]
+    loss = F.cross_entropy(F.linear(features, theta, network.decoder.bias), labels, reduction="sum")
+    loss = loss / global_count(len(labels), theta.device, collectives)
+    return collectives.sum_(torch.autograd.grad(loss, theta)[0])
+
+
+def gather_rows(collectives: Collectives, rows: torch.Tensor, grads: torch.Tensor):
+    """Every rank's (rows, gradients) of a table, duplicate rows summed (a shared row, SHA,
+    gets a gradient from each rank): all ranks then take the same optimiser step."""
+    if collectives.world_size == 1:
+        return rows, grads
+    rows, grads = collectives.gather(rows), collectives.gather(grads)
+    unique, inverse = torch.unique(rows, return_inverse=True)
+    summed = grads.new_zeros((len(unique), *grads.shape[1:])).index_add_(0, inverse, grads)
+    return unique, summed
 
 
 def hyper_step(network: Network, hyper: HyperState, train_batch, valid_batch):
     """One hypergradient step on the learned tables. Returns the Hypergradient and a
     boolean device tensor: False when it was non-finite and the step was skipped."""
+    collectives = hyper.collectives
     valid_images, valid_labels, _ = valid_batch
-    v = valid_gradient(network, valid_images, valid_labels, hyper.resamples, hyper.resampling)
+    v = valid_gradient(network, valid_images, valid_labels, hyper.resamples, hyper.resampling,
+                       collectives)
 
     images, _, indices = train_batch
     images, augment_rows = augmented(images, indices, hyper, requires_grad=True)
     loss_rows = hyper.loss_model.rows(indices, requires_grad=True)
     features = network.features(images)
     bias = network.decoder.bias.detach()
+    # this rank's share of the global-batch mean (the plain mean on one process)
+    count = global_count(len(indices), bias.device, collectives)
 
     def train_loss(theta):
-        return hyper.loss_model.train_loss(F.linear(features, theta, bias), loss_rows)
+        per_sample = hyper.loss_model.train_loss(F.linear(features, theta, bias), loss_rows,
+                                                 reduce=False)
+        return per_sample.sum() / count
 
     learned = {name: rows for name, rows in {**augment_rows, **loss_rows}.items() if rows.requires_grad}
     result = hypergradient(train_loss, v, network.decoder.weight, list(learned.values()),
-                           hyper.iterations, hyper.alpha)
-    finite = result.finite()
+                           hyper.iterations, hyper.alpha, collectives.sum_)
     row_indices = {name: indices for name in loss_rows}
     if hyper.augment_model is not None:
         row_indices.update({name: hyper.augment_model.row_indices(indices) for name in augment_rows})
-    hyper.optimizer.step(row_indices, dict(zip(learned, result.grads)), finite)
+    gathered = {name: gather_rows(collectives, row_indices[name], grad)
+                for name, grad in zip(learned, result.grads) if grad is not None}
+    # decided on the gathered gradients, so every rank skips (or takes) the same step
+    finite = torch.stack([torch.isfinite(grad).all() for _, grad in gathered.values()]
+                         + [torch.isfinite(result.g_dot_v)]).all()
+    hyper.optimizer.step({name: rows for name, (rows, _) in gathered.items()},
+                         {name: grad for name, (_, grad) in gathered.items()}, finite)
     return result, finite
 
 
@@ -199,8 +261,10 @@ def hyper_epoch(network: Network, hyper: HyperState, train_batches, valid_batche
 
 
 @torch.no_grad()
-def evaluate(network: Network, batches, num_classes: int) -> Dict:
-    """Accuracy (%), mean loss and per-class accuracy (%) on plain images."""
+def evaluate(network: Network, batches, num_classes: int,
+             collectives: Collectives = SINGLE_PROCESS) -> Dict:
+    """Accuracy (%), mean loss and per-class accuracy (%) on plain images (each rank
+    tests its shard of every batch; the sums are added over the ranks)."""
     network.train(False)
     network = network.for_inference()
     device = network.decoder.weight.device
@@ -213,6 +277,7 @@ def evaluate(network: Network, batches, num_classes: int) -> Dict:
         hits = (logits.argmax(-1) == labels).float()
         correct.index_add_(0, labels, hits)
         seen.index_add_(0, labels, torch.ones_like(hits))
+    collectives.sum_(loss_sum), collectives.sum_(correct), collectives.sum_(seen)
     total = float(seen.sum())
     per_class = (100.0 * correct / seen.clamp(min=1)).tolist()
     return {"acc": 100.0 * float(correct.sum()) / total, "loss": float(loss_sum) / total,

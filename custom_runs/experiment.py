@@ -6,6 +6,7 @@ import platform
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -19,14 +20,16 @@ from custom_datasets.split import (check_split_feasible, load_or_create_split, m
                                    valid_size_for)
 from custom_runs import run_files
 from custom_runs.compute_path import choose_compute_path
+from custom_runs.distributed import check_identical, check_tables_requested, main_first
+from custom_models.collectives import SINGLE_PROCESS, Collectives
 from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, LossModel,
                                         RowRMSprop)
 from custom_runs.metrics import learned_summary, minority_accuracy
 from custom_models.networks import build_network
 from custom_runs.options import UsageError, dataset_settings
 from custom_models.schedule import hyper_learning_rate, learning_rate
-from custom_models.training import (HyperState, Network, evaluate, hyper_epoch,
-                                    train_one_epoch)
+from custom_models.training import (Classifier, HyperState, Network, average_buffers, evaluate,
+                                    hyper_epoch, train_one_epoch)
 from custom_transforms.affine import Resampling
 from custom_transforms.base import EvalTransform, TrainTransform
 
@@ -57,11 +60,23 @@ def cpu_fallback_note(args) -> str:
             + (f" ({' and '.join(ignored)} ignored)" if ignored else "") + "; --no-cuda silences this")
 
 
-def seed_epoch(seed: int, epoch: int) -> None:
+# rank r's augmentation stream starts this far from rank 0's: the ranks augment different
+# images and must not draw the same random numbers for them
+RANK_SEED_OFFSET = 1_000_003
+
+
+def seed_epoch(seed: int, epoch: int, permutations: Optional[torch.Generator] = None,
+               rank: int = 0) -> None:
     """Every epoch draws from RNGs seeded by (seed, epoch), so a resumed run
-    repeats exactly the epochs an uninterrupted one would have run."""
-    torch.manual_seed(seed * 100_003 + epoch)
-    np.random.seed((seed * 100_003 + epoch) % 2 ** 32)
+    repeats exactly the epochs an uninterrupted one would have run. The batches'
+    permutations come from `permutations`, seeded alike on every rank (all ranks
+    cut the same global batches); the global RNGs, which draw the augmentations,
+    are offset by the rank (rank 0 draws what a one-process run draws)."""
+    base = seed * 100_003 + epoch
+    if permutations is not None:
+        permutations.manual_seed(base)
+    torch.manual_seed(base + rank * RANK_SEED_OFFSET)
+    np.random.seed((base + rank * RANK_SEED_OFFSET) % 2 ** 32)
 
 
 def versions(device: torch.device) -> Dict[str, Optional[str]]:
@@ -74,10 +89,15 @@ def versions(device: torch.device) -> Dict[str, Optional[str]]:
 
 
 class Experiment:
-    def __init__(self, args, data=None):
-        """`data` (InMemoryData) replaces the dataset's files, e.g. random images in benchmarks."""
+    def __init__(self, args, data=None, collectives: Collectives = SINGLE_PROCESS):
+        """`data` (InMemoryData) replaces the dataset's files, e.g. random images in benchmarks;
+        `collectives`: this process's rank among the processes of a torchrun launch."""
         self.args = args
         self.data = data
+        self.collectives = collectives
+        self.is_main = collectives.is_main
+        # the batches' epoch permutations (seeded by seed_epoch, alike on every rank)
+        self.permutations = torch.Generator()
         self.settings = dataset_settings(args)
         self.device = select_device(args)
         self.compute_path = choose_compute_path(self.device, args.no_amp)
@@ -210,7 +230,8 @@ class Experiment:
             noisy_labels, official_labels = noisy_labels.to(device), official_labels.to(device)
 
             def batches(images, labels, indices, size, shuffle, transform, drop_last=False):
-                return DeviceBatches(images, labels, indices, size, shuffle, transform, drop_last)
+                return DeviceBatches(images, labels, indices, size, shuffle, transform, drop_last,
+                                     self.permutations, self.collectives)
             train_source, test_source = train_images, test_images
             valid_source = train_source
         else:
@@ -218,7 +239,7 @@ class Experiment:
 
             def batches(dataset, labels, indices, size, shuffle, transform, drop_last=False):
                 return FolderBatches(dataset, labels, indices, size, shuffle, transform, device,
-                                     args.workers, drop_last)
+                                     args.workers, drop_last, self.permutations, self.collectives)
             train_source, test_source = self.data.train, self.data.test
             valid_source = self.data.train_plain if "valid" in args.paper_text else train_source
 
@@ -253,6 +274,11 @@ class Experiment:
         forward_encoder = torch.compile(encoder) if args.compile and device.type == "cuda" else encoder
         self.network = Network(forward_encoder, decoder, amp=self.compute_path.amp,
                                fold_batch_norm=self.compute_path.fold_batch_norm)
+        if self.collectives.world_size > 1:
+            # batch norm stays per rank (see average_buffers; SyncBatchNorm needs GPUs)
+            self.network.distributed = torch.nn.parallel.DistributedDataParallel(
+                Classifier(self.network), device_ids=[device.index] if device.type == "cuda" else None,
+                forward_sync_buffers=False)
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=args.lr, momentum=0.9,
                                          nesterov=True, weight_decay=1e-4)
         # a user's own folder is taken to be noisy and imbalanced already (DESIGN §3.1)
@@ -274,12 +300,15 @@ class Experiment:
                                 average_pool_back="downsample" in args.paper_text)
         self.hyper = HyperState(self.loss_model, self.augment_model, hyper_optimizer,
                                 args.hyper_iters, args.hyper_alpha, resampling=resampling,
-                                resample_every_configuration="baselines" not in args.paper_text)
+                                resample_every_configuration="baselines" not in args.paper_text,
+                                collectives=self.collectives)
 
     # ------------------------------------------------------------------ state
     def config(self) -> Dict:
-        return {key: value for key, value in vars(self.args).items()
-                if key not in ("resume", "force")}
+        config = {key: value for key, value in vars(self.args).items()
+                  if key not in ("resume", "force")}
+        config["world_size"] = self.collectives.world_size  # not part of the identity
+        return config
 
     def checkpoint(self, epoch: int, acc: float) -> Dict:
         return {"encoder_state_dict": self.encoder.state_dict(),
@@ -348,6 +377,7 @@ class Experiment:
         return {"format": run_files.RESULTS_FORMAT_VERSION, "run_name": self.name,
                 "dataset": self.args.dataset, "run_folder": self.args.run_folder,
                 "seed": self.args.seed, "split_seed": self.split_seed, "status": status,
+                "world_size": self.collectives.world_size,
                 "config": self.config(), "lr_changes": self.lr_changes,
                 "epochs": self.args.epochs, "epochs_done": len(self.history),
                 "best": self.best, "final": final, "history": self.history,
@@ -361,20 +391,35 @@ class Experiment:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Dict:
-        self.check_writable()
-        # Before the look at the outputs, which a running process is writing. (Not inside
-        # the lock: a POSIX lock is the process's, and looking would release it.)
-        holder = run_files.lock_holder(self.folder, self.name)
-        if holder is not None:
-            raise UsageError(self.busy_message(f"{holder} is training this configuration in {self.folder}"))
-        self.check_outputs()
-        self.prepare_data()
-        try:
-            with run_files.configuration_lock(self.folder, self.name):
+        self.check_world_size()
+        with ExitStack() as held:
+            def claim():
+                self.check_writable()
+                # Before the look at the outputs, which a running process is writing. (Not
+                # inside the lock: a POSIX lock is the process's, and looking would release it.)
+                holder = run_files.lock_holder(self.folder, self.name)
+                if holder is not None:
+                    raise UsageError(self.busy_message(
+                        f"{holder} is training this configuration in {self.folder}"))
+                self.check_outputs()
+                self.prepare_data()
+                try:
+                    held.enter_context(run_files.configuration_lock(self.folder, self.name))
+                except run_files.ConfigurationBusy as busy:
+                    raise UsageError(self.busy_message(str(busy))) from None
                 self.check_outputs()  # the process that held the lock may have finished it
-                return self.train()
-        except run_files.ConfigurationBusy as busy:
-            raise UsageError(self.busy_message(str(busy))) from None
+            # rank 0 takes the lock and writes the split; the others then read it
+            main_first(self.collectives, claim)
+            if not self.is_main:
+                self.prepare_data()
+            return self.train()
+
+    def check_world_size(self) -> None:
+        world_size, batch_size = self.collectives.world_size, self.settings.batch_size
+        if batch_size % world_size:
+            raise UsageError(f"{world_size} processes: the train batch of {self.args.dataset} "
+                             f"({batch_size}) does not divide among them; use a number of "
+                             f"processes that divides {batch_size}")
 
     @staticmethod
     def busy_message(who: str) -> str:
@@ -382,7 +427,7 @@ class Experiment:
 
     def train(self) -> Dict:
         args = self.args
-        if self.device.type == "cpu" and not args.no_cuda:
+        if self.device.type == "cpu" and not args.no_cuda and self.is_main:
             print(cpu_fallback_note(args), file=sys.stderr)
         # on stdout, the run's log: stderr is for notes and errors
         print(self.compute_path.describe(), flush=True)
@@ -398,15 +443,16 @@ class Experiment:
         if first_epoch >= args.epochs:
             print(f"nothing to train: this configuration finished its {args.epochs} epochs "
                   f"(add --force to train it again)", file=sys.stderr)
-        if args.plot_debug and first_epoch == 0:
+        if args.plot_debug and first_epoch == 0 and self.is_main:
             from custom_transforms.debug import save_augmentation_grid
             save_augmentation_grid(self, run_files.debug_grid_path(self.folder, self.name))
         from torch.utils.tensorboard import SummaryWriter
         # a finished configuration gets no new (empty) event file
         writer = SummaryWriter(str(run_files.tensorboard_dir(self.folder, self.name)),
-                               purge_step=first_epoch) if first_epoch < args.epochs else None
+                               purge_step=first_epoch) \
+            if first_epoch < args.epochs and self.is_main else None
         quiet = not sys.stderr.isatty()
-        epochs = tqdm(range(first_epoch, args.epochs), desc=self.name[:40], disable=quiet,
+        epochs = tqdm(range(first_epoch, args.epochs), desc=self.name[:40], disable=quiet or not self.is_main,
                       initial=first_epoch, total=args.epochs)
         try:
             for epoch in epochs:
@@ -416,7 +462,9 @@ class Experiment:
                     print(f"epoch {epoch + 1}/{args.epochs}  test acc {final['test_acc']:.2f}%  "
                           f"loss {final['test_loss']:.4f}  best {self.best['acc']:.2f}% "
                           f"(epoch {self.best['epoch'] + 1})", flush=True)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, torch.distributed.DistError):
+            # SIGTERM, Ctrl-C, or (several ranks) another rank died: the last finished
+            # epoch's checkpoint is intact, and the results file says where the run stopped
             self.save_stopped_results("interrupted")
             raise
         except FloatingPointError as error:
@@ -426,13 +474,14 @@ class Experiment:
             if writer is not None:
                 writer.close()
         results = self.results("finished", self.final_metrics())
-        run_files.save_json(results, self.results_path)
+        if self.is_main:
+            run_files.save_json(results, self.results_path)
         return results
 
     def save_stopped_results(self, status: str) -> None:
         """The results file of a run that stopped early says so (its epochs stay usable).
         A second Ctrl-C or SIGTERM waits until the file is written."""
-        if not self.history:
+        if not self.history or not self.is_main:
             return
         stops = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stops)
@@ -456,7 +505,7 @@ class Experiment:
 
     def run_epoch(self, epoch: int, writer) -> Dict:
         args, started = self.args, time.perf_counter()
-        seed_epoch(args.seed, epoch)
+        seed_epoch(args.seed, epoch, self.permutations, self.collectives.rank)
         record = {"epoch": epoch, "hyper_lr": None}
         if args.hyper_opt == "HES" and epoch > args.hyper_start:
             steps = len(self.hyper_batches) if not args.hyper_steps else \
@@ -473,7 +522,8 @@ class Experiment:
                                      "v_norm_sq": stats.v_norm_sq, "g_dot_v": stats.g_dot_v,
                                      "divergence": stats.divergence, "skipped": stats.skipped})
             for key in ("g_norm_sq", "v_norm_sq", "g_dot_v", "divergence"):
-                writer.add_scalar(f"hyper/{key}", self.diagnostics[-1][key], epoch)
+                if writer is not None:
+                    writer.add_scalar(f"hyper/{key}", self.diagnostics[-1][key], epoch)
         after_hyper = time.perf_counter()
 
         batches_per_epoch = len(self.train_batches)
@@ -485,7 +535,7 @@ class Experiment:
                 group["lr"] = rate
             return rate
         bar = tqdm(total=batches_per_epoch, desc=f"epoch {epoch + 1}", leave=False,
-                   disable=not sys.stderr.isatty())
+                   disable=not sys.stderr.isatty() or not self.is_main)
 
         def progress(done, running_loss):
             bar.update(done - bar.n)
@@ -493,9 +543,10 @@ class Experiment:
         train_loss = float(train_one_epoch(self.network, self.hyper, self.train_batches,
                                            self.optimizer, set_lr, progress, args.log_interval))
         bar.close()
+        average_buffers(self.encoder, self.collectives)
         record["lr"] = self.optimizer.param_groups[0]["lr"]
         after_train = time.perf_counter()
-        test = evaluate(self.network, self.test_batches, self.settings.num_classes)
+        test = evaluate(self.network, self.test_batches, self.settings.num_classes, self.collectives)
         after_test = time.perf_counter()
 
         record.update({"train_loss": train_loss, "test_acc": test["acc"], "test_loss": test["loss"],
@@ -504,12 +555,18 @@ class Experiment:
         for key, value in (("hyper", after_hyper - started), ("train", after_train - after_hyper),
                            ("test", after_test - after_train)):
             self.timings[key] += value
-        if test["acc"] > self.best["acc"] or self.best["epoch"] < 0:
+        if check_tables_requested():
+            check_identical(self.collectives, self.synchronised_state(), f"epoch {epoch + 1}")
+        new_best = test["acc"] > self.best["acc"] or self.best["epoch"] < 0
+        if new_best:
             self.best = {"epoch": epoch, "acc": test["acc"], "loss": test["loss"],
                          "per_class_acc": test["per_class_acc"],
                          "minority_acc": minority_accuracy(test["per_class_acc"], self.settings)}
-            run_files.save_torch(self.checkpoint(epoch, test["acc"]), self.best_path)
         self.timings["total"] += time.perf_counter() - started
+        if not self.is_main:  # every rank holds the same state: rank 0 writes it
+            return record
+        if new_best:
+            run_files.save_torch(self.checkpoint(epoch, test["acc"]), self.best_path)
         self.save_last(epoch)
         learned = learned_summary(self.loss_model, self.augment_model, self.split,
                                   self.data.train_targets, self.settings)
@@ -522,3 +579,17 @@ class Experiment:
             if value is not None:
                 writer.add_scalar(f"learned/{key}", value, epoch)
         return record
+
+    def synchronised_state(self) -> Dict[str, torch.Tensor]:
+        """What every rank must hold bit for bit after an epoch: the network, the
+        hyperparameter tables and their optimiser state."""
+        state = {f"encoder.{name}": value for name, value in self.encoder.state_dict().items()}
+        state.update({f"decoder.{name}": value for name, value in self.decoder.state_dict().items()})
+        state.update({f"loss_model.{name}": value for name, value in self.loss_model.state_dict().items()})
+        if self.augment_model is not None:
+            state.update({f"augment_model.{name}": value
+                          for name, value in self.augment_model.state_dict().items()})
+        if self.hyper.optimizer is not None:
+            state.update({f"hyper_optimizer.square_avg.{name}": value
+                          for name, value in self.hyper.optimizer.square_avg.items()})
+        return state

@@ -22,7 +22,10 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """An argument error is one line (what is wrong, where to look), not the usage block."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        from custom_runs.distributed import is_main_process
+        # under torchrun every rank parses the same flags: one of them says what is wrong
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n"
+                  if is_main_process() else None)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
