@@ -14,7 +14,8 @@ import signal
 import sys
 
 from custom_datasets.sources import DataUnavailable
-from custom_runs.distributed import TablesDiverged, end_distributed_mode, init_distributed_mode
+from custom_runs.distributed import (TablesDiverged, end_distributed_mode, init_distributed_mode,
+                                     peer_stopped)
 from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve
 from custom_runs.run_files import UnreadableFile
 
@@ -39,7 +40,6 @@ def _raise_terminated(signum, frame):
 
 
 def main(args: argparse.Namespace) -> int:
-    import torch.distributed
     from custom_runs.experiment import Experiment
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
@@ -49,10 +49,11 @@ def main(args: argparse.Namespace) -> int:
     except (UsageError, DataUnavailable, UnreadableFile, FloatingPointError, TablesDiverged) as error:
         print(f"implicit-augment.py: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
-    except torch.distributed.DistError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"implicit-augment.py: error: another process of this run stopped ({first_line[:200]}); "
-              f"continue with the same command and --resume", file=sys.stderr)
+    except RuntimeError as error:
+        if not peer_stopped(error):
+            raise
+        print("implicit-augment.py: error: another process of this run stopped; "
+              "continue with the same command and --resume", file=sys.stderr)
         return 1
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, Terminated)

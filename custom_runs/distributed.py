@@ -26,6 +26,16 @@ class TablesDiverged(RuntimeError):
     """The ranks of one run hold different tables or weights: a bug, never a user error."""
 
 
+def peer_stopped(error: BaseException) -> bool:
+    """The error a collective raises when another rank of the run died (gloo reports
+    it as a plain RuntimeError)."""
+    import torch.distributed as dist
+    markers = ("Connection closed by peer", "Connection reset by peer", "NCCL communicator",
+               "ProcessGroupNCCL", "ProcessGroupGloo")
+    return isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and any(marker in str(error) for marker in markers))
+
+
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 

@@ -20,7 +20,8 @@ from custom_datasets.split import (check_split_feasible, load_or_create_split, m
                                    valid_size_for)
 from custom_runs import run_files
 from custom_runs.compute_path import choose_compute_path
-from custom_runs.distributed import check_identical, check_tables_requested, main_first
+from custom_runs.distributed import (check_identical, check_tables_requested, main_first,
+                                     peer_stopped)
 from custom_models.collectives import SINGLE_PROCESS, Collectives
 from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, LossModel,
                                         RowRMSprop)
@@ -462,10 +463,13 @@ class Experiment:
                     print(f"epoch {epoch + 1}/{args.epochs}  test acc {final['test_acc']:.2f}%  "
                           f"loss {final['test_loss']:.4f}  best {self.best['acc']:.2f}% "
                           f"(epoch {self.best['epoch'] + 1})", flush=True)
-        except (KeyboardInterrupt, torch.distributed.DistError):
-            # SIGTERM, Ctrl-C, or (several ranks) another rank died: the last finished
-            # epoch's checkpoint is intact, and the results file says where the run stopped
+        except KeyboardInterrupt:
             self.save_stopped_results("interrupted")
+            raise
+        except RuntimeError as error:
+            if peer_stopped(error):
+                # another rank died: the last finished epoch's checkpoint is intact
+                self.save_stopped_results("interrupted")
             raise
         except FloatingPointError as error:
             self.save_stopped_results("failed")
