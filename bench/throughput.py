@@ -17,6 +17,10 @@ measurement; --compare runs the compute paths side by side, interleaved --repeat
 times so that a busy machine slows them alike: the CPU's path before issue 13 (fp32,
 NCHW, test batch 1024, batch norm not folded), fp32 and bf16 autocast with this
 device's layout, test batch and folding.
+
+Under torchrun (`torchrun --nproc_per_node N bench/throughput.py ...`, not with
+--epoch) every rank times its share of the same global batches; rank 0 reports
+the images/s of each rank and of all together.
 """
 import dataclasses
 import json
@@ -33,6 +37,9 @@ import torch  # noqa: E402
 from custom_datasets.settings import get_settings  # noqa: E402
 from custom_datasets.sources import InMemoryData  # noqa: E402
 from custom_runs.compute_path import native_cpu_bf16  # noqa: E402
+from custom_models.collectives import SINGLE_PROCESS  # noqa: E402
+from custom_runs.distributed import (end_distributed_mode, init_distributed_mode,  # noqa: E402
+                                     launched_by_torchrun)
 from custom_runs.experiment import Experiment, seed_epoch  # noqa: E402
 from custom_models.hyper_models import table_bytes  # noqa: E402
 from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve  # noqa: E402
@@ -73,6 +80,8 @@ def get_args(argv=None):
         parser.error("ImageNet is read from disk by workers; benchmark an in-memory dataset")
     if args.compare and not args.epoch:
         parser.error("--compare needs --epoch")
+    if args.epoch and launched_by_torchrun():
+        parser.error("--epoch times one process: run it without torchrun")
     if not 0 < args.epoch_fraction <= 1:
         parser.error(f"--epoch-fraction must be in (0, 1], got {args.epoch_fraction}")
     if args.repeats < 1:
@@ -147,12 +156,14 @@ def write_profile(path, device, train, hyper) -> None:
     Path(path).write_text("\n\n".join(sections))
 
 
-def build_experiment(args, settings, data, compute_path=None) -> Experiment:
+def build_experiment(args, settings, data, compute_path=None,
+                     collectives=SINGLE_PROCESS) -> Experiment:
     """An experiment with its data, batches and models, on `compute_path` if given."""
     with tempfile.TemporaryDirectory() as folder:
         if not args.real_data:
             args.data = folder
-        experiment = Experiment(args, data)
+        experiment = Experiment(args, data, collectives)
+        experiment.check_world_size()
         if compute_path is not None:
             experiment.compute_path = compute_path
         experiment.prepare_data()
@@ -244,12 +255,25 @@ def epoch_main(args) -> int:
 def main(args):
     if args.epoch:
         return epoch_main(args)
+    collectives = init_distributed_mode(args)
+    try:
+        return steps_main(args, collectives)
+    except UsageError as error:
+        print(f"throughput.py: error: {error}", file=sys.stderr)  # rank 0 only
+        return 2
+    finally:
+        end_distributed_mode()
+
+
+def steps_main(args, collectives) -> int:
     settings = get_settings(args.dataset)
     experiment = build_experiment(args, settings,
-                                  None if args.real_data else synthetic_data(settings))
+                                  None if args.real_data else synthetic_data(settings),
+                                  collectives=collectives)
     device = experiment.device
     network, hyper = experiment.network, experiment.hyper
-    seed_epoch(args.seed, 0)
+    seed_epoch(args.seed, 0, experiment.permutations, collectives.rank)
+    shared = {"generator": experiment.permutations, "collectives": collectives}
 
     train_batches = experiment.train_batches
     batch_size = train_batches.batch_size
@@ -269,7 +293,7 @@ def main(args):
         # hyper steps at the train batch size, so that the ratio compares like with like
         hyper_train = type(train_batches)(train_batches.images, train_batches.labels,
                                           train_batches.indices, batch_size, True,
-                                          train_batches.transform)
+                                          train_batches.transform, **shared)
         valid = cycle(experiment.valid_batches)
 
         def hyper_steps(count):
@@ -289,9 +313,10 @@ def main(args):
     test_batches = experiment.test_batches
     subset = test_batches.indices[:min(len(test_batches.indices), steps * test_batches.batch_size)]
     timed_test = type(test_batches)(test_batches.images, test_batches.labels, subset,
-                                    test_batches.batch_size, False, test_batches.transform)
-    evaluate(network, timed_test, settings.num_classes)
-    test_seconds = timed(device, lambda: evaluate(network, timed_test, settings.num_classes))
+                                    test_batches.batch_size, False, test_batches.transform, **shared)
+    evaluate(network, timed_test, settings.num_classes, collectives)
+    test_seconds = timed(device, lambda: evaluate(network, timed_test, settings.num_classes,
+                                                  collectives))
     test_seconds *= len(test_batches.indices) / len(subset)
 
     train_size = len(experiment.split.train_indices)
@@ -315,15 +340,27 @@ def main(args):
     imagenet = get_settings("ImageNet")
     imagenet_memory = table_bytes(imagenet.train_size, imagenet.num_classes, args.los_model, args.aug_model)
 
+    # a step is one global batch on all ranks together; each rank's share is its own
+    world_size = collectives.world_size
+    per_rank = collectives.gather_objects(
+        {"train_images_per_s": batch_size / world_size / train_seconds,
+         "hyper_images_per_s": batch_size / world_size / hyper_seconds if hyper_seconds else None})
+    if not collectives.is_main:
+        return 0
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dataset": args.dataset, "model": args.model, "batch_size": batch_size,
+        "world_size": world_size,
+        "train_images_per_s_per_rank": [rank["train_images_per_s"] for rank in per_rank],
+        "hyper_images_per_s_per_rank": [rank["hyper_images_per_s"] for rank in per_rank],
         "compute_path": experiment.compute_path.describe(), "amp": network.amp,
         "train_size": train_size, "epochs": args.epochs,
         "hyper_epochs": hyper_epochs,
         "train_step_s": train_seconds, "hyper_step_s": hyper_seconds, "test_pass_s": test_seconds,
-        "train_images_per_s": batch_size / train_seconds,
-        "hyper_images_per_s": batch_size / hyper_seconds if hyper_seconds else None,
+        # all ranks together (one process: the same as its one rank)
+        "train_images_per_s": sum(rank["train_images_per_s"] for rank in per_rank),
+        "hyper_images_per_s": sum(rank["hyper_images_per_s"] for rank in per_rank)
+        if hyper_seconds else None,
         "hyper_to_train_ratio": hyper_seconds / train_seconds if hyper_seconds else None,
         "forward_gflops_per_image": flops / 1e9, "device_peak_tflops": peak / 1e12,
         "peak_memory_mb": peak_memory,

@@ -251,8 +251,8 @@ def test_a_killed_rank_stops_the_run_cleanly_and_resume_finishes_it_on_another_n
     results = json.loads(run_files.results_path(folder, NAME).read_text())
     assert results["status"] == "finished" and results["world_size"] == 1
     assert [record["epoch"] for record in results["history"]] == [0, 1, 2]
-    assert f"epoch {stopped["epoch"] + 2}/3 " in resumed.stdout
-    assert f"epoch {stopped["epoch"] + 1}/3 " not in resumed.stdout
+    assert f"epoch {stopped['epoch'] + 2}/3 " in resumed.stdout
+    assert f"epoch {stopped['epoch'] + 1}/3 " not in resumed.stdout
 
     # the lock and the outputs are rank 0's to check; its refusal stops both ranks
     again = run(torchrun_command(2, *flags))
