@@ -67,10 +67,6 @@ class Collectives:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            torch.distributed.barrier()
-
 
 SINGLE_PROCESS = Collectives()
 

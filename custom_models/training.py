@@ -65,10 +65,10 @@ class Classifier(nn.Module):
 
     def __init__(self, network: Network):
         super().__init__()
-        self.encoder, self.decoder, self.network = network.encoder, network.decoder, [network]
+        self.encoder, self.decoder, self.network = network.encoder, network.decoder, network
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.network[0].features(images))
+        return self.decoder(self.network.features(images))  # features: the autocast region
 
 
 def average_buffers(module: nn.Module, collectives: Collectives) -> None:

@@ -418,7 +418,7 @@ class Experiment:
     def check_world_size(self) -> None:
         world_size, batch_size = self.collectives.world_size, self.settings.batch_size
         if batch_size % world_size:
-            raise UsageError(f"{world_size} processes: the train batch of {self.args.dataset} "
+            raise UsageError(f"{world_size} processes: the train batch of {self.settings.name} "
                              f"({batch_size}) does not divide among them; use a number of "
                              f"processes that divides {batch_size}")
 
