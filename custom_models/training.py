@@ -5,7 +5,7 @@ as device tensors and read once per epoch.
 """
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -169,8 +169,11 @@ def train_one_epoch(network: Network, hyper: HyperState, batches, optimizer: tor
     return mean
 
 
-def global_count(count: int, device, collectives: Collectives) -> torch.Tensor:
-    """Images in the global batch whose shards the ranks hold."""
+def global_count(count: int, device, collectives: Collectives) -> Union[float, torch.Tensor]:
+    """Images in the global batch whose shards the ranks hold. One process gets a number:
+    a tensor made from a host number would be a host-device synchronisation per step."""
+    if collectives.world_size == 1:
+        return float(count)
     return collectives.sum_(torch.tensor(float(count), device=device))
 
 
