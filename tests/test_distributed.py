@@ -141,9 +141,14 @@ def test_two_rank_hypergradient_equals_the_one_process_one_on_the_concatenated_b
             torch.testing.assert_close(gathered, expected, rtol=1e-4, atol=1e-7)
         expected = [float(result.g_norm_sq), float(result.v_norm_sq), float(result.g_dot_v)]
         assert outcome["diagnostics"] == pytest.approx(expected, rel=1e-5)
-        # the step on the gathered rows: the same tables as one process, on both ranks
-        for name, table in hyper.loss_model.learned_tables().items():
-            torch.testing.assert_close(outcome["tables"][name], table, rtol=1e-5, atol=1e-6)
+        # each rank stepped the rows of the whole global batch with the gathered gradients.
+        # (Not compared with the one-process tables: RMSprop's first step, lr·g/(0.1|g| + eps),
+        # turns a float32 rounding difference in a gradient of ~1e-7 into a large one.)
+        fresh = tiny_problem(SINGLE_PROCESS)[1]
+        names = list(fresh.loss_model.learned_tables())
+        fresh.optimizer.step({name: train[2] for name in names}, dict(zip(names, outcome["grads"])))
+        for name, table in fresh.loss_model.learned_tables().items():
+            torch.testing.assert_close(outcome["tables"][name], table, rtol=1e-6, atol=1e-6)
             changed = (outcome["tables"][name] != tiny_problem(SINGLE_PROCESS)[1]
                        .loss_model.learned_tables()[name]).reshape(NUM_TRAIN, -1).any(-1)
             assert torch.equal(changed.nonzero().flatten().sort().values, train[2].sort().values)
@@ -165,7 +170,7 @@ def test_table_check_fails_loudly_when_one_rank_differs_and_shared_rows_are_summ
 
 # ----------------------------------------------------------------------------- runs under torchrun
 # DIGITS with half the labels re-drawn and no imbalance: in 6 epochs the learned weights
-# already rank noisy labels below clean ones (one process: AUROC 0.73 on run0, 2 ranks 0.70)
+# already rank noisy labels below clean ones (one process: AUROC 0.70 on run0, 2 ranks 0.72)
 CONFIG = ["--dataset", "DIGITS", "-ir", "1", "-nr", "0.5", "--aug-model", "SEP", "--los-model",
           "BOTH", "--hyper-opt", "HES", "--hyper-start", "1", "--no-cuda", "-r", "run0"]
 NAME = run_files.run_name("resnet18", "HES", "SEP", "BOTH", 1, 1.0, 0.5)
