@@ -170,7 +170,7 @@ def test_table_check_fails_loudly_when_one_rank_differs_and_shared_rows_are_summ
 
 # ----------------------------------------------------------------------------- runs under torchrun
 # DIGITS with half the labels re-drawn and no imbalance: in 6 epochs the learned weights
-# already rank noisy labels below clean ones (one process: AUROC 0.70 on run0, 2 ranks 0.72)
+# already rank noisy labels below clean ones (one process: AUROC 0.70 on run0, 2 ranks 0.71)
 CONFIG = ["--dataset", "DIGITS", "-ir", "1", "-nr", "0.5", "--aug-model", "SEP", "--los-model",
           "BOTH", "--hyper-opt", "HES", "--hyper-start", "1", "--no-cuda", "-r", "run0"]
 NAME = run_files.run_name("resnet18", "HES", "SEP", "BOTH", 1, 1.0, 0.5)
