@@ -150,6 +150,8 @@ class Summary:
     def text(self, digits: int = 2) -> str:
         if self.n == 0:
             return MISSING
+        if self.n == 1:  # a spread needs two runs; "± nan" would only look like an error
+            return f"{self.mean:.{digits}f} ({self.n})"
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} ({self.n})"
 
 
