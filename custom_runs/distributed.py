@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # torch is imported where needed: argument errors must stay q
 
 # set to 1 to compare the hyperparameter tables and the network of every rank at the end of
 # each epoch (a debug and test mode: it copies every table to the host once per epoch)
-CHECK_TABLES_VARIABLE = "AUTODO_CHECK_TABLES"
+CHECK_TABLES_VARIABLE = "CHECK_RANK_TABLES"
 
 
 class TablesDiverged(RuntimeError):

@@ -194,7 +194,7 @@ def our_error_lines(finished) -> list:
 def test_two_ranks_train_one_configuration_that_learns_like_one_process(tmp_path):
     epochs = ["--epochs", "6"]
     two = run(torchrun_command(2, *CONFIG, *epochs, "--data", str(tmp_path / "two")),
-              env={**ENV, "AUTODO_CHECK_TABLES": "1"})  # every epoch: tables equal on both ranks
+              env={**ENV, "CHECK_RANK_TABLES": "1"})  # every epoch: tables equal on both ranks
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
     one = run([sys.executable, str(ROOT / "implicit-augment.py"), *CONFIG, *epochs,
                "--data", str(tmp_path / "one")])
