@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from custom_runs import run_files
-from custom_runs.options import PAPER_TEXT_ITEMS
+from custom_runs.options import PAPER_TEXT_ITEMS, POLICY_VARIANT_ITEMS
 
 PAPER_RESULTS_PATH = Path(__file__).with_name("paper_results.json")
 METRICS = {"best": "best", "last": "final"}  # --metric -> section of the results file
@@ -76,13 +76,14 @@ class Configuration:
     overfit: bool = False
     oversplit: bool = False
     paper_text: Tuple[str, ...] = ()  # --paper-text items, in options.PAPER_TEXT_ITEMS order
+    policy_variant: Tuple[str, ...] = ()  # --policy-variant items, in options.POLICY_VARIANT_ITEMS order
 
     @property
     def name(self) -> str:
         return run_files.run_name(self.model, self.hyper_opt, self.aug_model, self.los_model,
                                   self.imbalance_ratio, self.subsample_ratio, self.noise_ratio,
                                   overfit=self.overfit, oversplit=self.oversplit,
-                                  paper_text=self.paper_text)
+                                  paper_text=self.paper_text, policy_variant=self.policy_variant)
 
     @property
     def ablation(self) -> str:
@@ -111,6 +112,8 @@ class Configuration:
             arguments.append(f"--{self.ablation}")
         if self.paper_text:
             arguments += ["--paper-text", *self.paper_text]
+        if self.policy_variant:
+            arguments += ["--policy-variant", *self.policy_variant]
         return command_line("implicit-augment.py", arguments)
 
     @classmethod
@@ -128,7 +131,8 @@ class Configuration:
                         str(config["hyper_opt"]), int(config["imbalance_ratio"]),
                         float(config["subsample_ratio"]), float(config["noise_ratio"]),
                         bool(config.get("overfit", False)), bool(config.get("oversplit", False)),
-                        tuple(str(item) for item in config.get("paper_text", [])))
+                        tuple(str(item) for item in config.get("paper_text", [])),
+                        tuple(str(item) for item in config.get("policy_variant", [])))
         except (TypeError, ValueError) as error:
             raise run_files.UnreadableFile(f"{path} has a malformed 'config' ({error}); "
                                            f"move it out of the run folder") from None
@@ -507,6 +511,7 @@ class Row:
     hyper_opt: str
     ablation: str
     paper_text: Tuple[str, ...] = ()
+    policy_variant: Tuple[str, ...] = ()
     cells: Dict[str, Cell] = field(default_factory=dict)  # column -> cell
 
 
@@ -529,15 +534,19 @@ class Table:
 
 
 def _row_name(method: Tuple[str, str, str], model: str, ablation: str, default_model: str,
-              paper_text: Sequence[str] = ()) -> str:
+              paper_text: Sequence[str] = (), policy_variant: Sequence[str] = ()) -> str:
     """The paper's row name; other networks and the ablations say which in brackets, runs that
-    follow the paper's text somewhere which items in parentheses."""
+    follow the paper's text somewhere, or apply the fixed policies as this project did before,
+    which items in parentheses."""
     name = method_label(*method)
     if ablation or model != default_model:
         name += f" [{ablation + '_' if ablation else ''}{model}]"
     if paper_text:
         items = "all" if tuple(paper_text) == PAPER_TEXT_ITEMS else ", ".join(paper_text)
         name += f" (text: {items})"
+    if policy_variant:
+        items = "all" if tuple(policy_variant) == POLICY_VARIANT_ITEMS else ", ".join(policy_variant)
+        name += f" (policy: {items})"
     return name
 
 
@@ -608,11 +617,12 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     rows: Dict[Tuple, Row] = {}
     columns: Dict[str, Tuple] = {}
     for config, cell in groups.items():
-        key = (config.ablation, config.model, config.method, config.paper_text)
+        key = (config.ablation, config.model, config.method, config.paper_text, config.policy_variant)
         if key not in rows:
             name = _row_name(config.method, config.model, config.ablation, default_model,
-                             config.paper_text)
-            rows[key] = Row(name, config.model, *config.method, config.ablation, config.paper_text)
+                             config.paper_text, config.policy_variant)
+            rows[key] = Row(name, config.model, *config.method, config.ablation, config.paper_text,
+                            config.policy_variant)
         rows[key].cells[config.setting] = cell
         columns.setdefault(config.setting, _column_key(config))
 
@@ -702,7 +712,8 @@ def _render_grid(header: List[str], rows: List[List[str]], fmt: str) -> str:
 
 def _table_csv(table: Table) -> str:
     """Numbers, not "mean ± std" strings, so that a spreadsheet can use them."""
-    header = ["Method", "model", "aug_model", "los_model", "hyper_opt", "ablation", "paper_text"]
+    header = ["Method", "model", "aug_model", "los_model", "hyper_opt", "ablation", "paper_text",
+              "policy_variant"]
     for column in table.columns:
         header += [f"{column} mean", f"{column} std", f"{column} n"]
         if table.with_paper:
@@ -710,7 +721,7 @@ def _table_csv(table: Table) -> str:
     rows = []
     for row in table.rows:
         cells = [row.name, row.model, row.aug_model, row.los_model, row.hyper_opt, row.ablation,
-                 " ".join(row.paper_text)]
+                 " ".join(row.paper_text), " ".join(row.policy_variant)]
         for column in table.columns:
             cell = row.cells.get(column, Cell())
             summary = cell.summary
@@ -741,7 +752,8 @@ def _table_json(table: Table) -> dict:
                 cells[column]["paper_std"] = None if cell.paper is None else cell.paper[1]
         rows.append({"name": row.name, "model": row.model, "aug_model": row.aug_model,
                      "los_model": row.los_model, "hyper_opt": row.hyper_opt,
-                     "ablation": row.ablation, "paper_text": list(row.paper_text), "cells": cells})
+                     "ablation": row.ablation, "paper_text": list(row.paper_text),
+                     "policy_variant": list(row.policy_variant), "cells": cells})
     return {"dataset": table.dataset, "metric": table.metric, "quantity": table.quantity,
             "unit": "%", "columns": table.columns, "rows": rows, "notes": table.notes}
 
