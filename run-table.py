@@ -141,11 +141,16 @@ def run_table(args) -> int:
         executor = launchers.make_executor(run_files.submitit_dir(args.data, specs[0].dataset),
                                            options, cluster)
         jobs, todo = launchers.submit_array(specs, executor, options)
+        queue = None
         if jobs:
             array = jobs[0].job_id.split("_")[0]
             print(f"submitted job array {array}: {len(jobs)} tasks ({len(specs) - len(todo)} cells "
                   f"finished already); submitit files in {Path(jobs[0].paths.folder).parent}/"
                   f"{array}_*/", file=sys.stderr)
+            if args.launcher == "slurm" and not args.no_wait and not launchers.accounting_works(array):
+                print(f"sacct does not work on this cluster: following job array {array} with "
+                      f"squeue and the cells' results files", file=sys.stderr)
+                queue = launchers.SlurmQueue(array)
         if args.no_wait:
             return 0
         progress = launchers.Progress(len(specs))
@@ -153,7 +158,7 @@ def run_table(args) -> int:
             if spec not in todo:
                 progress.ended(launchers.Outcome(spec.title, launchers.SKIPPED))
         try:
-            outcomes = launchers.wait_for_jobs(jobs, todo, progress, poll_s=1.0)
+            outcomes = launchers.wait_for_jobs(jobs, todo, progress, poll_s=1.0, queue=queue)
         finally:
             progress.close()
         outcomes += [launchers.Outcome(spec.title, launchers.SKIPPED) for spec in specs if spec not in todo]
@@ -185,6 +190,9 @@ def main(args) -> int:
     except UsageError as error:
         print(f"run-table.py: error: {error}", file=sys.stderr)
         return 2
+    except launchers.QueueUnavailable as error:
+        print(f"run-table.py: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: the runs saved their last epoch; the same command finishes the table",
               file=sys.stderr)

@@ -1,12 +1,15 @@
 """run-table.py: a table of DIGITS runs through the local launcher and through submitit's
 Slurm path (local executor, and a fake sbatch for the submission script); resume after
 kill -9; cells that need no process."""
+import io
+import json
 import os
 import pickle
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -227,6 +230,142 @@ def test_slurm_submission_script_carries_the_options_given(tmp_path):
     command = launchers.run_command(spec, job.gpus_per_run)
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     assert command[-1] == "--resume"
+
+
+# a run that, like every process of a Slurm task, gets the pre-emption signal (USR2), and
+# sends it to its task too; it says whether USR2 reached it and stops on SIGTERM
+PREEMPTED_RUN = """
+import os, signal, sys, time
+def stop(signum, frame):
+    blocked = signal.SIGUSR2 in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    print(f"run stopped by signal {signum}, USR2 blocked: {blocked}", flush=True)
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+os.kill(os.getppid(), signal.SIGUSR2)
+os.kill(os.getpid(), signal.SIGUSR2)
+time.sleep(120)
+"""
+
+# a task: TableJob with the run above and, as submitit installs it, a USR2 handler that
+# calls checkpoint() and leaves the task (submitit: requeue, sys.exit)
+PREEMPTED_TASK = """
+import json, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from custom_runs import launchers, sweep
+[spec] = sweep.expand("DIGITS", sys.argv[2], ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
+launchers.run_command = lambda spec, gpus_per_run=1: [sys.executable, "-c", sys.argv[3]]
+job = launchers.TableJob(3)
+job.poll_s = 0.05
+
+class Requeued(Exception):
+    pass
+
+report = {}
+
+def preempted(signum, frame):
+    started = time.monotonic()
+    delayed = job.checkpoint(spec)
+    report.update(checkpoint_s=time.monotonic() - started, ended=launchers.has_exited(job._process),
+                  threads=delayed.function.threads, spec=delayed.args[0].title)
+    raise Requeued()
+
+signal.signal(signal.SIGUSR2, preempted)
+try:
+    job(spec)
+except Requeued:
+    report["returncode"] = job._process.wait(timeout=10)
+print(json.dumps(report))
+"""
+
+
+def test_a_preempted_task_stops_its_run_and_requeues_without_waiting_on_a_lock(tmp_path):
+    """The handler runs in the thread that waits for the run: it must neither wait for
+    Popen's lock (a deadlock until Slurm's kill) nor let USR2 kill the run unsaved."""
+    try:
+        done = subprocess.run([sys.executable, "-c", PREEMPTED_TASK, str(REPO), str(tmp_path), PREEMPTED_RUN],
+                              capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the pre-empted task hangs in its signal handler")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["checkpoint_s"] < 30  # the run's SIGTERM, not the 30 s grace and SIGKILL
+    assert report["ended"] and report["returncode"] == 143  # ended by SIGTERM, reaped afterwards
+    assert (report["threads"], report["spec"]) == (3, "Baseline 10-0.1 run0")  # resubmitted as it was
+    [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
+    log = spec.log_path.read_text()
+    assert log.count("=== ") == 1 and log.endswith("\nrun stopped by signal 15, USR2 blocked: True\n")
+
+
+class FakeJob:
+    """What wait_for_jobs reads of a submitit job when squeue follows the array."""
+
+    def __init__(self, job_id, folder, title):
+        self.job_id, self.title = job_id, title
+        self.paths = types.SimpleNamespace(result_pickle=folder / f"{job_id}_result.pkl",
+                                           stderr=folder / f"{job_id}_0_log.err")
+
+    def result(self):
+        return launchers.Outcome(self.title, launchers.FINISHED, "from the result file")
+
+
+def test_without_accounting_a_task_that_left_the_queue_is_judged_by_its_results_file(
+        tmp_path, monkeypatch):
+    specs = sweep.expand("DIGITS", str(tmp_path), ["Baseline", "A_W_S", "A"], ["10-0.1"], 1, [])
+    jobs = [FakeJob(f"7_{index}", tmp_path, spec.title) for index, spec in enumerate(specs)]
+    monkeypatch.setattr(sweep.RunSpec, "is_finished", lambda spec: spec.label == "Baseline")
+    specs[1].log_path.parent.mkdir(parents=True)
+    specs[1].log_path.write_text("=== attempt\nepoch 1/5\nimplicit-augment.py: error: out of memory\n")
+    answers = iter([{"7_0": "RUNNING", "7_1": "RUNNING", "7_2": "RUNNING"},
+                    None,  # squeue did not answer: nothing is judged
+                    {"7_1": "FAILED", "7_2": "COMPLETING"},  # 7_0 left the queue
+                    {"7_2": "COMPLETED"}])
+
+    def queue():
+        states = next(answers)
+        if states == {"7_2": "COMPLETED"}:
+            jobs[2].paths.result_pickle.write_bytes(b"")  # its task wrote submitit's result file
+        return states
+    progress = launchers.Progress(3, stream=io.StringIO())
+    outcomes = launchers.wait_for_jobs(jobs, specs, progress, poll_s=0.0, queue=queue)
+    assert [(o.title, o.state) for o in outcomes] == [
+        ("Baseline 10-0.1 run0", launchers.FINISHED), ("A_W_S 10-0.1 run0", launchers.FAILED),
+        ("A 10-0.1 run0", launchers.FINISHED)]
+    assert outcomes[2].detail == "from the result file"
+    assert outcomes[1].detail == (f"job 7_1 ended FAILED without a result; submitit log "
+                                  f"{tmp_path}/7_1_0_log.err, run log {specs[1].log_path}: "
+                                  f"implicit-augment.py: error: out of memory")
+    assert progress.summary() == "2 done (0 skipped), 0 running, 1 failed"
+
+
+def fake_tools(folder: Path, **scripts) -> dict:
+    """An environment whose PATH starts with `folder` holding the given shell scripts."""
+    folder.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_squeue_states_an_unknown_array_and_a_silent_squeue(tmp_path, monkeypatch):
+    answer = tmp_path / "answer"
+    monkeypatch.setattr(os, "environ", fake_tools(tmp_path / "bin", squeue=f". {answer}",
+                                                  sacct="echo 'Slurm accounting storage is disabled' >&2; exit 1"))
+    assert not launchers.accounting_works("41")
+    queue = launchers.SlurmQueue("41", interval_s=0.0, patience_s=3600)
+    answer.write_text("printf '41_0|RUNNING\\n41_1|PENDING\\n'")
+    assert queue() == {"41_0": "RUNNING", "41_1": "PENDING"}
+    answer.write_text("echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
+    assert queue() == {}  # every task has left the queue
+    answer.write_text("echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1")
+    assert queue() is None
+    queue.patience_s = 0.0
+    with pytest.raises(launchers.QueueUnavailable) as error:
+        queue()
+    assert str(error.value) == (
+        "cannot follow job array 41: sacct does not work here and squeue has not answered for 0 s "
+        "(slurm_load_jobs error: Unable to contact slurm controller); the array may still be running: "
+        "`squeue -j 41` shows it; once it has ended, the same command prints the table and "
+        "resubmits what is unfinished")
 
 
 # ----------------------------------------------------------------------------- pieces
