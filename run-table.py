@@ -58,7 +58,8 @@ def get_args(argv=None):
     slurm.add_argument("--gpus-per-task", type=int, default=0, metavar="G",
                        help="GPUs of each task; more than one runs it under torchrun (default: 0)")
     slurm.add_argument("--cpus-per-task", type=int, default=1, metavar="N",
-                       help="CPU cores of each task, also its thread count (default: 1)")
+                       help="CPU cores of each task, shared by its run's threads (split among its ranks with "
+                            "several GPUs) (default: 1)")
     slurm.add_argument("--mem-gb", type=float, default=None, help="memory of each task (default: the cluster's)")
     slurm.add_argument("--array-parallelism", type=int, default=64, metavar="N",
                        help="tasks of the array running at a time (default: 64)")

@@ -262,8 +262,10 @@ class TableJob(submitit.helpers.Checkpointable):
         # Slurm signals every process of the task, the run included, whose default for USR2
         # is to die unsaved: the run starts with it blocked (a child inherits the mask), and
         # here it waits until self._process is set, so that checkpoint() finds the run
+        # the task's cores shared by its torchrun ranks, one per GPU (as local_slots does)
+        threads = thread_environment(max(1, self.threads // self.gpus_per_run))
         with signals_blocked({preemption_signal()}):
-            self._process = start_run(spec, thread_environment(self.threads), self.gpus_per_run)
+            self._process = start_run(spec, threads, self.gpus_per_run)
         while self._process.poll() is None:
             time.sleep(self.poll_s)
         return outcome_of(spec, self._process.returncode)

@@ -379,6 +379,24 @@ def test_gpu_slots_pin_each_worker_to_its_group_of_gpus():
         launchers.local_slots(0, [0, 1, 2], gpus_per_run=2)
 
 
+@pytest.mark.parametrize("cpus, gpus, threads", [(8, 2, "4"), (8, 1, "8"), (6, 4, "1"), (3, 8, "1")])
+def test_a_slurm_task_on_several_gpus_shares_its_cores_among_its_ranks(tmp_path, monkeypatch, cpus,
+                                                                         gpus, threads):
+    [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
+    started = []
+
+    def start_run(spec, environment, gpus_per_run=1):
+        started.append((environment, launchers.run_command(spec, gpus_per_run)))
+        return types.SimpleNamespace(poll=lambda: 0, wait=lambda: 0, returncode=0, pid=0)
+    monkeypatch.setattr(launchers, "start_run", start_run)
+    launchers.TableJob(cpus, gpus)(spec)
+    [(environment, command)] = started
+    # every rank gets this environment: the task's cpus_per_task threads in all
+    assert environment == {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    assert (command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus)]
+            if gpus > 1 else command[1] == str(REPO / "implicit-augment.py"))
+
+
 def test_cpu_slots_share_the_cores():
     cores = launchers.cpu_threads()
     slots = launchers.local_slots(2)
