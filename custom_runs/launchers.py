@@ -6,6 +6,7 @@ stderr appended to run_files.run_log_path, so a launcher never needs to know how
 got: starting it again finishes it, and a finished cell is skipped without a process.
 """
 import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -48,19 +49,32 @@ def run_command(spec: RunSpec, gpus_per_run: int = 1) -> List[str]:
     return [sys.executable, str(SCRIPT), *spec.arguments]
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+@functools.lru_cache(maxsize=None)
+def _libc_prctl() -> Optional[Callable]:
+    """libc's prctl, looked up once, in the launcher: never in a child between fork and exec."""
+    if sys.platform != "linux":
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent(parent_pid: int) -> Optional[Callable[[], None]]:
     """preexec_fn: the run gets SIGTERM (saved and stopped like a pre-emption) when the
     launcher dies in any way, kill -9 included, so no orphan keeps training and holding
     the configuration's lock. Linux only; elsewhere the runs outlive a killed launcher and
-    the next start reports them as running elsewhere until they end."""
+    the next start reports them as running elsewhere until they end. Between fork and exec
+    the child makes only the prctl, getppid and kill calls: everything else (the lookup of
+    prctl, the signal's number) is done here, in the parent."""
+    prctl, terminate = _libc_prctl(), int(signal.SIGTERM)
+    if prctl is None:
+        return None
+
     def preexec() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            return
+        prctl(PR_SET_PDEATHSIG, terminate, 0, 0, 0)
         if os.getppid() != parent_pid:  # the launcher died before the prctl
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), terminate)
     return preexec
 
 
@@ -75,7 +89,7 @@ def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1)
         log.flush()
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **environment},
-                                preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None)
+                                preexec_fn=_die_with_parent(os.getpid()))
 
 
 def failure_reason(log: Path) -> str:
@@ -125,6 +139,9 @@ class Progress:
         self.running = 0
         self.started_at: Dict[str, float] = {}
         interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        # no monitor thread (tqdm starts one with its first bar, even a disabled one): the
+        # local launcher forks its runs with a preexec_fn, safe only in a one-thread process
+        tqdm.monitor_interval = 0
         self.bar = tqdm(total=total, file=self.stream, unit="run", dynamic_ncols=True,
                         disable=not interactive)
 

@@ -8,6 +8,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -335,6 +336,7 @@ def test_without_accounting_a_task_that_left_the_queue_is_judged_by_its_results_
                                   f"{tmp_path}/7_1_0_log.err, run log {specs[1].log_path}: "
                                   f"implicit-augment.py: error: out of memory")
     assert progress.summary() == "2 done (0 skipped), 0 running, 1 failed"
+    progress.close()
 
 
 def fake_tools(folder: Path, **scripts) -> dict:
@@ -395,6 +397,46 @@ def test_a_slurm_task_on_several_gpus_shares_its_cores_among_its_ranks(tmp_path,
     assert environment == {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     assert (command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus)]
             if gpus > 1 else command[1] == str(REPO / "implicit-augment.py"))
+
+
+def test_the_local_launcher_forks_with_no_other_thread_and_the_child_looks_nothing_up(
+        tmp_path, monkeypatch):
+    import ctypes
+    from tqdm import tqdm
+    if tqdm.monitor is not None:  # an earlier test's progress bar
+        tqdm.monitor.exit()
+        tqdm.monitor = None
+    [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
+    progress = launchers.Progress(1, stream=io.StringIO())  # as run-table.py, before the runs
+    seen = {}
+    real_popen = subprocess.Popen
+
+    def popen(command, **options):
+        seen["threads"] = [thread.name for thread in threading.enumerate()]
+        seen["preexec"] = options["preexec_fn"]
+        return real_popen([sys.executable, "-c", "pass"], **options)
+    monkeypatch.setattr(launchers.subprocess, "Popen", popen)
+    assert launchers.start_run(spec, {}).wait() == 0
+    progress.close()
+    assert seen["threads"] == ["MainThread"]
+    # what the child runs between fork and exec: no library lookup (prctl was resolved in
+    # the parent), and the parent-death signal set
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def lookup(*args, **kwargs):
+        raise AssertionError("a library lookup between fork and exec")
+    monkeypatch.setattr(ctypes, "CDLL", lookup)
+    pid = os.fork()
+    if pid == 0:
+        code = 100
+        try:
+            seen["preexec"]()
+            death_signal = ctypes.c_int(0)
+            libc.prctl(2, ctypes.byref(death_signal), 0, 0, 0)  # PR_GET_PDEATHSIG
+            code = death_signal.value
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == signal.SIGTERM
 
 
 def test_cpu_slots_share_the_cores():
