@@ -532,3 +532,20 @@ def test_a_folder_dataset_table_goes_under_its_folder_name(tmp_path):
     assert spec.folder == data / "folder_shapes" / "run0" and spec.is_finished()
     assert done.stdout.splitlines()[0].startswith("folder_shapes: top-1 test error (%)")
     assert done.stdout.splitlines()[3].split()[0] == "Baseline"
+
+
+def test_a_folder_table_reads_its_folder_once_not_once_per_cell(tmp_path, monkeypatch):
+    from custom_datasets import folder
+    from tests.test_folder import make_folder
+    root = make_folder(tmp_path / "shapes", counts={"train": 6, "valid": 2})
+    scans = []
+    real_scan = folder.scan_folder
+
+    def counted_scan(directory):
+        scans.append(directory)
+        return real_scan(directory)
+    monkeypatch.setattr(folder, "scan_folder", counted_scan)
+    specs = sweep.expand("folder", str(tmp_path / "runs"), ["Baseline", "A"], ["1-0.3", "10-0.0"], 2,
+                         ["--data-dir", str(root), "--epochs", "1"])
+    assert len(specs) == 8 and {spec.dataset for spec in specs} == {"folder_shapes"}
+    assert len(scans) == 1
