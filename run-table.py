@@ -122,6 +122,14 @@ def _stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt()
 
 
+class StoppedFollowing(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while following a Slurm job array: the array goes on without us."""
+
+    def __init__(self, array: str):
+        super().__init__(array)
+        self.array = array
+
+
 def run_table(args) -> int:
     """Runs or submits every cell; returns 0 when every cell is finished."""
     specs = args.specs
@@ -142,7 +150,7 @@ def run_table(args) -> int:
         executor = launchers.make_executor(run_files.submitit_dir(args.data, specs[0].dataset),
                                            options, cluster)
         jobs, todo = launchers.submit_array(specs, executor, options)
-        queue = None
+        queue, array = None, None
         if jobs:
             array = jobs[0].job_id.split("_")[0]
             print(f"submitted job array {array}: {len(jobs)} tasks ({len(specs) - len(todo)} cells "
@@ -160,6 +168,10 @@ def run_table(args) -> int:
                 progress.ended(launchers.Outcome(spec.title, launchers.SKIPPED))
         try:
             outcomes = launchers.wait_for_jobs(jobs, todo, progress, poll_s=1.0, queue=queue)
+        except KeyboardInterrupt:
+            if args.launcher == "slurm" and array:
+                raise StoppedFollowing(array) from None
+            raise
         finally:
             progress.close()
         outcomes += [launchers.Outcome(spec.title, launchers.SKIPPED) for spec in specs if spec not in todo]
@@ -194,6 +206,12 @@ def main(args) -> int:
     except launchers.QueueUnavailable as error:
         print(f"run-table.py: {error}", file=sys.stderr)
         return 1
+    except StoppedFollowing as stop:
+        print(f"\ninterrupted: job array {stop.array} goes on running on the cluster (this command only "
+              f"stopped following it): `squeue -j {stop.array}` shows it, `scancel {stop.array}` cancels "
+              f"it (each run saves its last epoch); once it has ended, the same command prints the "
+              f"table and resubmits what is unfinished", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("\ninterrupted: the runs saved their last epoch; the same command finishes the table",
               file=sys.stderr)

@@ -370,6 +370,27 @@ def test_squeue_states_an_unknown_array_and_a_silent_squeue(tmp_path, monkeypatc
         "resubmits what is unfinished")
 
 
+def test_ctrl_c_while_following_a_slurm_array_says_it_goes_on_and_how_to_cancel_it(tmp_path):
+    env = fake_tools(tmp_path / "bin", sbatch="echo 'Submitted batch job 12345'", srun="exit 1",
+                     squeue="printf '12345_0|RUNNING\\n12345_1|PENDING\\n'",
+                     sacct="echo 'Slurm accounting storage is disabled' >&2; exit 1")
+    stderr_path = tmp_path / "runner.err"
+    with open(stderr_path, "w") as stderr:
+        runner = subprocess.Popen(table_command(tmp_path / "data", "--launcher", "slurm", runs=1),
+                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+    deadline = time.monotonic() + 120
+    while "following job array 12345 with squeue" not in stderr_path.read_text():
+        assert runner.poll() is None and time.monotonic() < deadline, stderr_path.read_text()
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGINT)
+    assert runner.wait(timeout=60) == 130
+    last = stderr_path.read_text().splitlines()[-1]
+    assert last == ("interrupted: job array 12345 goes on running on the cluster (this command only "
+                    "stopped following it): `squeue -j 12345` shows it, `scancel 12345` cancels it "
+                    "(each run saves its last epoch); once it has ended, the same command prints the "
+                    "table and resubmits what is unfinished")
+
+
 # ----------------------------------------------------------------------------- pieces
 
 def test_gpu_slots_pin_each_worker_to_its_group_of_gpus():
