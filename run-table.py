@@ -58,7 +58,8 @@ def get_args(argv=None):
     slurm.add_argument("--gpus-per-task", type=int, default=0, metavar="G",
                        help="GPUs of each task; more than one runs it under torchrun (default: 0)")
     slurm.add_argument("--cpus-per-task", type=int, default=1, metavar="N",
-                       help="CPU cores of each task, also its thread count (default: 1)")
+                       help="CPU cores of each task, shared by its run's threads (split among its ranks with "
+                            "several GPUs) (default: 1)")
     slurm.add_argument("--mem-gb", type=float, default=None, help="memory of each task (default: the cluster's)")
     slurm.add_argument("--array-parallelism", type=int, default=64, metavar="N",
                        help="tasks of the array running at a time (default: 64)")
@@ -121,6 +122,14 @@ def _stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt()
 
 
+class StoppedFollowing(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while following a Slurm job array: the array goes on without us."""
+
+    def __init__(self, array: str):
+        super().__init__(array)
+        self.array = array
+
+
 def run_table(args) -> int:
     """Runs or submits every cell; returns 0 when every cell is finished."""
     specs = args.specs
@@ -141,11 +150,16 @@ def run_table(args) -> int:
         executor = launchers.make_executor(run_files.submitit_dir(args.data, specs[0].dataset),
                                            options, cluster)
         jobs, todo = launchers.submit_array(specs, executor, options)
+        queue, array = None, None
         if jobs:
             array = jobs[0].job_id.split("_")[0]
             print(f"submitted job array {array}: {len(jobs)} tasks ({len(specs) - len(todo)} cells "
                   f"finished already); submitit files in {Path(jobs[0].paths.folder).parent}/"
                   f"{array}_*/", file=sys.stderr)
+            if args.launcher == "slurm" and not args.no_wait and not launchers.accounting_works(array):
+                print(f"sacct does not work on this cluster: following job array {array} with "
+                      f"squeue and the cells' results files", file=sys.stderr)
+                queue = launchers.SlurmQueue(array)
         if args.no_wait:
             return 0
         progress = launchers.Progress(len(specs))
@@ -153,7 +167,11 @@ def run_table(args) -> int:
             if spec not in todo:
                 progress.ended(launchers.Outcome(spec.title, launchers.SKIPPED))
         try:
-            outcomes = launchers.wait_for_jobs(jobs, todo, progress, poll_s=1.0)
+            outcomes = launchers.wait_for_jobs(jobs, todo, progress, poll_s=1.0, queue=queue)
+        except KeyboardInterrupt:
+            if args.launcher == "slurm" and array:
+                raise StoppedFollowing(array) from None
+            raise
         finally:
             progress.close()
         outcomes += [launchers.Outcome(spec.title, launchers.SKIPPED) for spec in specs if spec not in todo]
@@ -185,6 +203,15 @@ def main(args) -> int:
     except UsageError as error:
         print(f"run-table.py: error: {error}", file=sys.stderr)
         return 2
+    except launchers.QueueUnavailable as error:
+        print(f"run-table.py: {error}", file=sys.stderr)
+        return 1
+    except StoppedFollowing as stop:
+        print(f"\ninterrupted: job array {stop.array} goes on running on the cluster (this command only "
+              f"stopped following it): `squeue -j {stop.array}` shows it, `scancel {stop.array}` cancels "
+              f"it (each run saves its last epoch); once it has ended, the same command prints the "
+              f"table and resubmits what is unfinished", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print("\ninterrupted: the runs saved their last epoch; the same command finishes the table",
               file=sys.stderr)

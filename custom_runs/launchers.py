@@ -6,6 +6,7 @@ stderr appended to run_files.run_log_path, so a launcher never needs to know how
 got: starting it again finishes it, and a finished cell is skipped without a process.
 """
 import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -13,9 +14,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import submitit
 from tqdm import tqdm
@@ -47,19 +49,32 @@ def run_command(spec: RunSpec, gpus_per_run: int = 1) -> List[str]:
     return [sys.executable, str(SCRIPT), *spec.arguments]
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+@functools.lru_cache(maxsize=None)
+def _libc_prctl() -> Optional[Callable]:
+    """libc's prctl, looked up once, in the launcher: never in a child between fork and exec."""
+    if sys.platform != "linux":
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _die_with_parent(parent_pid: int) -> Optional[Callable[[], None]]:
     """preexec_fn: the run gets SIGTERM (saved and stopped like a pre-emption) when the
     launcher dies in any way, kill -9 included, so no orphan keeps training and holding
     the configuration's lock. Linux only; elsewhere the runs outlive a killed launcher and
-    the next start reports them as running elsewhere until they end."""
+    the next start reports them as running elsewhere until they end. Between fork and exec
+    the child makes only the prctl, getppid and kill calls: everything else (the lookup of
+    prctl, the signal's number) is done here, in the parent."""
+    prctl, terminate = _libc_prctl(), int(signal.SIGTERM)
+    if prctl is None:
+        return None
+
     def preexec() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        except (OSError, AttributeError):
-            return
+        prctl(PR_SET_PDEATHSIG, terminate, 0, 0, 0)
         if os.getppid() != parent_pid:  # the launcher died before the prctl
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), terminate)
     return preexec
 
 
@@ -74,7 +89,7 @@ def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1)
         log.flush()
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **environment},
-                                preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None)
+                                preexec_fn=_die_with_parent(os.getpid()))
 
 
 def failure_reason(log: Path) -> str:
@@ -124,6 +139,9 @@ class Progress:
         self.running = 0
         self.started_at: Dict[str, float] = {}
         interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
+        # no monitor thread (tqdm starts one with its first bar, even a disabled one): the
+        # local launcher forks its runs with a preexec_fn, safe only in a one-thread process
+        tqdm.monitor_interval = 0
         self.bar = tqdm(total=total, file=self.stream, unit="run", dynamic_ncols=True,
                         disable=not interactive)
 
@@ -243,27 +261,82 @@ def stop_processes(processes: Sequence[subprocess.Popen], grace_s: float = 60.0)
 
 class TableJob(submitit.helpers.Checkpointable):
     """One task of the job array: one cell, to its end. Resubmitted unchanged on pre-emption
-    or time-out (submitit calls checkpoint()), which is safe since the run resumes."""
+    or time-out (submitit calls checkpoint()), which is safe since the run resumes.
 
-    def __init__(self, threads: int, gpus_per_run: int = 1):
-        self.threads, self.gpus_per_run = threads, gpus_per_run
+    submitit's handler of the pre-emption signal (USR2) runs checkpoint() in this process's
+    only thread, between two steps of whatever __call__ is doing; so __call__ polls (never
+    Popen.wait(), whose lock checkpoint() could not take), and checkpoint() only signals the
+    run and watches it end, taking no lock and reaping nothing."""
+
+    def __init__(self, threads: int, gpus_per_run: int = 1, poll_s: float = 0.5):
+        self.threads, self.gpus_per_run, self.poll_s = threads, gpus_per_run, poll_s
         self._process: Optional[subprocess.Popen] = None
 
     def __call__(self, spec: RunSpec) -> Outcome:
         outcome = before_start(spec)
         if outcome is not None:
             return outcome
-        self._process = start_run(spec, thread_environment(self.threads), self.gpus_per_run)
-        return outcome_of(spec, self._process.wait())
+        # Slurm signals every process of the task, the run included, whose default for USR2
+        # is to die unsaved: the run starts with it blocked (a child inherits the mask), and
+        # here it waits until self._process is set, so that checkpoint() finds the run
+        # the task's cores shared by its torchrun ranks, one per GPU (as local_slots does)
+        threads = thread_environment(max(1, self.threads // self.gpus_per_run))
+        with signals_blocked({preemption_signal()}):
+            self._process = start_run(spec, threads, self.gpus_per_run)
+        while self._process.poll() is None:
+            time.sleep(self.poll_s)
+        return outcome_of(spec, self._process.returncode)
 
     def checkpoint(self, spec: RunSpec):
         """Before submitit requeues the task: let the run save its epoch and stop."""
         if self._process is not None:
-            stop_processes([self._process], grace_s=30.0)
-        return submitit.helpers.DelayedSubmission(TableJob(self.threads, self.gpus_per_run), spec)
+            stop_from_handler(self._process, grace_s=30.0)
+        return submitit.helpers.DelayedSubmission(
+            TableJob(self.threads, self.gpus_per_run, self.poll_s), spec)
 
     def __getstate__(self):  # a running process does not travel with a resubmission
-        return {"threads": self.threads, "gpus_per_run": self.gpus_per_run, "_process": None}
+        return {"threads": self.threads, "gpus_per_run": self.gpus_per_run, "poll_s": self.poll_s,
+                "_process": None}
+
+
+def preemption_signal() -> signal.Signals:
+    """The signal submitit's jobs take as pre-emption or time-out (USR2 unless configured)."""
+    return signal.Signals[f"SIG{submitit.JobEnvironment.USR_SIG}"]
+
+
+@contextmanager
+def signals_blocked(signals) -> Iterator[None]:
+    """Holds `signals` pending in this thread (and blocked in the processes it starts)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def has_exited(process: subprocess.Popen) -> bool:
+    """Whether the process has ended, without reaping it (WNOWAIT): Popen.poll() still can."""
+    if process.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped by a poll() this handler interrupted
+        return True
+
+
+def stop_from_handler(process: subprocess.Popen, grace_s: float) -> None:
+    """stop_processes for a signal handler: SIGTERM (the run saves its epoch and exits), then
+    SIGKILL after `grace_s`, watching with has_exited (no Popen lock, no reaping, so no pid is
+    signalled after it could have been reused)."""
+    if has_exited(process):
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while not has_exited(process):
+        if time.monotonic() > deadline:
+            os.kill(process.pid, signal.SIGKILL)
+            deadline = float("inf")
+        time.sleep(0.05)
 
 
 @dataclass
@@ -312,25 +385,113 @@ def submit_array(specs: Sequence[RunSpec], executor, options: SlurmOptions):
     return jobs, todo
 
 
-def wait_for_jobs(jobs, specs: Sequence[RunSpec], progress, poll_s: float = 5.0) -> List[Outcome]:
-    """Progress of the array until every task ended."""
+# squeue states of a task that will not run again
+ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+                "BOOT_FAIL", "DEADLINE", "PREEMPTED"}
+
+
+class QueueUnavailable(Exception):
+    """Neither sacct nor squeue says what became of the array; the message says what to run."""
+
+
+def accounting_works(job_id: str) -> bool:
+    """Whether sacct answers about the job (many small clusters have no accounting, and
+    there submitit cannot tell a task that left the queue without a result)."""
+    try:
+        done = subprocess.run(["sacct", "-n", "-P", "-o", "JobID", "-j", job_id],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+class SlurmQueue:
+    """The job array's tasks as squeue shows them: {"123_4": "RUNNING", ...}, a task that
+    left the queue absent. Asks at most every `interval_s`; None while squeue does not
+    answer, QueueUnavailable once it has not answered for `patience_s`."""
+
+    def __init__(self, array_id: str, interval_s: float = 5.0, patience_s: float = 300.0):
+        self.array_id, self.interval_s, self.patience_s = array_id, interval_s, patience_s
+        self.asked_at = float("-inf")
+        self.states: Optional[Dict[str, str]] = None
+        self.failing_since: Optional[float] = None
+
+    def __call__(self) -> Optional[Dict[str, str]]:
+        now = time.monotonic()
+        if now - self.asked_at < self.interval_s:
+            return self.states
+        self.asked_at = now
+        command = ["squeue", "-h", "-r", "-t", "all", "-j", self.array_id, "-o", "%i|%T"]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            problem = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
+        except (OSError, subprocess.TimeoutExpired) as error:
+            done, problem = None, str(error)
+        if done is not None and (done.returncode == 0 or "Invalid job id" in done.stderr):
+            # an unknown id: every task left the queue (MinJobAge after its end)
+            self.failing_since = None
+            self.states = dict(line.split("|", 1) for line in done.stdout.split() if "|" in line) \
+                if done.returncode == 0 else {}
+            return self.states
+        self.failing_since = self.failing_since if self.failing_since is not None else now
+        self.states = None
+        if now - self.failing_since >= self.patience_s:
+            raise QueueUnavailable(
+                f"cannot follow job array {self.array_id}: sacct does not work here and squeue has "
+                f"not answered for {self.patience_s:.0f} s ({problem}); the array may still be "
+                f"running: `squeue -j {self.array_id}` shows it; once it has ended, the same command "
+                f"prints the table and resubmits what is unfinished")
+        return None
+
+
+def left_the_queue(job, spec: RunSpec, state: Optional[str]) -> Outcome:
+    """A task gone from squeue (or ended there) without submitit's result file: its cell's
+    results file says whether the run finished."""
+    if spec.is_finished():
+        return Outcome(spec.title, FINISHED)
+    how = f"ended {state}" if state else "left the queue"
+    return Outcome(spec.title, FAILED,
+                   f"job {job.job_id} {how} without a result; submitit log {job.paths.stderr}, "
+                   f"run log {spec.log_path}: {failure_reason(spec.log_path)}")
+
+
+def wait_for_jobs(jobs, specs: Sequence[RunSpec], progress, poll_s: float = 5.0,
+                  queue: Optional[Callable[[], Optional[Dict[str, str]]]] = None) -> List[Outcome]:
+    """Progress of the array until every task ended. Without `queue` submitit follows the
+    tasks (sacct); with it (a SlurmQueue, where sacct does not work) a task has ended when
+    submitit's result file is there or the task has left the queue."""
     outcomes: List[Outcome] = []
     waiting = dict(zip([job.job_id for job in jobs], zip(jobs, specs)))
     started = set()
     while waiting:
+        states = queue() if queue is not None else None
         for job_id, (job, spec) in list(waiting.items()):
-            if job_id not in started and job.state in ("RUNNING", "COMPLETED", "FINISHED"):
+            if queue is None:
+                state = job.state
+            elif states is None:  # squeue did not answer this time
+                continue
+            else:
+                state = states.get(job_id)
+            if job_id not in started and state in ("RUNNING", "COMPLETED", "FINISHED"):
                 started.add(job_id)
                 progress.started(spec)
-            if not job.done():
+            if queue is None:
+                ended = job.done()
+            else:  # the result file is written before the task leaves the queue
+                has_result = job.paths.result_pickle.exists()
+                ended = has_result or state is None or state in ENDED_STATES
+            if not ended:
                 continue
             del waiting[job_id]
-            try:
-                outcome = job.result()
-            except Exception as error:  # the task itself failed (node failure, cancelled, ...)
-                reason = " ".join(str(error).split())[:300]
-                outcome = Outcome(spec.title, FAILED, f"job {job_id} ({reason}); submitit log "
-                                                      f"{job.paths.stderr}, run log {spec.log_path}")
+            if queue is not None and not has_result:
+                outcome = left_the_queue(job, spec, state)
+            else:
+                try:
+                    outcome = job.result()
+                except Exception as error:  # the task itself failed (node failure, cancelled, ...)
+                    reason = " ".join(str(error).split())[:300]
+                    outcome = Outcome(spec.title, FAILED, f"job {job_id} ({reason}); submitit log "
+                                                          f"{job.paths.stderr}, run log {spec.log_path}")
             outcomes.append(outcome)
             progress.ended(outcome)
         if waiting:

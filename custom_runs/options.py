@@ -186,9 +186,12 @@ def check_run_selection(args: argparse.Namespace) -> None:
     args.policy_variant = policy_variant_items(args.policy_variant)
 
 
-def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Checks every option and fills the dataset-dependent defaults; raises UsageError."""
-    settings = dataset_settings(args)
+def resolve(args: argparse.Namespace, settings=None) -> argparse.Namespace:
+    """Checks every option and fills the dataset-dependent defaults; raises UsageError.
+    `settings`: dataset_settings(args) where the caller has them already (a folder
+    dataset's are read from its folder, every file of it scanned)."""
+    if settings is None:
+        settings = dataset_settings(args)
     if args.model is None:
         args.model = settings.model
     try:

@@ -133,7 +133,7 @@ def expand(dataset: str, data: str, labels: Sequence[str], settings: Sequence[st
     check_pass_through(pass_through)
     pairs = [parse_setting(text) for text in settings]
     parser = training_parser()
-    specs, warnings, folder_name = [], [], None
+    specs, warnings, settings = [], [], None
     for run in range(runs):
         for imbalance, noise in dict.fromkeys(pairs):
             for label in dict.fromkeys(labels):
@@ -145,16 +145,19 @@ def expand(dataset: str, data: str, labels: Sequence[str], settings: Sequence[st
                 # resolve() warns on stderr (e.g. a --hyper-start with no hyper epoch); say it once
                 stderr = io.StringIO()
                 with contextlib.redirect_stderr(stderr):
-                    options = resolve(parser.parse_args(arguments))
+                    parsed = parser.parse_args(arguments)
+                    # every cell has the table's --dataset and --data-dir: a folder dataset's
+                    # folder is read (each file scanned) once per table, not once per cell
+                    if settings is None:
+                        settings = dataset_settings(parsed)
+                    options = resolve(parsed, settings)
                 warnings += [line for line in stderr.getvalue().splitlines() if line not in warnings]
                 config = reporting.Configuration(
                     options.model, aug_model, los_model, hyper_opt, options.imbalance_ratio,
                     options.subsample_ratio, options.noise_ratio, options.overfit, options.oversplit,
                     tuple(options.paper_text), tuple(options.policy_variant))
                 identity = tuple((key, getattr(options, key)) for key in IDENTITY_OPTIONS)
-                if folder_name is None:  # a folder dataset's settings read its folder: once
-                    folder_name = dataset_settings(options).name
-                specs.append(RunSpec(folder_name, str(data), f"run{run}", label, config,
+                specs.append(RunSpec(settings.name, str(data), f"run{run}", label, config,
                                      tuple(arguments), identity))
     for line in warnings:
         print(line, file=sys.stderr)

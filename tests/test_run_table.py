@@ -1,12 +1,16 @@
 """run-table.py: a table of DIGITS runs through the local launcher and through submitit's
 Slurm path (local executor, and a fake sbatch for the submission script); resume after
 kill -9; cells that need no process."""
+import io
+import json
 import os
 import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -229,6 +233,164 @@ def test_slurm_submission_script_carries_the_options_given(tmp_path):
     assert command[-1] == "--resume"
 
 
+# a run that, like every process of a Slurm task, gets the pre-emption signal (USR2), and
+# sends it to its task too; it says whether USR2 reached it and stops on SIGTERM
+PREEMPTED_RUN = """
+import os, signal, sys, time
+def stop(signum, frame):
+    blocked = signal.SIGUSR2 in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    print(f"run stopped by signal {signum}, USR2 blocked: {blocked}", flush=True)
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+os.kill(os.getppid(), signal.SIGUSR2)
+os.kill(os.getpid(), signal.SIGUSR2)
+time.sleep(120)
+"""
+
+# a task: TableJob with the run above and, as submitit installs it, a USR2 handler that
+# calls checkpoint() and leaves the task (submitit: requeue, sys.exit)
+PREEMPTED_TASK = """
+import json, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from custom_runs import launchers, sweep
+[spec] = sweep.expand("DIGITS", sys.argv[2], ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
+launchers.run_command = lambda spec, gpus_per_run=1: [sys.executable, "-c", sys.argv[3]]
+job = launchers.TableJob(3)
+job.poll_s = 0.05
+
+class Requeued(Exception):
+    pass
+
+report = {}
+
+def preempted(signum, frame):
+    started = time.monotonic()
+    delayed = job.checkpoint(spec)
+    report.update(checkpoint_s=time.monotonic() - started, ended=launchers.has_exited(job._process),
+                  threads=delayed.function.threads, spec=delayed.args[0].title)
+    raise Requeued()
+
+signal.signal(signal.SIGUSR2, preempted)
+try:
+    job(spec)
+except Requeued:
+    report["returncode"] = job._process.wait(timeout=10)
+print(json.dumps(report))
+"""
+
+
+def test_a_preempted_task_stops_its_run_and_requeues_without_waiting_on_a_lock(tmp_path):
+    """The handler runs in the thread that waits for the run: it must neither wait for
+    Popen's lock (a deadlock until Slurm's kill) nor let USR2 kill the run unsaved."""
+    try:
+        done = subprocess.run([sys.executable, "-c", PREEMPTED_TASK, str(REPO), str(tmp_path), PREEMPTED_RUN],
+                              capture_output=True, text=True, timeout=90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the pre-empted task hangs in its signal handler")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["checkpoint_s"] < 30  # the run's SIGTERM, not the 30 s grace and SIGKILL
+    assert report["ended"] and report["returncode"] == 143  # ended by SIGTERM, reaped afterwards
+    assert (report["threads"], report["spec"]) == (3, "Baseline 10-0.1 run0")  # resubmitted as it was
+    [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
+    log = spec.log_path.read_text()
+    assert log.count("=== ") == 1 and log.endswith("\nrun stopped by signal 15, USR2 blocked: True\n")
+
+
+class FakeJob:
+    """What wait_for_jobs reads of a submitit job when squeue follows the array."""
+
+    def __init__(self, job_id, folder, title):
+        self.job_id, self.title = job_id, title
+        self.paths = types.SimpleNamespace(result_pickle=folder / f"{job_id}_result.pkl",
+                                           stderr=folder / f"{job_id}_0_log.err")
+
+    def result(self):
+        return launchers.Outcome(self.title, launchers.FINISHED, "from the result file")
+
+
+def test_without_accounting_a_task_that_left_the_queue_is_judged_by_its_results_file(
+        tmp_path, monkeypatch):
+    specs = sweep.expand("DIGITS", str(tmp_path), ["Baseline", "A_W_S", "A"], ["10-0.1"], 1, [])
+    jobs = [FakeJob(f"7_{index}", tmp_path, spec.title) for index, spec in enumerate(specs)]
+    monkeypatch.setattr(sweep.RunSpec, "is_finished", lambda spec: spec.label == "Baseline")
+    specs[1].log_path.parent.mkdir(parents=True)
+    specs[1].log_path.write_text("=== attempt\nepoch 1/5\nimplicit-augment.py: error: out of memory\n")
+    answers = iter([{"7_0": "RUNNING", "7_1": "RUNNING", "7_2": "RUNNING"},
+                    None,  # squeue did not answer: nothing is judged
+                    {"7_1": "FAILED", "7_2": "COMPLETING"},  # 7_0 left the queue
+                    {"7_2": "COMPLETED"}])
+
+    def queue():
+        states = next(answers)
+        if states == {"7_2": "COMPLETED"}:
+            jobs[2].paths.result_pickle.write_bytes(b"")  # its task wrote submitit's result file
+        return states
+    progress = launchers.Progress(3, stream=io.StringIO())
+    outcomes = launchers.wait_for_jobs(jobs, specs, progress, poll_s=0.0, queue=queue)
+    assert [(o.title, o.state) for o in outcomes] == [
+        ("Baseline 10-0.1 run0", launchers.FINISHED), ("A_W_S 10-0.1 run0", launchers.FAILED),
+        ("A 10-0.1 run0", launchers.FINISHED)]
+    assert outcomes[2].detail == "from the result file"
+    assert outcomes[1].detail == (f"job 7_1 ended FAILED without a result; submitit log "
+                                  f"{tmp_path}/7_1_0_log.err, run log {specs[1].log_path}: "
+                                  f"implicit-augment.py: error: out of memory")
+    assert progress.summary() == "2 done (0 skipped), 0 running, 1 failed"
+    progress.close()
+
+
+def fake_tools(folder: Path, **scripts) -> dict:
+    """An environment whose PATH starts with `folder` holding the given shell scripts."""
+    folder.mkdir(exist_ok=True)
+    for name, body in scripts.items():
+        (folder / name).write_text(f"#!/bin/sh\n{body}\n")
+        (folder / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_squeue_states_an_unknown_array_and_a_silent_squeue(tmp_path, monkeypatch):
+    answer = tmp_path / "answer"
+    monkeypatch.setattr(os, "environ", fake_tools(tmp_path / "bin", squeue=f". {answer}",
+                                                  sacct="echo 'Slurm accounting storage is disabled' >&2; exit 1"))
+    assert not launchers.accounting_works("41")
+    queue = launchers.SlurmQueue("41", interval_s=0.0, patience_s=3600)
+    answer.write_text("printf '41_0|RUNNING\\n41_1|PENDING\\n'")
+    assert queue() == {"41_0": "RUNNING", "41_1": "PENDING"}
+    answer.write_text("echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
+    assert queue() == {}  # every task has left the queue
+    answer.write_text("echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1")
+    assert queue() is None
+    queue.patience_s = 0.0
+    with pytest.raises(launchers.QueueUnavailable) as error:
+        queue()
+    assert str(error.value) == (
+        "cannot follow job array 41: sacct does not work here and squeue has not answered for 0 s "
+        "(slurm_load_jobs error: Unable to contact slurm controller); the array may still be running: "
+        "`squeue -j 41` shows it; once it has ended, the same command prints the table and "
+        "resubmits what is unfinished")
+
+
+def test_ctrl_c_while_following_a_slurm_array_says_it_goes_on_and_how_to_cancel_it(tmp_path):
+    env = fake_tools(tmp_path / "bin", sbatch="echo 'Submitted batch job 12345'", srun="exit 1",
+                     squeue="printf '12345_0|RUNNING\\n12345_1|PENDING\\n'",
+                     sacct="echo 'Slurm accounting storage is disabled' >&2; exit 1")
+    stderr_path = tmp_path / "runner.err"
+    with open(stderr_path, "w") as stderr:
+        runner = subprocess.Popen(table_command(tmp_path / "data", "--launcher", "slurm", runs=1),
+                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+    deadline = time.monotonic() + 120
+    while "following job array 12345 with squeue" not in stderr_path.read_text():
+        assert runner.poll() is None and time.monotonic() < deadline, stderr_path.read_text()
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGINT)
+    assert runner.wait(timeout=60) == 130
+    last = stderr_path.read_text().splitlines()[-1]
+    assert last == ("interrupted: job array 12345 goes on running on the cluster (this command only "
+                    "stopped following it): `squeue -j 12345` shows it, `scancel 12345` cancels it "
+                    "(each run saves its last epoch); once it has ended, the same command prints the "
+                    "table and resubmits what is unfinished")
+
+
 # ----------------------------------------------------------------------------- pieces
 
 def test_gpu_slots_pin_each_worker_to_its_group_of_gpus():
@@ -238,6 +400,64 @@ def test_gpu_slots_pin_each_worker_to_its_group_of_gpus():
         ["4"] * 3 + ["6"] * 3
     with pytest.raises(UsageError, match="does not divide"):
         launchers.local_slots(0, [0, 1, 2], gpus_per_run=2)
+
+
+@pytest.mark.parametrize("cpus, gpus, threads", [(8, 2, "4"), (8, 1, "8"), (6, 4, "1"), (3, 8, "1")])
+def test_a_slurm_task_on_several_gpus_shares_its_cores_among_its_ranks(tmp_path, monkeypatch, cpus,
+                                                                         gpus, threads):
+    [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
+    started = []
+
+    def start_run(spec, environment, gpus_per_run=1):
+        started.append((environment, launchers.run_command(spec, gpus_per_run)))
+        return types.SimpleNamespace(poll=lambda: 0, wait=lambda: 0, returncode=0, pid=0)
+    monkeypatch.setattr(launchers, "start_run", start_run)
+    launchers.TableJob(cpus, gpus)(spec)
+    [(environment, command)] = started
+    # every rank gets this environment: the task's cpus_per_task threads in all
+    assert environment == {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    assert (command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus)]
+            if gpus > 1 else command[1] == str(REPO / "implicit-augment.py"))
+
+
+def test_the_local_launcher_forks_with_no_other_thread_and_the_child_looks_nothing_up(
+        tmp_path, monkeypatch):
+    import ctypes
+    from tqdm import tqdm
+    if tqdm.monitor is not None:  # an earlier test's progress bar
+        tqdm.monitor.exit()
+        tqdm.monitor = None
+    [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
+    progress = launchers.Progress(1, stream=io.StringIO())  # as run-table.py, before the runs
+    seen = {}
+    real_popen = subprocess.Popen
+
+    def popen(command, **options):
+        seen["threads"] = [thread.name for thread in threading.enumerate()]
+        seen["preexec"] = options["preexec_fn"]
+        return real_popen([sys.executable, "-c", "pass"], **options)
+    monkeypatch.setattr(launchers.subprocess, "Popen", popen)
+    assert launchers.start_run(spec, {}).wait() == 0
+    progress.close()
+    assert seen["threads"] == ["MainThread"]
+    # what the child runs between fork and exec: no library lookup (prctl was resolved in
+    # the parent), and the parent-death signal set
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def lookup(*args, **kwargs):
+        raise AssertionError("a library lookup between fork and exec")
+    monkeypatch.setattr(ctypes, "CDLL", lookup)
+    pid = os.fork()
+    if pid == 0:
+        code = 100
+        try:
+            seen["preexec"]()
+            death_signal = ctypes.c_int(0)
+            libc.prctl(2, ctypes.byref(death_signal), 0, 0, 0)  # PR_GET_PDEATHSIG
+            code = death_signal.value
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == signal.SIGTERM
 
 
 def test_cpu_slots_share_the_cores():
@@ -333,3 +553,20 @@ def test_a_folder_dataset_table_goes_under_its_folder_name(tmp_path):
     assert spec.folder == data / "folder_shapes" / "run0" and spec.is_finished()
     assert done.stdout.splitlines()[0].startswith("folder_shapes: top-1 test error (%)")
     assert done.stdout.splitlines()[3].split()[0] == "Baseline"
+
+
+def test_a_folder_table_reads_its_folder_once_not_once_per_cell(tmp_path, monkeypatch):
+    from custom_datasets import folder
+    from tests.test_folder import make_folder
+    root = make_folder(tmp_path / "shapes", counts={"train": 6, "valid": 2})
+    scans = []
+    real_scan = folder.scan_folder
+
+    def counted_scan(directory):
+        scans.append(directory)
+        return real_scan(directory)
+    monkeypatch.setattr(folder, "scan_folder", counted_scan)
+    specs = sweep.expand("folder", str(tmp_path / "runs"), ["Baseline", "A"], ["1-0.3", "10-0.0"], 2,
+                         ["--data-dir", str(root), "--epochs", "1"])
+    assert len(specs) == 8 and {spec.dataset for spec in specs} == {"folder_shapes"}
+    assert len(scans) == 1
