@@ -128,7 +128,7 @@ def test_a_preempted_task_is_requeued_resumes_and_the_table_equals_an_uninterrup
         # minutes before it may start again; the test lets it start at once
         wait_for(lambda: task_state(task) == "PENDING", f"requeued task {task}", runner)
         subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True, timeout=30)
-        stdout, _ = runner.communicate(timeout=400)
+        stdout, _ = runner.communicate(timeout=600)
     finally:
         if runner.poll() is None:
             runner.kill()
