@@ -5,10 +5,11 @@ import os
 import platform
 import signal
 import sys
+import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -78,6 +79,34 @@ def seed_epoch(seed: int, epoch: int, permutations: Optional[torch.Generator] = 
         permutations.manual_seed(base)
     torch.manual_seed(base + rank * RANK_SEED_OFFSET)
     np.random.seed((base + rank * RANK_SEED_OFFSET) % 2 ** 32)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def deferred_stops() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive inside the block take effect when it ends, through the
+    handlers that were in place before it (a stop is postponed, never lost). Not a signal
+    mask: Python runs its handlers in the main thread even when the kernel hands the signal
+    to another thread (torch's, tensorboard's), so a mask on the main thread defers nothing.
+    Outside the main thread, where handlers cannot be set, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    # None: a handler set outside Python, which stays
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    previous = {signum: handler for signum, handler in previous.items() if handler is not None}
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
 
 
 def versions(device: torch.device) -> Dict[str, Optional[str]]:
@@ -432,30 +461,17 @@ class Experiment:
             print(cpu_fallback_note(args), file=sys.stderr)
         # on stdout, the run's log: stderr is for notes and errors
         print(self.compute_path.describe(), flush=True)
-        self.build_batches()
-        seed_epoch(args.seed, -1)  # initial weights
-        self.build_models()
-        self.best = {"epoch": -1, "acc": 0.0}
-        self.history, self.diagnostics, self.lr_changes = [], [], []
-        self.timings = {"hyper": 0.0, "train": 0.0, "test": 0.0, "total": 0.0}
-        first_epoch = self.load_last() if args.resume and self.last_path.is_file() else 0
-        if args.resume and first_epoch == 0:
-            print(f"--resume: no {self.last_path.name} yet, starting from epoch 1", file=sys.stderr)
-        if first_epoch >= args.epochs:
-            print(f"nothing to train: this configuration finished its {args.epochs} epochs "
-                  f"(add --force to train it again)", file=sys.stderr)
-        if args.plot_debug and first_epoch == 0 and self.is_main:
-            from custom_transforms.debug import save_augmentation_grid
-            save_augmentation_grid(self, run_files.debug_grid_path(self.folder, self.name))
-        from torch.utils.tensorboard import SummaryWriter
-        # a finished configuration gets no new (empty) event file
-        writer = SummaryWriter(str(run_files.tensorboard_dir(self.folder, self.name)),
-                               purge_step=first_epoch) \
-            if first_epoch < args.epochs and self.is_main else None
-        quiet = not sys.stderr.isatty()
-        epochs = tqdm(range(first_epoch, args.epochs), desc=self.name[:40], disable=quiet or not self.is_main,
-                      initial=first_epoch, total=args.epochs)
+        self.history = []
+        writer = None
         try:
+            # A stop during the set-up takes effect once a resumed run's state is loaded, so
+            # it leaves what a stop during training leaves: an "interrupted" results file
+            # that agrees with the last_ checkpoint (even where a killed attempt left none).
+            with deferred_stops():
+                first_epoch, writer = self.set_up_training()
+            quiet = not sys.stderr.isatty()
+            epochs = tqdm(range(first_epoch, args.epochs), desc=self.name[:40],
+                          disable=quiet or not self.is_main, initial=first_epoch, total=args.epochs)
             for epoch in epochs:
                 final = self.run_epoch(epoch, writer)
                 epochs.set_postfix(acc=f"{final['test_acc']:.2f}", best=f"{self.best['acc']:.2f}")
@@ -482,17 +498,41 @@ class Experiment:
             run_files.save_json(results, self.results_path)
         return results
 
+    def set_up_training(self):
+        """Batches, networks, optimisers and, on --resume, the last_ checkpoint's state;
+        returns the first epoch to train and the tensorboard writer (None: nothing to log)."""
+        args = self.args
+        self.build_batches()
+        seed_epoch(args.seed, -1)  # initial weights
+        self.build_models()
+        self.best = {"epoch": -1, "acc": 0.0}
+        self.history, self.diagnostics, self.lr_changes = [], [], []
+        self.timings = {"hyper": 0.0, "train": 0.0, "test": 0.0, "total": 0.0}
+        first_epoch = self.load_last() if args.resume and self.last_path.is_file() else 0
+        if args.resume and first_epoch == 0:
+            print(f"--resume: no {self.last_path.name} yet, starting from epoch 1", file=sys.stderr)
+        if first_epoch >= args.epochs:
+            print(f"nothing to train: this configuration finished its {args.epochs} epochs "
+                  f"(add --force to train it again)", file=sys.stderr)
+        if args.plot_debug and first_epoch == 0 and self.is_main:
+            from custom_transforms.debug import save_augmentation_grid
+            save_augmentation_grid(self, run_files.debug_grid_path(self.folder, self.name))
+        from torch.utils.tensorboard import SummaryWriter
+        # a finished configuration gets no new (empty) event file
+        writer = SummaryWriter(str(run_files.tensorboard_dir(self.folder, self.name)),
+                               purge_step=first_epoch) \
+            if first_epoch < args.epochs and self.is_main else None
+        return first_epoch, writer
+
     def save_stopped_results(self, status: str) -> None:
         """The results file of a run that stopped early says so (its epochs stay usable).
         A second Ctrl-C or SIGTERM waits until the file is written."""
         if not self.history or not self.is_main:
             return
-        stops = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-        try:
+        if len(self.history) >= self.args.epochs:  # stopped after its last epoch was saved
+            status = "finished"
+        with deferred_stops():
             run_files.save_json(self.results(status, self.final_metrics()), self.results_path)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
     def how_to_recover(self) -> str:
         if self.history:
