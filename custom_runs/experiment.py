@@ -1,9 +1,11 @@
 """One configuration of one run, start to finish (DESIGN §2-§8): split, data on
 the device, networks, hyperparameter models, the epoch loop, checkpoints and
 the results file."""
+import functools
 import os
 import platform
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -109,13 +111,36 @@ def deferred_stops() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
-def versions(device: torch.device) -> Dict[str, Optional[str]]:
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(root: Path = PROJECT_ROOT) -> Dict[str, object]:
+    """The project's own version: the git commit of its checkout at `root`, and whether
+    tracked files differ from it (untracked files, such as data and runs, do not count).
+    "unknown" for both outside a git checkout of the project, or where git is missing."""
+    def git(*arguments: str) -> str:
+        # --no-optional-locks: a look that never takes the index lock another git holds
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(root), *arguments],
+                              capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != Path(root).resolve():
+            raise ValueError("the project is a folder of another repository")
+        commit = git("rev-parse", "--verify", "HEAD")
+        changed = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return {"commit": "unknown", "uncommitted_changes": "unknown"}
+    return {"commit": commit, "uncommitted_changes": changed}
+
+
+def versions(device: torch.device) -> Dict[str, object]:
     import kornia
     import torchvision
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "kornia": kornia.__version__,
             "numpy": np.__version__, "cuda": torch.version.cuda,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            **code_version()}
 
 
 class Experiment:

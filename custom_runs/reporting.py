@@ -18,6 +18,7 @@ import io
 import json
 import math
 import shlex
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -197,6 +198,30 @@ def _metric_entry(results: dict, metric: str, path: Path) -> dict:
         raise run_files.UnreadableFile(f"{path} has no number at {section}.acc although its status "
                                        f"is finished; delete it and re-run the configuration")
     return entry
+
+
+def code_of(results: dict) -> str:
+    """Which code wrote a results file: the project's commit (12 digits), marked when the
+    checkout had uncommitted changes."""
+    versions = results.get("versions")
+    commit = versions.get("commit") if isinstance(versions, dict) else None
+    if not isinstance(commit, str):
+        return "no recorded commit"  # written before results files recorded one
+    if commit == "unknown":
+        return "an unknown commit"
+    label = commit[:12]
+    if versions.get("uncommitted_changes") is True:
+        label += " with uncommitted changes"
+    return label
+
+
+def different_code_note(codes: Counter) -> Optional[str]:
+    """One note line when the counted runs come from more than one version of the code."""
+    if len(codes) < 2:
+        return None
+    each = ", ".join(f"{code} ({count} run{'s' if count > 1 else ''})"
+                     for code, count in codes.most_common())
+    return f"the runs counted come from different code: {each} (versions.commit of their results files)"
 
 
 def _is_finished(results: dict) -> bool:
@@ -565,6 +590,7 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     quantity = "minority error" if minority else "error"
     groups: Dict[Configuration, Cell] = {}
     notes: List[str] = []
+    codes: Counter = Counter()
     unfinished = without_minority = 0
     skipped: List[str] = []
     for path in paths:
@@ -588,6 +614,7 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         if max_runs is None or len(cell.values) < max_runs:
             cell.runs.append(path.parent.name)
             cell.values.append(100.0 - float(value))
+            codes[code_of(results)] += 1
     if unfinished:
         notes.append(f"{unfinished} results files of unfinished runs are not counted")
     if without_minority:
@@ -595,6 +622,9 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                      f"are not counted")
     if skipped:
         notes.append(f"{len(skipped)} results files that cannot be read are not counted")
+    code_note = different_code_note(codes)
+    if code_note:
+        notes.append(code_note)
     if not groups:
         of_model = f" of model {model}" if model else ""
         first = f"; {skipped[0]}" if skipped else ""
