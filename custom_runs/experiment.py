@@ -46,6 +46,14 @@ IDENTITY_OPTIONS = ("dataset", "data_dir", "model", "imbalance_ratio", "subsampl
                     "paper_text")
 
 
+def comparable(option: str, value):
+    """An identity option's value as a resume compares it: --data-dir as the absolute path
+    it names (a relative spelling after an absolute one is the same folder)."""
+    if option == "data_dir" and value:
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
 def select_device(args) -> torch.device:
     if args.no_cuda:
         return torch.device("cpu")
@@ -156,7 +164,7 @@ class Experiment:
         self.settings = dataset_settings(args)
         self.device = select_device(args)
         self.compute_path = choose_compute_path(self.device, args.no_amp)
-        # a folder dataset's runs go under {data}/folder_{DIR's name}/
+        # a folder dataset's runs go under {data}/folder_{DIR's name}_{hash of its path}/
         self.folder = run_files.run_dir(args.data, self.settings.name, args.run_folder)
         self.name = run_files.run_name(args.model, args.hyper_opt, args.aug_model, args.los_model,
                                        args.imbalance_ratio, args.subsample_ratio, args.noise_ratio,
@@ -389,7 +397,8 @@ class Experiment:
         state = run_files.load_torch(self.last_path, map_location=self.device)
         saved = state.get("config", {})
         differences = [f"{key} {saved.get(key)!r} -> {getattr(self.args, key)!r}"
-                       for key in IDENTITY_OPTIONS if saved.get(key) != getattr(self.args, key)]
+                       for key in IDENTITY_OPTIONS
+                       if comparable(key, saved.get(key)) != comparable(key, getattr(self.args, key))]
         if differences:
             raise UsageError(f"--resume: the options differ from the checkpoint's "
                              f"({'; '.join(differences)}); use the original options or --force")

@@ -9,7 +9,8 @@
     {data}/{dataset}/runN/debug_{run_name}.png               --plot-debug grid
     {data}/{dataset}/runN/.lock_{run_name}                   held while a process trains it
     {data}/{dataset}/runN/suspects_{run_name}.csv|png|pdf    get-results.py --suspects (or in --out)
-    {data}/folder_{name}/runN/...        --dataset folder --data-dir .../{name} (same files)
+    {data}/folder_{name}_{hash}/runN/... --dataset folder --data-dir .../{name} (same files;
+                                         hash: 8 hex digits of the folder's absolute path)
     {DIR}/.autodo_stats.json             a folder dataset's classes, size, mean/std, file stamp
     {data}/{dataset}/runN/logs/{run_name}.log                run-table.py: the run's output, every attempt
     {data}/{dataset}/submitit/{job id}/                      run-table.py --launcher slurm: submitit's files

@@ -5,6 +5,7 @@ report against the truth of injected noise (here and on DIGITS)."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_settings_class_names_and_statistics_come_from_the_folders(tmp_path):
     assert settings.classes == CLASSES and settings.num_classes == 3
     assert (settings.channels, settings.image_size, settings.in_memory) == (1, SIDE, True)
     assert settings.train_size == 3 * (40 + 8) and settings.valid_size == 3 * 8
-    assert settings.name == "folder_shapes" and settings.model == "resnet18"
+    assert settings.name == folder_dataset.dataset_name(root) and settings.model == "resnet18"
     assert settings.mean[0] == pytest.approx(train_pixels.mean() / 255, abs=1e-5)
     assert settings.std[0] == pytest.approx(train_pixels.std(ddof=1) / 255, abs=1e-5)
     # batch sizes capped for a small set: about ten batches an epoch
@@ -142,7 +143,8 @@ def folder_run(tmp_path_factory):
                         "--data", data, "--epochs", 4, "-nr", 0.3, "--los-model", "BOTH",
                         "--hyper-opt", "HES")
     assert result.returncode == 0, result.stderr
-    return {"root": root, "data": data, "folder": data / "folder_shapes" / "run0", "result": result}
+    return {"root": root, "data": data, "folder": data / folder_dataset.dataset_name(root) / "run0",
+            "result": result}
 
 
 def test_a_folder_run_writes_the_usual_files_with_the_users_valid_set(folder_run):
@@ -171,8 +173,42 @@ def test_without_a_test_folder_the_run_tests_on_valid_and_says_so_once(tmp_path)
                         "--data", tmp_path / "runs", "--epochs", 1, "--model", "wresnet10_1")
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("has no test/ folder") == 1
-    results_file, = (tmp_path / "runs" / "folder_notest" / "run0").glob("results_*.json")
+    results_file, = (tmp_path / "runs" / folder_dataset.dataset_name(root) / "run0").glob("results_*.json")
     assert json.loads(results_file.read_text())["test_set"] == "valid"
+
+
+def test_data_folders_of_one_name_get_run_folders_of_their_own_however_they_are_written(
+        tmp_path, monkeypatch):
+    first, second = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+    names = folder_dataset.dataset_name(first), folder_dataset.dataset_name(second)
+    assert all(re.fullmatch(r"folder_data_[0-9a-f]{8}", name) for name in names), names
+    assert names[0] != names[1]
+    monkeypatch.chdir(tmp_path / "b")
+    (tmp_path / "link").symlink_to(first)
+    for spelling in ("../a/data", str(tmp_path / "link"), f"{first}/", str(first / ".." / "data")):
+        assert folder_dataset.dataset_name(spelling) == names[0], spelling
+
+
+def test_a_resume_with_a_relative_data_dir_after_an_absolute_one_is_the_same_run(folder_run):
+    relative = os.path.relpath(folder_run["root"], REPO)  # run_script runs in REPO
+    assert not Path(relative).is_absolute()
+    options = ["--no-cuda", "--dataset", "folder", "--data-dir", relative, "--data", folder_run["data"],
+               "--epochs", 4, "-nr", 0.3, "--los-model", "BOTH", "--hyper-opt", "HES"]
+    results_file = folder_run["folder"] / f"results_{RUN}.json"
+    before = results_file.read_text()
+    resumed = run_script("implicit-augment.py", *options, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "nothing to train: this configuration finished its 4 epochs" in resumed.stderr
+    assert json.loads(results_file.read_text())["history"] == json.loads(before)["history"]
+    report = run_script("get-results.py", "--dataset", "folder", "--data-dir", relative, "--data",
+                        folder_run["data"], "-nr", 0.3, "--los-model", "BOTH", "--hyper-opt", "HES",
+                        "--format", "json")
+    assert report.returncode == 0, report.stderr
+    runs = json.loads(report.stdout)["runs"]
+    assert [run["run_folder"] for run in runs] == ["run0"]
+    assert runs[0]["acc"] == json.loads(before)["best"]["acc"]
 
 
 def _remove(path: Path):
