@@ -81,7 +81,8 @@ def main(args: argparse.Namespace) -> int:
         raise reporting.ReportError(f"--runs must be at least 1, got {args.runs}")
     if args.table:
         table = reporting.build_table(args.data, settings.name, settings.model, args.metric,
-                                      args.minority, args.paper, args.model, args.runs)
+                                      args.minority, args.paper, args.model, args.runs,
+                                      data_dir=settings.folder)
         print(reporting.render_table(table, args.format))
         # a skipped file and its fix go to stderr in every format; csv has no room for notes
         for note in table.skipped + (table.notes if args.format == "csv" else []):
@@ -92,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
                                      args.noise_ratio, args.overfit, args.oversplit,
                                      tuple(args.paper_text))
     report = reporting.run_report(args.data, settings.name, config, args.metric, args.runs,
-                                  args.minority, args.paper)
+                                  args.minority, args.paper, data_dir=settings.folder)
     print(reporting.render_run_report(report, args.format))
     if args.format == "csv":  # the other formats carry the notes themselves
         for note in report.notes:

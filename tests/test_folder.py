@@ -330,3 +330,28 @@ def test_suspects_on_digits_with_heavy_noise_are_mostly_wrong_labels(tmp_path):
     precision = float(line.split("precision@50 ")[1].split(",")[0])
     auroc = float(line.split("AUROC ")[1])
     assert precision >= 0.8 and auroc > 0.8
+
+
+# ----------------------------------------------------------------------------- commands in hints
+
+def test_the_train_command_get_results_suggests_for_a_folder_dataset_is_accepted_by_implicit_augment(
+        folder_run):
+    import importlib.util
+    import shlex
+    from custom_runs.options import dataset_settings
+    missing = run_script("get-results.py", "--dataset", "folder", "--data-dir", folder_run["root"],
+                         "--data", folder_run["data"], "-nr", 0.2, "--los-model", "BOTH",
+                         "--hyper-opt", "HES")
+    assert missing.returncode != 0
+    hint = missing.stderr.strip().split("train one with: ", 1)[1]
+    command = shlex.split(hint)
+    assert command[:2] == ["python", "implicit-augment.py"]
+    spec = importlib.util.spec_from_file_location("implicit_augment_hint", REPO / "implicit-augment.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = script.get_args(command[2:])  # exits 2 on a command it rejects
+    assert args.dataset == "folder" and Path(args.data_dir) == folder_run["root"].resolve()
+    assert (args.noise_ratio, args.los_model, args.hyper_opt) == (0.2, "BOTH", "HES")
+    # and it trains into the run folder get-results reads
+    assert run_files.run_dir(args.data, dataset_settings(args).name, args.run_folder) == \
+        folder_run["folder"]
