@@ -332,6 +332,32 @@ def test_suspects_on_digits_with_heavy_noise_are_mostly_wrong_labels(tmp_path):
     assert precision >= 0.8 and auroc > 0.8
 
 
+@pytest.mark.parametrize("checkpoint", ["best", "last"])
+def test_suspects_name_the_last_checkpoint_when_its_tables_do_not_fit(tmp_path, checkpoint):
+    """The tables come from last_ whatever --checkpoint says: an error about them names
+    last_, not the --checkpoint file."""
+    from custom_datasets.settings import get_settings
+    from custom_runs import reporting
+    from custom_runs.suspects import suspects_report
+    settings = get_settings("DIGITS")
+    config = reporting.Configuration("resnet18", "NONE", "BOTH", "HES", 1, 1.0, 0.2)
+    folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
+    targets = load_data(settings, tmp_path).train_targets
+    indices = torch.arange(len(targets))
+    run_files.save_torch((indices[:100], indices[100:], targets),
+                         folder / run_files.split_file_name(1, 1.0, 0.2))
+    network = {"encoder_state_dict": {}, "decoder_state_dict": {}, "acc": 50.0, "epoch": 0}
+    run_files.save_torch(network, run_files.best_checkpoint_path(folder, config.name))
+    tables = {"weight_logits": torch.zeros(7), "soft_logits": torch.zeros(7, 10)}  # 7 images, not all
+    run_files.save_torch({**network, "reweight_state_dict": tables},
+                         run_files.last_checkpoint_path(folder, config.name))
+    with pytest.raises(run_files.UnreadableFile) as raised:
+        suspects_report(tmp_path, settings, "run0", config, checkpoint, 10, None, torch.device("cpu"))
+    assert str(raised.value).startswith(
+        f"{run_files.last_checkpoint_path(folder, config.name)}: its tables do not match the "
+        f"{len(targets)} images of the split file")
+
+
 # ----------------------------------------------------------------------------- commands in hints
 
 def test_the_train_command_get_results_suggests_for_a_folder_dataset_is_accepted_by_implicit_augment(
