@@ -314,7 +314,7 @@ def test_suspects_precision_and_recall_match_an_independent_count(folder_suspect
 def test_suspects_refuse_a_run_that_learned_no_labels(folder_run):
     result = run_script("get-results.py", "--dataset", "folder", "--data-dir", folder_run["root"],
                         "--data", folder_run["data"], "-nr", 0.3, "--suspects")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as argparse's
     assert "--los-model WGHT, SOFT or BOTH" in error_line(result.stderr, "get-results.py")
 
 

@@ -599,3 +599,27 @@ def test_table_of_one_commit_or_of_files_without_one_has_no_code_note(tmp_path):
     [note] = [note for note in reporting.build_table(tmp_path, "SVHN", "wresnet28_10").notes
               if "different code" in note]
     assert f"{'c' * 12} (2 runs), no recorded commit (1 run)" in note
+
+
+# ----------------------------------------------------------------------------- usage errors
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--suspects", "-3", "--los-model", "BOTH"], "--suspects K must be at least 1, got -3"),
+    (["--suspects", "0", "--los-model", "BOTH"], "--suspects K must be at least 1, got 0"),
+    (["--runs", "0"], "--runs must be at least 1, got 0"),
+    (["--table", "--suspects"], "choose one of --table and --suspects"),
+    (["--suspects", "5"], "--suspects needs a run that learned loss weights or soft labels"),
+])
+def test_usage_errors_exit_2_as_argparse_does(tmp_path, capsys, argv, needle):
+    namespace = runpy.run_path(str(SCRIPT), run_name="get_results_usage")
+    with pytest.raises(SystemExit) as exited:
+        namespace["get_args"](["--data", str(tmp_path), "--dataset", "DIGITS", *argv])
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert ": error: " in line and needle in line  # (prog is pytest's name in-process)
+
+
+def test_cli_suspects_minus_3_exits_2(tmp_path):
+    done = get_results(tmp_path, "--dataset", "DIGITS", "--los-model", "BOTH", "--suspects", "-3")
+    assert done.returncode == 2
+    assert_one_line_error(done, "get-results.py: error: --suspects K must be at least 1, got -3")
