@@ -66,8 +66,16 @@ def get_args(argv=None) -> argparse.Namespace:
         help="--suspects: write the CSV and grid to DIR (default: the run folder)")
     add("--no-cuda", action="store_true", help="--suspects: run the network on the CPU")
     args = parser.parse_args(argv)
+    # usage errors exit 2, as argparse's own do
     if args.table and args.suspects is not None:
         parser.error("choose one of --table and --suspects")
+    if args.runs is not None and args.runs < 1:
+        parser.error(f"--runs must be at least 1, got {args.runs}")
+    if args.suspects is not None and args.suspects < 1:
+        parser.error(f"--suspects K must be at least 1, got {args.suspects}")
+    if args.suspects is not None and args.los_model not in suspects.LEARNING_LOSS_MODELS:
+        parser.error(f"--suspects needs a run that learned loss weights or soft labels "
+                     f"(--los-model WGHT, SOFT or BOTH), not --los-model {args.los_model}")
     try:
         check_run_selection(args)
     except UsageError as error:
@@ -79,11 +87,10 @@ def main(args: argparse.Namespace) -> int:
     settings = dataset_settings(args)
     if args.suspects is not None:
         return report_suspects(args, settings)
-    if args.runs is not None and args.runs < 1:
-        raise reporting.ReportError(f"--runs must be at least 1, got {args.runs}")
     if args.table:
         table = reporting.build_table(args.data, settings.name, settings.model, args.metric,
-                                      args.minority, args.paper, args.model, args.runs)
+                                      args.minority, args.paper, args.model, args.runs,
+                                      data_dir=settings.folder)
         print(reporting.render_table(table, args.format))
         # a skipped file and its fix go to stderr in every format; csv has no room for notes
         for note in table.skipped + (table.notes if args.format == "csv" else []):
@@ -95,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
                                      tuple(args.paper_text),
                                      tuple(policy_variant_items(args.policy_variant, args.aug_model)))
     report = reporting.run_report(args.data, settings.name, config, args.metric, args.runs,
-                                  args.minority, args.paper)
+                                  args.minority, args.paper, data_dir=settings.folder)
     print(reporting.render_run_report(report, args.format))
     if args.format == "csv":  # the other formats carry the notes themselves
         for note in report.notes:
@@ -105,8 +112,6 @@ def main(args: argparse.Namespace) -> int:
 
 def report_suspects(args: argparse.Namespace, settings) -> int:
     import torch
-    if args.suspects < 1:
-        raise reporting.ReportError(f"--suspects K must be at least 1, got {args.suspects}")
     config = reporting.Configuration(args.model or settings.model, args.aug_model, args.los_model,
                                      args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
                                      args.noise_ratio, args.overfit, args.oversplit,

@@ -44,7 +44,9 @@ def get_args(argv=None) -> argparse.Namespace:
         help=f"configurations side by side, by the paper's names: {', '.join(methods)} "
              f"(default: Baseline FAA A_W_S, as the paper's figure)")
     add("--checkpoint", default="best", choices=("best", "last"),
-        help="best_ (the paper's) or last_ checkpoint of each configuration (default: best)")
+        help="network of the best_ (the paper's) or last_ checkpoint of each configuration, for "
+             "t-SNE and confusion matrices (default: best); --densities always draws the learned "
+             "tables of last_ (the latest hyper step), as get-results.py --suspects does")
     add("--plot-cmx", action="store_true", help="draw row-normalised confusion matrices instead of t-SNE")
     add("--densities", action="store_true",
         help="draw densities of the learned loss weights, soft labels and augmentation of the "
@@ -102,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
     device = feature_device(args)
     run = figures.RunFigures(args.data, settings, args.run_folder, configs, args.checkpoint,
                              args.out, device, args.batch_size, args.workers)
-    run.check_checkpoints()
+    run.check_checkpoints(networks=args.plot_cmx or not args.densities, tables=args.densities)
     run.check_out_dir(with_cache=not args.densities or args.plot_cmx)
     written = []
     if args.densities:

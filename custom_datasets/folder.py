@@ -216,10 +216,13 @@ def compute_stats(layout: FolderLayout) -> dict:
 
 
 def dataset_name(root) -> str:
-    """Run folders of DIR go to {data}/folder_{DIR's name}/runN."""
-    name = Path(root).expanduser().resolve().name
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "data"
-    return f"{FOLDER_DATASET}_{safe}"
+    """Run folders of DIR go to {data}/folder_{DIR's name}_{8 hex digits}/runN: the name to
+    read, the digits (of DIR's absolute path, links resolved) to keep /a/data and /b/data
+    apart, and to give DIR the same folder however it is written on the command line."""
+    path = Path(root).expanduser().resolve()
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in path.name) or "data"
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    return f"{FOLDER_DATASET}_{safe}_{digest}"
 
 
 def folder_settings(root) -> DatasetSettings:

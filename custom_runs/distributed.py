@@ -85,12 +85,14 @@ def silence_print() -> None:
 
 def main_first(collectives: "Collectives", claim: Callable[[], None]) -> None:
     """Rank 0 runs claim() (checks, the lock, the split file) while the others wait; an
-    error it raises is raised on every rank, so all stop with the same status."""
+    error it raises is raised on every rank, so all stop with the same status. So is a
+    stop (Ctrl-C, SIGTERM: a KeyboardInterrupt) that reaches rank 0 there: the others,
+    which wait for rank 0, would otherwise wait until torchrun tears the group down."""
     error = None
     if collectives.is_main:
         try:
             claim()
-        except Exception as raised:
+        except (Exception, KeyboardInterrupt) as raised:
             error = raised
     shared = collectives.from_main(None if error is None else _picklable(error))
     if error is not None:

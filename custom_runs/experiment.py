@@ -1,14 +1,17 @@
 """One configuration of one run, start to finish (DESIGN §2-§8): split, data on
 the device, networks, hyperparameter models, the epoch loop, checkpoints and
 the results file."""
+import functools
 import os
 import platform
 import signal
+import subprocess
 import sys
+import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -41,6 +44,14 @@ IDENTITY_OPTIONS = ("dataset", "data_dir", "model", "imbalance_ratio", "subsampl
                     "lr_decay_rate", "lr_decay_epochs", "lr_warm_epochs", "hyper_start",
                     "hyper_steps", "hyper_iters", "hyper_alpha", "hyper_beta", "hyper_gamma", "seed",
                     "paper_text", "policy_variant")
+
+
+def comparable(option: str, value):
+    """An identity option's value as a resume compares it: --data-dir as the absolute path
+    it names (a relative spelling after an absolute one is the same folder)."""
+    if option == "data_dir" and value:
+        return str(Path(value).expanduser().resolve())
+    return value
 
 
 def select_device(args) -> torch.device:
@@ -80,13 +91,64 @@ def seed_epoch(seed: int, epoch: int, permutations: Optional[torch.Generator] = 
     np.random.seed((base + rank * RANK_SEED_OFFSET) % 2 ** 32)
 
 
-def versions(device: torch.device) -> Dict[str, Optional[str]]:
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def deferred_stops() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive inside the block take effect when it ends, through the
+    handlers that were in place before it (a stop is postponed, never lost). Not a signal
+    mask: Python runs its handlers in the main thread even when the kernel hands the signal
+    to another thread (torch's, tensorboard's), so a mask on the main thread defers nothing.
+    Outside the main thread, where handlers cannot be set, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    # None: a handler set outside Python, which stays
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    previous = {signum: handler for signum, handler in previous.items() if handler is not None}
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(root: Path = PROJECT_ROOT) -> Dict[str, object]:
+    """The project's own version: the git commit of its checkout at `root`, and whether
+    tracked files differ from it (untracked files, such as data and runs, do not count).
+    "unknown" for both outside a git checkout of the project, or where git is missing."""
+    def git(*arguments: str) -> str:
+        # --no-optional-locks: a look that never takes the index lock another git holds
+        return subprocess.run(["git", "--no-optional-locks", "-C", str(root), *arguments],
+                              capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != Path(root).resolve():
+            raise ValueError("the project is a folder of another repository")
+        commit = git("rev-parse", "--verify", "HEAD")
+        changed = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return {"commit": "unknown", "uncommitted_changes": "unknown"}
+    return {"commit": commit, "uncommitted_changes": changed}
+
+
+def versions(device: torch.device) -> Dict[str, object]:
     import kornia
     import torchvision
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "kornia": kornia.__version__,
             "numpy": np.__version__, "cuda": torch.version.cuda,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            **code_version()}
 
 
 class Experiment:
@@ -102,7 +164,7 @@ class Experiment:
         self.settings = dataset_settings(args)
         self.device = select_device(args)
         self.compute_path = choose_compute_path(self.device, args.no_amp)
-        # a folder dataset's runs go under {data}/folder_{DIR's name}/
+        # a folder dataset's runs go under {data}/folder_{DIR's name}_{hash of its path}/
         self.folder = run_files.run_dir(args.data, self.settings.name, args.run_folder)
         self.name = run_files.run_name(args.model, args.hyper_opt, args.aug_model, args.los_model,
                                        args.imbalance_ratio, args.subsample_ratio, args.noise_ratio,
@@ -338,7 +400,8 @@ class Experiment:
         state = run_files.load_torch(self.last_path, map_location=self.device)
         saved = state.get("config", {})
         differences = [f"{key} {saved_option(saved, key)!r} -> {getattr(self.args, key)!r}"
-                       for key in IDENTITY_OPTIONS if saved_option(saved, key) != getattr(self.args, key)]
+                       for key in IDENTITY_OPTIONS
+                       if comparable(key, saved_option(saved, key)) != comparable(key, getattr(self.args, key))]
         if differences:
             raise UsageError(f"--resume: the options differ from the checkpoint's "
                              f"({'; '.join(differences)}); use the original options or --force")
@@ -435,30 +498,17 @@ class Experiment:
             print(cpu_fallback_note(args), file=sys.stderr)
         # on stdout, the run's log: stderr is for notes and errors
         print(self.compute_path.describe(), flush=True)
-        self.build_batches()
-        seed_epoch(args.seed, -1)  # initial weights
-        self.build_models()
-        self.best = {"epoch": -1, "acc": 0.0}
-        self.history, self.diagnostics, self.lr_changes = [], [], []
-        self.timings = {"hyper": 0.0, "train": 0.0, "test": 0.0, "total": 0.0}
-        first_epoch = self.load_last() if args.resume and self.last_path.is_file() else 0
-        if args.resume and first_epoch == 0:
-            print(f"--resume: no {self.last_path.name} yet, starting from epoch 1", file=sys.stderr)
-        if first_epoch >= args.epochs:
-            print(f"nothing to train: this configuration finished its {args.epochs} epochs "
-                  f"(add --force to train it again)", file=sys.stderr)
-        if args.plot_debug and first_epoch == 0 and self.is_main:
-            from custom_transforms.debug import save_augmentation_grid
-            save_augmentation_grid(self, run_files.debug_grid_path(self.folder, self.name))
-        from torch.utils.tensorboard import SummaryWriter
-        # a finished configuration gets no new (empty) event file
-        writer = SummaryWriter(str(run_files.tensorboard_dir(self.folder, self.name)),
-                               purge_step=first_epoch) \
-            if first_epoch < args.epochs and self.is_main else None
-        quiet = not sys.stderr.isatty()
-        epochs = tqdm(range(first_epoch, args.epochs), desc=self.name[:40], disable=quiet or not self.is_main,
-                      initial=first_epoch, total=args.epochs)
+        self.history = []
+        writer = None
         try:
+            # A stop during the set-up takes effect once a resumed run's state is loaded, so
+            # it leaves what a stop during training leaves: an "interrupted" results file
+            # that agrees with the last_ checkpoint (even where a killed attempt left none).
+            with deferred_stops():
+                first_epoch, writer = self.set_up_training()
+            quiet = not sys.stderr.isatty()
+            epochs = tqdm(range(first_epoch, args.epochs), desc=self.name[:40],
+                          disable=quiet or not self.is_main, initial=first_epoch, total=args.epochs)
             for epoch in epochs:
                 final = self.run_epoch(epoch, writer)
                 epochs.set_postfix(acc=f"{final['test_acc']:.2f}", best=f"{self.best['acc']:.2f}")
@@ -485,17 +535,41 @@ class Experiment:
             run_files.save_json(results, self.results_path)
         return results
 
+    def set_up_training(self):
+        """Batches, networks, optimisers and, on --resume, the last_ checkpoint's state;
+        returns the first epoch to train and the tensorboard writer (None: nothing to log)."""
+        args = self.args
+        self.build_batches()
+        seed_epoch(args.seed, -1)  # initial weights
+        self.build_models()
+        self.best = {"epoch": -1, "acc": 0.0}
+        self.history, self.diagnostics, self.lr_changes = [], [], []
+        self.timings = {"hyper": 0.0, "train": 0.0, "test": 0.0, "total": 0.0}
+        first_epoch = self.load_last() if args.resume and self.last_path.is_file() else 0
+        if args.resume and first_epoch == 0:
+            print(f"--resume: no {self.last_path.name} yet, starting from epoch 1", file=sys.stderr)
+        if first_epoch >= args.epochs:
+            print(f"nothing to train: this configuration finished its {args.epochs} epochs "
+                  f"(add --force to train it again)", file=sys.stderr)
+        if args.plot_debug and first_epoch == 0 and self.is_main:
+            from custom_transforms.debug import save_augmentation_grid
+            save_augmentation_grid(self, run_files.debug_grid_path(self.folder, self.name))
+        from torch.utils.tensorboard import SummaryWriter
+        # a finished configuration gets no new (empty) event file
+        writer = SummaryWriter(str(run_files.tensorboard_dir(self.folder, self.name)),
+                               purge_step=first_epoch) \
+            if first_epoch < args.epochs and self.is_main else None
+        return first_epoch, writer
+
     def save_stopped_results(self, status: str) -> None:
         """The results file of a run that stopped early says so (its epochs stay usable).
         A second Ctrl-C or SIGTERM waits until the file is written."""
         if not self.history or not self.is_main:
             return
-        stops = {signal.SIGINT, signal.SIGTERM}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
-        try:
+        if len(self.history) >= self.args.epochs:  # stopped after its last epoch was saved
+            status = "finished"
+        with deferred_stops():
             run_files.save_json(self.results(status, self.final_metrics()), self.results_path)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
 
     def how_to_recover(self) -> str:
         if self.history:

@@ -526,6 +526,10 @@ class RunFigures:
         self.checkpoint_kind = checkpoint
         path_of = run_files.best_checkpoint_path if checkpoint == "best" else run_files.last_checkpoint_path
         self.checkpoints = {label: path_of(self.folder, config.name) for label, config in configs.items()}
+        # the learned tables always come from last_ (the latest hyper step; best_ may predate
+        # it), as in get-results.py --suspects: one run shows the same tables in both
+        self.tables = {label: run_files.last_checkpoint_path(self.folder, config.name)
+                       for label, config in configs.items()}
         self._data = None
         first = next(iter(configs.values()))
         self.setting = first  # every configuration of a figure shares IR, SR, NR and the network
@@ -548,8 +552,13 @@ class RunFigures:
                 raise FigureError(f"--out {self.out_dir}{where}: cannot write files there "
                                   f"({reason}); choose another folder with --out") from None
 
-    def check_checkpoints(self) -> None:
-        missing = [str(path) for path in self.checkpoints.values() if not path.is_file()]
+    def check_checkpoints(self, networks: bool = True, tables: bool = False) -> None:
+        """The checkpoints the figures asked for exist: the networks' (--checkpoint) for
+        t-SNE and confusion matrices, last_ of the learning configurations for densities."""
+        needed = list(self.checkpoints.values()) if networks else []
+        if tables:
+            needed += [self.tables[label] for label in self.learning_configs()]
+        missing = [str(path) for path in dict.fromkeys(needed) if not path.is_file()]
         if missing:
             raise FigureError(f"missing checkpoint{'s' * (len(missing) > 1)}: {', '.join(missing)}; "
                               f"train {'them' if len(missing) > 1 else 'it'} with implicit-augment.py "
@@ -576,11 +585,12 @@ class RunFigures:
         return (f"{what}: {self.settings.name} {self.run_folder}, IR {c.imbalance_ratio}, "
                 f"NR {run_files.number_text(c.noise_ratio)}{sr}, {c.model}{ablation}{text}")
 
-    def base_path(self, kind: str, labels: Sequence[str]) -> Path:
+    def base_path(self, kind: str, labels: Sequence[str], of_networks: bool = True) -> Path:
         c = self.setting
         model = f"{c.ablation}_{c.model}" if c.ablation else c.model
-        # figures of last_ checkpoints must not overwrite those of best_ ones
-        labels = list(labels) + (["last"] if self.checkpoint_kind == "last" else [])
+        # figures of last_ networks must not overwrite those of best_ ones (densities are
+        # always of last_'s tables)
+        labels = list(labels) + (["last"] if self.checkpoint_kind == "last" and of_networks else [])
         # nor those of runs that follow the paper's text the released path's
         labels += [f"text_{'-'.join(c.paper_text)}"] if c.paper_text else []
         labels += [f"policy_{'-'.join(self.policy_variant)}"] if self.policy_variant else []
@@ -655,7 +665,7 @@ class RunFigures:
         official = self.data.train_targets.numpy()
         written, numbers = [], {}
         for label in learning:
-            path, config = self.checkpoints[label], self.configs[label]
+            path, config = self.tables[label], self.configs[label]
             checkpoint = run_files.load_torch(path)
             weights = checkpoint.get("reweight_state_dict", {}).get("weight_logits")
             if weights is not None and len(weights) != len(official):
@@ -671,7 +681,9 @@ class RunFigures:
                 means = ", ".join(f"{name} {mean:.3f}" for name, mean in quantity.means().items())
                 auroc = "" if quantity.auroc is None else f", AUROC {quantity.auroc:.3f}"
                 self.log(f"{label}: {quantity.title}: mean {means}{auroc}")
-            fig = plot_learned(quantities, shared, self.title(f"What {label} learned"))
-            written += save_figure(fig, self.base_path("densities", [label]))
+            fig = plot_learned(quantities, shared,
+                               self.title(f"What {label} learned (tables of the last_ "
+                                          f"checkpoint, as in get-results.py --suspects)"))
+            written += save_figure(fig, self.base_path("densities", [label], of_networks=False))
             numbers[label] = quantities
         return written, numbers

@@ -96,7 +96,8 @@ def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", default=None, metavar="DIR",
         help="with --dataset folder: your images as DIR/train/<class>/*, DIR/valid/<class>/* "
-             "(clean), optional DIR/test/<class>/*; runs go to {data}/folder_{DIR's name}/")
+             "(clean), optional DIR/test/<class>/*; runs go to {data}/folder_{DIR's name}_{8 hex "
+             "digits of DIR's absolute path}/")
 
 
 def dataset_settings(args: argparse.Namespace):

@@ -18,12 +18,14 @@ import io
 import json
 import math
 import shlex
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from custom_datasets.folder import FOLDER_DATASET
 from custom_runs import run_files
 from custom_runs.options import PAPER_TEXT_ITEMS, POLICY_VARIANT_ITEMS
 
@@ -101,9 +103,13 @@ class Configuration:
             label += f" sr {run_files.number_text(self.subsample_ratio)}"
         return label
 
-    def train_command(self, data_root, dataset: str, run_folder: str) -> str:
-        """The implicit-augment.py command that (re)creates this configuration's files."""
-        arguments = ["--data", data_root, "--dataset", dataset, "-r", run_folder,
+    def train_command(self, data_root, dataset: str, run_folder: str,
+                      data_dir: Optional[str] = None) -> str:
+        """The implicit-augment.py command that (re)creates this configuration's files;
+        `data_dir`: the images of a folder dataset (whose runs are under `dataset`)."""
+        source = ["--dataset", FOLDER_DATASET, "--data-dir", data_dir] if data_dir else \
+            ["--dataset", dataset]
+        arguments = ["--data", data_root, *source, "-r", run_folder,
                      "-ir", self.imbalance_ratio, "-sr", run_files.number_text(self.subsample_ratio),
                      "-nr", run_files.number_text(self.noise_ratio), "--aug-model", self.aug_model,
                      "--los-model", self.los_model, "--hyper-opt", self.hyper_opt,
@@ -203,6 +209,30 @@ def _metric_entry(results: dict, metric: str, path: Path) -> dict:
     return entry
 
 
+def code_of(results: dict) -> str:
+    """Which code wrote a results file: the project's commit (12 digits), marked when the
+    checkout had uncommitted changes."""
+    versions = results.get("versions")
+    commit = versions.get("commit") if isinstance(versions, dict) else None
+    if not isinstance(commit, str):
+        return "no recorded commit"  # written before results files recorded one
+    if commit == "unknown":
+        return "an unknown commit"
+    label = commit[:12]
+    if versions.get("uncommitted_changes") is True:
+        label += " with uncommitted changes"
+    return label
+
+
+def different_code_note(codes: Counter) -> Optional[str]:
+    """One note line when the counted runs come from more than one version of the code."""
+    if len(codes) < 2:
+        return None
+    each = ", ".join(f"{code} ({count} run{'s' if count > 1 else ''})"
+                     for code, count in codes.most_common())
+    return f"the runs counted come from different code: {each} (versions.commit of their results files)"
+
+
 def _is_finished(results: dict) -> bool:
     return results.get("status") == "finished"
 
@@ -264,7 +294,8 @@ def read_results(data_root, results_file: Path) -> dict:
 
 
 def read_run(folder: Path, config: Configuration, metric: str, data_root, dataset: str,
-             check_checkpoint: bool, warnings: List[str]) -> Optional[RunRecord]:
+             check_checkpoint: bool, warnings: List[str],
+             data_dir: Optional[str] = None) -> Optional[RunRecord]:
     """One run folder's record of `config`, or None if the folder never ran it.
 
     A folder ran the configuration if any of its files is there; then its results
@@ -277,7 +308,7 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
     if not any(path.is_file() for path in (results_file, best, last)):
         return None
     # a finished configuration whose checkpoint is lost is trained again from scratch
-    hint = f"re-run it: {config.train_command(data_root, dataset, folder.name)} --force"
+    hint = f"re-run it: {config.train_command(data_root, dataset, folder.name, data_dir)} --force"
     results = read_results(data_root, results_file)
     checkpoint = best if metric == "best" else last
     record = RunRecord(folder.name, results_file, checkpoint, _is_finished(results), _progress(results))
@@ -341,12 +372,14 @@ def paper_number(dataset: str, config: Configuration) -> Optional[Tuple[float, O
 
 def run_report(data_root, dataset: str, config: Configuration, metric: str = "best",
                required_runs: Optional[int] = None, minority: bool = False,
-               with_paper: bool = False) -> RunReport:
-    """Every run folder's result of one configuration; raises ReportError / UnreadableFile."""
+               with_paper: bool = False, data_dir: Optional[str] = None) -> RunReport:
+    """Every run folder's result of one configuration; raises ReportError / UnreadableFile.
+    `data_dir`: a folder dataset's images, for the commands the errors suggest."""
     folders = run_files.find_run_folders(data_root, dataset)
     warnings: List[str] = []
     records = [record for folder in folders
-               for record in [read_run(folder, config, metric, data_root, dataset, True, warnings)]
+               for record in [read_run(folder, config, metric, data_root, dataset, True, warnings,
+                                       data_dir)]
                if record is not None]
     finished = [record for record in records if record.finished]
     unfinished = [record for record in records if not record.finished]
@@ -356,7 +389,7 @@ def run_report(data_root, dataset: str, config: Configuration, metric: str = "be
         seen = (f" ({len(folders)} run folders with {others} results files of other configurations; "
                 f"see --table)" if folders else "")
         raise ReportError(f"no run of {config.name} under {where}/run*/{seen}; train one with: "
-                          f"{config.train_command(data_root, dataset, 'run0')}")
+                          f"{config.train_command(data_root, dataset, 'run0', data_dir)}")
     if not finished:
         states = ", ".join(f"{r.run_folder} {r.progress}" for r in unfinished)
         raise ReportError(f"no finished run of {config.name} under {where} ({states}); "
@@ -557,7 +590,8 @@ def _column_key(config: Configuration):
 def build_table(data_root, dataset: str, default_model: str, metric: str = "best",
                 minority: bool = False, with_paper: bool = False, model: Optional[str] = None,
                 max_runs: Optional[int] = None,
-                only: Optional[Sequence[Configuration]] = None) -> Table:
+                only: Optional[Sequence[Configuration]] = None,
+                data_dir: Optional[str] = None) -> Table:
     """Every configuration and IR-NR setting with results for `dataset` (only `model`'s, if
     given; only the configurations `only`, and the paper's numbers of their methods and
     settings, if given). With the paper's numbers asked for and none of ours yet, the
@@ -566,14 +600,16 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     where = run_files.dataset_dir(data_root, dataset)
     paper_only = with_paper and not minority and dataset in load_paper_results()
     if not paths and not paper_only:
-        first = command_line("implicit-augment.py",
-                             ["--data", data_root, "--dataset", dataset, "-r", "run0"])
+        source = ["--dataset", FOLDER_DATASET, "--data-dir", data_dir] if data_dir else \
+            ["--dataset", dataset]
+        first = command_line("implicit-augment.py", ["--data", data_root, *source, "-r", "run0"])
         raise ReportError(f"no results files under {where}/run*/; train a configuration first, "
                           f"e.g. {first}")
     wanted = None if only is None else set(only)
     quantity = "minority error" if minority else "error"
     groups: Dict[Configuration, Cell] = {}
     notes: List[str] = []
+    codes: Counter = Counter()
     unfinished = without_minority = 0
     skipped: List[str] = []
     for path in paths:
@@ -597,6 +633,7 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         if max_runs is None or len(cell.values) < max_runs:
             cell.runs.append(path.parent.name)
             cell.values.append(100.0 - float(value))
+            codes[code_of(results)] += 1
     if unfinished:
         notes.append(f"{unfinished} results files of unfinished runs are not counted")
     if without_minority:
@@ -604,6 +641,9 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                      f"are not counted")
     if skipped:
         notes.append(f"{len(skipped)} results files that cannot be read are not counted")
+    code_note = different_code_note(codes)
+    if code_note:
+        notes.append(code_note)
     if not groups:
         of_model = f" of model {model}" if model else ""
         first = f"; {skipped[0]}" if skipped else ""

@@ -9,7 +9,8 @@
     {data}/{dataset}/runN/debug_{run_name}.png               --plot-debug grid
     {data}/{dataset}/runN/.lock_{run_name}                   held while a process trains it
     {data}/{dataset}/runN/suspects_{run_name}.csv|png|pdf    get-results.py --suspects (or in --out)
-    {data}/folder_{name}/runN/...        --dataset folder --data-dir .../{name} (same files)
+    {data}/folder_{name}_{hash}/runN/... --dataset folder --data-dir .../{name} (same files;
+                                         hash: 8 hex digits of the folder's absolute path)
     {DIR}/.autodo_stats.json             a folder dataset's classes, size, mean/std, file stamp
     {data}/{dataset}/runN/logs/{run_name}.log                run-table.py: the run's output, every attempt
     {data}/{dataset}/submitit/{job id}/                      run-table.py --launcher slurm: submitit's files
@@ -56,7 +57,9 @@ Results file (JSON, one per run folder and configuration):
     timings_s         {"hyper", "train", "test", "total"}
     compute_path      {"device", "precision" ("bf16" autocast or "fp32"), "reason", "channels_last",
                        "test_batch_size", "description"} of the latest process (custom_runs.compute_path)
-    versions          {"python", "torch", "torchvision", "kornia", "numpy", "cuda", "device"}
+    versions          {"python", "torch", "torchvision", "kornia", "numpy", "cuda", "device",
+                       "commit" (the project's git commit), "uncommitted_changes" (true when
+                       tracked files differed from it)}; both "unknown" outside a git checkout
 """
 import json
 import os

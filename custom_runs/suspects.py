@@ -107,15 +107,17 @@ def rank_suspects(given: torch.Tensor, weights: torch.Tensor, soft: torch.Tensor
 
 def build_report(data, settings, split, tables: dict, checkpoint: dict, los_model: str, model: str,
                  top_k: int, truth_known: bool, device: torch.device, batch_size: int = 500,
-                 checkpoint_path: Path = Path("checkpoint"), text_wide_block: bool = False) -> Suspects:
-    """`tables`: the reweight_state_dict of the learned tables; `checkpoint`: the network's."""
+                 checkpoint_path: Path = Path("checkpoint"), text_wide_block: bool = False,
+                 tables_path: Path = Path("tables")) -> Suspects:
+    """`tables`: the reweight_state_dict of the learned tables, read from `tables_path`;
+    `checkpoint`: the network's, read from `checkpoint_path` (errors name the file at fault)."""
     if los_model not in LEARNING_LOSS_MODELS:
         raise SuspectsError(f"--suspects needs a run that learned loss weights or soft labels "
                             f"(--los-model WGHT, SOFT or BOTH), not --los-model {los_model}")
     _, train, targets = (torch.as_tensor(part).long() for part in split)
     reweight = tables
     if len(reweight.get("weight_logits", ())) != len(targets):
-        raise run_files.UnreadableFile(f"{checkpoint_path}: its tables do not match the "
+        raise run_files.UnreadableFile(f"{tables_path}: its tables do not match the "
                                        f"{len(targets)} images of the split file")
     if len(targets) != len(data.train_targets):
         raise SuspectsError(f"the run's split file covers {len(targets)} images, the data now has "
@@ -232,7 +234,7 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
     tables = run_files.load_torch(last_path).get("reweight_state_dict", {})
     report = build_report(data, settings, split, tables, checkpoint, config.los_model, config.model,
                           top_k, config.noise_ratio > 0, device, checkpoint_path=checkpoint_path,
-                          text_wide_block="wrn-block" in config.paper_text)
+                          text_wide_block="wrn-block" in config.paper_text, tables_path=last_path)
     report.csv_path = out.parent / f"{out.name}.csv"
     write_csv(report, report.csv_path)
     title = (f"Top {min(report.top_k, GRID_MAX_IMAGES)} suspected labels (given → suggested, trust): "

@@ -318,3 +318,40 @@ def test_help_states_each_default_once_and_points_only_at_files_a_user_has():
     text = " ".join(result.stdout.split())  # argparse wraps lines
     assert text.count("(default: ./local_data)") == 1 and text.count("(default: 200)") == 1
     assert "(default: None)" not in text and "DESIGN" not in text
+
+
+# ----------------------------------------------------------------------------- the project's version
+
+def git(folder, *arguments):
+    return subprocess.run(["git", "-C", str(folder), *arguments], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_results_file_records_the_commit_of_the_code_that_ran(first_run):
+    versions = first_run["results"]["versions"]
+    assert versions["commit"] == git(REPO, "rev-parse", "HEAD")
+    changed = bool(git(REPO, "status", "--porcelain", "--untracked-files=no"))
+    assert versions["uncommitted_changes"] is changed
+
+
+def test_code_version_of_a_checkout_its_changes_and_of_no_checkout(tmp_path, monkeypatch):
+    from custom_runs.experiment import code_version
+    look = code_version.__wrapped__  # uncached
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("print(1)\n")
+    unknown = {"commit": "unknown", "uncommitted_changes": "unknown"}
+    assert look(project) == unknown  # not a git checkout
+    git(project, "init", "-q")
+    git(project, "add", "train.py")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    commit = git(project, "rev-parse", "HEAD")
+    assert len(commit) == 40
+    (project / "local_data").mkdir()
+    (project / "local_data" / "results.json").write_text("{}")  # untracked: not a change
+    assert look(project) == {"commit": commit, "uncommitted_changes": False}
+    (project / "train.py").write_text("print(2)\n")
+    assert look(project) == {"commit": commit, "uncommitted_changes": True}
+    assert look(project / "local_data") == unknown  # a folder inside a checkout is not one
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    assert look(project) == unknown  # git missing

@@ -291,3 +291,41 @@ def children(pid: int) -> list:
 
 def environment(pid: int) -> list:
     return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+
+
+# ----------------------------------------------------------------------------- a stop during set-up
+
+class StoppedDuringSetUp(KeyboardInterrupt):
+    """What implicit-augment.py's SIGTERM handler raises (Terminated), as the test's own."""
+
+
+def stop_rank_0_during_claim(rank, world_size, init_method, out):
+    import datetime
+    from custom_runs.distributed import main_first
+    torch.set_num_threads(1)
+    # a rank left waiting gives up after 60 s instead of gloo's 30 minutes
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=60))
+    claimed = []
+
+    def claim():
+        claimed.append(rank)
+        raise StoppedDuringSetUp()
+    started = time.monotonic()
+    try:
+        main_first(Collectives(rank, world_size), claim)
+        outcome = "went on"
+    except BaseException as stopped:  # noqa: B036 (the stop itself is the result)
+        outcome = type(stopped).__name__
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(
+        {"outcome": outcome, "claimed": claimed, "seconds": time.monotonic() - started}))
+    dist.destroy_process_group()
+
+
+def test_a_stop_of_rank_0_during_set_up_stops_every_rank_alike(tmp_path):
+    mp.spawn(stop_rank_0_during_claim, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)),
+             nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [rank["outcome"] for rank in ranks] == ["StoppedDuringSetUp"] * 2
+    assert [rank["claimed"] for rank in ranks] == [[0], []]  # only rank 0 claims
+    assert ranks[1]["seconds"] < 30  # told at once, not after a timeout

@@ -5,6 +5,7 @@ report against the truth of injected noise (here and on DIGITS)."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_settings_class_names_and_statistics_come_from_the_folders(tmp_path):
     assert settings.classes == CLASSES and settings.num_classes == 3
     assert (settings.channels, settings.image_size, settings.in_memory) == (1, SIDE, True)
     assert settings.train_size == 3 * (40 + 8) and settings.valid_size == 3 * 8
-    assert settings.name == "folder_shapes" and settings.model == "resnet18"
+    assert settings.name == folder_dataset.dataset_name(root) and settings.model == "resnet18"
     assert settings.mean[0] == pytest.approx(train_pixels.mean() / 255, abs=1e-5)
     assert settings.std[0] == pytest.approx(train_pixels.std(ddof=1) / 255, abs=1e-5)
     # batch sizes capped for a small set: about ten batches an epoch
@@ -142,7 +143,8 @@ def folder_run(tmp_path_factory):
                         "--data", data, "--epochs", 4, "-nr", 0.3, "--los-model", "BOTH",
                         "--hyper-opt", "HES")
     assert result.returncode == 0, result.stderr
-    return {"root": root, "data": data, "folder": data / "folder_shapes" / "run0", "result": result}
+    return {"root": root, "data": data, "folder": data / folder_dataset.dataset_name(root) / "run0",
+            "result": result}
 
 
 def test_a_folder_run_writes_the_usual_files_with_the_users_valid_set(folder_run):
@@ -171,8 +173,42 @@ def test_without_a_test_folder_the_run_tests_on_valid_and_says_so_once(tmp_path)
                         "--data", tmp_path / "runs", "--epochs", 1, "--model", "wresnet10_1")
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("has no test/ folder") == 1
-    results_file, = (tmp_path / "runs" / "folder_notest" / "run0").glob("results_*.json")
+    results_file, = (tmp_path / "runs" / folder_dataset.dataset_name(root) / "run0").glob("results_*.json")
     assert json.loads(results_file.read_text())["test_set"] == "valid"
+
+
+def test_data_folders_of_one_name_get_run_folders_of_their_own_however_they_are_written(
+        tmp_path, monkeypatch):
+    first, second = tmp_path / "a" / "data", tmp_path / "b" / "data"
+    for folder in (first, second):
+        folder.mkdir(parents=True)
+    names = folder_dataset.dataset_name(first), folder_dataset.dataset_name(second)
+    assert all(re.fullmatch(r"folder_data_[0-9a-f]{8}", name) for name in names), names
+    assert names[0] != names[1]
+    monkeypatch.chdir(tmp_path / "b")
+    (tmp_path / "link").symlink_to(first)
+    for spelling in ("../a/data", str(tmp_path / "link"), f"{first}/", str(first / ".." / "data")):
+        assert folder_dataset.dataset_name(spelling) == names[0], spelling
+
+
+def test_a_resume_with_a_relative_data_dir_after_an_absolute_one_is_the_same_run(folder_run):
+    relative = os.path.relpath(folder_run["root"], REPO)  # run_script runs in REPO
+    assert not Path(relative).is_absolute()
+    options = ["--no-cuda", "--dataset", "folder", "--data-dir", relative, "--data", folder_run["data"],
+               "--epochs", 4, "-nr", 0.3, "--los-model", "BOTH", "--hyper-opt", "HES"]
+    results_file = folder_run["folder"] / f"results_{RUN}.json"
+    before = results_file.read_text()
+    resumed = run_script("implicit-augment.py", *options, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "nothing to train: this configuration finished its 4 epochs" in resumed.stderr
+    assert json.loads(results_file.read_text())["history"] == json.loads(before)["history"]
+    report = run_script("get-results.py", "--dataset", "folder", "--data-dir", relative, "--data",
+                        folder_run["data"], "-nr", 0.3, "--los-model", "BOTH", "--hyper-opt", "HES",
+                        "--format", "json")
+    assert report.returncode == 0, report.stderr
+    runs = json.loads(report.stdout)["runs"]
+    assert [run["run_folder"] for run in runs] == ["run0"]
+    assert runs[0]["acc"] == json.loads(before)["best"]["acc"]
 
 
 def _remove(path: Path):
@@ -278,7 +314,7 @@ def test_suspects_precision_and_recall_match_an_independent_count(folder_suspect
 def test_suspects_refuse_a_run_that_learned_no_labels(folder_run):
     result = run_script("get-results.py", "--dataset", "folder", "--data-dir", folder_run["root"],
                         "--data", folder_run["data"], "-nr", 0.3, "--suspects")
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as argparse's
     assert "--los-model WGHT, SOFT or BOTH" in error_line(result.stderr, "get-results.py")
 
 
@@ -294,3 +330,54 @@ def test_suspects_on_digits_with_heavy_noise_are_mostly_wrong_labels(tmp_path):
     precision = float(line.split("precision@50 ")[1].split(",")[0])
     auroc = float(line.split("AUROC ")[1])
     assert precision >= 0.8 and auroc > 0.8
+
+
+@pytest.mark.parametrize("checkpoint", ["best", "last"])
+def test_suspects_name_the_last_checkpoint_when_its_tables_do_not_fit(tmp_path, checkpoint):
+    """The tables come from last_ whatever --checkpoint says: an error about them names
+    last_, not the --checkpoint file."""
+    from custom_datasets.settings import get_settings
+    from custom_runs import reporting
+    from custom_runs.suspects import suspects_report
+    settings = get_settings("DIGITS")
+    config = reporting.Configuration("resnet18", "NONE", "BOTH", "HES", 1, 1.0, 0.2)
+    folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
+    targets = load_data(settings, tmp_path).train_targets
+    indices = torch.arange(len(targets))
+    run_files.save_torch((indices[:100], indices[100:], targets),
+                         folder / run_files.split_file_name(1, 1.0, 0.2))
+    network = {"encoder_state_dict": {}, "decoder_state_dict": {}, "acc": 50.0, "epoch": 0}
+    run_files.save_torch(network, run_files.best_checkpoint_path(folder, config.name))
+    tables = {"weight_logits": torch.zeros(7), "soft_logits": torch.zeros(7, 10)}  # 7 images, not all
+    run_files.save_torch({**network, "reweight_state_dict": tables},
+                         run_files.last_checkpoint_path(folder, config.name))
+    with pytest.raises(run_files.UnreadableFile) as raised:
+        suspects_report(tmp_path, settings, "run0", config, checkpoint, 10, None, torch.device("cpu"))
+    assert str(raised.value).startswith(
+        f"{run_files.last_checkpoint_path(folder, config.name)}: its tables do not match the "
+        f"{len(targets)} images of the split file")
+
+
+# ----------------------------------------------------------------------------- commands in hints
+
+def test_the_train_command_get_results_suggests_for_a_folder_dataset_is_accepted_by_implicit_augment(
+        folder_run):
+    import importlib.util
+    import shlex
+    from custom_runs.options import dataset_settings
+    missing = run_script("get-results.py", "--dataset", "folder", "--data-dir", folder_run["root"],
+                         "--data", folder_run["data"], "-nr", 0.2, "--los-model", "BOTH",
+                         "--hyper-opt", "HES")
+    assert missing.returncode != 0
+    hint = missing.stderr.strip().split("train one with: ", 1)[1]
+    command = shlex.split(hint)
+    assert command[:2] == ["python", "implicit-augment.py"]
+    spec = importlib.util.spec_from_file_location("implicit_augment_hint", REPO / "implicit-augment.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = script.get_args(command[2:])  # exits 2 on a command it rejects
+    assert args.dataset == "folder" and Path(args.data_dir) == folder_run["root"].resolve()
+    assert (args.noise_ratio, args.los_model, args.hyper_opt) == (0.2, "BOTH", "HES")
+    # and it trains into the run folder get-results reads
+    assert run_files.run_dir(args.data, dataset_settings(args).name, args.run_folder) == \
+        folder_run["folder"]

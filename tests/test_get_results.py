@@ -27,7 +27,7 @@ def configuration(model="wresnet28_10", ir=100, nr=0.1, sr=1.0, method=A_W_S, **
 
 
 def write_run(root, dataset, folder, config, best_acc, final_acc=None, minority_acc=None,
-              status="finished", checkpoints=True):
+              status="finished", checkpoints=True, versions=None):
     """One run's results file (and tiny checkpoints) exactly where implicit-augment.py puts them."""
     run = run_files.run_dir(root, dataset, folder)
     final_acc = best_acc - 0.5 if final_acc is None else final_acc
@@ -46,6 +46,8 @@ def write_run(root, dataset, folder, config, best_acc, final_acc=None, minority_
         "final": {"epoch": 4, "acc": final_acc, "loss": 0.2, "per_class_acc": [final_acc] * 10,
                   "minority_acc": None if minority is None else minority - 1.0},
     }
+    if versions is not None:
+        results["versions"] = versions
     run_files.save_json(results, run_files.results_path(run, config.name))
     if checkpoints:
         checkpoint = {"encoder_state_dict": {}, "decoder_state_dict": {}, "reweight_state_dict": {},
@@ -566,3 +568,58 @@ def test_summarize_uses_the_sample_standard_deviation():
     assert (summary.n, summary.mean) == (3, pytest.approx(7 / 3))
     assert summary.std == pytest.approx(np.std(values, ddof=1))
     assert np.isnan(reporting.summarize([5.0]).std)
+
+
+# ----------------------------------------------------------------------------- which code
+
+def test_table_notes_once_that_its_runs_come_from_different_commits(tmp_path):
+    first, second = "a" * 40, "b" * 40
+    for index, (commit, changed) in enumerate(((first, False), (first, False), (second, True))):
+        write_run(tmp_path, "SVHN", f"run{index}", configuration(), 90.0 + index, checkpoints=False,
+                  versions={"commit": commit, "uncommitted_changes": changed})
+    write_run(tmp_path, "SVHN", "run0", configuration(method=BASELINE), 85.0, checkpoints=False,
+              versions={"commit": first, "uncommitted_changes": False})
+    done = get_results(tmp_path, "--dataset", "SVHN", "--table")
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stdout.splitlines() if "different code" in line]
+    assert notes == [f"note: the runs counted come from different code: {first[:12]} (3 runs), "
+                     f"{second[:12]} with uncommitted changes (1 run) (versions.commit of their "
+                     f"results files)"]
+
+
+def test_table_of_one_commit_or_of_files_without_one_has_no_code_note(tmp_path):
+    for index in range(2):
+        write_run(tmp_path, "SVHN", f"run{index}", configuration(), 90.0 + index, checkpoints=False,
+                  versions={"commit": "c" * 40, "uncommitted_changes": False})
+    write_table_runs(tmp_path / "older")  # results files written before the commit was recorded
+    for root in (tmp_path, tmp_path / "older"):
+        notes = reporting.build_table(root, "SVHN", "wresnet28_10").notes
+        assert not [note for note in notes if "different code" in note]
+    write_run(tmp_path, "SVHN", "run2", configuration(), 92.0, checkpoints=False)
+    [note] = [note for note in reporting.build_table(tmp_path, "SVHN", "wresnet28_10").notes
+              if "different code" in note]
+    assert f"{'c' * 12} (2 runs), no recorded commit (1 run)" in note
+
+
+# ----------------------------------------------------------------------------- usage errors
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--suspects", "-3", "--los-model", "BOTH"], "--suspects K must be at least 1, got -3"),
+    (["--suspects", "0", "--los-model", "BOTH"], "--suspects K must be at least 1, got 0"),
+    (["--runs", "0"], "--runs must be at least 1, got 0"),
+    (["--table", "--suspects"], "choose one of --table and --suspects"),
+    (["--suspects", "5"], "--suspects needs a run that learned loss weights or soft labels"),
+])
+def test_usage_errors_exit_2_as_argparse_does(tmp_path, capsys, argv, needle):
+    namespace = runpy.run_path(str(SCRIPT), run_name="get_results_usage")
+    with pytest.raises(SystemExit) as exited:
+        namespace["get_args"](["--data", str(tmp_path), "--dataset", "DIGITS", *argv])
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert ": error: " in line and needle in line  # (prog is pytest's name in-process)
+
+
+def test_cli_suspects_minus_3_exits_2(tmp_path):
+    done = get_results(tmp_path, "--dataset", "DIGITS", "--los-model", "BOTH", "--suspects", "-3")
+    assert done.returncode == 2
+    assert_one_line_error(done, "get-results.py: error: --suspects K must be at least 1, got -3")

@@ -127,6 +127,8 @@ def test_after_kill_9_of_the_runner_the_same_command_ends_with_the_uninterrupted
     assert not any(s.is_finished() for s in specs)
     begun = [s for s in specs if run_files.last_checkpoint_path(s.folder, s.name).is_file()]
     assert begun
+    for spec in begun:  # the runner's death reached them as SIGTERM: stopped, and said so
+        assert run_files.load_results(spec.results_path)["status"] == "interrupted"
     done = run_table(tmp_path, "--jobs", JOBS, runs=1)
     assert done.returncode == 0, done.stderr
     assert histories(tmp_path, runs=1) == histories(reference, runs=1)

@@ -56,7 +56,11 @@ def digits_run(tmp_path_factory):
     for seed, label in enumerate(("Baseline", "FAA", "A_W", "A_W_S")):
         config = reporting.Configuration("resnet18", *methods[label], IR, 1.0, NR)
         checkpoint = planted_checkpoint(seed, split, official, config.aug_model)
-        run_files.save_torch(checkpoint, run_files.best_checkpoint_path(folder, config.name))
+        run_files.save_torch(checkpoint, run_files.last_checkpoint_path(folder, config.name))
+        # best_: the same network, with the tables as they start (before any hyper step)
+        run_files.save_torch({**checkpoint, "reweight_state_dict": {
+            key: torch.zeros_like(value) for key, value in checkpoint["reweight_state_dict"].items()}},
+            run_files.best_checkpoint_path(folder, config.name))
     return root, split, official
 
 
@@ -192,6 +196,31 @@ def test_cli_densities_without_a_learning_configuration_is_an_error(digits_run, 
 
 
 # ----------------------------------------------------------------------------- learned densities
+
+@pytest.mark.parametrize("checkpoint", ["best", "last"])
+def test_densities_draw_the_tables_of_the_last_checkpoint_as_the_suspects_report_does(
+        digits_run, tmp_path, checkpoint):
+    root, split, official = digits_run
+    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    run = figures.RunFigures(root, SETTINGS, "run0", {"A_W": config}, checkpoint, tmp_path,
+                             log=lambda line: None)
+    written, numbers = run.density_figures()
+    last = run_files.load_torch(run_files.last_checkpoint_path(run.folder, config.name))
+    expected = figures.weights_by_label_noise(last["reweight_state_dict"], split, official.numpy())
+    weights = numbers["A_W"][0]
+    assert weights.means() == pytest.approx(expected.means(), rel=1e-6)
+    assert weights.means()["clean label"] > 2.5 > 0.5 > weights.means()["noisy label"]  # not best_'s 1.0
+    # one file whatever --checkpoint says: the tables are the same
+    assert sorted(path.name for path in written) == [
+        f"densities_DIGITS_resnet18_run0_ir_{IR}_sr_1.0_nr_{NR}_A_W.{suffix}" for suffix in ("pdf", "png")]
+
+
+def test_densities_need_only_the_last_checkpoint(digits_run, tmp_path):
+    root, _, _ = digits_run
+    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    run = figures.RunFigures(tmp_path / "empty", SETTINGS, "run0", {"A_W": config})
+    with pytest.raises(figures.FigureError, match=r"missing checkpoint: .*/last_resnet18_opt_HES"):
+        run.check_checkpoints(networks=False, tables=True)
 
 def test_loss_weights_separate_planted_clean_and_noisy_labels(digits_run):
     _, split, official = digits_run
