@@ -20,7 +20,8 @@ def bench():
 def test_compare_times_every_phase_of_the_three_paths(bench, capsys, tmp_path):
     args = bench.get_args(["--dataset", "DIGITS", "-ir", "10", "-nr", "0.1", "--aug-model", "SEP",
                            "--los-model", "BOTH", "--hyper-opt", "HES", "--no-cuda", "--epoch",
-                           "--compare", "--epoch-fraction", "0.1", "--warmup", "1",
+                           "--compare", "--paths", "before", "fp32", "bf16", "--epoch-fraction", "0.1",
+                           "--warmup", "1",
                            "--data", str(tmp_path)])
     assert bench.main(args) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
