@@ -81,6 +81,7 @@ class Context:
     cuda: bool = True           # False: the CPU-runnable steps run with --no-cuda (tests)
     gpus: int = 1
     epochs: int = 2             # of the one-process / torchrun runs
+    timeout: float = 300        # seconds a run of those may take
 
 
 @dataclass
@@ -246,7 +247,7 @@ def run_one_vs_torchrun(step: Step, context: Context) -> Outcome:
     # on the CPU (the tests): one thread a process, as the CPU runs of the test suite have
     threads = {} if context.cuda else {"OMP_NUM_THREADS": "1"}
     for command in step.commands(context):
-        finished = run_logged(command, log, timeout=300, env=threads)
+        finished = run_logged(command, log, timeout=context.timeout, env=threads)
         if finished.returncode != 0:
             return Outcome("FAILED", f"exit status {finished.returncode} of {' '.join(command[1:4])}")
     one = json.loads(results_file(context.work / "one").read_text())
@@ -274,7 +275,7 @@ def nccl_needs(context: Context) -> Optional[str]:
 
 def run_nccl(step: Step, context: Context) -> Outcome:
     log = log_path(step, context)
-    finished = run_logged(step.commands(context)[0], log, timeout=300)
+    finished = run_logged(step.commands(context)[0], log, timeout=context.timeout)
     if finished.returncode != 0:
         return Outcome("FAILED", f"exit status {finished.returncode}")
     two = json.loads(results_file(context.work / "nccl").read_text())

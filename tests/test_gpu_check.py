@@ -134,7 +134,8 @@ def test_largest_difference_finds_the_number_that_moved(check):
 
 
 def test_one_process_and_a_one_rank_torchrun_give_the_same_numbers_on_the_cpu(check, tmp_path):
-    context = check.Context(out=tmp_path / "out", work=tmp_path, cuda=False, epochs=2)
+    # a few seconds a run on 2 quiet cores; the timeout is for a machine shared with other work
+    context = check.Context(out=tmp_path / "out", work=tmp_path, cuda=False, epochs=2, timeout=900)
     context.out.mkdir()
     step = next(step for step in check.all_steps() if step.name == "one-vs-torchrun")
     assert all(command[-1] == "--no-cuda" for command in step.commands(context))
