@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ./local_data
 EPOCHS ?= 100
 
-.PHONY: run test venv bench clean-venv
+.PHONY: run test venv bench gpu-check clean-venv
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test: venv
 bench: venv
 	$(BIN)/python bench/throughput.py --dataset SVHN --model wresnet16_4 --aug-model SEP \
 		--los-model BOTH --hyper-opt HES --steps 5 --no-cuda
+
+# Everything a GPU must check and measure, as one command (bench/gpu_check.py: CUDA tests,
+# SVHN-shaped throughput fp32 / bf16 / bf16 + compile, one process against torchrun, 2 ranks,
+# runs per GPU), then one summary table; under 8 minutes on one H100/H200. It runs with
+# .venv's Python where there is one, else with $(PYTHON): a GPU image's own torch (no venv
+# to build there, and no network). GPU_CHECK_ARGS: e.g. --dry-run, --out DIR, --skip STEP.
+gpu-check:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

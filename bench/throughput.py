@@ -16,7 +16,14 @@ epoch, a test pass, each exactly as a run does them) and prints one JSON line pe
 measurement; --compare runs the compute paths side by side, interleaved --repeats
 times so that a busy machine slows them alike: the CPU's path before issue 13 (fp32,
 NCHW, test batch 1024, batch norm not folded), fp32 and bf16 autocast with this
-device's layout, test batch and folding.
+device's layout, test batch and folding, and this device's chosen precision with
+--compile (issue 22). Each round then prints a line "path": "compile summary": the
+one-off compile time (the compiled path's warm-up less the same precision's eager
+warm-up), the speed-up of an epoch, the epochs that repay the compilation and both
+paths' projected time for a run of --epochs. Inductor's cache is a fresh folder of
+this process, so round 0 pays a cold compilation (a first run's), later rounds a warm
+one (a later run's of the same network and shapes: inductor keeps its kernels in
+/tmp/torchinductor_$USER between runs).
 
 Under torchrun (`torchrun --nproc_per_node N bench/throughput.py ...`, not with
 --epoch) every rank times its share of the same global batches; rank 0 reports
@@ -24,6 +31,7 @@ the images/s of each rank and of all together.
 """
 import dataclasses
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -36,7 +44,7 @@ import torch  # noqa: E402
 
 from custom_datasets.settings import get_settings  # noqa: E402
 from custom_datasets.sources import InMemoryData  # noqa: E402
-from custom_runs.compute_path import native_cpu_bf16  # noqa: E402
+from custom_runs.compute_path import cpp_compiler, native_cpu_bf16  # noqa: E402
 from custom_models.collectives import SINGLE_PROCESS  # noqa: E402
 from custom_runs.distributed import (end_distributed_mode, init_distributed_mode,  # noqa: E402
                                      launched_by_torchrun)
@@ -65,7 +73,10 @@ def get_args(argv=None):
                         help="time one whole epoch's phases (hyper, train, test) instead of steps")
     parser.add_argument("--compare", action="store_true",
                         help="with --epoch: time the paths before issue 13 (fp32, NCHW, test batch "
-                             "1024), fp32 and bf16 side by side")
+                             "1024), fp32, bf16 and the chosen precision compiled side by side")
+    parser.add_argument("--paths", nargs="+", choices=COMPARED_PATHS, default=list(COMPARED_PATHS),
+                        metavar="PATH", help=f"with --compare: the paths to time, of "
+                                             f"{', '.join(COMPARED_PATHS)} (default: all)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="with --epoch: rounds over the paths, interleaved (default: 1)")
     parser.add_argument("--epoch-fraction", type=float, default=1.0,
@@ -80,6 +91,10 @@ def get_args(argv=None):
         parser.error("ImageNet is read from disk by workers; benchmark an in-memory dataset")
     if args.compare and not args.epoch:
         parser.error("--compare needs --epoch")
+    on_cpu = args.no_cuda or not torch.cuda.is_available()  # CUDA compiles with Triton
+    if args.compare and "compiled" in args.paths and on_cpu and cpp_compiler() is None:
+        parser.error("the compiled path needs a C++ compiler (g++ or clang++); install one or "
+                     "leave it out with --paths before fp32 bf16")
     if args.epoch and launched_by_torchrun():
         parser.error("--epoch times one process: run it without torchrun")
     if not 0 < args.epoch_fraction <= 1:
@@ -173,13 +188,46 @@ def build_experiment(args, settings, data, compute_path=None,
     return experiment
 
 
-def compared_paths(path):
-    """The paths --compare times: the CPU's before issue 13, then fp32 and bf16 as chosen now."""
-    fp32 = dataclasses.replace(path, precision="fp32", reason="--no-amp")
+COMPARED_PATHS = ("before", "fp32", "bf16", "compiled")
+
+
+def compared_paths(path, names=COMPARED_PATHS):
+    """The paths --compare times: the CPU's before issue 13, fp32 and bf16 as chosen now, and
+    the precision this device chooses with --compile."""
+    eager = dataclasses.replace(path, compile=False)
+    fp32 = dataclasses.replace(eager, precision="fp32", reason="--no-amp")
     bf16_reason = "CUDA" if path.device == "cuda" else native_cpu_bf16() or "emulated"
-    return {"before": dataclasses.replace(fp32, channels_last=path.device == "cuda",
-                                          test_batch_size=1024, fold_batch_norm=False),
-            "fp32": fp32, "bf16": dataclasses.replace(path, precision="bf16", reason=bf16_reason)}
+    paths = {"before": dataclasses.replace(fp32, channels_last=path.device == "cuda",
+                                           test_batch_size=1024, fold_batch_norm=False),
+             "fp32": fp32, "bf16": dataclasses.replace(eager, precision="bf16", reason=bf16_reason),
+             "compiled": dataclasses.replace(eager, compile=True)}
+    return {name: paths[name] for name in COMPARED_PATHS if name in names}
+
+
+def run_seconds(args, report) -> float:
+    """A whole run of --epochs on a path, from one epoch's phases: hyper epochs only after
+    --hyper-start, as a run has them."""
+    hyper_epochs = max(0, args.epochs - args.hyper_start - 1) if "hyper_epoch_s" in report else 0
+    return (args.epochs * (report["train_epoch_s"] + report["test_pass_s"])
+            + hyper_epochs * report.get("hyper_epoch_s", 0.0))
+
+
+def compile_summary(args, reports) -> dict:
+    """What compiling costs and saves in one round of --compare: `reports` by path name,
+    holding "compiled" and the eager path of its precision."""
+    compiled = reports["compiled"]
+    eager = reports[compiled["precision"]]
+    compile_s = compiled["warmup_s"] - eager["warmup_s"]
+    saved_per_epoch = eager["epoch_s"] - compiled["epoch_s"]
+    eager_run, compiled_run = run_seconds(args, eager), run_seconds(args, compiled) + compile_s
+    return {"repeat": compiled["repeat"], "path": "compile summary",
+            "precision": compiled["precision"], "compile_s": compile_s,
+            "speedup": {name: reports[name]["epoch_s"] / compiled["epoch_s"]
+                        for name in ("fp32", "bf16") if name in reports},
+            # never, where the compiled epoch is not faster
+            "epochs_to_repay": compile_s / saved_per_epoch if saved_per_epoch > 0 else None,
+            "epochs": args.epochs, "eager_run_s": eager_run, "compiled_run_s": compiled_run,
+            "compiled_run_faster": compiled_run < eager_run}
 
 
 def time_epoch(args, experiment) -> dict:
@@ -200,29 +248,42 @@ def time_epoch(args, experiment) -> dict:
         hyper_epoch(network, hyper, experiment.hyper_batches, cycle(experiment.valid_batches),
                     lambda step: args.hyper_beta, max_steps)
 
-    def test_subset(size):
+    def test_subset(indices):
         test = experiment.test_batches
-        return type(test)(test.images, test.labels, test.indices[:size], test.batch_size, False,
-                          test.transform)
+        return type(test)(test.images, test.labels, indices, test.batch_size, False, test.transform)
 
     def part(count):  # batches timed of a phase of `count`, and the factor to the whole phase
         timed_count = max(1, round(args.epoch_fraction * count))
         return timed_count, count / timed_count
+
+    def warm_up():  # every batch shape of the timed phases (a compiled path compiles them here)
+        train_pass(next(warm_batches) for _ in range(args.warmup))
+        test_indices, test_batch = experiment.test_batches.indices, experiment.test_batches.batch_size
+        tail = len(test_indices) % test_batch
+        if len(test_indices) > test_batch and tail:  # a whole batch and the shorter last one
+            test_indices = torch.cat([test_indices[:test_batch], test_indices[-tail:]])
+        else:
+            test_indices = test_indices[:test_batch]
+        evaluate(network, test_subset(test_indices), num_classes)
+        if hyper.optimizer is not None:
+            hyper_pass(args.warmup)
     warm_batches = iter(cycle(experiment.train_batches))
-    train_pass(next(warm_batches) for _ in range(args.warmup))
-    evaluate(network, test_subset(2 * experiment.test_batches.batch_size), num_classes)
+    seconds = {"warmup_s": timed(device, warm_up)}
     train_count, train_scale = part(len(experiment.train_batches))
-    test_count, test_scale = part(len(experiment.test_batches.indices))
+    # whole test batches (a fraction of them, or all with the last, shorter one)
+    test_indices = experiment.test_batches.indices
+    test_count = min(len(test_indices),
+                     part(len(experiment.test_batches))[0] * experiment.test_batches.batch_size)
+    test_scale = len(test_indices) / test_count
     phases = {"train_epoch": (lambda: train_pass(next(warm_batches) for _ in range(train_count)),
                               train_scale),
-              "test_pass": (lambda: evaluate(network, test_subset(test_count), num_classes), test_scale)}
+              "test_pass": (lambda: evaluate(network, test_subset(test_indices[:test_count]), num_classes),
+                            test_scale)}
     if hyper.optimizer is not None:
-        hyper_pass(args.warmup)
         full_hyper = len(experiment.hyper_batches) if not args.hyper_steps else \
             min(args.hyper_steps, len(experiment.hyper_batches))
         hyper_count, hyper_scale = part(full_hyper)
         phases = {"hyper_epoch": (lambda: hyper_pass(hyper_count), hyper_scale), **phases}
-    seconds = {}
     for phase, (function, scale) in phases.items():
         cpu_started = time.process_time()
         seconds[f"{phase}_s"] = timed(device, function) * scale
@@ -236,11 +297,21 @@ def epoch_main(args) -> int:
     settings = get_settings(args.dataset)
     data = None if args.real_data else synthetic_data(settings)
     chosen = Experiment(args, data).compute_path
-    paths = compared_paths(chosen) if args.compare else {"chosen": chosen}
+    paths = compared_paths(chosen, args.paths) if args.compare else {"chosen": chosen}
+    if any(path.compile for path in paths.values()):
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # round 0 compiles as a first run does
+            return time_paths(args, settings, data, paths)
+    return time_paths(args, settings, data, paths)
+
+
+def time_paths(args, settings, data, paths) -> int:
     for repeat in range(args.repeats):
+        reports = {}
         for label, path in paths.items():
             experiment = build_experiment(args, settings, data, path)
             report = {"repeat": repeat, "path": label, "compute_path": path.describe(),
+                      "precision": path.precision,
                       "threads": torch.get_num_threads(), "dataset": args.dataset,
                       "model": args.model, "train_size": len(experiment.split.train_indices),
                       "batch_size": experiment.train_batches.batch_size,
@@ -248,7 +319,10 @@ def epoch_main(args) -> int:
                       "test_batch_size": experiment.test_batches.batch_size,
                       "epoch_fraction": args.epoch_fraction,
                       **time_epoch(args, experiment)}
+            reports[label] = report
             print(json.dumps(report), flush=True)
+        if "compiled" in reports and reports["compiled"]["precision"] in reports:
+            print(json.dumps(compile_summary(args, reports)), flush=True)
     return 0
 
 

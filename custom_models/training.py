@@ -4,7 +4,7 @@ Nothing here synchronises host and device per batch: losses are accumulated
 as device tensors and read once per epoch.
 """
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, Optional, Union
 
 import torch
@@ -26,6 +26,14 @@ class Network:
     # the DistributedDataParallel wrapper of Classifier(self) that training steps run through
     # on several ranks; hyper steps and tests use the unwrapped modules (no gradient sync)
     distributed: Optional[nn.Module] = None
+    # torch.compile the encoder (for the train step) and its folded copy (for the passes of
+    # for_inference); the classifier head, the losses and the Neumann series stay eager fp32
+    compile: bool = False
+    _folded: Optional["FoldedEncoder"] = field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        if self.compile:
+            self.encoder = torch.compile(self.encoder, dynamic=False)
 
     def autocast(self):
         if self.amp:
@@ -44,8 +52,11 @@ class Network:
         own over the activations, forward and backward (a fifth of a test pass)."""
         if not self.fold_batch_norm:
             return self
-        from torch.fx.experimental.optimization import fuse
-        return Network(fuse(self.encoder), self.decoder, self.amp)
+        if self._folded is None:
+            self._folded = FoldedEncoder(plain(self.encoder), self.compile)
+        else:
+            self._folded.refresh(plain(self.encoder))
+        return Network(self._folded.forward_module, self.decoder, self.amp)
 
     def train_logits(self, images: torch.Tensor) -> torch.Tensor:
         if self.distributed is not None:
@@ -58,6 +69,46 @@ class Network:
 
     def parameters(self):
         return list(self.encoder.parameters()) + list(self.decoder.parameters())
+
+
+def plain(module: nn.Module) -> nn.Module:
+    """The module a torch.compile wrapper runs (its weights, its state dict)."""
+    return getattr(module, "_orig_mod", module)
+
+
+class FoldedEncoder:
+    """An encoder's copy with every batch norm folded into the convolution before it, kept
+    from pass to pass: refresh() folds the encoder's current weights and statistics into the
+    same tensors, so that a compiled copy is compiled once per run, not once per pass (a new
+    module would be a new graph to compile), and no pass pays torch.fx's copy and trace of
+    the encoder again. Its parameters need no gradient: its passes change no weight."""
+
+    def __init__(self, encoder: nn.Module, compile: bool):
+        from torch.fx import symbolic_trace
+        from torch.fx.experimental.optimization import fuse
+        self.module = fuse(encoder).requires_grad_(False)
+        kept = dict(self.module.named_modules())
+        modules = dict(encoder.named_modules())
+        # (convolution, batch norm) by name: the batch norms fuse() folded are gone from its copy
+        self.pairs = [(node.args[0].target, node.target) for node in symbolic_trace(encoder).graph.nodes
+                      if node.op == "call_module" and node.target not in kept
+                      and isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm)]
+        self.forward_module = torch.compile(self.module, dynamic=False) if compile else self.module
+
+    @torch.no_grad()
+    def refresh(self, encoder: nn.Module) -> None:
+        from torch.nn.utils.fusion import fuse_conv_bn_weights
+        current = encoder.state_dict()
+        for name, tensor in self.module.state_dict().items():
+            if name in current:  # a folded convolution's weight is overwritten below
+                tensor.copy_(current[name])
+        for conv_name, norm_name in self.pairs:
+            conv, norm = encoder.get_submodule(conv_name), encoder.get_submodule(norm_name)
+            weight, bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean,
+                                                norm.running_var, norm.eps, norm.weight, norm.bias)
+            folded = self.module.get_submodule(conv_name)
+            folded.weight.copy_(weight)
+            folded.bias.copy_(bias)
 
 
 class Classifier(nn.Module):

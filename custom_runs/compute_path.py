@@ -1,6 +1,6 @@
-"""How a run computes on its device: the precision of the encoder, its memory format
-and the test batch size (issue 13). Chosen once per run, said in one line at the
-start and recorded in the results file.
+"""How a run computes on its device: the precision of the encoder, its memory format,
+the test batch size and whether the encoder is compiled (issues 13, 22). Chosen once per
+run, said in one line at the start and recorded in the results file.
 
 bf16 autocast covers the encoder only; the hyperparameter tables, the classifier
 head, the losses and the Neumann series stay in fp32 (custom_models.training.Network).
@@ -9,6 +9,8 @@ dot products): elsewhere oneDNN emulates it and it is slower than fp32.
 """
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional
+
+from custom_runs.options import UsageError
 
 import torch
 
@@ -39,6 +41,7 @@ class ComputePath:
     channels_last: bool
     test_batch_size: int
     fold_batch_norm: bool      # in the test pass and hyper epochs (Network.for_inference)
+    compile: bool = False      # --compile: torch.compile the encoder and its folded copy
 
     @property
     def amp(self) -> bool:
@@ -47,18 +50,33 @@ class ComputePath:
     def describe(self) -> str:
         precision = "bf16 autocast" if self.amp else "fp32"
         layout = ", channels-last" if self.channels_last else ""
+        compiled = ", torch.compile" if self.compile else ""
         return (f"{self.device.upper()}: {precision} ({self.reason}){layout}, "
-                f"test batch {self.test_batch_size}")
+                f"test batch {self.test_batch_size}{compiled}")
 
     def record(self) -> Dict:
         """What the results file keeps (`compute_path`)."""
         return {**asdict(self), "description": self.describe()}
 
 
-def choose_compute_path(device: torch.device, no_amp: bool) -> ComputePath:
+def cpp_compiler() -> Optional[str]:
+    """The C++ compiler inductor builds its CPU kernels with (g++ or clang++, or $CXX), or None."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler  # private: absent in some builds
+        return get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - inductor raises its own error types when none is found
+        return None
+
+
+def choose_compute_path(device: torch.device, no_amp: bool, compile: bool = False) -> ComputePath:
+    """Raises UsageError for --compile on a CPU without a C++ compiler (said before any
+    training, not as an inductor traceback at the first step)."""
     if device.type == "cuda":
         precision, reason = ("fp32", "--no-amp") if no_amp else ("bf16", "CUDA")
-        return ComputePath("cuda", precision, reason, True, CUDA_TEST_BATCH_SIZE, False)
+        return ComputePath("cuda", precision, reason, True, CUDA_TEST_BATCH_SIZE, False, compile)
+    if compile and cpp_compiler() is None:
+        raise UsageError("--compile on the CPU needs a C++ compiler (g++ or clang++, or one named "
+                         "by $CXX) for torch.compile's kernels; install one or drop --compile")
     feature = native_cpu_bf16()
     if no_amp:
         precision, reason = "fp32", "--no-amp"
@@ -68,4 +86,4 @@ def choose_compute_path(device: torch.device, no_amp: bool) -> ComputePath:
         precision, reason = "bf16", feature
     # channels-last: oneDNN's convolutions run in NHWC natively; in NCHW it reorders
     # every layer's input and output (fp32 train step 15 % faster, test pass 1.3x)
-    return ComputePath("cpu", precision, reason, True, CPU_TEST_BATCH_SIZE, True)
+    return ComputePath("cpu", precision, reason, True, CPU_TEST_BATCH_SIZE, True, compile)

@@ -67,9 +67,8 @@ def select_device(args) -> torch.device:
 def cpu_fallback_note(args) -> str:
     """Said out loud when training starts: a broken CUDA install must not turn a GPU job into
     a silent CPU one."""
-    ignored = [flag for flag, given in (("--gpu", args.gpu != 0), ("--compile", args.compile)) if given]
-    return ("note: CUDA is not available, training on the CPU"
-            + (f" ({' and '.join(ignored)} ignored)" if ignored else "") + "; --no-cuda silences this")
+    ignored = " (--gpu ignored)" if args.gpu != 0 else ""
+    return f"note: CUDA is not available, training on the CPU{ignored}; --no-cuda silences this"
 
 
 # rank r's augmentation stream starts this far from rank 0's: the ranks augment different
@@ -163,7 +162,7 @@ class Experiment:
         self.permutations = torch.Generator()
         self.settings = dataset_settings(args)
         self.device = select_device(args)
-        self.compute_path = choose_compute_path(self.device, args.no_amp)
+        self.compute_path = choose_compute_path(self.device, args.no_amp, args.compile)
         # a folder dataset's runs go under {data}/folder_{DIR's name}_{hash of its path}/
         self.folder = run_files.run_dir(args.data, self.settings.name, args.run_folder)
         self.name = run_files.run_name(args.model, args.hyper_opt, args.aug_model, args.los_model,
@@ -337,9 +336,9 @@ class Experiment:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.encoder, self.decoder = encoder, decoder
-        forward_encoder = torch.compile(encoder) if args.compile and device.type == "cuda" else encoder
-        self.network = Network(forward_encoder, decoder, amp=self.compute_path.amp,
-                               fold_batch_norm=self.compute_path.fold_batch_norm)
+        self.network = Network(encoder, decoder, amp=self.compute_path.amp,
+                               fold_batch_norm=self.compute_path.fold_batch_norm,
+                               compile=self.compute_path.compile)
         if self.collectives.world_size > 1:
             # batch norm stays per rank (see average_buffers; SyncBatchNorm needs GPUs)
             self.network.distributed = torch.nn.parallel.DistributedDataParallel(

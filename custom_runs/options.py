@@ -86,7 +86,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help="network: resnet18, wresnet28_10, wresnet16_4, wresnet28_2, ... (default: the dataset's)")
     add("--no-amp", action="store_true",
         help="train in fp32 instead of bf16 autocast (default on CUDA and on CPUs with native bf16: AMX or AVX512-BF16)")
-    add("--compile", action="store_true", help="CUDA: torch.compile the encoder")
+    add("--compile", action="store_true",
+        help="torch.compile the encoder (train step) and its folded copy (test pass, hyper epochs); "
+             "on the CPU it needs a C++ compiler, and the first epoch pays the compilation")
     add("--resume", action="store_true", help="continue from last_{run_name}.pt of this configuration")
     add("--force", action="store_true", help="overwrite an existing result of this configuration")
     return parser

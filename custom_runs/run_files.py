@@ -56,7 +56,8 @@ Results file (JSON, one per run folder and configuration):
     test_set          "test", or "valid" for a folder dataset without test/ (accuracies on valid/)
     timings_s         {"hyper", "train", "test", "total"}
     compute_path      {"device", "precision" ("bf16" autocast or "fp32"), "reason", "channels_last",
-                       "test_batch_size", "description"} of the latest process (custom_runs.compute_path)
+                       "test_batch_size", "fold_batch_norm", "compile", "description"} of the latest
+                       process (custom_runs.compute_path)
     versions          {"python", "torch", "torchvision", "kornia", "numpy", "cuda", "device",
                        "commit" (the project's git commit), "uncommitted_changes" (true when
                        tracked files differed from it)}; both "unknown" outside a git checkout

@@ -20,7 +20,8 @@ def bench():
 def test_compare_times_every_phase_of_the_three_paths(bench, capsys, tmp_path):
     args = bench.get_args(["--dataset", "DIGITS", "-ir", "10", "-nr", "0.1", "--aug-model", "SEP",
                            "--los-model", "BOTH", "--hyper-opt", "HES", "--no-cuda", "--epoch",
-                           "--compare", "--epoch-fraction", "0.1", "--warmup", "1",
+                           "--compare", "--paths", "before", "fp32", "bf16", "--epoch-fraction", "0.1",
+                           "--warmup", "1",
                            "--data", str(tmp_path)])
     assert bench.main(args) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -42,3 +43,34 @@ def test_compare_without_epoch_is_refused_in_one_line(bench, capsys):
     assert stop.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "error: --compare needs --epoch (see " in line
+
+
+def test_compile_summary_gives_the_compile_time_and_the_epochs_that_repay_it(bench):
+    args = bench.get_args(["--dataset", "DIGITS", "--no-cuda", "--epoch", "--compare", "--epochs", "50",
+                           "--hyper-start", "12"])
+    phases = {"hyper_epoch_s": 3.0, "train_epoch_s": 5.0, "test_pass_s": 1.0}
+    reports = {"fp32": {"repeat": 0, "precision": "fp32", "warmup_s": 4.0, **phases, "epoch_s": 9.0},
+               "bf16": {"repeat": 0, "precision": "bf16", "warmup_s": 3.0, "epoch_s": 6.0},
+               "compiled": {"repeat": 0, "precision": "fp32", "warmup_s": 64.0, "hyper_epoch_s": 2.0,
+                            "train_epoch_s": 3.0, "test_pass_s": 1.0, "epoch_s": 6.0}}
+    summary = bench.compile_summary(args, reports)
+    assert summary["compile_s"] == 60.0  # the compiled warm-up less fp32's
+    assert summary["speedup"] == {"fp32": 1.5, "bf16": 1.0}
+    assert summary["epochs_to_repay"] == 20.0  # 60 s at 3 s an epoch
+    # 50 epochs with 37 hyper epochs (after epoch 12): 50 x 6 + 37 x 3 against 60 + 50 x 4 + 37 x 2
+    assert (summary["eager_run_s"], summary["compiled_run_s"]) == (411.0, 334.0)
+    assert summary["compiled_run_faster"] and summary["path"] == "compile summary"
+    reports["compiled"].update(train_epoch_s=5.0, hyper_epoch_s=3.0, epoch_s=9.0)
+    slower = bench.compile_summary(args, reports)
+    assert slower["epochs_to_repay"] is None and not slower["compiled_run_faster"]
+
+
+def test_the_compiled_path_without_a_cpp_compiler_is_refused_in_one_line(bench, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "cpp_compiler", lambda: None)
+    with pytest.raises(SystemExit) as stop:
+        bench.get_args(["--dataset", "DIGITS", "--no-cuda", "--epoch", "--compare"])
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "error: the compiled path needs a C++ compiler" in line
+    args = bench.get_args(["--dataset", "DIGITS", "--no-cuda", "--epoch", "--compare", "--paths", "fp32", "bf16"])
+    assert list(bench.compared_paths(bench.Experiment(args).compute_path, args.paths)) == ["fp32", "bf16"]

@@ -8,7 +8,7 @@ from custom_runs import compute_path, run_files
 from custom_runs.compute_path import (CPU_TEST_BATCH_SIZE, CUDA_TEST_BATCH_SIZE,
                                       choose_compute_path, native_cpu_bf16)
 from custom_runs.experiment import Experiment
-from custom_runs.options import OneLineErrorParser, add_training_arguments, resolve
+from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve
 
 CPU = torch.device("cpu")
 
@@ -45,7 +45,7 @@ def test_cpu_uses_bf16_only_where_it_is_native_and_not_with_no_amp(monkeypatch, 
     assert path.describe() == description
     assert path.record() == {"device": "cpu", "precision": precision, "reason": path.reason,
                              "channels_last": True, "test_batch_size": 128, "fold_batch_norm": True,
-                             "description": description}
+                             "compile": False, "description": description}
 
 
 @pytest.mark.parametrize("no_amp, precision", [(False, "bf16"), (True, "fp32")])
@@ -82,7 +82,7 @@ def test_a_run_says_its_path_and_records_it(monkeypatch, capsys, tmp_path, featu
     assert saved["compute_path"] == {"device": "cpu", "precision": precision,
                                      "reason": feature or "no native bf16", "channels_last": True,
                                      "test_batch_size": 128, "fold_batch_norm": True,
-                                     "description": description}
+                                     "compile": False, "description": description}
     assert run_files.load_torch(experiment.last_path)["compute_path"]["description"] == description
     assert "compute_path" not in saved["config"]  # not part of the configuration's identity
 
@@ -110,3 +110,34 @@ def test_resume_on_another_path_says_so_and_continues(monkeypatch, capsys, tmp_p
             ) in capsys.readouterr().err
     assert results["status"] == "finished" and results["epochs_done"] == 2
     assert results["compute_path"]["precision"] == "bf16"
+
+
+def test_compile_on_the_cpu_is_part_of_the_path_and_keeps_checkpoints_plain(monkeypatch, tmp_path):
+    monkeypatch.setattr(compute_path, "native_cpu_bf16", lambda: None)
+    experiment = Experiment(options("--dataset", "DIGITS", "--no-cuda", "--compile", "--data", tmp_path))
+    path = experiment.compute_path
+    assert path.compile and path.record()["compile"] is True
+    assert path.describe() == "CPU: fp32 (no native bf16), channels-last, test batch 128, torch.compile"
+    experiment.prepare_data()
+    experiment.build_batches()
+    experiment.build_models()  # torch.compile is lazy: nothing is compiled before the first step
+    assert experiment.network.compile
+    assert isinstance(experiment.network.encoder, torch._dynamo.eval_frame.OptimizedModule)
+    assert experiment.network.encoder._orig_mod is experiment.encoder
+    assert not any(key.startswith("_orig_mod.") for key in experiment.encoder.state_dict())
+
+
+def test_compile_on_a_cpu_without_a_cpp_compiler_is_refused_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(compute_path, "cpp_compiler", lambda: None)
+    with pytest.raises(UsageError, match=r"^--compile on the CPU needs a C\+\+ compiler .*drop --compile$"):
+        Experiment(options("--dataset", "DIGITS", "--no-cuda", "--compile", "--data", tmp_path))
+    assert not choose_compute_path(CPU, no_amp=False).compile  # without --compile none is needed
+
+
+def test_the_cpu_fallback_note_names_only_what_it_ignores():
+    from custom_runs.experiment import cpu_fallback_note
+    args = options("--dataset", "DIGITS", "--gpu", "2", "--compile")
+    assert cpu_fallback_note(args) == ("note: CUDA is not available, training on the CPU "
+                                       "(--gpu ignored); --no-cuda silences this")
+    args.gpu = 0
+    assert "ignored" not in cpu_fallback_note(args)
