@@ -34,6 +34,7 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -210,6 +211,19 @@ def run_jobs(args, jobs: List[Job]) -> List[Job]:
     running: List[Job] = []
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     failed = []
+    try:
+        schedule(args, pending, running, failed, env)
+    except KeyboardInterrupt:
+        # the runs save every epoch: stop them and let the same command continue them later
+        for job in running:
+            job.process.terminate()
+        for job in running:
+            job.process.wait()
+        raise
+    return failed
+
+
+def schedule(args, pending: List[Job], running: List[Job], failed: List[Job], env: Dict) -> None:
     while pending or running:
         for job in list(running):
             code = job.process.poll()
@@ -243,7 +257,6 @@ def run_jobs(args, jobs: List[Job]) -> List[Job]:
             failed += pending
             break
         time.sleep(0 if launched else 5)
-    return failed
 
 
 def split_of(args, noise: float):
@@ -521,9 +534,18 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt()
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`: stop the runs too
     try:
         sys.exit(main())
     except BenchError as error:
         print(f"label_errors.py: error: {error}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("label_errors.py: interrupted; the same command continues the unfinished runs",
+              file=sys.stderr)
+        sys.exit(130)
