@@ -316,14 +316,17 @@ def make_fold_folders(args, noise: float) -> bool:
 
 
 def plan(args) -> List[Job]:
+    """The runs, one noise level after the other (Baseline and BOTH, the folds, WGHT: a partial
+    table compares the single-run scores with the K-fold ones soonest)."""
     jobs = []
     for noise in args.noise:
-        for name, (los_model, hyper_opt) in FULL_RUNS.items():
-            jobs.append(Job(f"nr{noise:g}/{name}", args.export, noise, los_model, hyper_opt))
-        if args.folds:
-            for k in range(args.folds):
-                jobs.append(Job(f"nr{noise:g}/fold{k}", fold_dir(args, noise, k), 0.0, "NONE", "NONE",
-                                prepare=lambda noise=noise: make_fold_folders(args, noise)))
+        full = {name: Job(f"nr{noise:g}/{name}", args.export, noise, los_model, hyper_opt)
+                for name, (los_model, hyper_opt) in FULL_RUNS.items()}
+        jobs += [full["Baseline"], full["BOTH"]]
+        for k in range(args.folds):
+            jobs.append(Job(f"nr{noise:g}/fold{k}", fold_dir(args, noise, k), 0.0, "NONE", "NONE",
+                            prepare=lambda noise=noise: make_fold_folders(args, noise)))
+        jobs.append(full["WGHT"])
     return jobs
 
 
