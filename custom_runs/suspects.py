@@ -269,7 +269,6 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
     report.csv_path = out.parent / f"{out.name}.csv"
     write_csv(report, report.csv_path)
     title = (f"Top {min(report.top_k, GRID_MAX_IMAGES)} suspected labels (given → suggested, "
-             f"{RANKINGS[rank_by][0]}): "
-             f"{settings.name} {run_folder} {config.los_model}")
+             f"{rank_by}): {settings.name} {run_folder} {config.los_model}")
     report.figure_paths = tuple(save_figure(plot_grid(report, data, title), out))
     return report
