@@ -62,6 +62,11 @@ def get_args(argv=None) -> argparse.Namespace:
     add("-r", "--run-folder", default="run0", help="--suspects: the run folder (default: run0)")
     add("--checkpoint", default="best", choices=("best", "last"),
         help="--suspects: network of the best_ or last_ checkpoint (default: best)")
+    add("--rank-by", default=suspects.DEFAULT_RANK_BY, choices=tuple(suspects.RANKINGS),
+        help="--suspects: order of the CSV and grid, lowest first: the network's probability of the "
+             "given label (self-confidence), its margin over the next class, AutoDO's trust, or "
+             "trust x self-confidence; every one is a CSV column "
+             f"(default: {suspects.DEFAULT_RANK_BY}, the best of one run in bench/label_errors.py)")
     add("--out", default=None, metavar="DIR",
         help="--suspects: write the CSV and grid to DIR (default: the run folder)")
     add("--no-cuda", action="store_true", help="--suspects: run the network on the CPU")
@@ -119,7 +124,7 @@ def report_suspects(args: argparse.Namespace, settings) -> int:
                                      tuple(policy_variant_items(args.policy_variant, args.aug_model)))
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     report = suspects.suspects_report(args.data, settings, args.run_folder, config, args.checkpoint,
-                                      args.suspects, args.out, device)
+                                      args.suspects, args.out, device, args.rank_by)
     for line in report.summary_lines():
         print(line)
     for path in (report.csv_path,) + report.figure_paths:

@@ -12,6 +12,13 @@ from --checkpoint (best_ by default: with noisy labels the best epoch is often a
 one, before the network memorised the wrong labels). Where the truth is known (noise injected with -nr), the top-K is scored against
 the truly flipped labels, beside the self-confidence baseline of label-error detection:
 rank by the trained network's probability of the given label.
+
+The order (--rank-by, lowest score first; every score is a CSV column):
+    self-confidence      p[y], the network's probability of the given label (the default:
+                         the best ranking one run gives in bench/label_errors.py)
+    margin               p[y] - max over the other classes of p
+    trust                AutoDO's trust (above)
+    trust-x-confidence   trust * p[y]
 """
 import csv
 import math
@@ -29,7 +36,14 @@ from custom_runs.metrics import roc_auc
 LEARNING_LOSS_MODELS = ("WGHT", "SOFT", "BOTH")
 GRID_MAX_IMAGES = 100
 COLUMNS = ("rank", "index", "path", "given", "suggested", "suggested_by", "trust", "weight",
-           "soft_given", "soft_suggested", "predicted", "predicted_prob", "network_given_prob")
+           "soft_given", "soft_suggested", "predicted", "predicted_prob", "network_given_prob",
+           "network_margin", "trust_x_confidence")
+# --rank-by: the CSV column each ranking sorts by (lowest first) and its summary-line label
+RANKINGS = {"self-confidence": ("network_given_prob", "network confidence"),
+            "margin": ("network_margin", "network margin"),
+            "trust": ("trust", "AutoDO trust"),
+            "trust-x-confidence": ("trust_x_confidence", "trust x confidence")}
+DEFAULT_RANK_BY = "self-confidence"
 
 
 class SuspectsError(RuntimeError):
@@ -41,25 +55,27 @@ class Suspects:
     rows: List[Dict]  # one per train image, most suspect first
     top_k: int
     truth_known: bool
-    scores: Dict[str, Optional[float]]  # precision, recall (top-K), AUROC: AutoDO and baseline
+    scores: Dict[str, Dict[str, Optional[float]]]  # per ranking: precision, recall (top-K), auroc
     noisy_labels: int
+    rank_by: str = DEFAULT_RANK_BY
     csv_path: Optional[Path] = None
     figure_paths: tuple = ()
 
     def summary_lines(self) -> List[str]:
-        lines = [f"{len(self.rows)} train images ranked by learned trust; top {self.top_k} written"]
+        lines = [f"{len(self.rows)} train images ranked by {self.rank_by} (--rank-by); "
+                 f"top {self.top_k} written"]
         if not self.truth_known:
             return lines
-        s = self.scores
         def text(value):
             return "-" if value is None else f"{value:.3f}"
-        lines += [f"true label flips: {self.noisy_labels} of {len(self.rows)} "
-                  f"({self.noisy_labels / max(1, len(self.rows)):.1%})",
-                  f"AutoDO trust:        precision@{self.top_k} {text(s['precision'])}, "
-                  f"recall@{self.top_k} {text(s['recall'])}, AUROC {text(s['auroc'])}",
-                  f"network confidence:  precision@{self.top_k} {text(s['baseline_precision'])}, "
-                  f"recall@{self.top_k} {text(s['baseline_recall'])}, "
-                  f"AUROC {text(s['baseline_auroc'])}"]
+        lines.append(f"true label flips: {self.noisy_labels} of {len(self.rows)} "
+                     f"({self.noisy_labels / max(1, len(self.rows)):.1%})")
+        width = max(len(label) for _, label in RANKINGS.values()) + 2
+        for name, (_, label) in RANKINGS.items():
+            s = self.scores[name]
+            lines.append(f"{label + ':':<{width}}precision@{self.top_k} {text(s['precision'])}, "
+                         f"recall@{self.top_k} {text(s['recall'])}, AUROC {text(s['auroc'])}"
+                         + ("  (the CSV's order)" if name == self.rank_by else ""))
         return lines
 
 
@@ -90,25 +106,40 @@ def precision_recall_at(order: torch.Tensor, positive: torch.Tensor, k: int):
     return hits / k, (hits / total if total else None)
 
 
+def ranking_scores(given: torch.Tensor, trust: torch.Tensor, network: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Every --rank-by score of the train images (lower = more suspect)."""
+    rows = torch.arange(len(given))
+    network_given = network[rows, given]
+    others = network.clone()
+    others[rows, given] = -math.inf
+    return {"self-confidence": network_given, "margin": network_given - others.max(-1).values,
+            "trust": trust, "trust-x-confidence": trust * network_given}
+
+
 def rank_suspects(given: torch.Tensor, weights: torch.Tensor, soft: torch.Tensor,
-                  network: torch.Tensor, los_model: str) -> Dict[str, torch.Tensor]:
-    """Trust, order (most suspect first) and suggestions of the train images (see the module doc)."""
+                  network: torch.Tensor, los_model: str,
+                  rank_by: str = DEFAULT_RANK_BY) -> Dict[str, torch.Tensor]:
+    """Trust, scores, order (most suspect first, by `rank_by`) and suggestions (module doc)."""
+    if rank_by not in RANKINGS:
+        raise SuspectsError(f"--rank-by {rank_by}: choose one of {', '.join(RANKINGS)}")
     rows = torch.arange(len(given))
     soft_given = soft[rows, given]
     trust = {"WGHT": weights, "SOFT": soft_given, "BOTH": weights * soft_given}[los_model]
-    order = torch.argsort(trust, stable=True)
+    scores = ranking_scores(given, trust, network)
+    order = torch.argsort(scores[rank_by], stable=True)
     soft_top, predicted = soft.argmax(-1), network.argmax(-1)
     from_soft = (soft_top != given) if los_model != "WGHT" else torch.zeros_like(given, dtype=torch.bool)
     from_network = ~from_soft & (predicted != given)
     suggested = torch.where(from_soft, soft_top, torch.where(from_network, predicted, given))
-    return {"trust": trust, "order": order, "suggested": suggested, "from_soft": from_soft,
-            "from_network": from_network, "soft_given": soft_given, "predicted": predicted}
+    return {"trust": trust, "scores": scores, "order": order, "suggested": suggested,
+            "from_soft": from_soft, "from_network": from_network, "soft_given": soft_given,
+            "predicted": predicted}
 
 
 def build_report(data, settings, split, tables: dict, checkpoint: dict, los_model: str, model: str,
                  top_k: int, truth_known: bool, device: torch.device, batch_size: int = 500,
                  checkpoint_path: Path = Path("checkpoint"), text_wide_block: bool = False,
-                 tables_path: Path = Path("tables")) -> Suspects:
+                 tables_path: Path = Path("tables"), rank_by: str = DEFAULT_RANK_BY) -> Suspects:
     """`tables`: the reweight_state_dict of the learned tables, read from `tables_path`;
     `checkpoint`: the network's, read from `checkpoint_path` (errors name the file at fault)."""
     if los_model not in LEARNING_LOSS_MODELS:
@@ -128,9 +159,8 @@ def build_report(data, settings, split, tables: dict, checkpoint: dict, los_mode
     soft = F.softmax(reweight["soft_logits"].float()[train], -1).cpu()
     network = network_probabilities(checkpoint, model, settings, data, train, device, batch_size,
                                     path=checkpoint_path, text_wide_block=text_wide_block)
-    ranked = rank_suspects(given, weights, soft, network, los_model)
-    rows_index = torch.arange(len(train))
-    network_given = network[rows_index, given]
+    ranked = rank_suspects(given, weights, soft, network, los_model, rank_by)
+    scores_of = ranked["scores"]
     flipped = given != data.train_targets[train]
     names = settings.classes or tuple(str(c) for c in range(settings.num_classes))
     paths = getattr(data, "train_paths", None)
@@ -146,7 +176,9 @@ def build_report(data, settings, split, tables: dict, checkpoint: dict, los_mode
                "soft_given": float(ranked["soft_given"][position]),
                "soft_suggested": float(soft[position, suggestion]),
                "predicted": names[predicted], "predicted_prob": float(network[position, predicted]),
-               "network_given_prob": float(network_given[position]),
+               "network_given_prob": float(scores_of["self-confidence"][position]),
+               "network_margin": float(scores_of["margin"][position]),
+               "trust_x_confidence": float(scores_of["trust-x-confidence"][position]),
                "given_label": label, "suggested_label": suggestion}
         if truth_known:
             true = int(data.train_targets[index])
@@ -155,13 +187,12 @@ def build_report(data, settings, split, tables: dict, checkpoint: dict, los_mode
     top_k = max(1, min(top_k, len(rows)))
     scores = {}
     if truth_known:
-        baseline_order = torch.argsort(network_given, stable=True)
-        scores["precision"], scores["recall"] = precision_recall_at(ranked["order"], flipped, top_k)
-        scores["baseline_precision"], scores["baseline_recall"] = \
-            precision_recall_at(baseline_order, flipped, top_k)
-        scores["auroc"] = roc_auc(-ranked["trust"], flipped)
-        scores["baseline_auroc"] = roc_auc(-network_given, flipped)
-    return Suspects(rows, top_k, truth_known, scores, int(flipped.sum()))
+        for name, score in scores_of.items():
+            order = ranked["order"] if name == rank_by else torch.argsort(score, stable=True)
+            precision, recall = precision_recall_at(order, flipped, top_k)
+            scores[name] = {"precision": precision, "recall": recall,
+                            "auroc": roc_auc(-score, flipped)}
+    return Suspects(rows, top_k, truth_known, scores, int(flipped.sum()), rank_by)
 
 
 def write_csv(report: Suspects, path: Path) -> None:
@@ -200,8 +231,8 @@ def plot_grid(report: Suspects, data, title: str):
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
         wrong = row.get("mislabelled")
         colour = "black" if wrong is None else ("tab:red" if wrong else "tab:green")
-        ax.set_title(f"{row['given']} → {row['suggested']}\n{row['trust']:.2f}", fontsize=7,
-                     color=colour)
+        score = row[RANKINGS[report.rank_by][0]]
+        ax.set_title(f"{row['given']} → {row['suggested']}\n{score:.2f}", fontsize=7, color=colour)
     if report.truth_known:
         title += "\nred: truly mislabelled (injected noise), green: label was right"
     fig.suptitle(title, fontsize=9)
@@ -209,7 +240,8 @@ def plot_grid(report: Suspects, data, title: str):
 
 
 def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kind: str,
-                    top_k: int, out_dir, device: torch.device) -> Suspects:
+                    top_k: int, out_dir, device: torch.device,
+                    rank_by: str = DEFAULT_RANK_BY) -> Suspects:
     """Ranks, writes suspects_{run_name}.csv/.png/.pdf (beside the run, or in out_dir)."""
     from custom_datasets.sources import load_data
     from custom_runs.figures import save_figure
@@ -234,10 +266,11 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
     tables = run_files.load_torch(last_path).get("reweight_state_dict", {})
     report = build_report(data, settings, split, tables, checkpoint, config.los_model, config.model,
                           top_k, config.noise_ratio > 0, device, checkpoint_path=checkpoint_path,
-                          text_wide_block="wrn-block" in config.paper_text, tables_path=last_path)
+                          text_wide_block="wrn-block" in config.paper_text, tables_path=last_path,
+                          rank_by=rank_by)
     report.csv_path = out.parent / f"{out.name}.csv"
     write_csv(report, report.csv_path)
-    title = (f"Top {min(report.top_k, GRID_MAX_IMAGES)} suspected labels (given → suggested, trust): "
-             f"{settings.name} {run_folder} {config.los_model}")
+    title = (f"Top {min(report.top_k, GRID_MAX_IMAGES)} suspected labels (given → suggested, "
+             f"{rank_by}): {settings.name} {run_folder} {config.los_model}")
     report.figure_paths = tuple(save_figure(plot_grid(report, data, title), out))
     return report

@@ -18,7 +18,8 @@ from PIL import Image
 from custom_datasets import folder as folder_dataset
 from custom_datasets.sources import DataUnavailable, FolderData, InMemoryData, load_data
 from custom_runs import run_files
-from custom_runs.suspects import rank_suspects
+from custom_runs.metrics import roc_auc
+from custom_runs.suspects import DEFAULT_RANK_BY, RANKINGS, rank_suspects
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -270,8 +271,38 @@ def test_suggestions_prefer_a_flipped_soft_label_then_the_network():
     assert ranked["from_soft"].tolist() == [True, False, False, False]
     assert ranked["from_network"].tolist() == [False, True, False, True]
     assert ranked["trust"].tolist() == pytest.approx([0.2, 0.45, 0.9, 0.14])
-    assert ranked["order"].tolist() == [3, 0, 1, 2]
-    assert rank_suspects(given, weights, soft, network, "WGHT")["order"].tolist() == [3, 1, 0, 2]
+    assert rank_suspects(given, weights, soft, network, "BOTH", "trust")["order"].tolist() == [3, 0, 1, 2]
+    assert rank_suspects(given, weights, soft, network, "WGHT", "trust")["order"].tolist() == [3, 1, 0, 2]
+
+
+def test_rank_by_orders_by_the_chosen_score_and_defaults_to_self_confidence():
+    given = torch.tensor([0, 0, 1, 2])
+    network = torch.tensor([[0.40, 0.30, 0.30],   # p[y] 0.40, margin +0.10
+                            [0.45, 0.55, 0.00],   # p[y] 0.45, margin -0.10
+                            [0.10, 0.80, 0.10],   # p[y] 0.80, margin +0.70
+                            [0.05, 0.05, 0.90]])  # p[y] 0.90, margin +0.85
+    weights = torch.tensor([1.0, 1.0, 0.3, 0.9])
+    soft = torch.full((4, 3), 1 / 3)  # BOTH trust: w / 3
+    def order(rank_by=None):
+        extra = () if rank_by is None else (rank_by,)
+        return rank_suspects(given, weights, soft, network, "BOTH", *extra)["order"].tolist()
+    assert DEFAULT_RANK_BY == "self-confidence" and order() == order("self-confidence") == [0, 1, 2, 3]
+    assert order("margin") == [1, 0, 2, 3]
+    assert order("trust") == [2, 3, 0, 1]
+    # trust x p[y]: 0.1333, 0.15, 0.08, 0.27
+    assert order("trust-x-confidence") == [2, 0, 1, 3]
+    scores = rank_suspects(given, weights, soft, network, "BOTH")["scores"]
+    assert scores["margin"].tolist() == pytest.approx([0.10, -0.10, 0.70, 0.85])
+    assert scores["trust-x-confidence"].tolist() == pytest.approx([0.4 / 3, 0.15, 0.08, 0.27])
+
+
+def test_roc_auc_matches_sklearn_on_a_hand_made_case():
+    from sklearn.metrics import roc_auc_score
+    scores = torch.tensor([0.9, 0.8, 0.8, 0.4, 0.3, 0.3, 0.2, 0.1])
+    positive = torch.tensor([1, 0, 1, 1, 0, 1, 0, 0], dtype=torch.bool)
+    # 16 pairs: a positive above a negative in 12, tied in 2 (0.8/0.8, 0.3/0.3): (12 + 1) / 16
+    assert roc_auc(scores, positive) == pytest.approx(0.8125)
+    assert roc_auc(scores, positive) == pytest.approx(roc_auc_score(positive.numpy(), scores.numpy()))
 
 
 @pytest.fixture(scope="module")
@@ -286,18 +317,45 @@ def folder_suspects(folder_run):
     return {"rows": rows, "stdout": result.stdout, **folder_run}
 
 
-def test_suspects_csv_has_every_train_image_sorted_by_trust(folder_suspects):
+def test_suspects_csv_has_every_train_image_sorted_by_self_confidence(folder_suspects):
     rows = folder_suspects["rows"]
     assert len(rows) == 120
     assert [int(r["rank"]) for r in rows] == list(range(1, 121))
     assert sorted(int(r["index"]) for r in rows) == list(range(120))
-    trust = [float(r["trust"]) for r in rows]
-    assert trust == sorted(trust)
+    confidence = [float(r["network_given_prob"]) for r in rows]  # the default --rank-by
+    assert confidence == sorted(confidence)
     for row in rows:  # BOTH: trust = weight x soft-label probability of the given label
         assert float(row["trust"]) == pytest.approx(float(row["weight"]) * float(row["soft_given"]), rel=1e-4)
+        assert float(row["trust_x_confidence"]) == pytest.approx(
+            float(row["trust"]) * float(row["network_given_prob"]), rel=1e-4, abs=1e-6)
+        assert float(row["network_margin"]) <= float(row["network_given_prob"])
         assert Path(row["path"]).parent.parent.name == "train" and row["given"] in CLASSES
     grid = folder_suspects["folder"] / f"suspects_{RUN}.png"
     assert grid.is_file() and grid.stat().st_size > 1000
+    line, = [line for line in folder_suspects["stdout"].splitlines() if "the CSV's order" in line]
+    assert line.startswith("network confidence:")
+
+
+@pytest.mark.parametrize("rank_by", ["trust", "margin"])
+def test_rank_by_reorders_the_csv_and_keeps_every_score(folder_run, folder_suspects, rank_by, tmp_path):
+    result = run_script("get-results.py", "--no-cuda", "--dataset", "folder", "--data-dir",
+                        folder_run["root"], "--data", folder_run["data"], "-nr", 0.3,
+                        "--los-model", "BOTH", "--hyper-opt", "HES", "--suspects", 20,
+                        "--rank-by", rank_by, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / f"suspects_{RUN}.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    column = RANKINGS[rank_by][0]
+    values = [float(r[column]) for r in rows]
+    assert values == sorted(values)
+    # the same images with the same scores as the default report, in another order
+    by_index = {r["index"]: r for r in folder_suspects["rows"]}
+    assert [r["index"] for r in rows] != [r["index"] for r in folder_suspects["rows"]]
+    for row in rows:
+        for name in ("trust", "network_given_prob", "network_margin", "trust_x_confidence"):
+            assert row[name] == by_index[row["index"]][name]
+    line, = [line for line in result.stdout.splitlines() if "the CSV's order" in line]
+    assert line.startswith(RANKINGS[rank_by][1] + ":")
 
 
 def test_suspects_precision_and_recall_match_an_independent_count(folder_suspects):
