@@ -15,7 +15,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 
-from custom_models.collectives import SINGLE_PROCESS, Collectives
+from custom_common.collectives import SINGLE_PROCESS, Collectives
 
 Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from custom_datasets.settings import DATASETS, get_settings
+from custom_common.settings import DATASETS, get_settings
 from custom_datasets.sources import DataUnavailable, InMemoryData, load_data
 
 

@@ -28,7 +28,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from custom_datasets.settings import DATASETS, DatasetSettings, small_image_settings
+from custom_common.settings import DATASETS, DatasetSettings, small_image_settings
 from custom_datasets.sources import DataUnavailable, FolderData, InMemoryData, imagenet_transforms
 
 FOLDER_DATASET = "folder"

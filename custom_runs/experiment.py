@@ -22,7 +22,7 @@ from custom_runs import run_files
 from custom_runs.compute_path import choose_compute_path
 from custom_runs.distributed import (check_identical, check_tables_requested, main_first,
                                      peer_stopped)
-from custom_models.collectives import SINGLE_PROCESS, Collectives
+from custom_common.collectives import SINGLE_PROCESS, Collectives
 from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, LossModel,
                                         RowRMSprop)
 from custom_runs.metrics import learned_summary, minority_accuracy
@@ -445,7 +445,7 @@ class Experiment:
             print(f"nothing to train: this configuration finished its {args.epochs} epochs "
                   f"(add --force to train it again)", file=sys.stderr)
         if args.plot_debug and first_epoch == 0 and self.is_main:
-            from custom_transforms.debug import save_augmentation_grid
+            from custom_runs.augment_grid import save_augmentation_grid
             save_augmentation_grid(self, run_files.debug_grid_path(self.folder, self.name))
         from torch.utils.tensorboard import SummaryWriter
         # a finished configuration gets no new (empty) event file

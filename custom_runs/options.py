@@ -3,7 +3,7 @@ defaults) plus our additions; shared with bench/throughput.py."""
 import argparse
 import sys
 
-from custom_datasets.settings import DATASETS, get_settings
+from custom_common.settings import DATASETS, get_settings
 from custom_models.hyper_models import AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, LOSS_MODELS
 from custom_models.networks import check_model_name
 

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from custom_datasets.settings import DatasetSettings
+from custom_common.settings import DatasetSettings
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from custom_datasets.settings import DatasetSettings
+from custom_common.settings import DatasetSettings
 from custom_transforms.ops import GEOMETRIC_OPERATIONS, OPERATIONS, affine_maps, warp
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from custom_datasets.settings import get_settings
+from custom_common.settings import get_settings
 from custom_datasets.sources import (DEBIAN_FASHION_MNIST, DataUnavailable, load_cifar, load_data,
                                      load_digits, load_imagenet, load_mnist_family, load_svhn)
 

@@ -17,7 +17,7 @@ from PIL import Image
 from custom_datasets import folder as folder_dataset
 from custom_datasets.sources import DataUnavailable, FolderData, InMemoryData, load_data
 from custom_runs import run_files
-from custom_runs.suspects import rank_suspects
+from custom_reports.suspects import rank_suspects
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from custom_datasets.settings import get_settings
+from custom_common.settings import get_settings
 from custom_datasets.sources import DataUnavailable, load_data, load_imagenet
 from custom_runs import run_files
 

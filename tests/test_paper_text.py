@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from custom_datasets.settings import get_settings
+from custom_common.settings import get_settings
 from custom_datasets.sources import InMemoryData
 from custom_models.schedule import hyper_learning_rate
 from custom_models.training import train_one_epoch
@@ -249,7 +249,8 @@ def test_table_rows_of_every_text_item_are_labelled_text_all():
 
 def test_figures_of_text_runs_load_their_own_block_and_never_overwrite_the_released_ones(tmp_path):
     from custom_models.networks import build_network
-    from custom_runs import figures, reporting
+    from custom_reports import figures
+    from custom_runs import reporting
     settings = get_settings("CIFAR10")
     torch.manual_seed(0)
     encoder, decoder = build_network("wresnet10_1", settings, text_wide_block=True)
