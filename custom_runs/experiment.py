@@ -20,6 +20,7 @@ from custom_datasets.split import (check_split_feasible, load_or_create_split, m
                                    valid_size_for)
 from custom_runs import run_files
 from custom_runs.compute_path import choose_compute_path
+from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.distributed import (check_identical, check_tables_requested, main_first,
                                      peer_stopped)
 from custom_common.collectives import SINGLE_PROCESS, Collectives
@@ -33,14 +34,6 @@ from custom_models.training import (Classifier, HyperState, Network, average_buf
                                     hyper_epoch, train_one_epoch)
 from custom_transforms.affine import Resampling
 from custom_transforms.base import EvalTransform, TrainTransform
-
-# options that define a configuration; a resume must agree on all of them but --lr, which
-# may be lowered to get past a non-finite loss (the change is recorded in lr_changes)
-IDENTITY_OPTIONS = ("dataset", "data_dir", "model", "imbalance_ratio", "subsample_ratio", "noise_ratio",
-                    "aug_model", "los_model", "hyper_opt", "overfit", "oversplit", "epochs",
-                    "lr_decay_rate", "lr_decay_epochs", "lr_warm_epochs", "hyper_start",
-                    "hyper_steps", "hyper_iters", "hyper_alpha", "hyper_beta", "hyper_gamma", "seed",
-                    "paper_text")
 
 
 def select_device(args) -> torch.device:

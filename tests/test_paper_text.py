@@ -18,7 +18,8 @@ from custom_datasets.sources import InMemoryData
 from custom_models.schedule import hyper_learning_rate
 from custom_models.training import train_one_epoch
 from custom_runs import run_files
-from custom_runs.experiment import IDENTITY_OPTIONS, Experiment
+from custom_runs.experiment import Experiment
+from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import PAPER_TEXT_ITEMS, paper_text_items
 from custom_transforms import affine
 from custom_transforms.base import EvalTransform
