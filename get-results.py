@@ -14,8 +14,8 @@ import sys
 
 from custom_common.settings import DATASETS
 from custom_datasets.sources import DataUnavailable
-from custom_reports import suspects
-from custom_runs import reporting, run_files
+from custom_reports import reporting, suspects
+from custom_runs import run_files
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
 from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser, UsageError,
                                  add_data_dir_argument, add_paper_text_argument,

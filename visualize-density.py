@@ -15,8 +15,8 @@ import torch
 
 from custom_common.settings import DATASETS
 from custom_datasets.sources import DataUnavailable
-from custom_reports import figures
-from custom_runs import reporting, run_files
+from custom_reports import figures, reporting
+from custom_runs import run_files
 from custom_runs.options import (OneLineErrorParser, UsageError, add_data_dir_argument,
                                  add_paper_text_argument, check_run_selection, dataset_settings)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_runs import reporting, run_files
+from custom_reports import reporting
+from custom_runs import run_files
 
 REPO = Path(__file__).resolve().parents[1]
 
