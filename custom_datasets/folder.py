@@ -187,9 +187,9 @@ def _read_cached_stats(root: Path, stamp: str) -> Optional[dict]:
 
 
 def _write_stats(root: Path, stats: dict) -> None:
-    from custom_runs import run_files
+    from custom_common import atomic_files
     try:
-        run_files.save_json(stats, stats_path(root))
+        atomic_files.save_json(stats, stats_path(root))
     except OSError as error:  # a read-only data folder: recompute next time
         print(f"note: cannot cache the folder statistics in {stats_path(root)} "
               f"({error.strerror or error}); they are recomputed on every start", file=sys.stderr)
