@@ -13,7 +13,7 @@ import os
 import sys
 
 from custom_common.settings import DATASETS
-from custom_datasets.sources import DataUnavailable
+from custom_datasets.containers import DataUnavailable
 from custom_reports import reporting, suspects
 from custom_runs import run_files
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS

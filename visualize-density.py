@@ -14,7 +14,7 @@ import sys
 import torch
 
 from custom_common.settings import DATASETS
-from custom_datasets.sources import DataUnavailable
+from custom_datasets.containers import DataUnavailable
 from custom_reports import figures, reporting
 from custom_runs import run_files
 from custom_runs.options import (OneLineErrorParser, UsageError, add_data_dir_argument,

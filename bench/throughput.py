@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from custom_common.settings import get_settings  # noqa: E402
-from custom_datasets.sources import InMemoryData  # noqa: E402
+from custom_datasets.containers import InMemoryData  # noqa: E402
 from custom_runs.compute_path import native_cpu_bf16  # noqa: E402
 from custom_common.collectives import SINGLE_PROCESS  # noqa: E402
 from custom_runs.distributed import (end_distributed_mode, init_distributed_mode,  # noqa: E402

@@ -88,7 +88,7 @@ class FolderBatches:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        from custom_datasets.sources import UnreadableImage
+        from custom_datasets.containers import UnreadableImage
         try:
             yield from self._batches()
         except UnreadableImage as error:

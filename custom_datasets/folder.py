@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from custom_common.settings import DATASETS, DatasetSettings, small_image_settings
-from custom_datasets.sources import DataUnavailable, FolderData, InMemoryData, imagenet_transforms
+from custom_datasets.containers import DataUnavailable, FolderData, InMemoryData
+from custom_transforms.base import imagenet_transforms
 
 FOLDER_DATASET = "folder"
 STATS_FILE_NAME = ".autodo_stats.json"

@@ -15,7 +15,8 @@ import torch
 from tqdm import tqdm
 
 from custom_datasets.batches import DeviceBatches, FolderBatches, cycle
-from custom_datasets.sources import InMemoryData, load_data
+from custom_datasets.containers import InMemoryData
+from custom_datasets.sources import load_data
 from custom_datasets.split import (check_split_feasible, load_or_create_split, made_with_seed,
                                    valid_size_for)
 from custom_runs import run_files

@@ -94,7 +94,7 @@ def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
 def dataset_settings(args: argparse.Namespace):
     """The settings of --dataset (and --data-dir for a folder dataset); raises UsageError."""
     from custom_datasets.folder import FOLDER_DATASET, folder_settings
-    from custom_datasets.sources import DataUnavailable
+    from custom_datasets.containers import DataUnavailable
     data_dir = getattr(args, "data_dir", None)
     if args.dataset == FOLDER_DATASET:
         if not data_dir:

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from custom_datasets import folder as folder_dataset
-from custom_datasets.sources import DataUnavailable, FolderData, InMemoryData, load_data
+from custom_datasets.containers import DataUnavailable, FolderData, InMemoryData
+from custom_datasets.sources import load_data
 from custom_runs import run_files
 from custom_reports.suspects import rank_suspects
 

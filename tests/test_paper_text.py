@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from custom_common.settings import get_settings
-from custom_datasets.sources import InMemoryData
+from custom_datasets.containers import InMemoryData
 from custom_models.schedule import hyper_learning_rate
 from custom_models.training import train_one_epoch
 from custom_runs import run_files
