@@ -6,7 +6,7 @@
 
 Numbers come from the results files that implicit-augment.py writes into each
 run folder (README, "Files"; their format is in custom_runs/run_files.py);
-see custom_runs/reporting.py.
+see custom_reports/reporting.py.
 """
 import argparse
 import os

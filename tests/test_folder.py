@@ -1,5 +1,5 @@
 """--dataset folder (custom_datasets/folder.py) and get-results.py --suspects
-(custom_runs/suspects.py): settings and statistics from a generated folder of 12x12
+(custom_reports/suspects.py): settings and statistics from a generated folder of 12x12
 shapes, an end-to-end run, one-line errors for bad layouts, and the suspected-label
 report against the truth of injected noise (here and on DIGITS)."""
 import csv
