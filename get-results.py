@@ -19,7 +19,8 @@ from custom_runs import run_files
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
 from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser, UsageError,
                                  add_data_dir_argument, add_paper_text_argument,
-                                 check_run_selection, dataset_settings)
+                                 add_policy_variant_argument, check_run_selection, dataset_settings,
+                                 policy_variant_items)
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -43,6 +44,7 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--overfit", action="store_true", help="the --overfit ablation's runs")
     add("--oversplit", action="store_true", help="the --oversplit ablation's runs")
     add_paper_text_argument(parser, selects="the runs that ")
+    add_policy_variant_argument(parser, selects="the runs that ")
     add("--runs", type=int, default=None, metavar="N",
         help="require at least N finished runs and use the first N (error if fewer); "
              "with --table, use at most the first N runs of each cell (default: every run found)")
@@ -91,7 +93,8 @@ def main(args: argparse.Namespace) -> int:
     config = reporting.Configuration(args.model or settings.model, args.aug_model, args.los_model,
                                      args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
                                      args.noise_ratio, args.overfit, args.oversplit,
-                                     tuple(args.paper_text))
+                                     tuple(args.paper_text),
+                                     tuple(policy_variant_items(args.policy_variant, args.aug_model)))
     report = reporting.run_report(args.data, settings.name, config, args.metric, args.runs,
                                   args.minority, args.paper)
     print(reporting.render_run_report(report, args.format))
@@ -108,7 +111,8 @@ def report_suspects(args: argparse.Namespace, settings) -> int:
     config = reporting.Configuration(args.model or settings.model, args.aug_model, args.los_model,
                                      args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
                                      args.noise_ratio, args.overfit, args.oversplit,
-                                     tuple(args.paper_text))
+                                     tuple(args.paper_text),
+                                     tuple(policy_variant_items(args.policy_variant, args.aug_model)))
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     report = suspects.suspects_report(args.data, settings, args.run_folder, config, args.checkpoint,
                                       args.suspects, args.out, device)

@@ -18,7 +18,8 @@ from custom_datasets.containers import DataUnavailable
 from custom_reports import figures, reporting
 from custom_runs import run_files
 from custom_runs.options import (OneLineErrorParser, UsageError, add_data_dir_argument,
-                                 add_paper_text_argument, check_run_selection, dataset_settings)
+                                 add_paper_text_argument, add_policy_variant_argument,
+                                 check_run_selection, dataset_settings, policy_variant_items)
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -38,6 +39,7 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--overfit", action="store_true", help="the --overfit ablation's checkpoints")
     add("--oversplit", action="store_true", help="the --oversplit ablation's checkpoints")
     add_paper_text_argument(parser, selects="the checkpoints of runs that ")
+    add_policy_variant_argument(parser, selects="the checkpoints of runs that ")
     methods = list(reporting.paper_methods())
     add("--configs", nargs="+", default=["Baseline", "FAA", "A_W_S"], choices=methods, metavar="NAME",
         help=f"configurations side by side, by the paper's names: {', '.join(methods)} "
@@ -94,7 +96,9 @@ def main(args: argparse.Namespace) -> int:
     methods = reporting.paper_methods()
     configs = {label: reporting.Configuration(model, *methods[label], args.imbalance_ratio,
                                               args.subsample_ratio, args.noise_ratio,
-                                              args.overfit, args.oversplit, tuple(args.paper_text))
+                                              args.overfit, args.oversplit, tuple(args.paper_text),
+                                              tuple(policy_variant_items(args.policy_variant,
+                                                                         methods[label][0])))
                for label in dict.fromkeys(args.configs)}
     device = feature_device(args)
     run = figures.RunFigures(args.data, settings, args.run_folder, configs, args.checkpoint,

@@ -529,6 +529,8 @@ class RunFigures:
         self._data = None
         first = next(iter(configs.values()))
         self.setting = first  # every configuration of a figure shares IR, SR, NR and the network
+        # --policy-variant: the configurations with a fixed policy carry it (none without one)
+        self.policy_variant = next((c.policy_variant for c in configs.values() if c.policy_variant), ())
 
     def check_out_dir(self, with_cache: bool = True) -> None:
         """Fails before any work, and before anything is written, if --out (or its cache
@@ -570,6 +572,7 @@ class RunFigures:
         sr = f", SR {run_files.number_text(c.subsample_ratio)}" if c.subsample_ratio != 1 else ""
         ablation = f", {c.ablation}" if c.ablation else ""
         text = f", text: {', '.join(c.paper_text)}" if c.paper_text else ""
+        text += f", policy: {', '.join(self.policy_variant)}" if self.policy_variant else ""
         return (f"{what}: {self.settings.name} {self.run_folder}, IR {c.imbalance_ratio}, "
                 f"NR {run_files.number_text(c.noise_ratio)}{sr}, {c.model}{ablation}{text}")
 
@@ -580,6 +583,7 @@ class RunFigures:
         labels = list(labels) + (["last"] if self.checkpoint_kind == "last" else [])
         # nor those of runs that follow the paper's text the released path's
         labels += [f"text_{'-'.join(c.paper_text)}"] if c.paper_text else []
+        labels += [f"policy_{'-'.join(self.policy_variant)}"] if self.policy_variant else []
         return run_files.figure_base_path(self.out_dir, kind, self.settings.name, model, self.run_folder,
                                 c.imbalance_ratio, c.subsample_ratio, c.noise_ratio, labels)
 

@@ -26,7 +26,7 @@ import numpy as np
 from custom_runs import run_files
 from custom_runs.identity import (IDENTITY_OPTIONS, Configuration, command_line, load_paper_results,
                                   paper_methods)
-from custom_runs.options import PAPER_TEXT_ITEMS
+from custom_runs.options import PAPER_TEXT_ITEMS, POLICY_VARIANT_ITEMS
 
 METRICS = {"best": "best", "last": "final"}  # --metric -> section of the results file
 FORMATS = ("text", "markdown", "csv", "json")
@@ -414,6 +414,7 @@ class Row:
     hyper_opt: str
     ablation: str
     paper_text: Tuple[str, ...] = ()
+    policy_variant: Tuple[str, ...] = ()
     cells: Dict[str, Cell] = field(default_factory=dict)  # column -> cell
 
 
@@ -436,15 +437,19 @@ class Table:
 
 
 def _row_name(method: Tuple[str, str, str], model: str, ablation: str, default_model: str,
-              paper_text: Sequence[str] = ()) -> str:
+              paper_text: Sequence[str] = (), policy_variant: Sequence[str] = ()) -> str:
     """The paper's row name; other networks and the ablations say which in brackets, runs that
-    follow the paper's text somewhere which items in parentheses."""
+    follow the paper's text somewhere, or apply the fixed policies as this project did before,
+    which items in parentheses."""
     name = method_label(*method)
     if ablation or model != default_model:
         name += f" [{ablation + '_' if ablation else ''}{model}]"
     if paper_text:
         items = "all" if tuple(paper_text) == PAPER_TEXT_ITEMS else ", ".join(paper_text)
         name += f" (text: {items})"
+    if policy_variant:
+        items = "all" if tuple(policy_variant) == POLICY_VARIANT_ITEMS else ", ".join(policy_variant)
+        name += f" (policy: {items})"
     return name
 
 
@@ -515,11 +520,12 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     rows: Dict[Tuple, Row] = {}
     columns: Dict[str, Tuple] = {}
     for config, cell in groups.items():
-        key = (config.ablation, config.model, config.method, config.paper_text)
+        key = (config.ablation, config.model, config.method, config.paper_text, config.policy_variant)
         if key not in rows:
             name = _row_name(config.method, config.model, config.ablation, default_model,
-                             config.paper_text)
-            rows[key] = Row(name, config.model, *config.method, config.ablation, config.paper_text)
+                             config.paper_text, config.policy_variant)
+            rows[key] = Row(name, config.model, *config.method, config.ablation, config.paper_text,
+                            config.policy_variant)
         rows[key].cells[config.setting] = cell
         columns.setdefault(config.setting, _column_key(config))
 
@@ -609,7 +615,8 @@ def _render_grid(header: List[str], rows: List[List[str]], fmt: str) -> str:
 
 def _table_csv(table: Table) -> str:
     """Numbers, not "mean ± std" strings, so that a spreadsheet can use them."""
-    header = ["Method", "model", "aug_model", "los_model", "hyper_opt", "ablation", "paper_text"]
+    header = ["Method", "model", "aug_model", "los_model", "hyper_opt", "ablation", "paper_text",
+              "policy_variant"]
     for column in table.columns:
         header += [f"{column} mean", f"{column} std", f"{column} n"]
         if table.with_paper:
@@ -617,7 +624,7 @@ def _table_csv(table: Table) -> str:
     rows = []
     for row in table.rows:
         cells = [row.name, row.model, row.aug_model, row.los_model, row.hyper_opt, row.ablation,
-                 " ".join(row.paper_text)]
+                 " ".join(row.paper_text), " ".join(row.policy_variant)]
         for column in table.columns:
             cell = row.cells.get(column, Cell())
             summary = cell.summary
@@ -648,7 +655,8 @@ def _table_json(table: Table) -> dict:
                 cells[column]["paper_std"] = None if cell.paper is None else cell.paper[1]
         rows.append({"name": row.name, "model": row.model, "aug_model": row.aug_model,
                      "los_model": row.los_model, "hyper_opt": row.hyper_opt,
-                     "ablation": row.ablation, "paper_text": list(row.paper_text), "cells": cells})
+                     "ablation": row.ablation, "paper_text": list(row.paper_text),
+                     "policy_variant": list(row.policy_variant), "cells": cells})
     return {"dataset": table.dataset, "metric": table.metric, "quantity": table.quantity,
             "unit": "%", "columns": table.columns, "rows": rows, "notes": table.notes}
 

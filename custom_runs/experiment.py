@@ -29,7 +29,7 @@ from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, Lo
                                         RowRMSprop)
 from custom_runs.metrics import learned_summary, minority_accuracy
 from custom_models.networks import build_network
-from custom_runs.options import UsageError, dataset_settings
+from custom_runs.options import UsageError, dataset_settings, saved_option
 from custom_models.schedule import hyper_learning_rate, learning_rate
 from custom_models.training import (Classifier, HyperState, Network, average_buffers, evaluate,
                                     hyper_epoch, train_one_epoch)
@@ -100,7 +100,8 @@ class Experiment:
         self.folder = run_files.run_dir(args.data, self.settings.name, args.run_folder)
         self.name = run_files.run_name(args.model, args.hyper_opt, args.aug_model, args.los_model,
                                        args.imbalance_ratio, args.subsample_ratio, args.noise_ratio,
-                                       args.overfit, args.oversplit, args.paper_text)
+                                       args.overfit, args.oversplit, args.paper_text,
+                                       args.policy_variant)
         self.best_path = run_files.best_checkpoint_path(self.folder, self.name)
         self.last_path = run_files.last_checkpoint_path(self.folder, self.name)
         self.results_path = run_files.results_path(self.folder, self.name)
@@ -210,8 +211,10 @@ class Experiment:
     def build_batches(self) -> None:
         args, settings, device, split = self.args, self.settings, self.device, self.split
         from custom_transforms.policies import make_policy_augment
-        policy = make_policy_augment(args.aug_model, settings)
-        self.train_transform = TrainTransform(settings, policy)
+        policy = make_policy_augment(args.aug_model, settings,
+                                     bilinear_grey="bilinear-grey" in args.policy_variant)
+        self.train_transform = TrainTransform(settings, policy,
+                                              policy_after_crop="after-crop" in args.policy_variant)
         eval_transform = EvalTransform(settings)
         train_indices, valid_indices = split.train_indices, split.valid_indices
         if args.oversplit:
@@ -328,8 +331,8 @@ class Experiment:
     def load_last(self) -> int:
         state = run_files.load_torch(self.last_path, map_location=self.device)
         saved = state.get("config", {})
-        differences = [f"{key} {saved.get(key)!r} -> {getattr(self.args, key)!r}"
-                       for key in IDENTITY_OPTIONS if saved.get(key) != getattr(self.args, key)]
+        differences = [f"{key} {saved_option(saved, key)!r} -> {getattr(self.args, key)!r}"
+                       for key in IDENTITY_OPTIONS if saved_option(saved, key) != getattr(self.args, key)]
         if differences:
             raise UsageError(f"--resume: the options differ from the checkpoint's "
                              f"({'; '.join(differences)}); use the original options or --force")

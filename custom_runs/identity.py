@@ -18,7 +18,7 @@ IDENTITY_OPTIONS = ("dataset", "data_dir", "model", "imbalance_ratio", "subsampl
                     "aug_model", "los_model", "hyper_opt", "overfit", "oversplit", "epochs",
                     "lr_decay_rate", "lr_decay_epochs", "lr_warm_epochs", "hyper_start",
                     "hyper_steps", "hyper_iters", "hyper_alpha", "hyper_beta", "hyper_gamma", "seed",
-                    "paper_text")
+                    "paper_text", "policy_variant")
 
 
 def command_line(script: str, arguments: Sequence) -> str:
@@ -50,13 +50,14 @@ class Configuration:
     overfit: bool = False
     oversplit: bool = False
     paper_text: Tuple[str, ...] = ()  # --paper-text items, in options.PAPER_TEXT_ITEMS order
+    policy_variant: Tuple[str, ...] = ()  # --policy-variant items, in options.POLICY_VARIANT_ITEMS order
 
     @property
     def name(self) -> str:
         return run_files.run_name(self.model, self.hyper_opt, self.aug_model, self.los_model,
                                   self.imbalance_ratio, self.subsample_ratio, self.noise_ratio,
                                   overfit=self.overfit, oversplit=self.oversplit,
-                                  paper_text=self.paper_text)
+                                  paper_text=self.paper_text, policy_variant=self.policy_variant)
 
     @property
     def ablation(self) -> str:
@@ -85,6 +86,8 @@ class Configuration:
             arguments.append(f"--{self.ablation}")
         if self.paper_text:
             arguments += ["--paper-text", *self.paper_text]
+        if self.policy_variant:
+            arguments += ["--policy-variant", *self.policy_variant]
         return command_line("implicit-augment.py", arguments)
 
     @classmethod
@@ -102,7 +105,8 @@ class Configuration:
                         str(config["hyper_opt"]), int(config["imbalance_ratio"]),
                         float(config["subsample_ratio"]), float(config["noise_ratio"]),
                         bool(config.get("overfit", False)), bool(config.get("oversplit", False)),
-                        tuple(str(item) for item in config.get("paper_text", [])))
+                        tuple(str(item) for item in config.get("paper_text", [])),
+                        tuple(str(item) for item in config.get("policy_variant", [])))
         except (TypeError, ValueError) as error:
             raise run_files.UnreadableFile(f"{path} has a malformed 'config' ({error}); "
                                            f"move it out of the run folder") from None

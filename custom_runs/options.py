@@ -12,6 +12,13 @@ HYPER_OPTIMIZERS = ("NONE", "HES")
 # code differ"); the code's version is the default, each item here switches to the text's.
 # This order is the order of the items in run names.
 PAPER_TEXT_ITEMS = ("geometry", "downsample", "baselines", "valid", "warmup", "last-batch", "wrn-block")
+# where this project chose otherwise for the fixed policies (RAND, AUTO, DADA and the colour
+# sub-policy of SHA/SEP; README, "Where this project chose otherwise"): the released code's way
+# is the default, each item here switches to this project's earlier choice. after-crop: the
+# policy runs after random crop and flip, not first on the raw image; bilinear-grey: geometric
+# operations sample bilinearly with a grey 0.5 fill, and Cutout fills 0.5, not PIL's nearest
+# and black and the released (125, 123, 114). This order is the order of the items in run names.
+POLICY_VARIANT_ITEMS = ("after-crop", "bilinear-grey")
 
 
 class UsageError(ValueError):
@@ -73,6 +80,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     add("--hyper-start", type=int, default=None,
         help="hyper steps run on epochs after this one (default: 25%% of --epochs, ImageNet 50%%)")
     add_paper_text_argument(parser)
+    add_policy_variant_argument(parser)
     add("--seed", type=int, default=None, help="random seed (default: from the run folder, run3 -> 3)")
     add("--model", default=None,
         help="network: resnet18, wresnet28_10, wresnet16_4, wresnet28_2, ... (default: the dataset's)")
@@ -126,6 +134,34 @@ def paper_text_items(items) -> list:
     return [item for item in PAPER_TEXT_ITEMS if item in chosen]
 
 
+def add_policy_variant_argument(parser: argparse.ArgumentParser, selects: str = "") -> None:
+    parser.add_argument(
+        "--policy-variant", nargs="+", default=[], choices=POLICY_VARIANT_ITEMS + ("all",), metavar="ITEM",
+        help=f"{selects}apply the fixed policies (RAND/AUTO/DADA, colour sub-policy of SHA/SEP) as this "
+             f"project did before, not as the released code: after-crop (policy after crop and flip), "
+             f"bilinear-grey (bilinear sampling, grey 0.5 fill), or all (default: none, the released "
+             f"code's: policy first on the raw image, nearest sampling, black fill)")
+
+
+def policy_variant_items(items, aug_model: str = "") -> list:
+    """--policy-variant as recorded and named: each item once, in POLICY_VARIANT_ITEMS order;
+    none for --aug-model NONE, which has no fixed policy for them to change (so such a run
+    keeps its name and its table cell)."""
+    chosen = set(POLICY_VARIANT_ITEMS) if "all" in items else set(items)
+    if aug_model == "NONE":
+        return []
+    return [item for item in POLICY_VARIANT_ITEMS if item in chosen]
+
+
+def saved_option(config: dict, key: str):
+    """An identity option as a checkpoint or results file records it. Files written before
+    --policy-variant existed lack it; for --aug-model NONE, which has no fixed policy, that is
+    the default []; for the others None, since they applied the policies the earlier way."""
+    if key == "policy_variant" and key not in config and config.get("aug_model") == "NONE":
+        return []
+    return config.get(key)
+
+
 def check_distortion(imbalance_ratio: int, subsample_ratio: float, noise_ratio: float) -> None:
     """The -ir / -sr / -nr ranges of DESIGN §2; raises UsageError."""
     checks = [
@@ -147,6 +183,7 @@ def check_run_selection(args: argparse.Namespace) -> None:
     if args.overfit and args.oversplit:
         raise UsageError("choose at most one of --overfit and --oversplit")
     args.paper_text = paper_text_items(args.paper_text)
+    args.policy_variant = policy_variant_items(args.policy_variant)
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
@@ -160,6 +197,7 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         raise UsageError(f"{error} (--model)") from None
     check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
     args.paper_text = paper_text_items(args.paper_text)
+    args.policy_variant = policy_variant_items(args.policy_variant, args.aug_model)
     checks = [
         (args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}"),
         (not (args.overfit and args.oversplit), "choose at most one of --overfit and --oversplit"),

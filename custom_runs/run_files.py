@@ -40,7 +40,8 @@ Results file (JSON, one per run folder and configuration):
     lr_changes        [{"epoch", "from", "to"}]: --lr changed on --resume from that epoch
     config            every option of the run (model, aug_model, los_model, hyper_opt,
                       imbalance_ratio, subsample_ratio, noise_ratio, epochs, hyper_start,
-                      paper_text: the items that follow the paper's text, [] for none, ...)
+                      paper_text: the items that follow the paper's text, [] for none,
+                      policy_variant: the --policy-variant items, [] for none, ...)
     epochs, epochs_done
     best  / final     {"epoch", "acc", "loss", "per_class_acc": [C], "minority_acc"}
                       (accuracies in %, minority = mean accuracy of the upper-half classes)
@@ -84,12 +85,15 @@ def run_dir(data_root, dataset: str, run_folder: str) -> Path:
 
 def run_name(model: str, hyper_opt: str, aug_model: str, los_model: str, imbalance_ratio: int,
              subsample_ratio: float, noise_ratio: float, overfit: bool = False,
-             oversplit: bool = False, paper_text: Sequence[str] = ()) -> str:
+             oversplit: bool = False, paper_text: Sequence[str] = (),
+             policy_variant: Sequence[str] = ()) -> str:
     """DESIGN §8's name; runs that follow the paper's text somewhere (--paper-text, items in
-    their fixed order) add `_text_{item-item...}`, so they never share files or a table cell
-    with runs of the released data path."""
+    their fixed order) add `_text_{item-item...}`, and runs that apply the fixed policies as
+    this project did before (--policy-variant) add `_policy_{item-item...}`, so they never
+    share files or a table cell with runs of the released data path."""
     prefix = "overfit_" if overfit else "oversplit_" if oversplit else ""
     suffix = f"_text_{'-'.join(paper_text)}" if paper_text else ""
+    suffix += f"_policy_{'-'.join(policy_variant)}" if policy_variant else ""
     return (f"{prefix}{model}_opt_{hyper_opt}_est_True_aug_model_{aug_model}_los_model_{los_model}"
             f"_ir_{int(imbalance_ratio)}_sr_{number_text(subsample_ratio)}_nr_{number_text(noise_ratio)}"
             f"{suffix}")

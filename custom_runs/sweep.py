@@ -13,7 +13,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from custom_runs import run_files
 from custom_runs.identity import IDENTITY_OPTIONS, Configuration, load_paper_results, paper_methods
-from custom_runs.options import UsageError, add_training_arguments, dataset_settings, resolve
+from custom_runs.options import (UsageError, add_training_arguments, dataset_settings, resolve,
+                                 saved_option)
 
 # run-table.py sets these itself for every run; given among the pass-through options they
 # would contradict the table (a --gpu contradicts the launcher's placement, a --seed would
@@ -111,7 +112,7 @@ class RunSpec:
             return False
         saved = results.get("config") or {}
         return results.get("status") == "finished" and all(
-            saved.get(key) == value for key, value in self.identity)
+            saved_option(saved, key) == value for key, value in self.identity)
 
     def running_elsewhere(self) -> Optional[str]:
         """'pid … on host' when another live process trains this configuration."""
@@ -149,7 +150,7 @@ def expand(dataset: str, data: str, labels: Sequence[str], settings: Sequence[st
                 config = Configuration(
                     options.model, aug_model, los_model, hyper_opt, options.imbalance_ratio,
                     options.subsample_ratio, options.noise_ratio, options.overfit, options.oversplit,
-                    tuple(options.paper_text))
+                    tuple(options.paper_text), tuple(options.policy_variant))
                 identity = tuple((key, getattr(options, key)) for key in IDENTITY_OPTIONS)
                 if folder_name is None:  # a folder dataset's settings read its folder: once
                     folder_name = dataset_settings(options).name

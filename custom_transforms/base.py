@@ -79,21 +79,32 @@ def random_erasing(images: torch.Tensor, probability: float = 0.5, scale=(0.02, 
 
 
 class TrainTransform:
-    """uint8 batch -> normalised float batch: geometric base transform, then the fixed
-    policy or colour sub-policy (on unit floats), normalisation, random erasing."""
+    """uint8 batch -> normalised float batch, as the released code orders its transforms
+    (DESIGN §6): the fixed policy or colour sub-policy first, on the raw image (as unit
+    floats), then the geometric base transform (so the crop's zero padding comes after the
+    policy), normalisation, random erasing. `policy_after_crop` (`--policy-variant
+    after-crop`, this project's earlier order) runs the policy after crop and flip instead.
 
-    def __init__(self, settings: DatasetSettings, policy=None):
+    On the ImageNet path the random-resized crop and flip happen per image in the loader
+    workers, before this batch transform, so there the policy sees the 224 px crop in
+    either order (the released code applies it to the full image; images of different
+    sizes cannot share one batched pass on the device)."""
+
+    def __init__(self, settings: DatasetSettings, policy=None, policy_after_crop: bool = False):
         self.settings = settings
         self.policy = policy
+        self.policy_after_crop = policy_after_crop
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         kind = self.settings.base_transform
         images = to_unit_float(images)
+        if self.policy is not None and not self.policy_after_crop:
+            images = self.policy(images)
         if kind in ("crop_erase", "crop_flip_erase"):
             images = random_crop(images, padding=4)
         if kind == "crop_flip_erase":
             images = random_flip(images)
-        if self.policy is not None:
+        if self.policy is not None and self.policy_after_crop:
             images = self.policy(images)
         images = normalize(images, self.settings)
         if kind in ("crop_erase", "crop_flip_erase"):

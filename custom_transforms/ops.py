@@ -17,11 +17,18 @@ RandAugment were searched with, and follows PIL's definition on 8-bit images:
 - the geometric operations use PIL's affine conventions (pixel centres at
   half-integers, shear about the top-left corner, rotation about the image
   centre, counter-clockwise on screen for a positive angle, a positive
-  translation moving the content left/up) with bilinear sampling, and fill
-  what comes from outside the image with the constant grey GEOMETRIC_FILL =
-  0.5 (AutoAugment's grey 128, also Cutout's fill). Inside the image they
-  match PIL's bilinear Image.transform; in the one-pixel band along the edge
-  of the valid region the image blends into the grey, where PIL cuts hard;
+  translation moving the content left/up). By default they sample as PIL's
+  Image.transform / rotate do with their defaults, which the released code
+  used (DESIGN §6): nearest neighbour, with PIL's own 16.16 fixed-point source
+  coordinates, and a black (0) fill of what comes from outside the image; they
+  then match PIL exactly on 8-bit images, edge included (warp_nearest). With
+  `--policy-variant bilinear-grey` (this project's earlier choice) they sample
+  bilinearly and fill with the constant grey GEOMETRIC_FILL = 0.5
+  (AutoAugment's grey 128): inside the image that matches PIL's bilinear
+  Image.transform; in the one-pixel band along the edge of the valid region
+  the image blends into the grey, where PIL cuts hard (warp);
+- Cutout fills with the released code's grey (125, 123, 114) (on a grayscale
+  batch its luma, 123), or with 0.5 under `bilinear-grey`;
 - grayscale batches (C = 1): Color is the identity, because the grey image of
   a grey image is itself, as with PIL's ImageEnhance.Color on an 'L' image;
   every other operation acts on the single channel (Contrast's degenerate
@@ -51,8 +58,13 @@ from typing import Callable, Dict
 import torch
 import torch.nn.functional as F
 
+# --policy-variant bilinear-grey (this project's earlier choice): grey fill of the geometric
+# operations and of Cutout.
 GEOMETRIC_FILL = 0.5
 CUTOUT_FILL = 0.5
+# The released code's Cutout colour (8-bit RGB), and PIL's convert('L') of it for grayscale.
+RELEASED_CUTOUT_RGB = (125, 123, 114)
+RELEASED_CUTOUT_GREY = 123
 # ITU-R 601-2 luma, what PIL's convert('L') uses for the grey image of RGB.
 _LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -176,9 +188,16 @@ def sharpness(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     return sharpened
 
 
-def cutout(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
-    """Grey square of side round(fraction * shorter side), centred at a uniform random point
-    of the image and clipped at the border (so a patch near an edge is smaller).
+@functools.lru_cache(maxsize=16)
+def _released_cutout_fill(channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    levels = RELEASED_CUTOUT_RGB if channels == 3 else (RELEASED_CUTOUT_GREY,) * channels
+    return torch.tensor(levels, device=device, dtype=dtype).div_(255.0).view(1, channels, 1, 1)
+
+
+def cutout(images: torch.Tensor, fractions: torch.Tensor, grey: bool = False) -> torch.Tensor:
+    """Square of side round(fraction * shorter side), centred at a uniform random point of
+    the image and clipped at the border (so a patch near an edge is smaller), filled with
+    the released code's (125, 123, 114), or with CUTOUT_FILL (0.5) when `grey`.
 
     Along each axis the patch covers pixels start .. start + side - 1, with start the
     rounded left/top edge; pixel j is in it when |j + 1/2 - (start + side/2)| < side/2.
@@ -194,7 +213,8 @@ def cutout(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
     in_cols = ((cols - middle[:, :1]).abs_() < side / 2).to(images.dtype)
     in_rows = ((rows - middle[:, 1:]).abs_() < side / 2).to(images.dtype)
     patch = (in_rows[:, :, None] * in_cols[:, None, :])[:, None]
-    return images.neg().add_(CUTOUT_FILL).mul_(patch).add_(images)
+    fill = CUTOUT_FILL if grey else _released_cutout_fill(images.shape[1], images.device, images.dtype)
+    return images.neg().add_(fill).mul_(patch).add_(images)
 
 
 # ---- geometric operations -------------------------------------------------------------
@@ -202,7 +222,8 @@ def cutout(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
 GEOMETRIC_OPERATIONS = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
 
 
-def affine_maps(kinds: torch.Tensor, values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def affine_maps(kinds: torch.Tensor, values: torch.Tensor, height: int, width: int,
+                pil_rounding: bool = False) -> torch.Tensor:
     """Per image, PIL's Image.transform(AFFINE) data as a 3x3 matrix for the geometric
     operation GEOMETRIC_OPERATIONS[kinds[i]] at values[i]: the map from an output pixel
     position to the input position it samples, in pixels, origin at the top-left corner of
@@ -216,12 +237,16 @@ def affine_maps(kinds: torch.Tensor, values: torch.Tensor, height: int, width: i
 
     All five are written as one matrix in which only the entries of the image's own kind
     are non-zero, so that a batch mixing the five needs no branch per operation.
+    `pil_rounding` rounds the cosine and sine to 15 decimals, as PIL's rotate does (for
+    float64 values and nearest sampling, where a last bit can move a pixel).
     """
     kind_columns = torch.arange(len(GEOMETRIC_OPERATIONS), device=kinds.device)
     amounts = (kinds[:, None] == kind_columns).to(values.dtype) * values[:, None]
     degrees, shear_x, shear_y, shift_x, shift_y = amounts.unbind(dim=1)
     radians = degrees * (math.pi / 180.0)
     cos, sin = torch.cos(radians), torch.sin(radians)
+    if pil_rounding:
+        cos, sin = torch.round(cos, decimals=15), torch.round(sin, decimals=15)
     centre_x, centre_y = width / 2.0, height / 2.0
     offset_x = centre_x - cos * centre_x + sin * centre_y + shift_x * width
     offset_y = centre_y - sin * centre_x - cos * centre_y + shift_y * height
@@ -265,12 +290,64 @@ def warp(images: torch.Tensor, pixel_maps: torch.Tensor, fill: float = GEOMETRIC
     return shifted.add_(fill).clamp_(0.0, 1.0)
 
 
-def _geometric(name: str) -> Callable:
+@functools.lru_cache(maxsize=16)
+def _pixel_indices(height: int, width: int, device: torch.device):
+    return (torch.arange(width, device=device, dtype=torch.float64),
+            torch.arange(height, device=device, dtype=torch.float64))
+
+
+def _fixed_point(values: torch.Tensor) -> torch.Tensor:
+    """PIL's FIX: a 16.16 fixed-point number, floor(v * 65536 + 0.5)."""
+    return torch.floor(values * 65536.0 + 0.5)
+
+
+def warp_nearest(images: torch.Tensor, pixel_maps: torch.Tensor) -> torch.Tensor:
+    """Resample each image through its own output-to-input pixel map (n, 3, 3) as PIL's
+    Image.transform(AFFINE, NEAREST) does on 8-bit images, black (0) outside.
+
+    PIL takes a map without rotation or shear (a translation) in double precision: source
+    x = floor(a2 + a0 / 2 + a0 x); any other map in 16.16 fixed point: source x =
+    (FIX(a2 + a0 / 2 + a1 / 2) + x FIX(a0) + y FIX(a1)) >> 16, and y likewise. Both are
+    computed here the same way (the fixed-point sums are integers below 2^40, exact in
+    float64), then one gather per batch picks the pixels and a 0/1 factor blacks out
+    those whose source lies outside the image.
+    """
+    batch, channels, height, width = images.shape
+    maps = pixel_maps.to(torch.float64)
+    xs, ys = _pixel_indices(height, width, images.device)
+    a0, a1, a2 = (maps[:, 0, column, None, None] for column in range(3))
+    a3, a4, a5 = (maps[:, 1, column, None, None] for column in range(3))
+    fixed_x = (_fixed_point(a2 + 0.5 * a0 + 0.5 * a1) + _fixed_point(a0) * xs
+               + _fixed_point(a1) * ys[:, None]).div_(65536.0).floor_()
+    fixed_y = (_fixed_point(a5 + 0.5 * a3 + 0.5 * a4) + _fixed_point(a3) * xs
+               + _fixed_point(a4) * ys[:, None]).div_(65536.0).floor_()
+    translation = ((a1 == 0) & (a3 == 0))
+    source_x = torch.where(translation, torch.floor(a2 + 0.5 * a0 + a0 * xs), fixed_x)
+    source_y = torch.where(translation, torch.floor(a5 + 0.5 * a4 + a4 * ys[:, None]), fixed_y)
+    inside = (source_x >= 0) & (source_x < width) & (source_y >= 0) & (source_y < height)
+    index = (source_y.clamp(0, height - 1) * width + source_x.clamp(0, width - 1)).long()
+    index = index.view(batch, 1, height * width).expand(batch, channels, height * width)
+    picked = images.reshape(batch, channels, height * width).gather(2, index)
+    return picked.mul_(inside.view(batch, 1, height * width).to(images.dtype)).view(images.shape)
+
+
+def resample_geometric(images: torch.Tensor, kinds: torch.Tensor, values: torch.Tensor,
+                       bilinear_grey: bool = False) -> torch.Tensor:
+    """Image i through geometric operation GEOMETRIC_OPERATIONS[kinds[i]] at values[i]:
+    nearest and black as PIL's defaults (the released code), or bilinear and grey."""
+    height, width = images.shape[2:]
+    if bilinear_grey:
+        return warp(images, affine_maps(kinds, values.to(images.dtype), height, width))
+    return warp_nearest(images, affine_maps(kinds, values.to(torch.float64), height, width,
+                                            pil_rounding=True))
+
+
+def _geometric(name: str, bilinear_grey: bool) -> Callable:
     kind = GEOMETRIC_OPERATIONS.index(name)
 
     def operation(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         kinds = torch.full(values.shape, kind, dtype=torch.long, device=values.device)
-        return warp(images, affine_maps(kinds, values.to(images.dtype), images.shape[2], images.shape[3]))
+        return resample_geometric(images, kinds, values, bilinear_grey)
     operation.__doc__ = f"{name}; see affine_maps for the convention."
     return operation
 
@@ -283,18 +360,24 @@ class Operation:
     geometric: bool = False
 
 
-# Names as they appear in the policy files and in RandAugment's list.
-OPERATIONS: Dict[str, Operation] = {
-    "Identity": Operation(identity),
-    "AutoContrast": Operation(auto_contrast),
-    "Equalize": Operation(equalize),
-    "Invert": Operation(invert),
-    "Posterize": Operation(posterize),
-    "Solarize": Operation(solarize),
-    "Color": Operation(color),
-    "Contrast": Operation(contrast),
-    "Brightness": Operation(brightness),
-    "Sharpness": Operation(sharpness),
-    "Cutout": Operation(cutout),
-    **{name: Operation(_geometric(name), geometric=True) for name in GEOMETRIC_OPERATIONS},
-}
+def _operations(bilinear_grey: bool) -> Dict[str, Operation]:
+    return {
+        "Identity": Operation(identity),
+        "AutoContrast": Operation(auto_contrast),
+        "Equalize": Operation(equalize),
+        "Invert": Operation(invert),
+        "Posterize": Operation(posterize),
+        "Solarize": Operation(solarize),
+        "Color": Operation(color),
+        "Contrast": Operation(contrast),
+        "Brightness": Operation(brightness),
+        "Sharpness": Operation(sharpness),
+        "Cutout": Operation(functools.partial(cutout, grey=bilinear_grey)),
+        **{name: Operation(_geometric(name, bilinear_grey), geometric=True) for name in GEOMETRIC_OPERATIONS},
+    }
+
+
+# Names as they appear in the policy files and in RandAugment's list: the released code's
+# sampling and fills (the default), and `--policy-variant bilinear-grey`'s.
+OPERATIONS: Dict[str, Operation] = _operations(bilinear_grey=False)
+BILINEAR_GREY_OPERATIONS: Dict[str, Operation] = _operations(bilinear_grey=True)

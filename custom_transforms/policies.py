@@ -21,7 +21,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from custom_common.settings import DatasetSettings
-from custom_transforms.ops import GEOMETRIC_OPERATIONS, OPERATIONS, affine_maps, warp
+from custom_transforms.ops import (BILINEAR_GREY_OPERATIONS, GEOMETRIC_OPERATIONS, OPERATIONS,
+                                   resample_geometric)
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
 POLICY_FILES = {"fast_autoaugment": POLICY_DIR / "fast_autoaugment.json",
@@ -108,8 +109,13 @@ def _geometric_flags() -> torch.Tensor:
     return torch.tensor([OPERATIONS[name].geometric for name in OPERATION_NAMES])
 
 
+def _operations(bilinear_grey: bool) -> Dict:
+    return BILINEAR_GREY_OPERATIONS if bilinear_grey else OPERATIONS
+
+
 def apply_step_dense(images: torch.Tensor, operation_ids: torch.Tensor, values: torch.Tensor,
-                     applied: torch.Tensor, possible: Sequence[int], low: torch.Tensor) -> torch.Tensor:
+                     applied: torch.Tensor, possible: Sequence[int], low: torch.Tensor,
+                     bilinear_grey: bool = False) -> torch.Tensor:
     """apply_step without a host read: every possible operation runs on the whole batch and
     torch.where keeps each image's own result. On a GPU a 256-image batch costs an operation
     a few microseconds of arithmetic, so this beats waiting for the group sizes; images that
@@ -122,27 +128,28 @@ def apply_step_dense(images: torch.Tensor, operation_ids: torch.Tensor, values: 
             continue
         drew = effective_ids == op_id
         op_values = torch.where(drew, values, low[op_id].expand_as(values))
-        augmented = OPERATIONS[OPERATION_NAMES[op_id]].apply(images, op_values)
+        augmented = _operations(bilinear_grey)[OPERATION_NAMES[op_id]].apply(images, op_values)
         result = torch.where(drew[:, None, None, None], augmented, result)
     if any(op_id >= _FIRST_GEOMETRIC_ID for op_id in possible):
         geometric = effective_ids >= _FIRST_GEOMETRIC_ID
         kinds = (effective_ids - _FIRST_GEOMETRIC_ID).clamp(min=0)
-        pixel_maps = affine_maps(kinds, torch.where(geometric, values, torch.zeros_like(values)),
-                                 *images.shape[2:])
-        result = torch.where(geometric[:, None, None, None], warp(images, pixel_maps), result)
+        warped = resample_geometric(images, kinds, torch.where(geometric, values, torch.zeros_like(values)),
+                                    bilinear_grey)
+        result = torch.where(geometric[:, None, None, None], warped, result)
     images.copy_(result)
     return images
 
 
 def apply_step(images: torch.Tensor, operation_ids: torch.Tensor, values: torch.Tensor,
-               applied: torch.Tensor) -> torch.Tensor:
+               applied: torch.Tensor, bilinear_grey: bool = False) -> torch.Tensor:
     """In place: give image i operation `operation_ids[i]` at `values[i]` where `applied[i]`.
 
     One argsort by operation puts the images of each operation in a contiguous range of
     `order`, so every operation gets its images with one index_select and returns them
     with one index_copy_, and the counts cost one host read per step, not one per
     operation. Geometric operations have the last ids (see OPERATION_NAMES), so their
-    images form one range and are resampled in a single warp.
+    images form one range and are resampled in a single warp. `bilinear_grey`: the
+    operations of `--policy-variant bilinear-grey` (ops.BILINEAR_GREY_OPERATIONS).
     """
     effective_ids = torch.where(applied, operation_ids, torch.full_like(operation_ids, _IDENTITY_ID))
     order = torch.argsort(effective_ids)
@@ -156,38 +163,43 @@ def apply_step(images: torch.Tensor, operation_ids: torch.Tensor, values: torch.
         if counts[op_id] == 0 or op_id == _IDENTITY_ID:
             continue
         chosen = order[starts[op_id]:ends[op_id]]
-        augmented = OPERATIONS[OPERATION_NAMES[op_id]].apply(images.index_select(0, chosen),
-                                                             sorted_values[starts[op_id]:ends[op_id]])
+        augmented = _operations(bilinear_grey)[OPERATION_NAMES[op_id]].apply(
+            images.index_select(0, chosen), sorted_values[starts[op_id]:ends[op_id]])
         images.index_copy_(0, chosen, augmented)
     geometric_start = starts[_FIRST_GEOMETRIC_ID]
     if ends[-1] > geometric_start:
         chosen = order[geometric_start:]
         kinds = effective_ids[chosen] - _FIRST_GEOMETRIC_ID
-        pixel_maps = affine_maps(kinds, sorted_values[geometric_start:], *images.shape[2:])
-        images.index_copy_(0, chosen, warp(images.index_select(0, chosen), pixel_maps))
+        images.index_copy_(0, chosen, resample_geometric(images.index_select(0, chosen), kinds,
+                                                         sorted_values[geometric_start:], bilinear_grey))
     return images
 
 
-def _apply_on_device(images, operation_ids, values, applied, possible, tables) -> torch.Tensor:
+def _apply_on_device(images, operation_ids, values, applied, possible, tables,
+                     bilinear_grey: bool) -> torch.Tensor:
     """The grouped step on the CPU (least arithmetic), the sync-free one on a GPU."""
     if images.is_cuda:
-        return apply_step_dense(images, operation_ids, values, applied, possible, tables["low"])
-    return apply_step(images, operation_ids, values, applied)
+        return apply_step_dense(images, operation_ids, values, applied, possible, tables["low"],
+                                bilinear_grey)
+    return apply_step(images, operation_ids, values, applied, bilinear_grey)
 
 
 class RandAugment:
     """RandAugment variant of DESIGN §6: `num_ops` operations per image, drawn uniformly
     with replacement from `ranges`, each at min + U(0, 1) * (magnitude / 30) * (max - min).
 
-    With COLOUR_RANGES this is the colour sub-policy used with SHA/SEP.
+    With COLOUR_RANGES this is the colour sub-policy used with SHA/SEP. `bilinear_grey`:
+    geometric operations and Cutout as `--policy-variant bilinear-grey` has them.
     """
 
-    def __init__(self, num_ops: int, magnitude: float, ranges: Dict[str, Tuple[float, float]] = RAND_RANGES):
+    def __init__(self, num_ops: int, magnitude: float, ranges: Dict[str, Tuple[float, float]] = RAND_RANGES,
+                 bilinear_grey: bool = False):
         unknown = set(ranges) - set(OPERATIONS)
         if unknown:
             raise ValueError(f"unknown operations: {sorted(unknown)}")
         self.num_ops = num_ops
         self.magnitude = magnitude
+        self.bilinear_grey = bilinear_grey
         self.operation_names = tuple(ranges)
         self._possible = sorted(_OPERATION_ID[name] for name in ranges)
         self._tables = _DeviceTables(
@@ -205,7 +217,8 @@ class RandAugment:
                 fractions = torch.rand(batch, device=images.device) * (self.magnitude / 30.0)
                 values = _signed_values(operation_ids, fractions, tables)
                 applied = torch.ones(batch, dtype=torch.bool, device=images.device)
-                _apply_on_device(images, operation_ids, values, applied, self._possible, tables)
+                _apply_on_device(images, operation_ids, values, applied, self._possible, tables,
+                                 self.bilinear_grey)
         return images
 
     def __repr__(self) -> str:
@@ -220,13 +233,15 @@ class SubPolicyAugment:
     Sub-policies of different lengths are padded with never-applied Identity steps.
     """
 
-    def __init__(self, sub_policies: List[SubPolicy], clip_levels: bool = False, name: str = "policy"):
+    def __init__(self, sub_policies: List[SubPolicy], clip_levels: bool = False, name: str = "policy",
+                 bilinear_grey: bool = False):
         if not sub_policies:
             raise ValueError("a policy needs at least one sub-policy")
         unknown = {operation for sub_policy in sub_policies for operation, _, _ in sub_policy} - set(POLICY_RANGES)
         if unknown:
             raise ValueError(f"unknown operations in policy '{name}': {sorted(unknown)}")
         self.name = name
+        self.bilinear_grey = bilinear_grey
         self.num_sub_policies = len(sub_policies)
         self._possible = sorted({_OPERATION_ID[operation] for sub_policy in sub_policies
                                  for operation, _, _ in sub_policy})
@@ -258,7 +273,8 @@ class SubPolicyAugment:
                 operation_ids = tables["operation_ids"][step][rows]
                 applied = torch.rand(batch, device=images.device) < tables["probabilities"][step][rows]
                 values = _signed_values(operation_ids, tables["levels"][step][rows], tables)
-                _apply_on_device(images, operation_ids, values, applied, self._possible, tables)
+                _apply_on_device(images, operation_ids, values, applied, self._possible, tables,
+                                 self.bilinear_grey)
         return images
 
     def __repr__(self) -> str:
@@ -268,9 +284,11 @@ class SubPolicyAugment:
 AUG_MODELS = ("NONE", "RAND", "AUTO", "DADA", "SHA", "SEP")
 
 
-def make_policy_augment(aug_model: str, settings: DatasetSettings
+def make_policy_augment(aug_model: str, settings: DatasetSettings, bilinear_grey: bool = False
                         ) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
-    """The fixed augmentation that `--aug-model` asks for on this dataset, or None for NONE.
+    """The fixed augmentation that `--aug-model` asks for on this dataset, or None for NONE;
+    `bilinear_grey` for `--policy-variant bilinear-grey` (default: the released code's PIL
+    defaults, nearest and black, and Cutout's (125, 123, 114)).
 
     AUTO/DADA on a dataset without a searched policy borrow the SVHN one and say so.
     """
@@ -279,12 +297,12 @@ def make_policy_augment(aug_model: str, settings: DatasetSettings
     if aug_model == "NONE":
         return None
     if aug_model == "RAND":
-        return RandAugment(settings.rand_n, settings.rand_m, RAND_RANGES)
+        return RandAugment(settings.rand_n, settings.rand_m, RAND_RANGES, bilinear_grey)
     if aug_model in ("SHA", "SEP"):
-        return RandAugment(settings.colour_n, settings.colour_m, COLOUR_RANGES)
+        return RandAugment(settings.colour_n, settings.colour_m, COLOUR_RANGES, bilinear_grey)
     family, policy_name = (("fast_autoaugment", settings.autoaugment_policy) if aug_model == "AUTO"
                            else ("dada", settings.dada_policy))
     if settings.policy_note:
         print(f"{settings.name} {aug_model}: {settings.policy_note}", file=sys.stderr)
     return SubPolicyAugment(load_policy(family, policy_name), clip_levels=(aug_model == "DADA"),
-                            name=f"{family}/{policy_name}")
+                            name=f"{family}/{policy_name}", bilinear_grey=bilinear_grey)

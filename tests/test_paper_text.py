@@ -236,7 +236,7 @@ def test_get_results_selects_and_labels_runs_by_their_paper_text_items(two_runs,
     assert [row[0] for row in rows[1:]] == ["A_SHA", "A_SHA (text: warmup)"]
     assert [row[6] for row in rows[1:]] == ["", "warmup"]
     error = 100 - results["text"]["best"]["acc"]
-    assert float(rows[2][7]) == pytest.approx(error, abs=1e-4)
+    assert float(rows[2][8]) == pytest.approx(error, abs=1e-4)  # after the policy_variant column
 
 
 def test_table_rows_of_every_text_item_are_labelled_text_all():

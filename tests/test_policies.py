@@ -17,8 +17,8 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
                                                                   reason="no CUDA device"))]
 
 
-def single_op_policy(operation, probability=1.0, level=1.0):
-    return SubPolicyAugment([[(operation, probability, level)]])
+def single_op_policy(operation, probability=1.0, level=1.0, bilinear_grey=False):
+    return SubPolicyAugment([[(operation, probability, level)]], bilinear_grey=bilinear_grey)
 
 
 def per_image(value, count):
@@ -128,7 +128,8 @@ def test_images_in_one_batch_draw_different_sub_policies():
 def test_rand_draws_an_operation_and_a_value_per_image():
     torch.manual_seed(2)
     image = torch.rand(1, 3, 8, 8)
-    out = RandAugment(1, 30)(image.expand(2000, -1, -1, -1))
+    # --policy-variant bilinear-grey: continuous resampling gives every value its own image
+    out = RandAugment(1, 30, bilinear_grey=True)(image.expand(2000, -1, -1, -1))
     distinct = torch.unique(out.reshape(2000, -1), dim=0)
     assert distinct.shape[0] > 1000
     unchanged = (out == image).all(dim=(1, 2, 3)).float().mean().item()
@@ -198,26 +199,37 @@ def test_rotate_at_level_one_turns_a_bar_by_30_degrees_either_way():
     assert 0.35 < (angles > 0).float().mean().item() < 0.65  # random sign
 
 
-def test_translate_moves_the_centre_of_mass_by_the_stated_fraction_of_the_side():
+@pytest.mark.parametrize("bilinear_grey", [False, True])
+def test_translate_moves_the_centre_of_mass_by_the_stated_fraction_of_the_side(bilinear_grey):
     torch.manual_seed(7)
-    blobs = grey_background_with((64, 64), slice(29, 35), slice(29, 35), 200)
-    centre_x, centre_y = centre_of_mass(blobs[:, 0] - 0.5)
-    moved = ops.OPERATIONS["TranslateX"].apply(blobs[:1], per_image(0.2, 1))
-    moved_x, moved_y = centre_of_mass(moved[:, 0] - 0.5)
-    assert (moved_x - centre_x[0]).item() == pytest.approx(-0.2 * 64, abs=0.05)  # PIL: positive = left
+    # on the grey fill's background (bilinear-grey) or black (the default's fill)
+    background = 0.5 if bilinear_grey else 0.0
+    blobs = grey_background_with((64, 64), slice(29, 35), slice(29, 35), 200) - 0.5 + background
+    operations = ops.BILINEAR_GREY_OPERATIONS if bilinear_grey else ops.OPERATIONS
+    # nearest sampling moves by whole pixels: 0.2 * 64 = 12.8 px becomes 13, 0.45 * 64 = 28.8 becomes 29
+    tolerance = 0.05 if bilinear_grey else 0.5
+    centre_x, centre_y = centre_of_mass(blobs[:, 0] - background)
+    moved = operations["TranslateX"].apply(blobs[:1], per_image(0.2, 1))
+    moved_x, moved_y = centre_of_mass(moved[:, 0] - background)
+    assert (moved_x - centre_x[0]).item() == pytest.approx(-0.2 * 64, abs=tolerance)  # PIL: positive = left
     assert (moved_y - centre_y[0]).item() == pytest.approx(0.0, abs=0.05)
-    out_x, out_y = centre_of_mass(single_op_policy("TranslateY", 1.0, 1.0)(blobs)[:, 0] - 0.5)
+    out_x, out_y = centre_of_mass(single_op_policy("TranslateY", 1.0, 1.0, bilinear_grey)(blobs)[:, 0]
+                                  - background)
     shifts = out_y - centre_y
-    assert ((shifts.abs() - 0.45 * 64).abs() < 0.05).all()
+    assert ((shifts.abs() - 0.45 * 64).abs() < tolerance).all()
     assert (out_x - centre_x).abs().max().item() < 0.05
     assert 0.35 < (shifts > 0).float().mean().item() < 0.65  # random sign
 
 
-def test_cutout_blanks_a_square_of_the_stated_fraction_of_the_side():
+@pytest.mark.parametrize("bilinear_grey, fill_levels", [(False, (125, 123, 114)), (True, (127.5,) * 3)])
+def test_cutout_blanks_a_square_of_the_stated_fraction_of_the_side(bilinear_grey, fill_levels):
+    """The released code's (125, 123, 114) by default, 0.5 under --policy-variant bilinear-grey."""
     torch.manual_seed(8)
     images = torch.full((400, 3, 40, 40), 0.1)
+    fill = (torch.tensor(fill_levels) / 255.0).view(1, 3, 1, 1)
     for level, side in ((1.0, 8), (0.5, 4)):  # level * 0.2 * 40 pixels
-        blank = (single_op_policy("Cutout", 1.0, level)(images) == ops.CUTOUT_FILL).all(dim=1)
+        out = single_op_policy("Cutout", 1.0, level, bilinear_grey)(images)
+        blank = torch.isclose(out, fill, rtol=0, atol=1e-6).all(dim=1)
         rows = blank.any(dim=2).sum(dim=1)
         cols = blank.any(dim=1).sum(dim=1)
         assert torch.equal(blank.sum(dim=(1, 2)), rows * cols)  # one axis-aligned rectangle
@@ -304,10 +316,11 @@ def test_colour_operation_matches_pil_on_8bit_images(eight_bit_images, name, val
 @pytest.mark.parametrize("name,value,pil_operation", PIL_GEOMETRIC_CASES)
 def test_geometric_operation_matches_pil_inside_and_fills_grey_outside(eight_bit_images, name, value,
                                                                       pil_operation):
+    """--policy-variant bilinear-grey's geometric operations against PIL's bilinear ones."""
     images = torch.from_numpy(eight_bit_images).permute(0, 3, 1, 2).float() / 255.0
     height, width = images.shape[2:]
     values = per_image(value, len(images))
-    ours = ops.OPERATIONS[name].apply(images, values)
+    ours = ops.BILINEAR_GREY_OPERATIONS[name].apply(images, values)
     pil = _pil_reference(eight_bit_images, lambda image: pil_operation(image, value))
     kinds = torch.full((len(images),), ops.GEOMETRIC_OPERATIONS.index(name))
     inside, outside = _source_inside(ops.affine_maps(kinds, values, height, width), height, width)
@@ -315,6 +328,41 @@ def test_geometric_operation_matches_pil_inside_and_fills_grey_outside(eight_bit
     assert inside.float().mean().item() > 0.4
     assert ((ours - pil).abs()[inside] * 255.0).max().item() <= 1.0 + 1e-3
     assert (ours[outside] == ops.GEOMETRIC_FILL).all() and (pil[outside] == 128 / 255.0).all()
+
+
+def _pil_default_geometric(name, value, image):
+    """The released code's calls: PIL's defaults, nearest sampling and a black fill."""
+    width, height = image.size
+    data = {"ShearX": (1, value, 0, 0, 1, 0), "ShearY": (1, 0, 0, value, 1, 0),
+            "TranslateX": (1, 0, value * width, 0, 1, 0), "TranslateY": (1, 0, 0, 0, 1, value * height)}
+    return image.rotate(value) if name == "Rotate" else image.transform(image.size, Image.AFFINE, data[name])
+
+
+PIL_NEAREST_CASES = [("Rotate", value) for value in (23.0, -7.5, 30.0, -30.0, 0.7, 13.37)] + \
+    [("ShearX", value) for value in (-0.3, 0.25, 0.07)] + [("ShearY", value) for value in (0.3, -0.25, 0.13)] + \
+    [("TranslateX", value) for value in (0.45, -0.3, 0.125, 0.01)] + \
+    [("TranslateY", value) for value in (-0.45, 0.15, 0.33)]
+
+
+@pytest.mark.parametrize("name,value", PIL_NEAREST_CASES)
+def test_geometric_operation_is_pil_s_nearest_with_black_fill_exactly(eight_bit_images, name, value):
+    """The default: every pixel equals PIL's (nearest, black fill) on 8-bit images, inside
+    the image, along the edge of the valid region and in the fill, RGB and grayscale."""
+    value = float(torch.tensor(value))  # the float32 value a policy hands over
+    grey = np.stack([np.array(Image.fromarray(image).convert("L")) for image in eight_bit_images])
+    for batch in (eight_bit_images, grey[..., None]):
+        images = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255.0
+        ours = ops.OPERATIONS[name].apply(images, per_image(value, len(images)))
+        pil_images = [Image.fromarray(image if image.shape[-1] == 3 else image[..., 0]) for image in batch]
+        pil = torch.stack([torch.from_numpy(np.array(_pil_default_geometric(name, value, image))).reshape(
+            batch.shape[1:]).permute(2, 0, 1) for image in pil_images]).float() / 255.0
+        assert torch.equal(ours, pil)
+    filled = (pil == 0).all(dim=1).float().mean().item()
+    expected_fill = {"TranslateX": abs(value), "TranslateY": abs(value)}.get(name)
+    if expected_fill is not None:  # a whole number of columns/rows, as PIL cuts them
+        assert abs(filled - expected_fill) <= 1.0 / 20 + 1e-6
+    elif abs(value) > 1:
+        assert filled > 0.01  # the rotations leave black corners
 
 
 def test_one_step_gives_each_image_its_own_operation_as_if_applied_alone():
