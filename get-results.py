@@ -6,15 +6,16 @@
 
 Numbers come from the results files that implicit-augment.py writes into each
 run folder (README, "Files"; their format is in custom_runs/run_files.py);
-see custom_runs/reporting.py.
+see custom_reports/reporting.py.
 """
 import argparse
 import os
 import sys
 
-from custom_datasets.settings import DATASETS
-from custom_datasets.sources import DataUnavailable
-from custom_runs import reporting, run_files, suspects
+from custom_common.settings import DATASETS
+from custom_datasets.containers import DataUnavailable
+from custom_reports import reporting, suspects
+from custom_runs import run_files
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
 from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser, UsageError,
                                  add_data_dir_argument, add_paper_text_argument,

@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 
-from custom_datasets.sources import DataUnavailable
+from custom_datasets.containers import DataUnavailable
 from custom_runs.distributed import (TablesDiverged, end_distributed_mode, init_distributed_mode,
                                      peer_stopped)
 from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve

@@ -16,7 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
-from custom_runs import launchers, reporting, run_files, sweep
+from custom_reports import reporting
+from custom_runs import launchers, run_files, sweep
 from custom_runs.options import OneLineErrorParser, UsageError
 
 

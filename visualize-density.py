@@ -6,16 +6,17 @@ confusion matrices, and densities of the hyperparameters AutoDO learned.
     python visualize-density.py --dataset DIGITS -ir 10 -nr 0.1 --configs A_W A_W_S --densities
 
 Figures go to --out as PNG and PDF; t-SNE embeddings are cached in --out/cache/,
-so drawing again is instant. See custom_runs/figures.py.
+so drawing again is instant. See custom_reports/figures.py.
 """
 import argparse
 import sys
 
 import torch
 
-from custom_datasets.settings import DATASETS
-from custom_datasets.sources import DataUnavailable
-from custom_runs import figures, reporting, run_files
+from custom_common.settings import DATASETS
+from custom_datasets.containers import DataUnavailable
+from custom_reports import figures, reporting
+from custom_runs import run_files
 from custom_runs.options import (OneLineErrorParser, UsageError, add_data_dir_argument,
                                  add_paper_text_argument, add_policy_variant_argument,
                                  check_run_selection, dataset_settings, policy_variant_items)

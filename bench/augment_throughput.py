@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
 
-from custom_datasets.settings import get_settings  # noqa: E402
+from custom_common.settings import get_settings  # noqa: E402
 from custom_transforms.policies import (  # noqa: E402
     COLOUR_RANGES, POLICY_RANGES, RAND_RANGES, RandAugment, SubPolicyAugment, load_policy)
 

@@ -67,7 +67,7 @@ SVHN_BENCH = ["--dataset", "SVHN", "--aug-model", "SEP", "--los-model", "BOTH", 
               "HES", "-ir", "100", "-nr", "0.1", "--steps", "30"]
 CONCURRENT_RUNS = (1, 2, 4, 8)
 CAPACITY_EPOCHS = {"DIGITS": 3, "FashionMNIST": 2}
-FASHION_SIZES = {"train": 60000, "t10k": 10000}  # the files' image counts (custom_datasets.settings)
+FASHION_SIZES = {"train": 60000, "t10k": 10000}  # the files' image counts (custom_common.settings)
 # numbers of the results files that a 1-rank torchrun must repeat; on CUDA they may differ
 # in the last bits (atomic adds in another order), so a tolerance there
 SAME_NUMBERS_TOLERANCE = {"cpu": 0.0, "cuda": 1e-3}

@@ -335,7 +335,7 @@ def plan(args) -> List[Job]:
 def network_probs(checkpoint_path: Path, model: str, settings, images, device) -> np.ndarray:
     import torch
     from custom_runs import run_files
-    from custom_runs.suspects import network_probabilities
+    from custom_reports.suspects import network_probabilities
     checkpoint = run_files.load_torch(checkpoint_path)
     data = SimpleNamespace(train_images=images)
     return network_probabilities(checkpoint, model, settings, data, torch.arange(len(images)),

@@ -42,10 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from custom_datasets.settings import get_settings  # noqa: E402
-from custom_datasets.sources import InMemoryData  # noqa: E402
+from custom_common.settings import get_settings  # noqa: E402
+from custom_datasets.containers import InMemoryData  # noqa: E402
 from custom_runs.compute_path import cpp_compiler, native_cpu_bf16  # noqa: E402
-from custom_models.collectives import SINGLE_PROCESS  # noqa: E402
+from custom_common.collectives import SINGLE_PROCESS  # noqa: E402
 from custom_runs.distributed import (end_distributed_mode, init_distributed_mode,  # noqa: E402
                                      launched_by_torchrun)
 from custom_runs.experiment import Experiment, seed_epoch  # noqa: E402

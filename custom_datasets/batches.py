@@ -15,7 +15,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 
-from custom_models.collectives import SINGLE_PROCESS, Collectives
+from custom_common.collectives import SINGLE_PROCESS, Collectives
 
 Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -88,7 +88,7 @@ class FolderBatches:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        from custom_datasets.sources import UnreadableImage
+        from custom_datasets.containers import UnreadableImage
         try:
             yield from self._batches()
         except UnreadableImage as error:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from custom_datasets.settings import DATASETS, get_settings
-from custom_datasets.sources import DataUnavailable, InMemoryData, load_data
+from custom_common.settings import DATASETS, get_settings
+from custom_datasets.containers import DataUnavailable, InMemoryData
+from custom_datasets.sources import load_data
 
 
 def per_class_subset(targets: torch.Tensor, counts, generator: torch.Generator):

@@ -28,8 +28,9 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from custom_datasets.settings import DATASETS, DatasetSettings, small_image_settings
-from custom_datasets.sources import DataUnavailable, FolderData, InMemoryData, imagenet_transforms
+from custom_common.settings import DATASETS, DatasetSettings, small_image_settings
+from custom_datasets.containers import DataUnavailable, FolderData, InMemoryData
+from custom_transforms.base import imagenet_transforms
 
 FOLDER_DATASET = "folder"
 STATS_FILE_NAME = ".autodo_stats.json"
@@ -187,9 +188,9 @@ def _read_cached_stats(root: Path, stamp: str) -> Optional[dict]:
 
 
 def _write_stats(root: Path, stats: dict) -> None:
-    from custom_runs import run_files
+    from custom_common import atomic_files
     try:
-        run_files.save_json(stats, stats_path(root))
+        atomic_files.save_json(stats, stats_path(root))
     except OSError as error:  # a read-only data folder: recompute next time
         print(f"note: cannot cache the folder statistics in {stats_path(root)} "
               f"({error.strerror or error}); they are recomputed on every start", file=sys.stderr)

@@ -13,68 +13,17 @@ import gzip
 import pickle
 import struct
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from custom_datasets.settings import DatasetSettings
+from custom_common.settings import DatasetSettings
+from custom_datasets.containers import DataUnavailable, FolderData, InMemoryData, UnreadableImage
+from custom_transforms.base import imagenet_transforms
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-class DataUnavailable(RuntimeError):
-    """The dataset's files are missing or unreadable; the message says what to put where."""
-
-
-class UnreadableImage(DataUnavailable):
-    """One image file of a folder dataset cannot be decoded; the message names it."""
-
-    @classmethod
-    def from_worker(cls, error: "UnreadableImage") -> "UnreadableImage":
-        """The same error without what a DataLoader worker wraps around it (its traceback):
-        the worker re-raises it in the main process with the original message as the last line,
-        after the exception's qualified name."""
-        last = str(error).strip().splitlines()[-1]
-        return cls(last.split(f"{cls.__name__}: ", 1)[-1])
-
-
-@dataclass
-class InMemoryData:
-    train_images: torch.Tensor  # uint8 (T, C, H, W), index = index in the official train set
-    train_targets: torch.Tensor  # int64 (T,), official labels
-    test_images: torch.Tensor
-    test_targets: torch.Tensor
-    # a user's folder (custom_datasets/folder.py): its own valid set, the image files, and
-    # whether the test pass runs on valid/ for want of a test/ folder
-    valid_indices: Optional[torch.Tensor] = None  # None: a stratified draw (DESIGN §2)
-    train_paths: Optional[List[str]] = None
-    test_is_valid: bool = False
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train_targets)
-
-
-@dataclass
-class FolderData:
-    """ImageNet: images stay on disk; `train`/`test` are ImageFolder datasets, and
-    `train_plain` is the train set with the test transform (the clean valid split)."""
-    train: "torch.utils.data.Dataset"
-    train_plain: "torch.utils.data.Dataset"
-    test: "torch.utils.data.Dataset"
-    train_targets: torch.Tensor
-    test_targets: torch.Tensor
-    classes: List[str]  # class folder names, sorted; label i is classes[i] in train and test
-    valid_indices: Optional[torch.Tensor] = None  # as in InMemoryData
-    train_paths: Optional[List[str]] = None
-    test_is_valid: bool = False
-
-    @property
-    def num_train(self) -> int:
-        return len(self.train_targets)
 
 
 # ----------------------------------------------------------------------------- MNIST family
@@ -293,15 +242,6 @@ class IndexedFolder(torch.utils.data.Dataset):
             raise UnreadableImage(f"{path} cannot be read as an image ({reason}); replace or "
                                   f"delete the file") from None
         return self.transform(image), target, index
-
-
-def imagenet_transforms(train: bool):
-    """Base transforms of DESIGN §5 for ImageNet, done by the workers; they return
-    uint8 tensors so that policies and normalisation run batched on the device."""
-    import torchvision.transforms as T
-    if train:
-        return T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.PILToTensor()])
-    return T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
 
 
 def load_imagenet(data_root: Path) -> FolderData:

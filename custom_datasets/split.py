@@ -7,7 +7,17 @@ from typing import Optional, Tuple
 
 import torch
 
-from custom_runs import run_files
+from custom_common import atomic_files
+
+
+def number_text(value) -> str:
+    """How the paper's file names print a ratio: Python's str of a float (1.0, 0.1)."""
+    return str(float(value))
+
+
+def split_file_name(imbalance_ratio: int, subsample_ratio: float, noise_ratio: float) -> str:
+    return (f"data_ir_{int(imbalance_ratio)}_sr_{number_text(subsample_ratio)}"
+            f"_nr_{number_text(noise_ratio)}.pt")
 
 
 @dataclass(frozen=True)
@@ -106,19 +116,19 @@ def load_or_create_split(folder: Path, targets: torch.Tensor, num_classes: int, 
                          imbalance_ratio: int, subsample_ratio: float, noise_ratio: float,
                          seed: int, fixed_valid: Optional[torch.Tensor] = None) -> Split:
     """The run's split file; created once (atomically), then loaded by every configuration."""
-    path = Path(folder) / run_files.split_file_name(imbalance_ratio, subsample_ratio, noise_ratio)
+    path = Path(folder) / split_file_name(imbalance_ratio, subsample_ratio, noise_ratio)
     if not path.is_file():
         split = build_split(targets, num_classes, valid_size, imbalance_ratio, subsample_ratio,
                             noise_ratio, seed, fixed_valid)
-        run_files.create_once(split.as_tuple(), path)
-    loaded = run_files.load_torch(path)
+        atomic_files.create_once(split.as_tuple(), path)
+    loaded = atomic_files.load_torch(path)
     try:
         valid, train, noisy = loaded
         if len(noisy) != len(targets):
             raise ValueError(f"it holds {len(noisy)} labels, the dataset has {len(targets)}")
     except (TypeError, ValueError) as error:
-        raise run_files.UnreadableFile(f"{path} is not a split file of this dataset ({error}); "
-                                       f"move it away to create a new one") from None
+        raise atomic_files.UnreadableFile(f"{path} is not a split file of this dataset ({error}); "
+                                          f"move it away to create a new one") from None
     return Split(valid.long(), train.long(), noisy.long())
 
 

@@ -14,7 +14,7 @@ from typing import Tuple
 from torch import nn
 import torch.nn.functional as F
 
-from custom_datasets.settings import DatasetSettings
+from custom_common.settings import DatasetSettings
 
 
 class PreActBlock(nn.Module):

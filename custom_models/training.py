@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from custom_models.collectives import SINGLE_PROCESS, Collectives
+from custom_common.collectives import SINGLE_PROCESS, Collectives
 from custom_models.hyper_models import AugmentModel, LossModel, RowRMSprop
 from custom_models.hypergradient import hypergradient
 from custom_transforms import affine

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Dict
 if TYPE_CHECKING:  # torch is imported where needed: argument errors must stay quick
     import torch
 
-    from custom_models.collectives import Collectives
+    from custom_common.collectives import Collectives
 
 # set to 1 to compare the hyperparameter tables and the network of every rank at the end of
 # each epoch (a debug and test mode: it copies every table to the host once per epoch)
@@ -48,7 +48,7 @@ def is_main_process() -> bool:
 def init_distributed_mode(args) -> "Collectives":
     """Start the process group when torchrun launched us. Each rank trains on its local GPU
     (args.gpu becomes LOCAL_RANK) or, with --no-cuda or without CUDA, on the CPU with gloo."""
-    from custom_models.collectives import SINGLE_PROCESS, Collectives
+    from custom_common.collectives import SINGLE_PROCESS, Collectives
     if not launched_by_torchrun():
         return SINGLE_PROCESS
     import torch

@@ -18,14 +18,16 @@ import torch
 from tqdm import tqdm
 
 from custom_datasets.batches import DeviceBatches, FolderBatches, cycle
-from custom_datasets.sources import InMemoryData, load_data
+from custom_datasets.containers import InMemoryData
+from custom_datasets.sources import load_data
 from custom_datasets.split import (check_split_feasible, load_or_create_split, made_with_seed,
                                    valid_size_for)
 from custom_runs import run_files
 from custom_runs.compute_path import choose_compute_path
+from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.distributed import (check_identical, check_tables_requested, main_first,
                                      peer_stopped)
-from custom_models.collectives import SINGLE_PROCESS, Collectives
+from custom_common.collectives import SINGLE_PROCESS, Collectives
 from custom_models.hyper_models import (LEARNED_AUGMENT_MODELS, AugmentModel, LossModel,
                                         RowRMSprop)
 from custom_runs.metrics import learned_summary, minority_accuracy
@@ -36,14 +38,6 @@ from custom_models.training import (Classifier, HyperState, Network, average_buf
                                     hyper_epoch, train_one_epoch)
 from custom_transforms.affine import Resampling
 from custom_transforms.base import EvalTransform, TrainTransform
-
-# options that define a configuration; a resume must agree on all of them but --lr, which
-# may be lowered to get past a non-finite loss (the change is recorded in lr_changes)
-IDENTITY_OPTIONS = ("dataset", "data_dir", "model", "imbalance_ratio", "subsample_ratio", "noise_ratio",
-                    "aug_model", "los_model", "hyper_opt", "overfit", "oversplit", "epochs",
-                    "lr_decay_rate", "lr_decay_epochs", "lr_warm_epochs", "hyper_start",
-                    "hyper_steps", "hyper_iters", "hyper_alpha", "hyper_beta", "hyper_gamma", "seed",
-                    "paper_text", "policy_variant")
 
 
 def comparable(option: str, value):
@@ -551,7 +545,7 @@ class Experiment:
             print(f"nothing to train: this configuration finished its {args.epochs} epochs "
                   f"(add --force to train it again)", file=sys.stderr)
         if args.plot_debug and first_epoch == 0 and self.is_main:
-            from custom_transforms.debug import save_augmentation_grid
+            from custom_runs.augment_grid import save_augmentation_grid
             save_augmentation_grid(self, run_files.debug_grid_path(self.folder, self.name))
         from torch.utils.tensorboard import SummaryWriter
         # a finished configuration gets no new (empty) event file

@@ -5,7 +5,7 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from custom_datasets.settings import DatasetSettings
+from custom_common.settings import DatasetSettings
 from custom_datasets.split import Split
 from custom_models.hyper_models import AugmentModel, LossModel
 

@@ -3,7 +3,7 @@ defaults) plus our additions; shared with bench/throughput.py."""
 import argparse
 import sys
 
-from custom_datasets.settings import DATASETS, get_settings
+from custom_common.settings import DATASETS, get_settings
 from custom_models.hyper_models import AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, LOSS_MODELS
 from custom_models.networks import check_model_name
 
@@ -105,7 +105,7 @@ def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
 def dataset_settings(args: argparse.Namespace):
     """The settings of --dataset (and --data-dir for a folder dataset); raises UsageError."""
     from custom_datasets.folder import FOLDER_DATASET, folder_settings
-    from custom_datasets.sources import DataUnavailable
+    from custom_datasets.containers import DataUnavailable
     data_dir = getattr(args, "data_dir", None)
     if args.dataset == FOLDER_DATASET:
         if not data_dir:

@@ -66,19 +66,17 @@ import json
 import os
 import re
 import socket
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence
 
-import torch
+# atomic writing and safe reading live in the bottom layer, the split file's name beside the
+# split (the data layer writes both); the layers above still go through this module alone
+from custom_common.atomic_files import (UnreadableFile, atomic_path, create_once, load_torch,  # noqa: F401
+                                        save_json, save_torch)
+from custom_datasets.split import number_text, split_file_name  # noqa: F401
 
 RESULTS_FORMAT_VERSION = 1
-
-
-def number_text(value) -> str:
-    """How the paper's file names print a ratio: Python's str of a float (1.0, 0.1)."""
-    return str(float(value))
 
 
 def dataset_dir(data_root, dataset: str) -> Path:
@@ -87,11 +85,6 @@ def dataset_dir(data_root, dataset: str) -> Path:
 
 def run_dir(data_root, dataset: str, run_folder: str) -> Path:
     return dataset_dir(data_root, dataset) / run_folder
-
-
-def split_file_name(imbalance_ratio: int, subsample_ratio: float, noise_ratio: float) -> str:
-    return (f"data_ir_{int(imbalance_ratio)}_sr_{number_text(subsample_ratio)}"
-            f"_nr_{number_text(noise_ratio)}.pt")
 
 
 def run_name(model: str, hyper_opt: str, aug_model: str, los_model: str, imbalance_ratio: int,
@@ -258,83 +251,6 @@ def seed_from_run_folder(run_folder: str) -> int:
         return int(match.group(1))
     import zlib
     return zlib.crc32(run_folder.encode()) % (2 ** 31)
-
-
-def _default_permissions(path: Path) -> None:
-    """mkstemp creates files readable by their owner only; give them the permissions a
-    plain open() would (0666 less the umask), so that results can be shared."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-@contextmanager
-def atomic_path(path) -> Iterator[Path]:
-    """Yields a temporary path beside `path`; renamed onto `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    tmp = Path(tmp)
-    _default_permissions(tmp)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def save_torch(obj, path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def save_json(obj, path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
-
-
-def create_once(obj, path) -> bool:
-    """Writes `obj` to `path` only if no file is there yet, atomically across processes.
-
-    The data is written to a temporary file and hard-linked to its final name:
-    link() fails if the name exists, so when two processes race, exactly one
-    file wins and both go on to load it. Returns True if this call created it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    _default_permissions(Path(tmp))
-    try:
-        torch.save(obj, tmp)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        os.unlink(tmp)
-
-
-class UnreadableFile(RuntimeError):
-    """A run file that is missing, truncated or not what it should be."""
-
-
-def load_torch(path, map_location="cpu", mmap: bool = False):
-    """Loads a checkpoint or split file without executing pickled code (weights_only).
-
-    mmap=True maps the tensors instead of reading them: for a look at a checkpoint's
-    small entries (acc, config) beside tables of up to ~10 GiB (ImageNet)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UnreadableFile(f"{path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as error:  # a truncated zip, a foreign pickle, ...
-        raise UnreadableFile(f"{path} cannot be read ({type(error).__name__}: {error}); "
-                             f"delete it and re-run the configuration that wrote it") from None
 
 
 def load_results(path) -> dict:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from custom_runs import reporting, run_files
+from custom_runs import run_files
+from custom_runs.identity import IDENTITY_OPTIONS, Configuration, load_paper_results, paper_methods
 from custom_runs.options import (UsageError, add_training_arguments, dataset_settings, resolve,
                                  saved_option)
 
@@ -41,7 +42,7 @@ def parse_setting(text: str) -> Tuple[int, float]:
 
 def default_settings(dataset: str) -> Tuple[str, ...]:
     """The paper's columns for the dataset where it has a table, else DEFAULT_SETTINGS."""
-    paper = reporting.load_paper_results().get(dataset)
+    paper = load_paper_results().get(dataset)
     return tuple(paper["columns"]) if paper else DEFAULT_SETTINGS
 
 
@@ -78,7 +79,7 @@ class RunSpec:
     data: str
     run_folder: str
     label: str  # the paper's row name (Baseline, A_W_S, ...)
-    config: reporting.Configuration
+    config: Configuration
     arguments: Tuple[str, ...]  # implicit-augment.py's options, --resume included
     identity: Tuple[Tuple[str, object], ...]  # the options a finished result must agree on
 
@@ -123,8 +124,7 @@ def expand(dataset: str, data: str, labels: Sequence[str], settings: Sequence[st
     """Every (run folder, setting, configuration), run0's whole table first so that a
     partial table already has a number in every cell. Checks every command with
     implicit-augment.py's own checks; raises UsageError."""
-    from custom_runs.experiment import IDENTITY_OPTIONS
-    methods = reporting.paper_methods()
+    methods = paper_methods()
     unknown = [label for label in labels if label not in methods]
     if unknown:
         raise UsageError(f"--configs: unknown {', '.join(unknown)}; choose from {', '.join(methods)}")
@@ -152,7 +152,7 @@ def expand(dataset: str, data: str, labels: Sequence[str], settings: Sequence[st
                         settings = dataset_settings(parsed)
                     options = resolve(parsed, settings)
                 warnings += [line for line in stderr.getvalue().splitlines() if line not in warnings]
-                config = reporting.Configuration(
+                config = Configuration(
                     options.model, aug_model, los_model, hyper_opt, options.imbalance_ratio,
                     options.subsample_ratio, options.noise_ratio, options.overfit, options.oversplit,
                     tuple(options.paper_text), tuple(options.policy_variant))

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from custom_datasets.settings import DatasetSettings
+from custom_common.settings import DatasetSettings
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
@@ -118,3 +118,12 @@ class EvalTransform:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return normalize(images, self.settings)
+
+
+def imagenet_transforms(train: bool):
+    """Base transforms of DESIGN §5 for ImageNet, done by the workers; they return
+    uint8 tensors so that policies and normalisation run batched on the device."""
+    import torchvision.transforms as T
+    if train:
+        return T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.PILToTensor()])
+    return T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from custom_datasets.settings import DatasetSettings
+from custom_common.settings import DatasetSettings
 from custom_transforms.ops import (BILINEAR_GREY_OPERATIONS, GEOMETRIC_OPERATIONS, OPERATIONS,
                                    resample_geometric)
 

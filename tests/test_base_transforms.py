@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from custom_datasets.settings import get_settings
+from custom_common.settings import get_settings
 from custom_transforms.base import (EvalTransform, TrainTransform, normalize, random_crop,
                                     random_erasing, random_flip)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from custom_datasets.settings import get_settings
+from custom_common.settings import get_settings
 from custom_datasets.sources import load_digits
 from custom_datasets.split import build_split
 from custom_models.networks import build_network

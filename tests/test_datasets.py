@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from custom_datasets.settings import get_settings
-from custom_datasets.sources import (DEBIAN_FASHION_MNIST, DataUnavailable, load_cifar, load_data,
-                                     load_digits, load_imagenet, load_mnist_family, load_svhn)
+from custom_common.settings import get_settings
+from custom_datasets.containers import DataUnavailable
+from custom_datasets.sources import (DEBIAN_FASHION_MNIST, load_cifar, load_data, load_digits,
+                                     load_imagenet, load_mnist_family, load_svhn)
 
 IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from custom_datasets.batches import EpochBatches
-from custom_models.collectives import SINGLE_PROCESS, Collectives
+from custom_common.collectives import SINGLE_PROCESS, Collectives
 from custom_models.hyper_models import LossModel, RowRMSprop
 from custom_models.training import HyperState, Network, gather_rows, hyper_step
 from custom_runs import run_files

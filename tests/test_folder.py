@@ -1,5 +1,5 @@
 """--dataset folder (custom_datasets/folder.py) and get-results.py --suspects
-(custom_runs/suspects.py): settings and statistics from a generated folder of 12x12
+(custom_reports/suspects.py): settings and statistics from a generated folder of 12x12
 shapes, an end-to-end run, one-line errors for bad layouts, and the suspected-label
 report against the truth of injected noise (here and on DIGITS)."""
 import csv
@@ -16,10 +16,11 @@ import torch
 from PIL import Image
 
 from custom_datasets import folder as folder_dataset
-from custom_datasets.sources import DataUnavailable, FolderData, InMemoryData, load_data
+from custom_datasets.containers import DataUnavailable, FolderData, InMemoryData
+from custom_datasets.sources import load_data
 from custom_runs import run_files
 from custom_runs.metrics import roc_auc
-from custom_runs.suspects import DEFAULT_RANK_BY, RANKINGS, rank_suspects
+from custom_reports.suspects import DEFAULT_RANK_BY, RANKINGS, rank_suspects
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -394,9 +395,9 @@ def test_suspects_on_digits_with_heavy_noise_are_mostly_wrong_labels(tmp_path):
 def test_suspects_name_the_last_checkpoint_when_its_tables_do_not_fit(tmp_path, checkpoint):
     """The tables come from last_ whatever --checkpoint says: an error about them names
     last_, not the --checkpoint file."""
-    from custom_datasets.settings import get_settings
-    from custom_runs import reporting
-    from custom_runs.suspects import suspects_report
+    from custom_common.settings import get_settings
+    from custom_reports import reporting
+    from custom_reports.suspects import suspects_report
     settings = get_settings("DIGITS")
     config = reporting.Configuration("resnet18", "NONE", "BOTH", "HES", 1, 1.0, 0.2)
     folder = run_files.run_dir(tmp_path, "DIGITS", "run0")

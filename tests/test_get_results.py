@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_runs import reporting, run_files
+from custom_reports import reporting
+from custom_runs import run_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,7 +80,7 @@ def assert_one_line_error(done, *needles):
 
 # ----------------------------------------------------------------------------- one configuration
 # The command line is exercised once per mode and for every error path; the numbers
-# are pinned through custom_runs.reporting, which is all the script prints, because
+# are pinned through custom_reports.reporting, which is all the script prints, because
 # each interpreter start (torch import) costs seconds on a 2-core machine.
 
 def test_cli_json_mean_and_sample_std_over_every_run_folder_match_numpy(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from custom_datasets.settings import get_settings
+from custom_common.settings import get_settings
 from custom_datasets.sources import load_digits
 from custom_models.hyper_models import AugmentModel, LossModel, RowRMSprop
 from custom_models.networks import build_network

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from custom_datasets.settings import get_settings
-from custom_datasets.sources import DataUnavailable, load_data, load_imagenet
+from custom_common.settings import get_settings
+from custom_datasets.containers import DataUnavailable
+from custom_datasets.sources import load_data, load_imagenet
 from custom_runs import run_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,7 +192,7 @@ def test_fewer_class_folders_load_as_a_partial_copy_with_a_note(tmp_path, capsys
 
 def test_a_corrupt_image_is_one_line_naming_the_file_even_from_a_dataloader_worker(tmp_path):
     from custom_datasets.batches import FolderBatches
-    from custom_datasets.sources import UnreadableImage
+    from custom_datasets.containers import UnreadableImage
     write_folder(tmp_path, per_class=2)
     corrupt = tmp_path / "ImageNet" / "train" / "n02" / "1.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a PNG header, then nothing valid

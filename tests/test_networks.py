@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from custom_datasets.settings import get_settings
+from custom_common.settings import get_settings
 from custom_models.networks import build_network, check_model_name
 
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from custom_datasets.settings import get_settings
-from custom_datasets.sources import InMemoryData
+from custom_common.settings import get_settings
+from custom_datasets.containers import InMemoryData
 from custom_models.schedule import hyper_learning_rate
 from custom_models.training import train_one_epoch
 from custom_runs import run_files
-from custom_runs.experiment import IDENTITY_OPTIONS, Experiment
+from custom_runs.experiment import Experiment
+from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import PAPER_TEXT_ITEMS, paper_text_items
 from custom_transforms import affine
 from custom_transforms.base import EvalTransform
@@ -239,7 +240,7 @@ def test_get_results_selects_and_labels_runs_by_their_paper_text_items(two_runs,
 
 
 def test_table_rows_of_every_text_item_are_labelled_text_all():
-    from custom_runs.reporting import _row_name
+    from custom_reports.reporting import _row_name
     method = ("SEP", "BOTH", "HES")
     assert _row_name(method, "resnet18", "", "resnet18", PAPER_TEXT_ITEMS) == "A_W_S (text: all)"
     assert _row_name(method, "resnet18", "", "resnet18", ("geometry", "valid")) == \
@@ -249,7 +250,7 @@ def test_table_rows_of_every_text_item_are_labelled_text_all():
 
 def test_figures_of_text_runs_load_their_own_block_and_never_overwrite_the_released_ones(tmp_path):
     from custom_models.networks import build_network
-    from custom_runs import figures, reporting
+    from custom_reports import figures, reporting
     settings = get_settings("CIFAR10")
     torch.manual_seed(0)
     encoder, decoder = build_network("wresnet10_1", settings, text_wide_block=True)

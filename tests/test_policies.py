@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from custom_datasets.settings import DATASETS, get_settings
+from custom_common.settings import DATASETS, get_settings
 from custom_transforms import ops
 from custom_transforms.policies import (AUG_MODELS, COLOUR_RANGES, OPERATION_NAMES, POLICY_FILES,
                                         POLICY_RANGES, RAND_RANGES, RandAugment, SubPolicyAugment,

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from custom_runs import reporting, run_files, sweep
-from custom_runs.experiment import IDENTITY_OPTIONS, Experiment
+from custom_reports import reporting
+from custom_runs import run_files, sweep
+from custom_runs.experiment import Experiment
+from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import POLICY_VARIANT_ITEMS, policy_variant_items, saved_option
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from custom_runs import launchers, reporting, run_files, sweep
+from custom_reports import reporting
+from custom_runs import launchers, run_files, sweep
 from custom_runs.options import UsageError
 
 REPO = Path(__file__).resolve().parents[1]

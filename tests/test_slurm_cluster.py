@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from custom_runs import reporting, run_files, sweep
+from custom_reports import reporting
+from custom_runs import run_files, sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "run-table.py"

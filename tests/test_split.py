@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from custom_datasets.settings import get_settings
+from custom_common.settings import get_settings
 from custom_datasets.sources import DEBIAN_FASHION_MNIST, load_mnist_family
 from custom_datasets import split as split_module
 from custom_datasets.split import build_split, check_split_feasible, load_or_create_split

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from custom_datasets.settings import get_settings
+from custom_common.settings import get_settings
 from custom_datasets.sources import load_data
 from custom_datasets.split import build_split
-from custom_runs import figures, reporting, run_files
+from custom_reports import figures, reporting
+from custom_runs import run_files
 from custom_models.networks import build_network
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from custom_runs import run_files  # noqa: E402
-from custom_runs.reporting import Configuration  # noqa: E402
+from custom_runs.identity import Configuration  # noqa: E402
 
 EMBEDDING_CACHE_FORMAT = 1
 CLASS_GROUP_COLOURS = ("tab:orange", "tab:green")  # rare vs frequent; blue/red is clean vs noisy
