@@ -600,7 +600,7 @@ def _add_paper(paper: dict, rows: Dict[Tuple, Row], columns: Dict[str, Tuple],
     for name, method in paper_methods().items():
         if name not in paper:
             continue
-        key = ("", paper["model"], method, ())
+        key = ("", paper["model"], method, (), ())  # beside the released data path's rows
         if key not in rows:
             rows[key] = Row(_row_name(method, paper["model"], "", default_model), paper["model"],
                             *method, "")
