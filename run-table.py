@@ -190,7 +190,8 @@ def print_table(args, specs) -> None:
     try:
         table = reporting.build_table(args.data, specs[0].dataset, specs[0].config.model,
                                       with_paper=with_paper,
-                                      only=[spec.config for spec in specs])
+                                      only=[spec.config for spec in specs],
+                                      data_dir=dict(specs[0].identity).get("data_dir"))
     except (reporting.ReportError, run_files.UnreadableFile) as error:
         print(f"run-table.py: no table yet: {error}", file=sys.stderr)
         return

@@ -75,7 +75,7 @@ def check_pass_through(arguments: Sequence[str]) -> None:
 @dataclass(frozen=True)
 class RunSpec:
     """One cell of one run: what implicit-augment.py is given, and where its files go."""
-    dataset: str  # the folder under --data: the dataset's name (folder_{name} for --dataset folder)
+    dataset: str  # the folder under --data: the dataset's name (folder_{name}_{hash} for --dataset folder)
     data: str
     run_folder: str
     label: str  # the paper's row name (Baseline, A_W_S, ...)
