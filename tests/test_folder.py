@@ -320,6 +320,13 @@ def test_roc_auc_keeps_the_rank_formulas_answers_where_sklearn_raises():
     assert roc_auc(three, positive) == 0.5
 
 
+def test_folder_images_are_torchvisions_extensions_and_gif_pbm():
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    assert set(folder_dataset.IMAGE_EXTENSIONS) == set(IMG_EXTENSIONS) | {".gif", ".pbm"}
+    assert set(folder_dataset.IMAGE_EXTENSIONS) == {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif",
+                                                    ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+
+
 @pytest.fixture(scope="module")
 def folder_suspects(folder_run):
     result = run_script("get-results.py", "--no-cuda", "--dataset", "folder", "--data-dir",
