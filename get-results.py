@@ -18,9 +18,9 @@ from custom_reports import reporting, suspects
 from custom_runs import run_files
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
 from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser, UsageError,
-                                 add_data_dir_argument, add_paper_text_argument,
-                                 add_policy_variant_argument, check_run_selection, dataset_settings,
-                                 policy_variant_items)
+                                 add_data_dir_argument, add_distortion_arguments,
+                                 add_paper_text_argument, add_policy_variant_argument, at_least_one,
+                                 check_all, check_run_selection, dataset_settings, policy_variant_items)
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -32,9 +32,7 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--dataset", default="MNIST", metavar="NAME",
         help=f"one of {', '.join(DATASETS)}, or folder with --data-dir (default: MNIST)")
     add_data_dir_argument(parser)
-    add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR >= 1 (default: 1)")
-    add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio in (0, 1] (default: 1.0)")
-    add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio in [0, 1) (default: 0.0)")
+    add_distortion_arguments(parser)
     add("--aug-model", default="NONE", choices=AUGMENT_MODELS, help="augmentation (default: NONE)")
     add("--los-model", default="NONE", choices=LOSS_MODELS, help="loss model (default: NONE)")
     add("--hyper-opt", default="NONE", choices=HYPER_OPTIMIZERS,
@@ -75,14 +73,12 @@ def get_args(argv=None) -> argparse.Namespace:
     # usage errors exit 2, as argparse's own do
     if args.table and args.suspects is not None:
         parser.error("choose one of --table and --suspects")
-    if args.runs is not None and args.runs < 1:
-        parser.error(f"--runs must be at least 1, got {args.runs}")
-    if args.suspects is not None and args.suspects < 1:
-        parser.error(f"--suspects K must be at least 1, got {args.suspects}")
-    if args.suspects is not None and args.los_model not in suspects.LEARNING_LOSS_MODELS:
-        parser.error(f"--suspects needs a run that learned loss weights or soft labels "
-                     f"(--los-model WGHT, SOFT or BOTH), not --los-model {args.los_model}")
     try:
+        check_all(at_least_one(flag, value) for flag, value in
+                  (("--runs", args.runs), ("--suspects K", args.suspects)) if value is not None)
+        if args.suspects is not None and args.los_model not in suspects.LEARNING_LOSS_MODELS:
+            raise UsageError(f"--suspects needs a run that learned loss weights or soft labels "
+                             f"(--los-model WGHT, SOFT or BOTH), not --los-model {args.los_model}")
         check_run_selection(args)
     except UsageError as error:
         parser.error(str(error))

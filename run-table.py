@@ -18,7 +18,8 @@ from pathlib import Path
 
 from custom_reports import reporting
 from custom_runs import launchers, run_files, sweep
-from custom_runs.options import OneLineErrorParser, UsageError
+from custom_runs.options import (OneLineErrorParser, UsageError, at_least_one, check_all,
+                                 not_negative)
 
 
 def get_args(argv=None):
@@ -88,9 +89,8 @@ def check(args, pass_through) -> None:
     positive = [("--per-gpu", args.per_gpu), ("--gpus-per-run", args.gpus_per_run),
                 ("--time-min", args.time_min), ("--cpus-per-task", args.cpus_per_task),
                 ("--array-parallelism", args.array_parallelism)]
-    for flag, value in positive + ([("--jobs", args.jobs)] if args.jobs is not None else []):
-        if value < 1:
-            raise UsageError(f"{flag} must be at least 1, got {value}")
+    check_all(at_least_one(flag, value)
+              for flag, value in positive + ([("--jobs", args.jobs)] if args.jobs is not None else []))
     if args.gpus and "--no-cuda" in pass_through:
         raise UsageError("--gpus with --no-cuda: choose one")
     if args.gpus and args.jobs is not None:
@@ -109,8 +109,7 @@ def check(args, pass_through) -> None:
         raise UsageError(f"{', '.join(local_only)}: for the local launcher, not --launcher {args.launcher}")
     if args.launcher == "local" and slurm_only:
         raise UsageError(f"{', '.join(slurm_only)}: for --launcher slurm (or submitit-local)")
-    if args.gpus_per_task < 0:
-        raise UsageError(f"--gpus-per-task must be >= 0, got {args.gpus_per_task}")
+    check_all([not_negative("--gpus-per-task", args.gpus_per_task)])
 
 
 def slurm_options(args) -> launchers.SlurmOptions:

@@ -18,8 +18,10 @@ from custom_datasets.containers import DataUnavailable
 from custom_reports import figures, reporting
 from custom_runs import run_files
 from custom_runs.options import (OneLineErrorParser, UsageError, add_data_dir_argument,
-                                 add_paper_text_argument, add_policy_variant_argument,
-                                 check_run_selection, dataset_settings, policy_variant_items)
+                                 add_distortion_arguments, add_paper_text_argument,
+                                 add_policy_variant_argument, at_least_one, check_all,
+                                 check_run_selection, dataset_settings, not_negative,
+                                 policy_variant_items)
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -31,9 +33,7 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--dataset", default="MNIST", metavar="NAME",
         help=f"one of {', '.join(DATASETS)}, or folder with --data-dir (default: MNIST)")
     add_data_dir_argument(parser)
-    add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR >= 1 (default: 1)")
-    add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio in (0, 1] (default: 1.0)")
-    add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio in [0, 1) (default: 0.0)")
+    add_distortion_arguments(parser)
     add("-r", "--run-folder", default="run0", help="run folder (default: run0)")
     add("--model", default=None, help="network the runs used (default: the dataset's)")
     add("--overfit", action="store_true", help="the --overfit ablation's checkpoints")
@@ -67,19 +67,16 @@ def get_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         check_run_selection(args)
+        check_all([
+            not_negative("--max-points", args.max_points, " (0: all)"),
+            (args.perplexity > 0, f"--perplexity must be > 0, got {args.perplexity}"),
+            not_negative("--threads", args.threads, " (0: automatic)"),
+            at_least_one("--batch-size", args.batch_size),
+            not_negative("--workers", args.workers),
+            not_negative("--gpu", args.gpu),
+        ])
     except UsageError as error:
         parser.error(str(error))
-    checks = [
-        (args.max_points >= 0, f"--max-points must be >= 0 (0: all), got {args.max_points}"),
-        (args.perplexity > 0, f"--perplexity must be > 0, got {args.perplexity}"),
-        (args.threads >= 0, f"--threads must be >= 0 (0: automatic), got {args.threads}"),
-        (args.batch_size >= 1, f"--batch-size must be at least 1, got {args.batch_size}"),
-        (args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
-        (args.gpu >= 0, f"--gpu must be >= 0, got {args.gpu}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            parser.error(message)
     return args
 
 

@@ -27,6 +27,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from custom_common.settings import DATASETS, DatasetSettings, small_image_settings
 from custom_datasets.containers import DataUnavailable, FolderData, InMemoryData
@@ -37,8 +38,8 @@ STATS_FILE_NAME = ".autodo_stats.json"
 STATS_FORMAT_VERSION = 1
 LARGE_IMAGE_SIDE = 64  # from this side on, images are read from disk (the ImageNet path)
 LARGE_STATS_IMAGES = 1000  # mean/std of large images from a seeded sample of this many
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
-                    ".ppm", ".pgm", ".pbm")
+# torchvision's list (ImageFolder's) and two more formats PIL reads
+IMAGE_EXTENSIONS = IMG_EXTENSIONS + (".gif", ".pbm")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 LAYOUT = "DIR/train/<class>/*.png|jpg, DIR/valid/<class>/*, optional DIR/test/<class>/*"
 

@@ -60,7 +60,13 @@ class LossModel(nn.Module):
 
     @staticmethod
     def weights(weight_logits: torch.Tensor) -> torch.Tensor:
+        """The loss weights w of weight logits (WGHT, BOTH)."""
         return F.softplus(weight_logits) / math.log(2.0)  # exactly 1 at initialisation
+
+    @staticmethod
+    def soft_labels(soft_logits: torch.Tensor) -> torch.Tensor:
+        """The soft labels q (class probabilities) of soft-label logits (SOFT, BOTH)."""
+        return F.softmax(soft_logits, -1)
 
     def train_loss(self, logits: torch.Tensor, rows: Dict[str, torch.Tensor],
                    reduce: bool = True) -> torch.Tensor:

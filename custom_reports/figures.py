@@ -267,9 +267,12 @@ def plot_tsne(panels: Sequence[Panel], num_classes: int, upper_classes, imbalanc
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """Row-normalised: entry (t, p) is the fraction of class t's test images predicted as p."""
-    counts = np.zeros((num_classes, num_classes), dtype=np.float64)
-    np.add.at(counts, (labels, predictions), 1)
+    """Row-normalised: entry (t, p) is the fraction of class t's test images predicted as p
+    (a row of zeros for a class with no test images)."""
+    if len(labels) == 0:  # sklearn raises on no samples
+        return np.zeros((num_classes, num_classes))
+    from sklearn import metrics
+    counts = metrics.confusion_matrix(labels, predictions, labels=np.arange(num_classes)).astype(np.float64)
     totals = counts.sum(1, keepdims=True)
     return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from custom_models.hyper_models import LossModel
 from custom_runs import run_files
 from custom_runs.metrics import roc_auc
 
@@ -155,8 +156,8 @@ def build_report(data, settings, split, tables: dict, checkpoint: dict, los_mode
                             f"{len(data.train_targets)}: the folder changed since the run; "
                             f"train again (--force) to rank the new images")
     given = targets[train]
-    weights = (F.softplus(reweight["weight_logits"].float()) / math.log(2.0))[train].cpu()
-    soft = F.softmax(reweight["soft_logits"].float()[train], -1).cpu()
+    weights = LossModel.weights(reweight["weight_logits"].float()[train]).cpu()
+    soft = LossModel.soft_labels(reweight["soft_logits"].float()[train]).cpu()
     network = network_probabilities(checkpoint, model, settings, data, train, device, batch_size,
                                     path=checkpoint_path, text_wide_block=text_wide_block)
     ranked = rank_suspects(given, weights, soft, network, los_model, rank_by)

@@ -1,5 +1,6 @@
 """Measures of a run: what the hyperparameters learned (against the truth the split
 file knows), minority-class accuracy. Shared by the training loop and the figures."""
+import math
 from typing import Dict, Optional
 
 import numpy as np
@@ -11,14 +12,20 @@ from custom_models.hyper_models import AugmentModel, LossModel
 
 
 def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> Optional[float]:
-    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney)."""
-    positives, negatives = int(positive.sum()), int((~positive).sum())
-    if positives == 0 or negatives == 0:
+    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney), by
+    sklearn.metrics.roc_auc_score. Where sklearn raises, the contract of the rank formula
+    this replaced: None where one of the two groups is empty, NaN where a score is NaN (a
+    diverged run's weights), and infinite scores ranked as any other."""
+    positive = positive.bool().cpu()
+    if not bool(positive.any()) or bool(positive.all()):
         return None
-    from scipy.stats import rankdata
-    ranks = torch.from_numpy(rankdata(scores.double().cpu().numpy()))
-    rank_sum = float(ranks[positive.cpu()].sum())
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+    scores = scores.double().cpu()
+    if bool(scores.isnan().any()):
+        return math.nan
+    # the AUROC depends only on the scores' order, which their dense ranks keep, ties and +-inf included
+    ranks = torch.unique(scores, return_inverse=True)[1]
+    from sklearn.metrics import roc_auc_score
+    return float(roc_auc_score(positive.numpy(), ranks.numpy()))
 
 
 def learned_summary(loss_model: LossModel, augment_model: Optional[AugmentModel], split: Split,

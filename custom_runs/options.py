@@ -58,9 +58,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         help="batches between updates of the running train loss on the progress bar (default: 100)")
     add("--plot-debug", action="store_true",
         help="write a grid of original vs augmented train images of the first batch")
-    add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR >= 1 (default: 1)")
-    add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio in (0, 1] (default: 1.0)")
-    add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio in [0, 1) (default: 0.0)")
+    add_distortion_arguments(parser)
     add("-r", "--run-folder", default="run0", help="run folder; runN differ in seed (default: run0)")
     add("--overfit", action="store_true", help="ablation: the hyper step validates on the test set")
     add("--oversplit", action="store_true",
@@ -100,6 +98,15 @@ def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
         help="with --dataset folder: your images as DIR/train/<class>/*, DIR/valid/<class>/* "
              "(clean), optional DIR/test/<class>/*; runs go to {data}/folder_{DIR's name}_{8 hex "
              "digits of DIR's absolute path}/")
+
+
+def add_distortion_arguments(parser: argparse.ArgumentParser) -> None:
+    """-ir / -sr / -nr (DESIGN §2), for implicit-augment.py and the scripts that pick its runs;
+    check_distortion checks them."""
+    add = parser.add_argument
+    add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR >= 1 (default: 1)")
+    add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio in (0, 1] (default: 1.0)")
+    add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio in [0, 1) (default: 0.0)")
 
 
 def dataset_settings(args: argparse.Namespace):
@@ -165,16 +172,30 @@ def saved_option(config: dict, key: str):
     return config.get(key)
 
 
-def check_distortion(imbalance_ratio: int, subsample_ratio: float, noise_ratio: float) -> None:
-    """The -ir / -sr / -nr ranges of DESIGN §2; raises UsageError."""
-    checks = [
-        (imbalance_ratio >= 1, f"-ir must be an integer >= 1, got {imbalance_ratio}"),
-        (0 < subsample_ratio <= 1, f"-sr must be in (0, 1], got {subsample_ratio}"),
-        (0 <= noise_ratio < 1, f"-nr must be in [0, 1), got {noise_ratio}"),
-    ]
+def check_all(checks) -> None:
+    """Raises UsageError with the message of the first (ok, message) check that fails."""
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+
+
+def at_least_one(flag: str, value) -> tuple:
+    """The check of an option that counts something: `flag` must be at least 1."""
+    return value >= 1, f"{flag} must be at least 1, got {value}"
+
+
+def not_negative(flag: str, value, note: str = "") -> tuple:
+    """The check of an option that may be 0 (`note` says what 0 means, e.g. " (0: all)")."""
+    return value >= 0, f"{flag} must be >= 0{note}, got {value}"
+
+
+def check_distortion(imbalance_ratio: int, subsample_ratio: float, noise_ratio: float) -> None:
+    """The -ir / -sr / -nr ranges of DESIGN §2; raises UsageError."""
+    check_all([
+        (imbalance_ratio >= 1, f"-ir must be an integer >= 1, got {imbalance_ratio}"),
+        (0 < subsample_ratio <= 1, f"-sr must be in (0, 1], got {subsample_ratio}"),
+        (0 <= noise_ratio < 1, f"-nr must be in [0, 1), got {noise_ratio}"),
+    ])
 
 
 def check_run_selection(args: argparse.Namespace) -> None:
@@ -204,23 +225,20 @@ def resolve(args: argparse.Namespace, settings=None) -> argparse.Namespace:
     check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
     args.paper_text = paper_text_items(args.paper_text)
     args.policy_variant = policy_variant_items(args.policy_variant, args.aug_model)
-    checks = [
-        (args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}"),
+    check_all([
+        at_least_one("--epochs", args.epochs),
         (not (args.overfit and args.oversplit), "choose at most one of --overfit and --oversplit"),
-        (args.hyper_iters >= 0, f"--hyper-iters must be >= 0, got {args.hyper_iters}"),
+        not_negative("--hyper-iters", args.hyper_iters),
         (args.hyper_alpha > 0, f"--hyper-alpha must be > 0, got {args.hyper_alpha}"),
-        (args.hyper_steps >= 0, f"--hyper-steps must be >= 0, got {args.hyper_steps}"),
-        (args.hyper_beta >= 0, f"--hyper-beta must be >= 0, got {args.hyper_beta}"),
+        not_negative("--hyper-steps", args.hyper_steps),
+        not_negative("--hyper-beta", args.hyper_beta),
         (0 < args.hyper_gamma < 1, f"--hyper-gamma must be in (0, 1), got {args.hyper_gamma}"),
         (args.lr is None or args.lr > 0, f"--lr must be > 0, got {args.lr}"),
-        (args.lr_warm_epochs >= 0, f"--lr-warm-epochs must be >= 0, got {args.lr_warm_epochs}"),
-        (args.workers >= 0, f"--workers must be >= 0, got {args.workers}"),
+        not_negative("--lr-warm-epochs", args.lr_warm_epochs),
+        not_negative("--workers", args.workers),
         (args.log_interval >= 1, f"--log-interval must be >= 1, got {args.log_interval}"),
         (not (args.resume and args.force), "choose at most one of --resume and --force"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UsageError(message)
+    ])
     learns_something = args.aug_model in LEARNED_AUGMENT_MODELS or args.los_model != "NONE"
     if args.hyper_opt == "HES" and not learns_something:
         raise UsageError("--hyper-opt HES has nothing to learn: use --aug-model SHA/SEP "

@@ -13,8 +13,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from custom_runs import run_files
 from custom_runs.identity import IDENTITY_OPTIONS, Configuration, load_paper_results, paper_methods
-from custom_runs.options import (UsageError, add_training_arguments, dataset_settings, resolve,
-                                 saved_option)
+from custom_runs.options import (UsageError, add_training_arguments, at_least_one, check_all,
+                                 dataset_settings, resolve, saved_option)
 
 # run-table.py sets these itself for every run; given among the pass-through options they
 # would contradict the table (a --gpu contradicts the launcher's placement, a --seed would
@@ -54,18 +54,23 @@ class RaisingParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (options passed on to implicit-augment.py)")
 
 
-def training_parser() -> argparse.ArgumentParser:
-    return add_training_arguments(RaisingParser(prog="implicit-augment.py", add_help=False))
+class GivenOnlyParser(RaisingParser):
+    """RaisingParser whose options have no defaults: only the options actually given end up
+    in the namespace."""
+
+    def add_argument(self, *names, **options):
+        return super().add_argument(*names, **{**options, "default": argparse.SUPPRESS})
+
+
+def training_parser(given_only: bool = False) -> argparse.ArgumentParser:
+    parser_class = GivenOnlyParser if given_only else RaisingParser
+    return add_training_arguments(parser_class(prog="implicit-augment.py", add_help=False))
 
 
 def check_pass_through(arguments: Sequence[str]) -> None:
     """The options run-table.py passes on to every run: implicit-augment.py's own parser
     must accept them, and none may be one the table sets itself. Raises UsageError."""
-    parser = training_parser()
-    # only the options actually given end up in the namespace
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    given = vars(parser.parse_args(list(arguments)))
+    given = vars(training_parser(given_only=True).parse_args(list(arguments)))
     taken = [SET_BY_THE_TABLE[dest] for dest in given if dest in SET_BY_THE_TABLE]
     if taken:
         raise UsageError(f"run-table.py sets {', '.join(taken)} itself; leave "
@@ -128,8 +133,7 @@ def expand(dataset: str, data: str, labels: Sequence[str], settings: Sequence[st
     unknown = [label for label in labels if label not in methods]
     if unknown:
         raise UsageError(f"--configs: unknown {', '.join(unknown)}; choose from {', '.join(methods)}")
-    if runs < 1:
-        raise UsageError(f"--runs must be at least 1, got {runs}")
+    check_all([at_least_one("--runs", runs)])
     check_pass_through(pass_through)
     pairs = [parse_setting(text) for text in settings]
     parser = training_parser()

@@ -4,6 +4,7 @@ shapes, an end-to-end run, one-line errors for bad layouts, and the suspected-la
 report against the truth of injected noise (here and on DIGITS)."""
 import csv
 import json
+import math
 import os
 import re
 import subprocess
@@ -304,6 +305,26 @@ def test_roc_auc_matches_sklearn_on_a_hand_made_case():
     # 16 pairs: a positive above a negative in 12, tied in 2 (0.8/0.8, 0.3/0.3): (12 + 1) / 16
     assert roc_auc(scores, positive) == pytest.approx(0.8125)
     assert roc_auc(scores, positive) == pytest.approx(roc_auc_score(positive.numpy(), scores.numpy()))
+
+
+def test_roc_auc_keeps_the_rank_formulas_answers_where_sklearn_raises():
+    # the values the hand-written rank formula gave before roc_auc went through sklearn
+    positive = torch.tensor([1, 0, 1], dtype=torch.bool)
+    three = torch.tensor([0.1, 0.2, 0.3])
+    assert roc_auc(three, torch.ones(3, dtype=torch.bool)) is None  # no negative
+    assert roc_auc(three, torch.zeros(3, dtype=torch.bool)) is None  # no positive
+    assert math.isnan(roc_auc(torch.tensor([0.1, math.nan, 0.3]), positive))
+    assert roc_auc(torch.tensor([0.1, math.inf, 0.3]), positive) == 0.0
+    assert roc_auc(torch.tensor([-math.inf, 0.2, 0.3]), positive) == 0.5
+    assert roc_auc(torch.full((3,), 0.5), positive) == 0.5
+    assert roc_auc(three, positive) == 0.5
+
+
+def test_folder_images_are_torchvisions_extensions_and_gif_pbm():
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+    assert set(folder_dataset.IMAGE_EXTENSIONS) == set(IMG_EXTENSIONS) | {".gif", ".pbm"}
+    assert set(folder_dataset.IMAGE_EXTENSIONS) == {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif",
+                                                    ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 
 
 @pytest.fixture(scope="module")

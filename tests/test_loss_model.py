@@ -42,6 +42,15 @@ def test_initial_soft_labels_are_label_smoothed_one_hots(num_classes):
     assert torch.allclose(others, torch.full_like(others, epsilon / num_classes), atol=1e-7, rtol=0)
 
 
+def test_soft_labels_are_the_softmax_of_the_soft_logits():
+    # what get-results.py --suspects reads as the soft labels of a run's tables
+    model = make_model("BOTH", [2, 0, 1], 3)
+    soft = LossModel.soft_labels(model.soft_logits)
+    assert torch.equal(soft, F.softmax(model.soft_logits, -1))
+    assert soft[torch.arange(3), torch.tensor([2, 0, 1])].tolist() == pytest.approx([1 - 0.05 + 0.05 / 3] * 3)
+    assert soft.sum(-1).tolist() == pytest.approx([1.0] * 3)
+
+
 def test_soft_label_logits_are_d_times_centred_one_hot():
     num_classes = 10
     model = make_model("SOFT", [3, 0], num_classes)

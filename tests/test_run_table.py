@@ -507,6 +507,12 @@ def test_expansion_is_runs_then_settings_then_configurations_with_the_paper_colu
     (["-nr", "0.1"], "run-table.py sets -nr (use --settings) itself"),
     (["--partition", "gpu"], "--partition: for --launcher slurm (or submitit-local)"),
     (["--launcher", "slurm", "--gpus", "0"], "--gpus: for the local launcher, not --launcher slurm"),
+    # given with its default value, or as a flag: still the table's own
+    (["-r", "run0"], "run-table.py sets -r (use --runs) itself; leave it out"),
+    (["--resume"], "run-table.py sets --resume (every run resumes) itself; leave it out"),
+    (["--gpus", "0", "--per-gpu", "0"], "--per-gpu must be at least 1, got 0"),
+    (["--launcher", "slurm", "--gpus-per-task", "-1"], "--gpus-per-task must be >= 0, got -1"),
+    (["--runs", "0"], "--runs must be at least 1, got 0"),
 ])
 def test_bad_options_are_one_line_before_anything_starts(tmp_path, capsys, flags, message):
     import runpy
@@ -517,6 +523,13 @@ def test_bad_options_are_one_line_before_anything_starts(tmp_path, capsys, flags
     [line] = capsys.readouterr().err.splitlines()
     assert message in line
     assert not list(tmp_path.iterdir())
+
+
+def test_no_code_reads_argparses_private_actions():
+    sources = [path for path in REPO.rglob("*.py") if ".venv" not in path.parts
+               and path.parts[len(REPO.parts)] != "tests"]
+    assert len(sources) > 20
+    assert [path.name for path in sources if "._actions" in path.read_text()] == []
 
 
 # ----------------------------------------------------------------------------- make run

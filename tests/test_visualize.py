@@ -307,6 +307,8 @@ def test_confusion_matrix_rows_are_fractions_of_the_true_class():
     predictions = np.array([0, 0, 0, 1, 1, 1, 0])
     matrix = figures.confusion_matrix(labels, predictions, 4)
     assert matrix.tolist() == [[0.75, 0.25, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+    empty = figures.confusion_matrix(np.array([], dtype=int), np.array([], dtype=int), 3)
+    assert empty.tolist() == [[0, 0, 0]] * 3  # no test images: zeros, as before sklearn
 
 
 def test_save_figure_writes_png_and_pdf_through_temporary_names(tmp_path):
