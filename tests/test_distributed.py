@@ -22,7 +22,7 @@ from custom_models.hyper_models import LossModel, RowRMSprop
 from custom_models.training import HyperState, Network, gather_rows, hyper_step
 from custom_runs import run_files
 from custom_runs.distributed import TablesDiverged, check_identical
-from custom_runs.experiment import seed_epoch
+from custom_runs.run_state import seed_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
