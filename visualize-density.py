@@ -81,12 +81,13 @@ def get_args(argv=None) -> argparse.Namespace:
 
 
 def feature_device(args: argparse.Namespace) -> torch.device:
-    """--gpu N as implicit-augment.py reads it; the CPU without CUDA or with --no-cuda."""
-    if args.no_cuda or not torch.cuda.is_available():
-        return torch.device("cpu")
-    if args.gpu >= torch.cuda.device_count():
-        raise figures.FigureError(f"--gpu {args.gpu}: only {torch.cuda.device_count()} CUDA device(s)")
-    return torch.device("cuda", args.gpu)
+    """--gpu N as implicit-augment.py reads it (its own chooser); the CPU without CUDA or
+    with --no-cuda."""
+    from custom_runs.builders import select_device
+    try:
+        return select_device(args)
+    except UsageError as error:
+        raise figures.FigureError(str(error)) from None
 
 
 def main(args: argparse.Namespace) -> int:

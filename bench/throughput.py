@@ -48,7 +48,8 @@ from custom_runs.compute_path import cpp_compiler, native_cpu_bf16  # noqa: E402
 from custom_common.collectives import SINGLE_PROCESS  # noqa: E402
 from custom_runs.distributed import (end_distributed_mode, init_distributed_mode,  # noqa: E402
                                      launched_by_torchrun)
-from custom_runs.experiment import Experiment, seed_epoch  # noqa: E402
+from custom_runs.experiment import Experiment  # noqa: E402
+from custom_runs.run_state import seed_epoch  # noqa: E402
 from custom_models.hyper_models import table_bytes  # noqa: E402
 from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve  # noqa: E402
 from custom_models.training import (evaluate, frozen, hyper_epoch, hyper_step,  # noqa: E402

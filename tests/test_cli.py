@@ -335,7 +335,7 @@ def test_results_file_records_the_commit_of_the_code_that_ran(first_run):
 
 
 def test_code_version_of_a_checkout_its_changes_and_of_no_checkout(tmp_path, monkeypatch):
-    from custom_runs.experiment import code_version
+    from custom_runs.run_state import code_version
     look = code_version.__wrapped__  # uncached
     project = tmp_path / "project"
     project.mkdir()

@@ -135,7 +135,7 @@ def test_compile_on_a_cpu_without_a_cpp_compiler_is_refused_in_one_line(monkeypa
 
 
 def test_the_cpu_fallback_note_names_only_what_it_ignores():
-    from custom_runs.experiment import cpu_fallback_note
+    from custom_runs.builders import cpu_fallback_note
     args = options("--dataset", "DIGITS", "--gpu", "2", "--compile")
     assert cpu_fallback_note(args) == ("note: CUDA is not available, training on the CPU "
                                        "(--gpu ignored); --no-cuda silences this")

@@ -33,13 +33,6 @@ def load(path):
     return run_files.load_torch(path)
 
 
-def _epochs_done(results_file) -> int:
-    try:
-        return run_files.load_results(results_file)["epochs_done"]
-    except run_files.UnreadableFile:  # not yet renamed into place
-        return 0
-
-
 def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     # enough epochs after the kill point that a fast machine cannot finish before the kill
     args = AUTODO + ["--epochs", "8", "--hyper-start", "1"]
@@ -49,19 +42,12 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     interrupted = tmp_path / "interrupted"
     folder = run_files.run_dir(interrupted, "DIGITS", "run0")
     last = run_files.last_checkpoint_path(folder, NAME)
+    # two epochs saved, then kill -9 during the third, after its hyper epoch: the run sends
+    # itself SIGKILL as batch 1 of epoch index 2 starts (custom_runs/stop_points.py)
     process = subprocess.Popen([sys.executable, SCRIPT, *args, "--data", str(interrupted)],
-                               env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    results = run_files.results_path(folder, NAME)
-    # wait until two epochs are saved, then kill during the third (a hyper epoch); the poll
-    # reads the small results file (written after last_ at the end of every epoch): a
-    # checkpoint load in this process can take seconds after other tests, and the run ends
-    while time.time() < deadline and process.poll() is None:
-        if results.is_file() and _epochs_done(results) >= 2:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+                               env={**ENV, "AUTODO_STOP_AT": "2:1:KILL"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process.wait(timeout=300)
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = load(last)["epoch"]
     assert killed_at < 7
@@ -206,10 +192,16 @@ def test_a_running_configuration_refuses_a_second_process_and_sigterm_stops_it_f
     folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
     name = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
     lock, results = run_files.lock_path(folder, name), run_files.results_path(folder, name)
-    first = subprocess.Popen([sys.executable, SCRIPT, *args, "--data", str(tmp_path)], env=ENV,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # an epoch is done and the lock is held: the run waits there for a signal
+    # (custom_runs/stop_points.py), for as long as the test needs
+    stderr_path = tmp_path / "first.stderr"
+    with open(stderr_path, "w") as stderr_file:
+        first = subprocess.Popen([sys.executable, SCRIPT, *args, "--data", str(tmp_path)],
+                                 env={**ENV, "AUTODO_STOP_AT": "1:0:PAUSE"},
+                                 stdout=subprocess.DEVNULL, stderr=stderr_file)
     try:
-        _wait_for(lambda: results.is_file(), first)  # an epoch is done and the lock is held
+        _wait_for(lambda: "AUTODO_STOP_AT: paused at 1:0" in stderr_path.read_text(), first)
+        assert results.is_file()
         assert lock.read_text().startswith(f"pid {first.pid} on ")
         for extra in ([], ["--resume"], ["--force"], ["--resume", "--lr", "0.01"]):
             second = run(args + extra, tmp_path, check=False)
@@ -217,10 +209,11 @@ def test_a_running_configuration_refuses_a_second_process_and_sigterm_stops_it_f
             assert second.returncode == 2 and len(lines) == 1, second.stderr
             assert f"pid {first.pid} on " in lines[0] and "is training this configuration" in lines[0]
         first.send_signal(signal.SIGTERM)
-        _, stderr = first.communicate(timeout=120)
+        first.wait(timeout=120)
     finally:
         if first.poll() is None:
             first.kill()
+    stderr = stderr_path.read_text()
     assert first.returncode == 128 + signal.SIGTERM
     assert "terminated (SIGTERM); continue with the same command and --resume" in stderr
     stopped = run_files.load_results(results)

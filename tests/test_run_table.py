@@ -109,13 +109,16 @@ def test_a_second_invocation_starts_no_process_and_touches_no_file(finished_tabl
 def test_after_kill_9_of_the_runner_the_same_command_ends_with_the_uninterrupted_table(
         finished_table, tmp_path):
     reference, _ = finished_table
-    # run0's two cells (the reference's first run): both start together, one is killed mid-run
+    # run0's two cells (the reference's first run): both start together and are killed mid-run
+    # (mid-table: each has saved an epoch, so something is left to resume, and none has
+    # finished); each run waits for a signal as its second epoch starts (stop_points.py)
     runner = subprocess.Popen(table_command(tmp_path, "--jobs", JOBS, runs=1), cwd=REPO,
+                              env={**os.environ, "AUTODO_STOP_AT": "1:0:PAUSE"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     specs = specs_of(tmp_path, runs=1)
     deadline = time.monotonic() + 300
-    # mid-table: a run has saved an epoch (so something is left to resume), none has finished
-    while not any(run_files.last_checkpoint_path(s.folder, s.name).is_file() for s in specs):
+    while not all(s.log_path.is_file() and "AUTODO_STOP_AT: paused at 1:0" in s.log_path.read_text()
+                  for s in specs):
         assert runner.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     runner.send_signal(signal.SIGKILL)
@@ -176,14 +179,12 @@ def test_submitit_local_array_resumes_a_half_finished_run_and_ends_with_the_same
     reference, _ = finished_table
     half = specs_of(tmp_path, runs=1)[0]  # Baseline run0: trained to an epoch, then killed
     command = [sys.executable, str(REPO / "implicit-augment.py"), *half.arguments]
+    # kill -9 as its second epoch starts: the run sends itself SIGKILL (stop_points.py)
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    last = run_files.last_checkpoint_path(half.folder, half.name)
-    while not last.is_file():
-        assert process.poll() is None
-        time.sleep(0.05)
-    process.kill()
-    process.wait()
+                               env={**os.environ, "OMP_NUM_THREADS": "1", "AUTODO_STOP_AT": "1:0:KILL"})
+    process.wait(timeout=300)
+    assert process.returncode == -signal.SIGKILL
+    assert run_files.load_torch(run_files.last_checkpoint_path(half.folder, half.name))["epoch"] == 0
     assert not half.is_finished()
     done = run_table(tmp_path, "--launcher", "submitit-local", "--cpus-per-task", "1", runs=1)
     assert done.returncode == 0, done.stderr

@@ -1,0 +1,181 @@
+"""A run's set-up before training (DESIGN §2, §8): the checks of its outputs and of the data
+folder, the configuration's lock, the split, the refusal of a split made with another seed,
+the world-size check, and the stops that wait until a step's files are consistent."""
+import os
+import signal
+import sys
+import threading
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+
+from custom_datasets.sources import load_data
+from custom_datasets.split import (check_split_feasible, load_or_create_split, made_with_seed,
+                                   valid_size_for)
+from custom_runs import run_files, stop_points
+from custom_runs.options import UsageError
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def deferred_stops() -> Iterator[None]:
+    """Ctrl-C and SIGTERM that arrive inside the block take effect when it ends, through the
+    handlers that were in place before it (a stop is postponed, never lost). Not a signal
+    mask: Python runs its handlers in the main thread even when the kernel hands the signal
+    to another thread (torch's, tensorboard's), so a mask on the main thread defers nothing.
+    Outside the main thread, where handlers cannot be set, the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    # None: a handler set outside Python, which stays
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    previous = {signum: handler for signum, handler in previous.items() if handler is not None}
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
+
+
+class SetUp:
+    """The set-up steps of an Experiment (custom_runs.experiment), which holds args, settings,
+    data, folder, name and the paths of its files."""
+
+    def check_world_size(self) -> None:
+        world_size, batch_size = self.collectives.world_size, self.settings.batch_size
+        if batch_size % world_size:
+            raise UsageError(f"{world_size} processes: the train batch of {self.settings.name} "
+                             f"({batch_size}) does not divide among them; use a number of "
+                             f"processes that divides {batch_size}")
+
+    def claim(self, held: ExitStack) -> None:
+        """Rank 0's part of the set-up: the checks, the split, and the configuration's lock,
+        which `held` keeps until the run ends."""
+        self.check_writable()
+        # Before the look at the outputs, which a running process is writing. (Not
+        # inside the lock: a POSIX lock is the process's, and looking would release it.)
+        holder = run_files.lock_holder(self.folder, self.name)
+        if holder is not None:
+            raise UsageError(self.busy_message(
+                f"{holder} is training this configuration in {self.folder}"))
+        self.check_outputs()
+        self.prepare_data()
+        try:
+            held.enter_context(run_files.configuration_lock(self.folder, self.name))
+        except run_files.ConfigurationBusy as busy:
+            raise UsageError(self.busy_message(str(busy))) from None
+        self.check_outputs()  # the process that held the lock may have finished it
+
+    @staticmethod
+    def busy_message(who: str) -> str:
+        return f"{who}; wait for it to finish, or give this one its own run folder (-r)"
+
+    def check_outputs(self) -> None:
+        """Never overwrite what a user has computed without being told to."""
+        args = self.args
+        if args.resume:
+            # the same command can be re-submitted after every pre-emption: the first time
+            # there is nothing to resume and it simply starts
+            return
+        if args.force:
+            return
+        if self.results_path.is_file() or self.last_path.is_file():
+            finished = self.results_path.is_file() and \
+                run_files.load_results(self.results_path).get("status") == "finished"
+            state = "a finished result" if finished else "an unfinished run"
+            raise UsageError(f"{state} of this configuration exists in {self.folder}; "
+                             f"add --resume to continue it or --force to start over")
+
+    def check_writable(self) -> None:
+        path = Path(self.args.data)
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise UsageError(f"--data {path}: {probe} is a file, not a folder; choose another --data")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise UsageError(f"--data {path} is not writable; choose another folder with --data")
+
+    def prepare_data(self) -> None:
+        stop_points.stop_if_asked(self.stop_at, ("setup", "prepare_data"), self.collectives.rank)
+        args, settings = self.args, self.settings
+        if self.data is None:
+            self.data = load_data(settings, args.data)
+        if settings.folder is not None:
+            from custom_datasets.folder import describe
+            print(describe(settings), file=sys.stderr)
+        if getattr(self.data, "test_is_valid", False):
+            print(f"note: {settings.folder} has no test/ folder: test accuracies are measured on "
+                  f"valid/, which the hyperparameters are fitted to", file=sys.stderr)
+        fixed_valid = getattr(self.data, "valid_indices", None)
+        official = self.data.train_targets
+        valid_size = valid_size_for(len(official), settings.train_size, settings.valid_size)
+        try:
+            check_split_feasible(official, settings.num_classes, valid_size, args.imbalance_ratio,
+                                 args.subsample_ratio)
+            self.split = load_or_create_split(self.folder, official, settings.num_classes,
+                                              valid_size, args.imbalance_ratio,
+                                              args.subsample_ratio, args.noise_ratio, args.seed,
+                                              fixed_valid)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        # images of each true class in the train subset (the results file reports them too)
+        self.train_class_counts = torch.bincount(official[self.split.train_indices],
+                                                 minlength=settings.num_classes).tolist()
+        empty = [label for label, count in enumerate(self.train_class_counts) if count == 0]
+        if empty:
+            print(f"note: class{'es' if len(empty) > 1 else ''} {', '.join(map(str, empty))} "
+                  f"{'have' if len(empty) > 1 else 'has'} no train image with -ir {args.imbalance_ratio} "
+                  f"-sr {args.subsample_ratio}", file=sys.stderr)
+        self.split_seed = args.seed
+        if not made_with_seed(self.split, official, settings.num_classes, valid_size,
+                              args.imbalance_ratio, args.subsample_ratio, args.noise_ratio, args.seed,
+                              fixed_valid):
+            self.split_seed = None
+            self.check_foreign_split()
+
+    def check_foreign_split(self) -> None:
+        """The run folder's split file is not the one args.seed makes. Every configuration of
+        a run folder trains on its one split, so a seed of its own is refused; a file that
+        no run here made (another version or program) is used as it is, with a note."""
+        args = self.args
+        split_name = run_files.split_file_name(args.imbalance_ratio, args.subsample_ratio,
+                                               args.noise_ratio)
+        fix = f"give seed {args.seed} a run folder of its own (-r)"
+        recorded = self.recorded_split_seed()
+        if recorded is not None:
+            raise UsageError(f"{split_name} in {self.folder} was made with seed {recorded} (its other "
+                             f"results files say so), not {args.seed}: add --seed {recorded} to "
+                             f"train on it, or {fix}")
+        if args.seed != run_files.seed_from_run_folder(args.run_folder):
+            raise UsageError(f"--seed {args.seed}: {split_name} in {self.folder} was made with "
+                             f"another seed, and every configuration of a run folder trains on "
+                             f"its one split; {fix}")
+        print(f"note: {split_name} in {self.folder} is not the split seed {args.seed} makes here "
+              f"and no results file here records its seed (another version or program made "
+              f"it); training on it as it is", file=sys.stderr)
+
+    def recorded_split_seed(self) -> Optional[int]:
+        """The split seed that another configuration's results file in this run folder records
+        for the same split file, if any does."""
+        args = self.args
+        wanted = (args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
+        for path in sorted(self.folder.glob("results_*.json")):
+            try:
+                results = run_files.load_results(path)
+            except run_files.UnreadableFile:
+                continue
+            config = results.get("config", {})
+            seed = results.get("split_seed")
+            if isinstance(seed, int) and wanted == tuple(
+                    config.get(key) for key in ("imbalance_ratio", "subsample_ratio", "noise_ratio")):
+                return seed
+        return None
