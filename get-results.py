@@ -5,7 +5,7 @@
     python get-results.py --dataset folder --data-dir DIR --los-model BOTH --hyper-opt HES --suspects 50
 
 Numbers come from the results files that implicit-augment.py writes into each
-run folder (README, "Files"; their format is in custom_runs/run_files.py);
+run folder (docs/files.md; their format is in custom_runs/run_files.py);
 see custom_reports/reporting.py.
 """
 import argparse

@@ -62,7 +62,7 @@ DIGITS_RUN = ["--dataset", "DIGITS", "-ir", "10", "-nr", "0.1", "--aug-model", "
 # the FashionMNIST setting the CPU figures of issue 22 were measured on
 FASHION_RUN = ["--dataset", "FashionMNIST", "-ir", "20", "-sr", "0.2", "-nr", "0.2",
                "--aug-model", "SEP", "--los-model", "BOTH", "--hyper-opt", "HES", "--hyper-start", "0"]
-# the SVHN shape of the README's H100 figures (its default network, wresnet28_10)
+# the SVHN shape of the H100 figures in docs/performance.md (its default network, wresnet28_10)
 SVHN_BENCH = ["--dataset", "SVHN", "--aug-model", "SEP", "--los-model", "BOTH", "--hyper-opt",
               "HES", "-ir", "100", "-nr", "0.1", "--steps", "30"]
 CONCURRENT_RUNS = (1, 2, 4, 8)

@@ -1,5 +1,5 @@
 """Writes a seeded, class-balanced subset of a benchmark as PNG files in the folder layout
-of `--dataset folder` (custom_datasets/folder.py): the README's worked example.
+of `--dataset folder` (custom_datasets/folder.py): the worked example of docs/own-data.md.
 
     python -m custom_datasets.export_folder --dataset FashionMNIST --out /tmp/fashion \\
         --train-per-class 100 --valid-per-class 20 --test-per-class 50

@@ -8,12 +8,12 @@ from custom_models.hyper_models import AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, L
 from custom_models.networks import check_model_name
 
 HYPER_OPTIMIZERS = ("NONE", "HES")
-# where the paper's text and its released code differ (README, "Where the paper's text and its
+# where the paper's text and its released code differ (docs/methods.md, "Where the paper's text and its
 # code differ"); the code's version is the default, each item here switches to the text's.
 # This order is the order of the items in run names.
 PAPER_TEXT_ITEMS = ("geometry", "downsample", "baselines", "valid", "warmup", "last-batch", "wrn-block")
 # where this project chose otherwise for the fixed policies (RAND, AUTO, DADA and the colour
-# sub-policy of SHA/SEP; README, "Where this project chose otherwise"): the released code's way
+# sub-policy of SHA/SEP; docs/methods.md, "Where this project chose otherwise"): the released code's way
 # is the default, each item here switches to this project's earlier choice. after-crop: the
 # policy runs after random crop and flip, not first on the raw image; bilinear-grey: geometric
 # operations sample bilinearly with a grey 0.5 fill, and Cutout fills 0.5, not PIL's nearest
@@ -45,7 +45,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     add_data_dir_argument(parser)
     add("--workers", type=int, default=4, help="DataLoader workers, ImageNet only (default: 4)")
     add("--epochs", type=int, default=200, help="training epochs (default: 200)")
-    add("--lr", type=float, default=None, help="network learning rate (default: the dataset's, see the README's Datasets table); "
+    add("--lr", type=float, default=None, help="network learning rate (default: the dataset's, see docs/experiments.md, Datasets); "
              "may be lowered on --resume")
     add("--lr-decay-rate", type=float, default=None,
         help="cosine: final lr factor (default 1e-3); with --lr-decay-epochs: factor per milestone (default 0.1)")

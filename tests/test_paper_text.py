@@ -1,5 +1,5 @@
 """The released code's data path is the default; `--paper-text ITEM` switches each item to
-what the paper's text describes (README, "Where the paper's text and its code differ").
+what the paper's text describes (docs/methods.md, "Where the paper's text and its code differ").
 Pinned here: the identity resample of every configuration (`baselines`), the valid batch of
 the hyper step (`valid`), the loaders' short last batch (`last-batch`), the hyper learning
 rate's warm-up (`warmup`), the option itself, the run names and get-results' selection.
