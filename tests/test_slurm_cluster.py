@@ -142,8 +142,11 @@ def test_a_preempted_task_is_requeued_resumes_and_the_table_equals_an_uninterrup
     assert stdout.splitlines()[3].split()[0] == "Baseline" and stdout == done.stdout
 
     submitit_log = (data / "DIGITS" / "submitit" / task / f"{task}_0_log.out").read_text()
-    for line in ("this job is preempted", "Calling checkpoint method", f"Requeued job {task}"):
-        assert line in submitit_log + (data / "DIGITS" / "submitit" / task / f"{task}_0_log.err").read_text()
+    # submitit's later lines ("Calling checkpoint method", "Requeued job") can be lost: Slurm
+    # cancels the step as soon as the requeue is asked for, before a buffered stderr is
+    # flushed. The requeue itself shows in the run's log: a second attempt, resumed.
+    assert "this job is preempted" in \
+        submitit_log + (data / "DIGITS" / "submitit" / task / f"{task}_0_log.err").read_text()
     first, second = preempted.log_path.read_text().split("=== ")[1:]  # two attempts, no third
     assert "epoch 1/4 " in first and "terminated (SIGTERM); continue with the same command" in first
     assert "epoch 1/4 " not in second and "epoch 4/4 " in second  # resumed from its checkpoint
