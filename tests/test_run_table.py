@@ -567,8 +567,11 @@ def test_a_folder_dataset_table_goes_under_its_folder_name(tmp_path):
     assert done.returncode == 0, done.stderr
     [spec] = sweep.expand("folder", str(data), ["Baseline"], ["1-0.3"], 1,
                           ["--data-dir", str(root), "--epochs", "1", "--no-cuda"])
-    assert spec.folder == data / "folder_shapes" / "run0" and spec.is_finished()
-    assert done.stdout.splitlines()[0].startswith("folder_shapes: top-1 test error (%)")
+    from custom_datasets.folder import dataset_name
+    name = dataset_name(str(root))  # folder_shapes_{hash of its path} (#19 item 7)
+    assert name.startswith("folder_shapes_")
+    assert spec.folder == data / name / "run0" and spec.is_finished()
+    assert done.stdout.splitlines()[0].startswith(f"{name}: top-1 test error (%)")
     assert done.stdout.splitlines()[3].split()[0] == "Baseline"
 
 
