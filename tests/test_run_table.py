@@ -576,6 +576,7 @@ def test_a_folder_dataset_table_goes_under_its_folder_name(tmp_path):
 
 
 def test_a_folder_table_reads_its_folder_once_not_once_per_cell(tmp_path, monkeypatch):
+    from custom_datasets.folder import dataset_name
     from custom_datasets import folder
     from tests.test_folder import make_folder
     root = make_folder(tmp_path / "shapes", counts={"train": 6, "valid": 2})
@@ -588,5 +589,5 @@ def test_a_folder_table_reads_its_folder_once_not_once_per_cell(tmp_path, monkey
     monkeypatch.setattr(folder, "scan_folder", counted_scan)
     specs = sweep.expand("folder", str(tmp_path / "runs"), ["Baseline", "A"], ["1-0.3", "10-0.0"], 2,
                          ["--data-dir", str(root), "--epochs", "1"])
-    assert len(specs) == 8 and {spec.dataset for spec in specs} == {"folder_shapes"}
+    assert len(specs) == 8 and {spec.dataset for spec in specs} == {dataset_name(str(root))}
     assert len(scans) == 1
