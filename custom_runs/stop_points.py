@@ -2,11 +2,11 @@
 kills and resumes act at an exact epoch and batch instead of racing a timer against the run.
 Not a user option: it has no flag, and an unset or empty variable changes nothing.
 
-    AUTODO_STOP_AT=EPOCH:BATCH[:ACTION][@RANK]
+    STOP_RUN_AT=EPOCH:BATCH[:ACTION][@RANK]
         EPOCH, BATCH  counted from 0, as checkpoints count epochs: the stop comes as batch
                       BATCH of epoch EPOCH is about to train (after that epoch's hyper epoch),
                       so the last_ checkpoint then holds epoch EPOCH - 1
-    AUTODO_STOP_AT=setup:STEP[:ACTION][@RANK]
+    STOP_RUN_AT=setup:STEP[:ACTION][@RANK]
         STEP          prepare_data, build_batches, build_models or load_last: as it starts
         ACTION        TERM (the default): the process sends itself SIGTERM, as a scheduler's
                       pre-emption does; INT: SIGINT, as Ctrl-C; KILL: SIGKILL, as kill -9
@@ -23,7 +23,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 
 from custom_runs.options import UsageError
 
-VARIABLE = "AUTODO_STOP_AT"
+VARIABLE = "STOP_RUN_AT"
 SETUP_STEPS = ("prepare_data", "build_batches", "build_models", "load_last")
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT, "KILL": signal.SIGKILL}
 ACTIONS = (*SIGNALS, "PAUSE")
@@ -37,7 +37,7 @@ class StopPoint(NamedTuple):
 
 
 def requested(value: Optional[str] = None) -> Optional[StopPoint]:
-    """The stop point AUTODO_STOP_AT (or `value`) names; None where it is unset or empty."""
+    """The stop point STOP_RUN_AT (or `value`) names; None where it is unset or empty."""
     value = os.environ.get(VARIABLE, "") if value is None else value
     if not value:
         return None

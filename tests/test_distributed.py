@@ -233,7 +233,7 @@ def test_a_killed_rank_stops_the_run_cleanly_and_resume_finishes_it_on_another_n
     last = run_files.last_checkpoint_path(folder, NAME)
     # rank 1 sends itself SIGTERM before batch 1 of epoch 2 (custom_runs/stop_points.py): its
     # batch 0 needed rank 0's, which comes after rank 0 saved epoch 1
-    stopped_run = run(torchrun_command(2, *flags), env={**ENV, "AUTODO_STOP_AT": "1:1@1"})
+    stopped_run = run(torchrun_command(2, *flags), env={**ENV, "STOP_RUN_AT": "1:1@1"})
     assert stopped_run.returncode != 0
     assert "continue with the same command and --resume" in stopped_run.stdout + stopped_run.stderr
 

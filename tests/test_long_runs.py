@@ -45,7 +45,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     # two epochs saved, then kill -9 during the third, after its hyper epoch: the run sends
     # itself SIGKILL as batch 1 of epoch index 2 starts (custom_runs/stop_points.py)
     process = subprocess.Popen([sys.executable, SCRIPT, *args, "--data", str(interrupted)],
-                               env={**ENV, "AUTODO_STOP_AT": "2:1:KILL"},
+                               env={**ENV, "STOP_RUN_AT": "2:1:KILL"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process.wait(timeout=300)
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
@@ -197,10 +197,10 @@ def test_a_running_configuration_refuses_a_second_process_and_sigterm_stops_it_f
     stderr_path = tmp_path / "first.stderr"
     with open(stderr_path, "w") as stderr_file:
         first = subprocess.Popen([sys.executable, SCRIPT, *args, "--data", str(tmp_path)],
-                                 env={**ENV, "AUTODO_STOP_AT": "1:0:PAUSE"},
+                                 env={**ENV, "STOP_RUN_AT": "1:0:PAUSE"},
                                  stdout=subprocess.DEVNULL, stderr=stderr_file)
     try:
-        _wait_for(lambda: "AUTODO_STOP_AT: paused at 1:0" in stderr_path.read_text(), first)
+        _wait_for(lambda: "STOP_RUN_AT: paused at 1:0" in stderr_path.read_text(), first)
         assert results.is_file()
         assert lock.read_text().startswith(f"pid {first.pid} on ")
         for extra in ([], ["--resume"], ["--force"], ["--resume", "--lr", "0.01"]):

@@ -113,11 +113,11 @@ def test_after_kill_9_of_the_runner_the_same_command_ends_with_the_uninterrupted
     # (mid-table: each has saved an epoch, so something is left to resume, and none has
     # finished); each run waits for a signal as its second epoch starts (stop_points.py)
     runner = subprocess.Popen(table_command(tmp_path, "--jobs", JOBS, runs=1), cwd=REPO,
-                              env={**os.environ, "AUTODO_STOP_AT": "1:0:PAUSE"},
+                              env={**os.environ, "STOP_RUN_AT": "1:0:PAUSE"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     specs = specs_of(tmp_path, runs=1)
     deadline = time.monotonic() + 300
-    while not all(s.log_path.is_file() and "AUTODO_STOP_AT: paused at 1:0" in s.log_path.read_text()
+    while not all(s.log_path.is_file() and "STOP_RUN_AT: paused at 1:0" in s.log_path.read_text()
                   for s in specs):
         assert runner.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
@@ -181,7 +181,7 @@ def test_submitit_local_array_resumes_a_half_finished_run_and_ends_with_the_same
     command = [sys.executable, str(REPO / "implicit-augment.py"), *half.arguments]
     # kill -9 as its second epoch starts: the run sends itself SIGKILL (stop_points.py)
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "OMP_NUM_THREADS": "1", "AUTODO_STOP_AT": "1:0:KILL"})
+                               env={**os.environ, "OMP_NUM_THREADS": "1", "STOP_RUN_AT": "1:0:KILL"})
     process.wait(timeout=300)
     assert process.returncode == -signal.SIGKILL
     assert run_files.load_torch(run_files.last_checkpoint_path(half.folder, half.name))["epoch"] == 0

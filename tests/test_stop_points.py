@@ -1,4 +1,4 @@
-"""The tests' stop points (custom_runs/stop_points.py): AUTODO_STOP_AT makes a run stop itself
+"""The tests' stop points (custom_runs/stop_points.py): STOP_RUN_AT makes a run stop itself
 at exactly the epoch and batch, or the set-up step, it names, and on the rank it names."""
 import importlib.util
 import signal
@@ -38,7 +38,7 @@ def test_an_unset_variable_asks_for_nothing_and_a_malformed_one_is_refused(monke
     monkeypatch.delenv(stop_points.VARIABLE, raising=False)
     assert stop_points.requested() is None and stop_points.requested("") is None
     for bad in ("2", "2:x", "-1:0", "setup:train", "1:0:STOP", "1:0@x", "1:0 2:0"):
-        with pytest.raises(UsageError, match=r"AUTODO_STOP_AT=.*expected EPOCH:BATCH or setup:STEP"):
+        with pytest.raises(UsageError, match=r"STOP_RUN_AT=.*expected EPOCH:BATCH or setup:STEP"):
             stop_points.requested(bad)
 
 
@@ -97,5 +97,5 @@ def test_a_malformed_stop_point_is_one_line_and_exit_2(cli, monkeypatch, tmp_pat
     argv = ["--no-cuda", "--dataset", "DIGITS", "--data", str(tmp_path)]
     assert cli.main(cli.get_args(argv)) == 2
     [line] = capsys.readouterr().err.splitlines()
-    assert line.startswith("implicit-augment.py: error: AUTODO_STOP_AT='epoch 2': expected")
+    assert line.startswith("implicit-augment.py: error: STOP_RUN_AT='epoch 2': expected")
     assert not (tmp_path / "DIGITS").exists()
