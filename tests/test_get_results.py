@@ -1,4 +1,5 @@
 """get-results.py against run folders written here in the formats of run_files."""
+import contextlib
 import csv
 import io
 import json
@@ -6,6 +7,7 @@ import runpy
 import shlex
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -58,9 +60,33 @@ def write_run(root, dataset, folder, config, best_acc, final_acc=None, minority_
     return run
 
 
-def get_results(root, *flags):
+def get_results_process(root, *flags):
+    """get-results.py in a process of its own, as a user runs it."""
     return subprocess.run([sys.executable, str(SCRIPT), "--data", str(root), *flags],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def get_results(root, *flags):
+    """get-results.py run as __main__ inside this process (the same code path as the command
+    line, without a Python start and torch import per call): the exit status, stdout and
+    stderr the process would give; an uncaught exception is exit status 1 with its traceback."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv = [str(SCRIPT), "--data", str(root), *flags]
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
+            pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        patch.chdir(REPO)
+        try:
+            runpy.run_path(str(SCRIPT), run_name="__main__")
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+            if isinstance(stop.code, str):
+                print(stop.code, file=sys.stderr)
+        except Exception:  # what the interpreter would print before exiting with 1
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
 
 def config_flags(config, dataset="SVHN"):
@@ -88,7 +114,7 @@ def test_cli_json_mean_and_sample_std_over_every_run_folder_match_numpy(tmp_path
     accuracies = [93.1, 94.25, 92.8, 93.9]
     for index, acc in enumerate(accuracies):
         write_run(tmp_path, "SVHN", f"run{index}", config, acc)
-    done = get_results(tmp_path, *config_flags(config), "--format", "json")
+    done = get_results_process(tmp_path, *config_flags(config), "--format", "json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert [run["acc"] for run in report["runs"]] == accuracies
@@ -621,6 +647,6 @@ def test_usage_errors_exit_2_as_argparse_does(tmp_path, capsys, argv, needle):
 
 
 def test_cli_suspects_minus_3_exits_2(tmp_path):
-    done = get_results(tmp_path, "--dataset", "DIGITS", "--los-model", "BOTH", "--suspects", "-3")
+    done = get_results_process(tmp_path, "--dataset", "DIGITS", "--los-model", "BOTH", "--suspects", "-3")
     assert done.returncode == 2
     assert_one_line_error(done, "get-results.py: error: --suspects K must be at least 1, got -3")
