@@ -25,7 +25,7 @@ run: venv
 		--runs 1 --jobs 2 --no-cuda --epochs $(EPOCHS) --data $(DATA)
 
 test: venv
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --durations=20
 
 bench: venv
 	$(BIN)/python bench/throughput.py --dataset SVHN --model wresnet16_4 --aug-model SEP \
