@@ -380,9 +380,12 @@ def test_ctrl_c_while_following_a_slurm_array_says_it_goes_on_and_how_to_cancel_
                      sacct="echo 'Slurm accounting storage is disabled' >&2; exit 1")
     stderr_path = tmp_path / "runner.err"
     env["PYTHONFAULTHANDLER"] = "1"  # a runner that hangs shows where, on SIGABRT below
+    # as typed at a terminal: a shell starts a background job (`make test &`, nohup) with
+    # SIGINT ignored, and the runner would inherit that from this pytest process
     with open(stderr_path, "w") as stderr:
         runner = subprocess.Popen(table_command(tmp_path / "data", "--launcher", "slurm", runs=1),
-                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while "following job array 12345 with squeue" not in stderr_path.read_text():
         assert runner.poll() is None and time.monotonic() < deadline, stderr_path.read_text()
