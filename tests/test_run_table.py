@@ -441,8 +441,8 @@ def test_the_local_launcher_forks_with_no_other_thread_and_the_child_looks_nothi
     if tqdm.monitor is not None:  # an earlier test's progress bar
         tqdm.monitor.exit()
         tqdm.monitor = None
-    # threads that earlier tests left idle in this pytest process (inductor's compile pool)
-    # are not the launcher's; run-table.py starts with the main thread alone
+    # threads that earlier tests left idle in this pytest process (two ThreadPoolExecutor
+    # workers in CI) are not the launcher's; run-table.py starts with the main thread alone
     earlier = [thread.name for thread in threading.enumerate()]
     [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
     progress = launchers.Progress(1, stream=io.StringIO())  # as run-table.py, before the runs
