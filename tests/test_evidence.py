@@ -1,0 +1,73 @@
+"""The FashionMNIST table of docs/results.md is what get-results.py makes of the results files
+committed under docs/evidence/ (the runs behind it): a reader can regenerate every cell, and
+another machine can continue the table, because the runner counts those files as finished
+cells."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from custom_reports import reporting
+from custom_runs import run_files, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+EVIDENCE = ROOT / "docs" / "evidence"
+PAGE = ROOT / "docs" / "results.md"
+CONFIGS = ["Baseline", "FAA", "A", "A_W", "A_W_S"]
+# the runner's command of the table (docs/results.md#fashionmnist), less --data and --runs
+OPTIONS = ["-sr", "0.2", "--epochs", "50", "--no-cuda"]
+# the page's columns: (metric, minority) of get-results.py --table
+COLUMNS = [("best", False), ("best", True), ("last", False)]
+
+
+def page_table():
+    """{method: [cell text of each column]} of the table under '## FashionMNIST'."""
+    section = PAGE.read_text().split("\n## FashionMNIST\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip().strip("*") for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0] in CONFIGS:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def committed_files():
+    return sorted(EVIDENCE.glob("FashionMNIST/run*/results_*.json"))
+
+
+def test_the_committed_runs_are_finished_cells_of_the_pages_table():
+    files = committed_files()
+    assert files, "docs/evidence/FashionMNIST/run*/ holds no results file"
+    splits = {}
+    for path in files:
+        results = run_files.load_results(path)
+        config = results["config"]
+        assert results["status"] == "finished" and results["epochs_done"] == 50, path
+        assert (config["imbalance_ratio"], config["noise_ratio"], config["subsample_ratio"]) == (20, 0.2, 0.2)
+        assert results["versions"]["commit"] != "unknown" and not results["versions"]["uncommitted_changes"]
+        # the configurations of a run folder share its split (the page describes run0's)
+        splits.setdefault(path.parent.name, []).append(results["split"])
+    assert all(split == folder[0] for folder in splits.values() for split in folder)
+    assert (splits["run0"][0]["train_size"], splits["run0"][0]["noisy_labels"]) == (5259, 942)
+
+
+def test_every_cell_of_the_pages_table_is_what_get_results_makes_of_the_committed_runs():
+    page = page_table()
+    assert set(page) == set(CONFIGS)
+    for column, (metric, minority) in enumerate(COLUMNS):
+        table = reporting.build_table(str(EVIDENCE), "FashionMNIST", "resnet18", metric=metric,
+                                      minority=minority)
+        assert table.columns == ["20-0.2 sr 0.2"]
+        cells = {row.name: row.cells["20-0.2 sr 0.2"].summary.text() for row in table.rows}
+        assert {name: page[name][column] for name in CONFIGS} == cells, (metric, minority)
+
+
+def test_the_runner_continues_the_table_from_the_committed_runs(tmp_path):
+    """Copied into a data folder, the committed runs are skipped and only the others train."""
+    shutil.copytree(EVIDENCE / "FashionMNIST", tmp_path / "FashionMNIST",
+                    ignore=shutil.ignore_patterns("*.md"))
+    specs = sweep.expand("FashionMNIST", str(tmp_path), CONFIGS, ["20-0.2"], 3, OPTIONS)
+    finished = {spec.results_path.relative_to(tmp_path) for spec in specs if spec.is_finished()}
+    assert len(specs) == 15
+    assert finished == {path.relative_to(EVIDENCE) for path in committed_files()}
+
