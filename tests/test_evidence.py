@@ -5,7 +5,6 @@ cells."""
 import shutil
 from pathlib import Path
 
-
 from custom_reports import reporting
 from custom_runs import run_files, sweep
 
