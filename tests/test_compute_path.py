@@ -1,4 +1,4 @@
-"""The compute path of a run (issue 13): bf16 autocast on CUDA and on CPUs with native
+"""The compute path of a run: bf16 autocast on CUDA and on CPUs with native
 bf16 (AMX, AVX512-BF16), fp32 elsewhere or with --no-amp; channels-last; a test batch
 sized for the CPU's caches; one line at the start and a record in the results file."""
 import pytest

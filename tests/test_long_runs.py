@@ -1,5 +1,5 @@
 """Long runs: resume after SIGKILL, concurrent configurations, no silent overwrite,
-and clear errors that leave nothing behind (issue: robust runs)."""
+and clear errors that leave nothing behind."""
 import json
 import os
 import signal
@@ -323,7 +323,7 @@ def test_a_seed_other_than_the_split_file_s_is_refused_and_a_foreign_split_is_no
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_without_cuda_a_gpu_request_is_said_out_loud(tmp_path):
     result = run(["--dataset", "DIGITS", "--epochs", "1", "--gpu", "3"], tmp_path)
-    # --compile is not ignored on the CPU since issue 22 (tests/test_compile.py)
+    # --compile is not ignored on the CPU (tests/test_compile.py)
     assert "note: CUDA is not available, training on the CPU (--gpu ignored)" in result.stderr
     quiet = run(["--dataset", "DIGITS", "--epochs", "1", "--no-cuda", "--force"], tmp_path)
     assert "CUDA" not in quiet.stderr
