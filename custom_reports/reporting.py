@@ -90,6 +90,7 @@ class RunRecord:
     progress: str  # "epoch 12/200"
     acc: Optional[float] = None
     minority_acc: Optional[float] = None
+    untested: Tuple[int, ...] = ()  # classes with no test image (no accuracy of their own)
 
     @property
     def error(self) -> Optional[float]:
@@ -107,6 +108,19 @@ def _metric_entry(results: dict, metric: str, path: Path) -> dict:
         raise run_files.UnreadableFile(f"{path} has no number at {section}.acc although its status "
                                        f"is finished; delete it and re-run the configuration")
     return entry
+
+
+def untested_classes(entry: dict) -> Tuple[int, ...]:
+    """The classes whose per-class accuracy is null: they had no test image."""
+    per_class = entry.get("per_class_acc")
+    return tuple(label for label, acc in enumerate(per_class) if acc is None) \
+        if isinstance(per_class, list) else ()
+
+
+def untested_text(classes: Sequence[int]) -> str:
+    many = len(classes) > 1
+    return (f"class{'es' if many else ''} {', '.join(map(str, classes))} "
+            f"{'have' if many else 'has'} no test image")
 
 
 def code_of(results: dict) -> str:
@@ -217,6 +231,7 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
     record.acc = float(entry["acc"])
     minority = entry.get("minority_acc")
     record.minority_acc = float(minority) if isinstance(minority, (int, float)) else None
+    record.untested = untested_classes(entry)
     if check_checkpoint:
         if not checkpoint.is_file():
             raise run_files.UnreadableFile(f"{checkpoint} does not exist; {hint}")
@@ -304,6 +319,8 @@ def run_report(data_root, dataset: str, config: Configuration, metric: str = "be
                             f"{len(finished)} finished runs")
             finished = finished[:required_runs]
     report = RunReport(dataset, config, metric, finished, unfinished, minority, notes=warnings)
+    report.notes += [f"{run.run_folder}: {untested_text(run.untested)}: left out of its per-class "
+                     f"and minority accuracy" for run in finished if run.untested]
     if minority and any(run.minority_acc is None for run in finished):
         report.notes.append("some results files have no minority_acc; those runs count as nan")
     if with_paper:
@@ -509,6 +526,7 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     groups: Dict[Configuration, Cell] = {}
     notes: List[str] = []
     codes: Counter = Counter()
+    untested: Counter = Counter()  # the classes without a test image -> runs counted
     unfinished = without_minority = 0
     skipped: List[str] = []
     for path in paths:
@@ -533,6 +551,8 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
             cell.runs.append(path.parent.name)
             cell.values.append(100.0 - float(value))
             codes[code_of(results)] += 1
+            if untested_classes(entry):
+                untested[untested_classes(entry)] += 1
     if unfinished:
         notes.append(f"{unfinished} results files of unfinished runs are not counted")
     if without_minority:
@@ -540,6 +560,9 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                      f"are not counted")
     if skipped:
         notes.append(f"{len(skipped)} results files that cannot be read are not counted")
+    notes += [f"{untested_text(classes)} in {count} run{'s' if count > 1 else ''} counted: left out "
+              f"of {'their' if count > 1 else 'its'} per-class and minority accuracy"
+              for classes, count in untested.items()]
     code_note = different_code_note(codes)
     if code_note:
         notes.append(code_note)

@@ -45,7 +45,9 @@ Results file (JSON, one per run folder and configuration):
                       policy_variant: the --policy-variant items, [] for none, ...)
     epochs, epochs_done
     best  / final     {"epoch", "acc", "loss", "per_class_acc": [C], "minority_acc"}
-                      (accuracies in %, minority = mean accuracy of the upper-half classes)
+                      (accuracies in %, minority = mean accuracy of the upper-half classes;
+                      a class with no test image has null, and the minority mean leaves it
+                      out: null where no upper-half class has a test image)
     history           [{"epoch", "test_acc", "test_loss", "train_loss", "lr", "hyper_lr"}]
     hyper_diagnostics [{"epoch", "g_norm_sq", "v_norm_sq", "g_dot_v", "divergence"}]
     learned           {"noisy_weight_auroc", "soft_label_correction_rate",
