@@ -148,11 +148,14 @@ def different_code_note(codes: Counter) -> Optional[str]:
 
 
 def _is_finished(results: dict) -> bool:
-    return results.get("status") == "finished"
+    return run_files.finished(results)
 
 
 def _progress(results: dict) -> str:
-    return f"epoch {results.get('epochs_done', '?')}/{results.get('epochs', '?')}"
+    progress = f"epoch {results.get('epochs_done', '?')}/{results.get('epochs', '?')}"
+    if results.get("status") == "finished" and not run_files.finished(results):
+        progress += f", no number at {' and '.join(run_files.missing_numbers(results))}"
+    return progress
 
 
 def resume_options() -> Tuple[str, ...]:
@@ -445,10 +448,15 @@ class Cell:
     runs: List[str] = field(default_factory=list)  # run folders, in run order
     values: List[float] = field(default_factory=list)  # error (%) of each run
     paper: Optional[Tuple[float, Optional[float]]] = None
+    # run folders whose results file says finished but lacks an accuracy: not counted, shown
+    without_number: List[str] = field(default_factory=list)
 
     @property
     def summary(self) -> Summary:
         return summarize(self.values)
+
+    def text(self) -> str:
+        return self.summary.text() + "".join(f" [{run}: no number]" for run in self.without_number)
 
 
 @dataclass
@@ -528,6 +536,7 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     codes: Counter = Counter()
     untested: Counter = Counter()  # the classes without a test image -> runs counted
     unfinished = without_minority = 0
+    without_number: List[str] = []  # what a results file that says finished lacks
     skipped: List[str] = []
     for path in paths:
         try:  # one broken file must not hide every other run's numbers
@@ -538,6 +547,11 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
             skipped.append(f"skipped {error}")
             continue
         if (model is not None and config.model != model) or (wanted is not None and config not in wanted):
+            continue
+        if entry is None and results.get("status") == "finished":
+            groups.setdefault(config, Cell()).without_number.append(path.parent.name)
+            without_number += [name for name in run_files.missing_numbers(results)
+                               if name not in without_number]
             continue
         if entry is None:
             unfinished += 1
@@ -560,6 +574,13 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                      f"are not counted")
     if skipped:
         notes.append(f"{len(skipped)} results files that cannot be read are not counted")
+    broken = sum(len(cell.without_number) for cell in groups.values())
+    if broken:
+        notes.append(f"{broken} results file{' says' if broken == 1 else 's say'} finished but "
+                     f"{'has' if broken == 1 else 'have'} no number at {' or '.join(without_number)} "
+                     f"(marked [runN: no number]): not counted; run-table.py runs "
+                     f"{'it' if broken == 1 else 'them'} again, as does implicit-augment.py with "
+                     f"the run's options plus --resume")
     notes += [f"{untested_text(classes)} in {count} run{'s' if count > 1 else ''} counted: left out "
               f"of {'their' if count > 1 else 'its'} per-class and minority accuracy"
               for classes, count in untested.items()]
@@ -648,7 +669,7 @@ def _table_grid(table: Table):
         cells = [row.name]
         for column in table.columns:
             cell = row.cells.get(column, Cell())
-            cells.append(cell.summary.text())
+            cells.append(cell.text())
             if table.with_paper:
                 cells.append(_paper_text(cell.paper))
         rows.append(cells)
@@ -709,6 +730,8 @@ def _table_json(table: Table) -> dict:
             summary = cell.summary
             cells[column] = {"n": summary.n, "mean": json_number(summary.mean),
                              "std": json_number(summary.std), "runs": cell.runs, "values": cell.values}
+            if cell.without_number:
+                cells[column]["without_number"] = cell.without_number
             if table.with_paper:
                 cells[column]["paper_mean"] = None if cell.paper is None else cell.paper[0]
                 cells[column]["paper_std"] = None if cell.paper is None else cell.paper[1]

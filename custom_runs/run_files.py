@@ -37,7 +37,8 @@ Results file (JSON, one per run folder and configuration):
     format, run_name, dataset, run_folder, seed,
     split_seed        the seed the split file was made with (null: made elsewhere)
     status            "running" (also after kill -9), "finished", "interrupted" (Ctrl-C,
-                      SIGTERM) or "failed" (non-finite training loss)
+                      SIGTERM) or "failed" (non-finite training loss); "finished" with a
+                      null best or final accuracy counts as unfinished (finished())
     lr_changes        [{"epoch", "from", "to"}]: --lr changed on --resume from that epoch
     config            every option of the run (model, aug_model, los_model, hyper_opt,
                       imbalance_ratio, subsample_ratio, noise_ratio, epochs, hyper_start,
@@ -266,6 +267,21 @@ def load_results(path) -> dict:
     if not isinstance(results, dict) or "best" not in results:
         raise UnreadableFile(f"{path} is not a results file of implicit-augment.py")
     return results
+
+
+def missing_numbers(results: dict) -> List[str]:
+    """The accuracies a finished run must have that a results file lacks ("best.acc",
+    "final.acc")."""
+    return [f"{section}.acc" for section in ("best", "final")
+            if not isinstance(results.get(section), dict)
+            or not isinstance(results[section].get("acc"), (int, float))]
+
+
+def finished(results: dict) -> bool:
+    """A run that finished: its status says so and it has its best and final accuracy. A file
+    that says finished without them is not, for every report and for run-table.py (which
+    runs it again: --resume rewrites it from the last_ checkpoint)."""
+    return results.get("status") == "finished" and not missing_numbers(results)
 
 
 def list_results(data_root, dataset: str) -> List[Path]:

@@ -89,7 +89,7 @@ class SetUp:
             return
         if self.results_path.is_file() or self.last_path.is_file():
             finished = self.results_path.is_file() and \
-                run_files.load_results(self.results_path).get("status") == "finished"
+                run_files.finished(run_files.load_results(self.results_path))
             state = "a finished result" if finished else "an unfinished run"
             raise UsageError(f"{state} of this configuration exists in {self.folder}; "
                              f"add --resume to continue it or --force to start over")

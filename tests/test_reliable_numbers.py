@@ -78,3 +78,59 @@ def test_a_folder_run_with_an_empty_test_class_reports_its_minority_without_it(t
     assert table.returncode == 0, table.stderr
     assert "note: class 2 has no test image in 1 run counted: left out of its per-class and " \
            "minority accuracy" in table.stdout
+
+
+# ----------------------------------------------------------------------------- "best": null
+
+def test_a_results_file_that_says_finished_without_a_best_accuracy_is_not_finished(tmp_path):
+    config = configuration()
+    write_run(tmp_path, "SVHN", "run0", config, 90.0)
+    broken = write_run(tmp_path, "SVHN", "run1", config, 92.0)
+    rewrite(run_files.results_path(broken, config.name), best=None)
+    report = reporting.run_report(tmp_path, "SVHN", config)
+    assert [run.run_folder for run in report.runs] == ["run0"]
+    assert report.accuracy.mean == 90.0
+    [unfinished] = report.unfinished
+    assert unfinished.run_folder == "run1" and "no number at best.acc" in unfinished.progress
+    text = reporting.render_run_report(report)
+    assert "run1" in text and "not counted" in text
+
+    from custom_runs import sweep
+    [spec] = [spec for spec in sweep.expand("SVHN", str(tmp_path), ["A_W_S"], ["100-0.1"], 2, [])
+              if spec.run_folder == "run1"]
+    rewrite(spec.results_path, config={**json.loads(spec.results_path.read_text())["config"],
+                                       **dict(spec.identity)})
+    assert not spec.is_finished()  # the runner runs it again
+
+
+def test_the_table_keeps_the_row_of_a_run_without_a_best_accuracy_and_marks_it(tmp_path):
+    baseline, a_w_s = configuration(method=BASELINE), configuration()
+    write_run(tmp_path, "SVHN", "run0", baseline, 85.0, checkpoints=False)
+    write_run(tmp_path, "SVHN", "run0", a_w_s, 90.0, checkpoints=False)
+    broken = write_run(tmp_path, "SVHN", "run1", a_w_s, 91.0, checkpoints=False)
+    rewrite(run_files.results_path(broken, a_w_s.name), best=None)
+    only = write_run(tmp_path, "SVHN", "run0", configuration(nr=0.0), 95.0, checkpoints=False)
+    rewrite(run_files.results_path(only, configuration(nr=0.0).name), best=None)
+    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    assert table.columns == ["100-0.0", "100-0.1"]
+    [row] = [row for row in table.rows if row.name == "A_W_S"]
+    assert row.cells["100-0.1"].values == [10.0]
+    assert row.cells["100-0.1"].without_number == ["run1"]
+    assert row.cells["100-0.0"].values == [] and row.cells["100-0.0"].without_number == ["run0"]
+    text = reporting.render_table(table)
+    [line] = [line for line in text.splitlines() if line.startswith("A_W_S")]
+    assert "— [run0: no number]" in line and "10.00 (1) [run1: no number]" in line
+    assert any("say finished but have no number at best.acc" in note for note in table.notes)
+    cells = json.loads(reporting.render_table(table, "json"))["rows"]
+    [a_w_s_cells] = [row["cells"] for row in cells if row["name"] == "A_W_S"]
+    assert a_w_s_cells["100-0.0"]["without_number"] == ["run0"]
+
+
+def test_resume_rewrites_a_finished_results_file_that_lost_its_best_accuracy(tmp_path):
+    argv = ["--dataset", "DIGITS", "--no-cuda", "--epochs", 1, "--data", tmp_path]
+    first = Experiment(options(*argv)).run()
+    path = Experiment(options(*argv)).results_path
+    rewrite(path, best=None)
+    Experiment(options(*argv, "--resume")).run()
+    assert run_files.load_results(path)["best"] == first["best"]
+    assert run_files.finished(run_files.load_results(path))
