@@ -13,6 +13,7 @@ Accuracies come from the results JSON (best.acc or final.acc); a run whose
 status is not "finished" is listed but never averaged, since its best so far
 is not the number a finished run reports. Every path comes from run_files.
 """
+import argparse
 import csv
 import io
 import json
@@ -28,7 +29,7 @@ from custom_datasets.folder import FOLDER_DATASET
 from custom_runs import run_files
 from custom_runs.identity import (IDENTITY_OPTIONS, Configuration, command_line, load_paper_results,
                                   paper_methods)
-from custom_runs.options import PAPER_TEXT_ITEMS, POLICY_VARIANT_ITEMS
+from custom_runs.options import PAPER_TEXT_ITEMS, POLICY_VARIANT_ITEMS, add_training_arguments
 
 METRICS = {"best": "best", "last": "final"}  # --metric -> section of the results file
 FORMATS = ("text", "markdown", "csv", "json")
@@ -159,24 +160,34 @@ def _progress(results: dict) -> str:
 
 
 def resume_options() -> Tuple[str, ...]:
-    """The options of a run that its resume command repeats: those a resume must agree on,
-    and --lr, which a resume may lower but which otherwise stays the run's own."""
+    """The options a saved configuration must hold for a command to repeat the run: those a
+    resume must agree on, and --lr, which a resume may lower but which otherwise stays the
+    run's own."""
     return IDENTITY_OPTIONS + ("lr",)
 
 
-def resume_command(data_root, run_folder: str, options: dict) -> str:
-    """implicit-augment.py with the run's options (the config saved in its last_ checkpoint)
-    plus --resume."""
+def resume_command(data_root, run_folder: str, options: dict, then: str = "--resume") -> str:
+    """implicit-augment.py with the run's own options (its saved configuration, from a results
+    file or a last_ checkpoint: every option that differs from implicit-augment.py's default),
+    then `then`: --resume, or --force to train it again."""
+    defaults = vars(add_training_arguments(argparse.ArgumentParser(add_help=False)).parse_args([]))
     arguments = ["--data", data_root, "-r", run_folder]
-    for key in resume_options():
+    for key, default in defaults.items():
+        if key in ("data", "run_folder", "resume", "force") or options.get(key, default) == default:
+            continue
         value, flag = options[key], "--" + key.replace("_", "-")
         if isinstance(value, bool):
             arguments += [flag] if value else []
         elif isinstance(value, (list, tuple)):
-            arguments += [flag] + list(value) if value else []
+            arguments += [flag] + list(value)
         elif value is not None:
             arguments += [flag, value]
-    return command_line("implicit-augment.py", arguments + ["--resume"])
+    return command_line("implicit-augment.py", arguments + [then])
+
+
+def repeats_the_run(options) -> bool:
+    """Whether a saved configuration holds what a command that repeats the run needs."""
+    return isinstance(options, dict) and all(key in options for key in resume_options())
 
 
 def rebuild_hint(data_root, results_file: Path) -> str:
@@ -193,7 +204,7 @@ def rebuild_hint(data_root, results_file: Path) -> str:
     except run_files.UnreadableFile:  # missing, truncated, foreign: a resume could not read it either
         return f"{last.name} is missing or unreadable too, so train the run again: {original} plus --force"
     options = saved.get("config") if isinstance(saved, dict) else None
-    if not isinstance(options, dict) or any(key not in options for key in resume_options()):
+    if not repeats_the_run(options):
         return f"rebuild it from {last.name} (no retraining if the run finished): {original} plus --resume"
     done, epochs = int(saved.get("epoch", -1)) + 1, options["epochs"]
     what = "rebuild it without retraining" if done >= epochs else \
@@ -223,9 +234,14 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
     last = run_files.last_checkpoint_path(folder, name)
     if not any(path.is_file() for path in (results_file, best, last)):
         return None
-    # a finished configuration whose checkpoint is lost is trained again from scratch
-    hint = f"re-run it: {config.train_command(data_root, dataset, folder.name, data_dir)} --force"
     results = read_results(data_root, results_file)
+    # a finished configuration whose checkpoint is lost is trained again from scratch, with
+    # the options its results file records (its --epochs, ...)
+    if repeats_the_run(results.get("config")):
+        hint = f"re-run it: {resume_command(data_root, folder.name, results['config'], '--force')}"
+    else:
+        hint = (f"re-run it: {config.train_command(data_root, dataset, folder.name, data_dir)} "
+                f"with the run's original options plus --force")
     checkpoint = best if metric == "best" else last
     record = RunRecord(folder.name, results_file, checkpoint, _is_finished(results), _progress(results))
     if not record.finished:

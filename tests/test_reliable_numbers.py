@@ -134,3 +134,41 @@ def test_resume_rewrites_a_finished_results_file_that_lost_its_best_accuracy(tmp
     Experiment(options(*argv, "--resume")).run()
     assert run_files.load_results(path)["best"] == first["best"]
     assert run_files.finished(run_files.load_results(path))
+
+
+# ----------------------------------------------------------------------------- repair commands
+
+@pytest.fixture(scope="module")
+def implicit_augment_args():
+    import runpy
+    from test_get_results import REPO
+    return runpy.run_path(str(REPO / "implicit-augment.py"))["get_args"]
+
+
+def test_the_command_for_a_lost_best_checkpoint_repeats_every_option_of_the_run(
+        implicit_augment_args, tmp_path):
+    config = reporting.Configuration("wresnet28_10", "NONE", "NONE", "NONE", 10, 1.0, 0.2,
+                                     paper_text=("valid",))
+    root = tmp_path / "runs"
+    run = write_run(root, "SVHN", "run1", config, 91.0)
+    argv = ["--data", "elsewhere", "--dataset", "SVHN", "-r", "run1", "-ir", "10", "-nr", "0.2",
+            "--epochs", "3", "--lr-warm-epochs", "1", "--hyper-gamma", "0.9", "--no-amp",
+            "--paper-text", "valid", "--model", "wresnet28_10"]
+    trained = vars(implicit_augment_args(argv))
+    saved = {key: value for key, value in trained.items() if key not in ("resume", "force")}
+    rewrite(run_files.results_path(run, config.name), config={**saved, "world_size": 1})
+    run_files.best_checkpoint_path(run, config.name).unlink()
+    with pytest.raises(run_files.UnreadableFile) as error:
+        reporting.run_report(root, "SVHN", config)
+    message = str(error.value)
+    command = message.split("re-run it: python ", 1)[1].split()
+    assert command[:5] == ["implicit-augment.py", "--data", str(root), "-r", "run1"]
+    assert command[-1] == "--force"
+    text = " ".join(command)
+    for flags in ("--epochs 3", "--lr-warm-epochs 1", "--hyper-gamma 0.9", "--no-amp",
+                  "--paper-text valid", "--dataset SVHN", "--imbalance-ratio 10", "--noise-ratio 0.2"):
+        assert flags in text
+    again = vars(implicit_augment_args(command[1:]))
+    assert again["force"] and again["data"] == str(root)
+    assert {key: again[key] for key in saved if key != "data"} == \
+        {key: value for key, value in saved.items() if key != "data"}
