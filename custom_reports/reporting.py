@@ -92,6 +92,7 @@ class RunRecord:
     acc: Optional[float] = None
     minority_acc: Optional[float] = None
     untested: Tuple[int, ...] = ()  # classes with no test image (no accuracy of their own)
+    epochs: Optional[int] = None  # the run's --epochs
 
     @property
     def error(self) -> Optional[float]:
@@ -146,6 +147,18 @@ def different_code_note(codes: Counter) -> Optional[str]:
     each = ", ".join(f"{code} ({count} run{'s' if count > 1 else ''})"
                      for code, count in codes.most_common())
     return f"the runs counted come from different code: {each} (versions.commit of their results files)"
+
+
+def run_length(results: dict) -> Optional[int]:
+    """A run's --epochs (config.epochs), which reports never average across."""
+    config = results.get("config")
+    epochs = config.get("epochs") if isinstance(config, dict) else None
+    epochs = results.get("epochs") if epochs is None else epochs
+    return epochs if isinstance(epochs, int) else None
+
+
+def _length_text(epochs: Optional[int]) -> str:
+    return "unknown length" if epochs is None else f"{epochs} epochs"
 
 
 def _is_finished(results: dict) -> bool:
@@ -243,7 +256,8 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
         hint = (f"re-run it: {config.train_command(data_root, dataset, folder.name, data_dir)} "
                 f"with the run's original options plus --force")
     checkpoint = best if metric == "best" else last
-    record = RunRecord(folder.name, results_file, checkpoint, _is_finished(results), _progress(results))
+    record = RunRecord(folder.name, results_file, checkpoint, _is_finished(results), _progress(results),
+                       epochs=run_length(results))
     if not record.finished:
         return record
     entry = _metric_entry(results, metric, results_file)
@@ -275,6 +289,7 @@ class RunReport:
     minority: bool
     paper: Optional[Tuple[float, Optional[float], str]] = None  # error mean, std, paper's model
     notes: List[str] = field(default_factory=list)
+    epochs: Optional[int] = None  # the length of the runs counted
 
     @property
     def accuracy(self) -> Summary:
@@ -305,9 +320,12 @@ def paper_number(dataset: str, config: Configuration) -> Optional[Tuple[float, O
 
 def run_report(data_root, dataset: str, config: Configuration, metric: str = "best",
                required_runs: Optional[int] = None, minority: bool = False,
-               with_paper: bool = False, data_dir: Optional[str] = None) -> RunReport:
+               with_paper: bool = False, data_dir: Optional[str] = None,
+               epochs: Optional[int] = None) -> RunReport:
     """Every run folder's result of one configuration; raises ReportError / UnreadableFile.
-    `data_dir`: a folder dataset's images, for the commands the errors suggest."""
+    `data_dir`: a folder dataset's images, for the commands the errors suggest. Only runs of
+    one length are counted: `epochs`, or else the length most finished runs have (the
+    longer on a tie); the others are named in a note."""
     folders = run_files.find_run_folders(data_root, dataset)
     warnings: List[str] = []
     records = [record for folder in folders
@@ -327,6 +345,18 @@ def run_report(data_root, dataset: str, config: Configuration, metric: str = "be
         states = ", ".join(f"{r.run_folder} {r.progress}" for r in unfinished)
         raise ReportError(f"no finished run of {config.name} under {where} ({states}); "
                           f"wait for them or resume them with --resume")
+    lengths = Counter(record.epochs for record in finished)
+    chosen = epochs if epochs is not None else \
+        max(lengths, key=lambda length: (lengths[length], -1 if length is None else length))
+    other = [record for record in finished if record.epochs != chosen]
+    finished = [record for record in finished if record.epochs == chosen]
+    others = ", ".join(f"{record.run_folder} ({_length_text(record.epochs)})" for record in other)
+    if not finished:
+        raise ReportError(f"--epochs {epochs}: no finished run of {config.name} under {where} is "
+                          f"{epochs} epochs long ({others}); choose one of those lengths or drop --epochs")
+    if other:
+        warnings.append(f"runs of other lengths are not counted: {others}; the runs counted are "
+                        f"of {_length_text(chosen)} (choose a length with --epochs N)")
     if required_runs is not None:
         if len(finished) < required_runs:
             have = ", ".join(record.run_folder for record in finished)
@@ -337,7 +367,8 @@ def run_report(data_root, dataset: str, config: Configuration, metric: str = "be
             warnings.append(f"--runs {required_runs}: using the first {required_runs} of "
                             f"{len(finished)} finished runs")
             finished = finished[:required_runs]
-    report = RunReport(dataset, config, metric, finished, unfinished, minority, notes=warnings)
+    report = RunReport(dataset, config, metric, finished, unfinished, minority, notes=warnings,
+                       epochs=chosen)
     report.notes += [f"{run.run_folder}: {untested_text(run.untested)}: left out of its per-class "
                      f"and minority accuracy" for run in finished if run.untested]
     if minority and any(run.minority_acc is None for run in finished):
@@ -448,7 +479,8 @@ def _run_report_json(report: RunReport) -> dict:
                     for run in report.runs],
            "unfinished": [{"run_folder": run.run_folder, "progress": run.progress}
                           for run in report.unfinished],
-           "acc": summary(report.accuracy), "error": summary(report.error), "notes": report.notes}
+           "epochs": report.epochs, "acc": summary(report.accuracy), "error": summary(report.error),
+           "notes": report.notes}
     if report.minority:
         out["minority_acc"] = summary(report.minority_accuracy)
         out["minority_error"] = summary(report.minority_error)
@@ -486,6 +518,7 @@ class Row:
     paper_text: Tuple[str, ...] = ()
     policy_variant: Tuple[str, ...] = ()
     cells: Dict[str, Cell] = field(default_factory=dict)  # column -> cell
+    epochs: Optional[int] = None  # the --epochs of its runs (None: the paper's row alone)
 
 
 @dataclass
@@ -531,11 +564,13 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                 minority: bool = False, with_paper: bool = False, model: Optional[str] = None,
                 max_runs: Optional[int] = None,
                 only: Optional[Sequence[Configuration]] = None,
-                data_dir: Optional[str] = None) -> Table:
+                data_dir: Optional[str] = None, epochs: Optional[int] = None,
+                run_folders: Optional[Sequence[str]] = None) -> Table:
     """Every configuration and IR-NR setting with results for `dataset` (only `model`'s, if
     given; only the configurations `only`, and the paper's numbers of their methods and
-    settings, if given). With the paper's numbers asked for and none of ours yet, the
-    paper's table alone."""
+    settings, if given; only runs of `epochs` epochs and of the `run_folders`, if given).
+    With the paper's numbers asked for and none of ours yet, the paper's table alone. Runs
+    of different lengths are never averaged: each length gets rows of its own."""
     paths = run_files.list_results(data_root, dataset)
     where = run_files.dataset_dir(data_root, dataset)
     paper_only = with_paper and not minority and dataset in load_paper_results()
@@ -547,11 +582,11 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                           f"e.g. {first}")
     wanted = None if only is None else set(only)
     quantity = "minority error" if minority else "error"
-    groups: Dict[Configuration, Cell] = {}
+    groups: Dict[Tuple[Configuration, Optional[int]], Cell] = {}  # (configuration, length)
     notes: List[str] = []
     codes: Counter = Counter()
     untested: Counter = Counter()  # the classes without a test image -> runs counted
-    unfinished = without_minority = 0
+    unfinished = without_minority = other_length = 0
     without_number: List[str] = []  # what a results file that says finished lacks
     skipped: List[str] = []
     for path in paths:
@@ -562,10 +597,15 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         except run_files.UnreadableFile as error:
             skipped.append(f"skipped {error}")
             continue
-        if (model is not None and config.model != model) or (wanted is not None and config not in wanted):
+        if (model is not None and config.model != model) or (wanted is not None and config not in wanted) \
+                or (run_folders is not None and path.parent.name not in run_folders):
+            continue
+        length = run_length(results)
+        if epochs is not None and length != epochs:
+            other_length += 1
             continue
         if entry is None and results.get("status") == "finished":
-            groups.setdefault(config, Cell()).without_number.append(path.parent.name)
+            groups.setdefault((config, length), Cell()).without_number.append(path.parent.name)
             without_number += [name for name in run_files.missing_numbers(results)
                                if name not in without_number]
             continue
@@ -576,7 +616,7 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         if not isinstance(value, (int, float)):
             without_minority += 1
             continue
-        cell = groups.setdefault(config, Cell())
+        cell = groups.setdefault((config, length), Cell())
         if max_runs is None or len(cell.values) < max_runs:
             cell.runs.append(path.parent.name)
             cell.values.append(100.0 - float(value))
@@ -590,6 +630,14 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                      f"are not counted")
     if skipped:
         notes.append(f"{len(skipped)} results files that cannot be read are not counted")
+    if other_length:
+        notes.append(f"{other_length} results file{'s' if other_length > 1 else ''} of another "
+                     f"length than --epochs {epochs} {'are' if other_length > 1 else 'is'} not counted")
+    lengths = sorted({length for _, length in groups}, key=lambda length: -1 if length is None else length)
+    split = len(lengths) > 1
+    if split:
+        notes.append(f"the runs counted differ in length ({', '.join(map(str, lengths))} epochs): "
+                     f"each length has rows of its own")
     broken = sum(len(cell.without_number) for cell in groups.values())
     if broken:
         notes.append(f"{broken} results file{' says' if broken == 1 else 's say'} finished but "
@@ -615,13 +663,15 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     order = {method: index for index, method in enumerate(paper_methods().values())}
     rows: Dict[Tuple, Row] = {}
     columns: Dict[str, Tuple] = {}
-    for config, cell in groups.items():
-        key = (config.ablation, config.model, config.method, config.paper_text, config.policy_variant)
+    for (config, length), cell in groups.items():
+        key = (config.ablation, config.model, config.method, config.paper_text, config.policy_variant,
+               length if split else None)
         if key not in rows:
             name = _row_name(config.method, config.model, config.ablation, default_model,
                              config.paper_text, config.policy_variant)
+            name += f" ({_length_text(length)})" if split else ""
             rows[key] = Row(name, config.model, *config.method, config.ablation, config.paper_text,
-                            config.policy_variant)
+                            config.policy_variant, epochs=length)
         rows[key].cells[config.setting] = cell
         columns.setdefault(config.setting, _column_key(config))
 
@@ -632,7 +682,8 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         notes.append("the paper reports no minority-class error; no paper columns")
         paper = None
     if paper is not None:
-        _add_paper(paper, rows, columns, default_model)
+        # beside the longest runs, the nearest to the paper's 200 epochs
+        _add_paper(paper, rows, columns, default_model, lengths[-1] if split else None)
         if paper["model"] != default_model:
             notes.append(f"paper numbers are for {paper['model']}")
     if wanted is not None:
@@ -645,14 +696,16 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     # the dataset's own network first, then other networks, then ablations; paper rows in paper order
     row_list = sorted(rows.values(), key=lambda row: (
         bool(row.ablation), row.model != default_model, row.model,
-        order.get((row.aug_model, row.los_model, row.hyper_opt), len(order)), row.name))
+        order.get((row.aug_model, row.los_model, row.hyper_opt), len(order)), -(row.epochs or 0),
+        row.name))
     return Table(dataset, metric, quantity, column_names, row_list, paper is not None, notes, skipped)
 
 
 def _add_paper(paper: dict, rows: Dict[Tuple, Row], columns: Dict[str, Tuple],
-               default_model: str) -> None:
-    """Paper numbers go beside rows of the paper's network only (other networks are not comparable);
-    the paper's rows and columns appear even where we have no run."""
+               default_model: str, length: Optional[int] = None) -> None:
+    """Paper numbers go beside rows of the paper's network only (other networks are not comparable),
+    and of runs of `length` epochs where the table has rows per length; the paper's rows and
+    columns appear even where we have no run."""
     for column in paper["columns"]:
         if column not in columns:
             imbalance, noise = column.split("-")
@@ -660,7 +713,7 @@ def _add_paper(paper: dict, rows: Dict[Tuple, Row], columns: Dict[str, Tuple],
     for name, method in paper_methods().items():
         if name not in paper:
             continue
-        key = ("", paper["model"], method, (), ())  # beside the released data path's rows
+        key = ("", paper["model"], method, (), (), length)  # beside the released data path's rows
         if key not in rows:
             rows[key] = Row(_row_name(method, paper["model"], "", default_model), paper["model"],
                             *method, "")
@@ -754,7 +807,8 @@ def _table_json(table: Table) -> dict:
         rows.append({"name": row.name, "model": row.model, "aug_model": row.aug_model,
                      "los_model": row.los_model, "hyper_opt": row.hyper_opt,
                      "ablation": row.ablation, "paper_text": list(row.paper_text),
-                     "policy_variant": list(row.policy_variant), "cells": cells})
+                     "policy_variant": list(row.policy_variant), "epochs": row.epochs,
+                     "cells": cells})
     return {"dataset": table.dataset, "metric": table.metric, "quantity": table.quantity,
             "unit": "%", "columns": table.columns, "rows": rows, "notes": table.notes}
 

@@ -16,7 +16,7 @@ from custom_runs.experiment import Experiment
 from custom_runs.metrics import minority_accuracy
 from custom_runs.options import OneLineErrorParser, add_training_arguments, resolve
 from test_folder import make_folder
-from test_get_results import BASELINE, configuration, get_results, write_run
+from test_get_results import BASELINE, config_flags, configuration, get_results, write_run
 
 
 def options(*argv):
@@ -172,3 +172,93 @@ def test_the_command_for_a_lost_best_checkpoint_repeats_every_option_of_the_run(
     assert again["force"] and again["data"] == str(root)
     assert {key: again[key] for key in saved if key != "data"} == \
         {key: value for key, value in saved.items() if key != "data"}
+
+
+# ----------------------------------------------------------------------------- runs of different lengths
+
+def write_length(root, dataset, folder, config, acc, epochs):
+    """write_run's results file, of a run of `epochs` epochs."""
+    run = write_run(root, dataset, folder, config, acc, checkpoints=dataset == "SVHN")
+    path = run_files.results_path(run, config.name)
+    saved = json.loads(path.read_text())
+    rewrite(path, config={**saved["config"], "epochs": epochs}, epochs=epochs, epochs_done=epochs)
+    return run
+
+
+def test_one_configuration_counts_the_runs_of_one_length_and_names_the_others(tmp_path):
+    config = configuration()
+    for folder, acc, epochs in (("run0", 90.0, 200), ("run1", 92.0, 200), ("run2", 60.0, 3)):
+        write_length(tmp_path, "SVHN", folder, config, acc, epochs)
+    report = reporting.run_report(tmp_path, "SVHN", config)
+    assert [run.run_folder for run in report.runs] == ["run0", "run1"]
+    assert report.accuracy.mean == 91.0 and report.epochs == 200
+    assert ("runs of other lengths are not counted: run2 (3 epochs); the runs counted are of "
+            "200 epochs (choose a length with --epochs N)") in report.notes
+
+    done = get_results(tmp_path, *config_flags(config), "--epochs", "3", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    chosen = json.loads(done.stdout)
+    assert [run["run_folder"] for run in chosen["runs"]] == ["run2"]
+    assert chosen["acc"]["mean"] == 60.0 and chosen["epochs"] == 3
+
+    refused = get_results(tmp_path, *config_flags(config), "--epochs", "50")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "--epochs 50: no finished run of" in refused.stderr
+    assert "run0 (200 epochs), run1 (200 epochs), run2 (3 epochs)" in refused.stderr
+
+
+def test_a_tie_between_lengths_counts_the_longer_runs(tmp_path):
+    config = configuration()
+    write_length(tmp_path, "SVHN", "run0", config, 60.0, 3)
+    write_length(tmp_path, "SVHN", "run1", config, 90.0, 200)
+    report = reporting.run_report(tmp_path, "SVHN", config)
+    assert [run.run_folder for run in report.runs] == ["run1"] and report.epochs == 200
+
+
+def test_the_table_gives_each_length_its_own_row_and_epochs_selects_one(tmp_path):
+    a_w_s, baseline = configuration(), configuration(method=BASELINE)
+    for folder, acc, epochs in (("run0", 90.0, 200), ("run1", 92.0, 200), ("run2", 60.0, 3)):
+        write_length(tmp_path, "SVHN", folder, a_w_s, acc, epochs)
+    write_length(tmp_path, "SVHN", "run0", baseline, 80.0, 200)
+    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    cells = {row.name: (row.epochs, row.cells["100-0.1"].values) for row in table.rows}
+    assert cells == {"Baseline (200 epochs)": (200, [20.0]), "A_W_S (200 epochs)": (200, [10.0, 8.0]),
+                     "A_W_S (3 epochs)": (3, [40.0])}
+    assert [row.name for row in table.rows] == ["Baseline (200 epochs)", "A_W_S (200 epochs)",
+                                                "A_W_S (3 epochs)"]
+    assert "the runs counted differ in length (3, 200 epochs): each length has rows of its own" \
+        in table.notes
+
+    done = get_results(tmp_path, "--dataset", "SVHN", "--table", "--epochs", "200", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    chosen = json.loads(done.stdout)
+    assert [(row["name"], row["epochs"], row["cells"]["100-0.1"]["values"]) for row in chosen["rows"]] \
+        == [("Baseline", 200, [20.0]), ("A_W_S", 200, [10.0, 8.0])]
+    assert "1 results file of another length than --epochs 200 is not counted" in chosen["notes"]
+
+
+def test_a_table_of_one_length_keeps_its_row_names(tmp_path):
+    for folder in ("run0", "run1"):
+        write_length(tmp_path, "SVHN", folder, configuration(), 90.0, 200)
+    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", with_paper=True)
+    assert "A_W_S" in [row.name for row in table.rows]
+    [row] = [row for row in table.rows if row.name == "A_W_S"]
+    assert row.cells["100-0.1"].values == [10.0, 10.0] and row.cells["100-0.1"].paper is not None
+
+
+def test_the_runner_prints_the_table_of_exactly_its_own_cells(tmp_path, capsys):
+    import runpy
+    from test_get_results import REPO
+    from custom_runs import sweep
+    run_table = runpy.run_path(str(REPO / "run-table.py"))
+    specs = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 2, ["--epochs", "3"])
+    config = specs[0].config
+    write_length(tmp_path, "DIGITS", "run0", config, 90.0, 3)
+    write_length(tmp_path, "DIGITS", "run1", config, 50.0, 200)  # not this table's length
+    write_length(tmp_path, "DIGITS", "run2", config, 40.0, 3)  # not one of its run folders
+    args = SimpleNamespace(dataset="DIGITS", data=str(tmp_path), format="json")
+    run_table["print_table"](args, specs)
+    table = json.loads(capsys.readouterr().out)
+    [row] = table["rows"]
+    assert (row["name"], row["cells"]["10-0.1"]["runs"], row["cells"]["10-0.1"]["values"]) == \
+        ("Baseline", ["run0"], [10.0])
