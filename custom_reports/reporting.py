@@ -93,6 +93,7 @@ class RunRecord:
     minority_acc: Optional[float] = None
     untested: Tuple[int, ...] = ()  # classes with no test image (no accuracy of their own)
     epochs: Optional[int] = None  # the run's --epochs
+    attempts: Optional[str] = None  # mixed_attempts: its epochs' code and compute paths differ
 
     @property
     def error(self) -> Optional[float]:
@@ -128,7 +129,11 @@ def untested_text(classes: Sequence[int]) -> str:
 def code_of(results: dict) -> str:
     """Which code wrote a results file: the project's commit (12 digits), marked when the
     checkout had uncommitted changes."""
-    versions = results.get("versions")
+    return code_label(results.get("versions"))
+
+
+def code_label(versions) -> str:
+    """code_of for a dict with "commit" and "uncommitted_changes" (versions, an attempt)."""
     commit = versions.get("commit") if isinstance(versions, dict) else None
     if not isinstance(commit, str):
         return "no recorded commit"  # written before results files recorded one
@@ -138,6 +143,38 @@ def code_of(results: dict) -> str:
     if versions.get("uncommitted_changes") is True:
         label += " with uncommitted changes"
     return label
+
+
+def attempts_of(results: dict) -> List[dict]:
+    """The attempts that trained a run (results file `attempts`); a file written before they
+    were recorded is one attempt, of its versions and compute path."""
+    attempts = results.get("attempts")
+    if isinstance(attempts, list) and attempts and all(isinstance(a, dict) for a in attempts):
+        return attempts
+    versions = results.get("versions") if isinstance(results.get("versions"), dict) else {}
+    path = results.get("compute_path") if isinstance(results.get("compute_path"), dict) else {}
+    return [{"first_epoch": 0, "commit": versions.get("commit"),
+             "uncommitted_changes": versions.get("uncommitted_changes"),
+             "compute_path": path.get("description")}]
+
+
+def mixed_attempts(results: dict) -> Optional[str]:
+    """"epochs 1-2 on … (path), epoch 3 on … (path)" where a run's epochs come from attempts
+    that differ in code or compute path; None where they agree. Attempts that trained no
+    epoch (stopped before the end of their first) are left out."""
+    attempts = attempts_of(results)
+    done = results.get("epochs_done")
+    ends = [attempt.get("first_epoch") for attempt in attempts[1:]] + [done]
+    spans = []
+    for attempt, end in zip(attempts, ends):
+        first = attempt.get("first_epoch")
+        if not isinstance(first, int) or not isinstance(end, int) or end <= first:
+            continue
+        epochs = f"epoch {end}" if end == first + 1 else f"epochs {first + 1}-{end}"
+        spans.append((epochs, code_label(attempt), attempt.get("compute_path") or "unknown compute path"))
+    if len({(code, path) for _, code, path in spans}) < 2:
+        return None
+    return ", ".join(f"{epochs} on {code} ({path})" for epochs, code, path in spans)
 
 
 def different_code_note(codes: Counter) -> Optional[str]:
@@ -257,7 +294,7 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
                 f"with the run's original options plus --force")
     checkpoint = best if metric == "best" else last
     record = RunRecord(folder.name, results_file, checkpoint, _is_finished(results), _progress(results),
-                       epochs=run_length(results))
+                       epochs=run_length(results), attempts=mixed_attempts(results))
     if not record.finished:
         return record
     entry = _metric_entry(results, metric, results_file)
@@ -371,6 +408,9 @@ def run_report(data_root, dataset: str, config: Configuration, metric: str = "be
                        epochs=chosen)
     report.notes += [f"{run.run_folder}: {untested_text(run.untested)}: left out of its per-class "
                      f"and minority accuracy" for run in finished if run.untested]
+    report.notes += [f"{run.run_folder}: its epochs come from attempts that differ in code or compute "
+                     f"path: {run.attempts} (attempts of its results file)"
+                     for run in finished if run.attempts]
     if minority and any(run.minority_acc is None for run in finished):
         report.notes.append("some results files have no minority_acc; those runs count as nan")
     if with_paper:
@@ -586,6 +626,7 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     notes: List[str] = []
     codes: Counter = Counter()
     untested: Counter = Counter()  # the classes without a test image -> runs counted
+    resumed_elsewhere: List[str] = []  # counted runs whose attempts differ (mixed_attempts)
     unfinished = without_minority = other_length = 0
     without_number: List[str] = []  # what a results file that says finished lacks
     skipped: List[str] = []
@@ -623,6 +664,9 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
             codes[code_of(results)] += 1
             if untested_classes(entry):
                 untested[untested_classes(entry)] += 1
+            if mixed_attempts(results):
+                resumed_elsewhere.append(f"{path.parent.name} of {method_label(*config.method)} "
+                                         f"at {config.setting}")
     if unfinished:
         notes.append(f"{unfinished} results files of unfinished runs are not counted")
     if without_minority:
@@ -651,6 +695,10 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     code_note = different_code_note(codes)
     if code_note:
         notes.append(code_note)
+    if resumed_elsewhere:
+        notes.append(f"runs resumed on other code or another compute path: "
+                     f"{', '.join(resumed_elsewhere)} (get-results.py for the configuration lists "
+                     f"their attempts)")
     if not groups:
         of_model = f" of model {model}" if model else ""
         first = f"; {skipped[0]}" if skipped else ""

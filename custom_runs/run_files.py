@@ -31,7 +31,8 @@ Checkpoints (best_/last_): a dict with
     augment_state_dict    {"probability_logits": (R, 7), "magnitude_logits": (R, 7)}, R = T (SEP)
                           or 1 (SHA); empty for the fixed methods
     acc (best test accuracy, %), epoch
-last_ adds what a resume needs (optimiser states, best epoch, history, compute path).
+last_ adds what a resume needs (optimiser states, best epoch, history, compute path,
+attempts).
 
 Results file (JSON, one per run folder and configuration):
     format, run_name, dataset, run_folder, seed,
@@ -40,6 +41,14 @@ Results file (JSON, one per run folder and configuration):
                       SIGTERM) or "failed" (non-finite training loss); "finished" with a
                       null best or final accuracy counts as unfinished (finished())
     lr_changes        [{"epoch", "from", "to"}]: --lr changed on --resume from that epoch
+    attempts          [{"first_epoch", "commit", "uncommitted_changes", "compute_path", "started"}]:
+                      each process that trained epochs of the run, from epoch first_epoch
+                      (counted from 0) to the next attempt's: the project's commit and
+                      whether tracked files differed from it (as in versions), the compute
+                      path's description, the ISO time it started. A checkpoint written
+                      before attempts were recorded resumes as a first attempt of "unknown"
+                      code (started null); a results file without attempts is one attempt
+                      of its versions and compute_path
     config            every option of the run (model, aug_model, los_model, hyper_opt,
                       imbalance_ratio, subsample_ratio, noise_ratio, epochs, hyper_start,
                       paper_text: the items that follow the paper's text, [] for none,

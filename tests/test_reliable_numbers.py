@@ -262,3 +262,72 @@ def test_the_runner_prints_the_table_of_exactly_its_own_cells(tmp_path, capsys):
     [row] = table["rows"]
     assert (row["name"], row["cells"]["10-0.1"]["runs"], row["cells"]["10-0.1"]["values"]) == \
         ("Baseline", ["run0"], [10.0])
+
+
+# ----------------------------------------------------------------------------- attempts
+
+def test_a_resumed_run_records_each_attempts_code_and_compute_path_and_reports_warn(
+        monkeypatch, tmp_path):
+    from datetime import datetime
+    from custom_runs import compute_path, run_state
+    argv = ["--dataset", "DIGITS", "--no-cuda", "--epochs", 3, "--data", tmp_path]
+    first_code = {"commit": "a" * 40, "uncommitted_changes": False}
+    second_code = {"commit": "b" * 40, "uncommitted_changes": True}
+    monkeypatch.setattr(run_state, "code_version", lambda: first_code)
+    monkeypatch.setattr(compute_path, "native_cpu_bf16", lambda: "AMX")
+    first = Experiment(options(*argv))
+    bf16 = first.compute_path.describe()
+    original_run_epoch = first.run_epoch
+
+    def stop_after_two_epochs(epoch, writer):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original_run_epoch(epoch, writer)
+    first.run_epoch = stop_after_two_epochs
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    stopped = run_files.load_results(first.results_path)
+    assert stopped["status"] == "interrupted"
+    assert [attempt["commit"] for attempt in stopped["attempts"]] == ["a" * 40]
+
+    monkeypatch.setattr(run_state, "code_version", lambda: second_code)
+    resumed = Experiment(options(*argv, "--resume", "--no-amp"))
+    fp32 = resumed.compute_path.describe()
+    results = resumed.run()
+    assert results["status"] == "finished" and results["epochs_done"] == 3
+    saved = run_files.load_results(resumed.results_path)
+    started = [attempt.pop("started") for attempt in saved["attempts"]]
+    assert saved["attempts"] == [
+        {"first_epoch": 0, "commit": "a" * 40, "uncommitted_changes": False, "compute_path": bf16},
+        {"first_epoch": 2, "commit": "b" * 40, "uncommitted_changes": True, "compute_path": fp32}]
+    assert all(datetime.fromisoformat(time).tzinfo is not None for time in started)
+    assert started[0] <= started[1]
+    last = run_files.load_torch(resumed.last_path)
+    assert [attempt["commit"] for attempt in last["attempts"]] == ["a" * 40, "b" * 40]
+
+    # a finished run that is resumed again trains nothing: no attempt is added
+    Experiment(options(*argv, "--resume", "--no-amp")).run()
+    assert len(run_files.load_results(resumed.results_path)["attempts"]) == 2
+
+    done = get_results(tmp_path, "--dataset", "DIGITS")
+    assert done.returncode == 0, done.stderr
+    assert (f"note: run0: its epochs come from attempts that differ in code or compute path: "
+            f"epochs 1-2 on aaaaaaaaaaaa ({bf16}), epoch 3 on bbbbbbbbbbbb with uncommitted "
+            f"changes ({fp32}) (attempts of its results file)") in done.stdout
+    table = reporting.build_table(tmp_path, "DIGITS", "resnet18")
+    assert ("runs resumed on other code or another compute path: run0 of Baseline at 1-0.0 "
+            "(get-results.py for the configuration lists their attempts)") in table.notes
+
+
+def test_a_results_file_without_attempts_is_one_attempt_of_its_versions(tmp_path):
+    config = configuration()
+    write_run(tmp_path, "SVHN", "run0", config, 90.0,
+              versions={"commit": "c" * 40, "uncommitted_changes": False})
+    path = run_files.results_path(run_files.run_dir(tmp_path, "SVHN", "run0"), config.name)
+    results = run_files.load_results(path)
+    assert "attempts" not in results
+    assert reporting.attempts_of(results) == [
+        {"first_epoch": 0, "commit": "c" * 40, "uncommitted_changes": False, "compute_path": None}]
+    assert reporting.mixed_attempts(results) is None
+    report = reporting.run_report(tmp_path, "SVHN", config)
+    assert not [note for note in report.notes if "attempts" in note]
