@@ -2,7 +2,9 @@
 code or another compute path, runs of different lengths, the commands that repair a run,
 and results files that say finished without a number."""
 import json
+import runpy
 import shutil
+from datetime import datetime
 from types import SimpleNamespace
 
 import pytest
@@ -11,16 +13,13 @@ from torch import nn
 
 from custom_models.training import Network, evaluate
 from custom_reports import reporting
-from custom_runs import run_files
+from custom_runs import compute_path, run_files, run_state, sweep
 from custom_runs.experiment import Experiment
 from custom_runs.metrics import minority_accuracy
-from custom_runs.options import OneLineErrorParser, add_training_arguments, resolve
+from test_compute_path import options, run_until
 from test_folder import make_folder
-from test_get_results import BASELINE, config_flags, configuration, get_results, write_run
-
-
-def options(*argv):
-    return resolve(add_training_arguments(OneLineErrorParser()).parse_args(list(map(str, argv))))
+from test_get_results import (BASELINE, REPO, config_flags, configuration, get_results,  # noqa: F401
+                              implicit_augment_args, write_run)
 
 
 def rewrite(path, **changes):
@@ -95,7 +94,6 @@ def test_a_results_file_that_says_finished_without_a_best_accuracy_is_not_finish
     text = reporting.render_run_report(report)
     assert "run1" in text and "not counted" in text
 
-    from custom_runs import sweep
     [spec] = [spec for spec in sweep.expand("SVHN", str(tmp_path), ["A_W_S"], ["100-0.1"], 2, [])
               if spec.run_folder == "run1"]
     rewrite(spec.results_path, config={**json.loads(spec.results_path.read_text())["config"],
@@ -137,13 +135,6 @@ def test_resume_rewrites_a_finished_results_file_that_lost_its_best_accuracy(tmp
 
 
 # ----------------------------------------------------------------------------- repair commands
-
-@pytest.fixture(scope="module")
-def implicit_augment_args():
-    import runpy
-    from test_get_results import REPO
-    return runpy.run_path(str(REPO / "implicit-augment.py"))["get_args"]
-
 
 def test_the_command_for_a_lost_best_checkpoint_repeats_every_option_of_the_run(
         implicit_augment_args, tmp_path):
@@ -247,9 +238,6 @@ def test_a_table_of_one_length_keeps_its_row_names(tmp_path):
 
 
 def test_the_runner_prints_the_table_of_exactly_its_own_cells(tmp_path, capsys):
-    import runpy
-    from test_get_results import REPO
-    from custom_runs import sweep
     run_table = runpy.run_path(str(REPO / "run-table.py"))
     specs = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 2, ["--epochs", "3"])
     config = specs[0].config
@@ -268,8 +256,6 @@ def test_the_runner_prints_the_table_of_exactly_its_own_cells(tmp_path, capsys):
 
 def test_a_resumed_run_records_each_attempts_code_and_compute_path_and_reports_warn(
         monkeypatch, tmp_path):
-    from datetime import datetime
-    from custom_runs import compute_path, run_state
     argv = ["--dataset", "DIGITS", "--no-cuda", "--epochs", 3, "--data", tmp_path]
     first_code = {"commit": "a" * 40, "uncommitted_changes": False}
     second_code = {"commit": "b" * 40, "uncommitted_changes": True}
@@ -277,15 +263,7 @@ def test_a_resumed_run_records_each_attempts_code_and_compute_path_and_reports_w
     monkeypatch.setattr(compute_path, "native_cpu_bf16", lambda: "AMX")
     first = Experiment(options(*argv))
     bf16 = first.compute_path.describe()
-    original_run_epoch = first.run_epoch
-
-    def stop_after_two_epochs(epoch, writer):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original_run_epoch(epoch, writer)
-    first.run_epoch = stop_after_two_epochs
-    with pytest.raises(KeyboardInterrupt):
-        first.run()
+    run_until(first, 2)
     stopped = run_files.load_results(first.results_path)
     assert stopped["status"] == "interrupted"
     assert [attempt["commit"] for attempt in stopped["attempts"]] == ["a" * 40]
