@@ -46,6 +46,10 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--runs", type=int, default=None, metavar="N",
         help="require at least N finished runs and use the first N (error if fewer); "
              "with --table, use at most the first N runs of each cell (default: every run found)")
+    add("--epochs", type=int, default=None, metavar="N",
+        help="count only runs of N epochs (default: one configuration counts the length most of "
+             "its finished runs have and names the others; --table gives each length rows of "
+             "its own)")
     add("--table", action="store_true",
         help="every configuration and IR-NR setting found for the dataset, as the paper's table")
     add("--format", default="text", choices=reporting.FORMATS, help="output format (default: text)")
@@ -75,7 +79,8 @@ def get_args(argv=None) -> argparse.Namespace:
         parser.error("choose one of --table and --suspects")
     try:
         check_all(at_least_one(flag, value) for flag, value in
-                  (("--runs", args.runs), ("--suspects K", args.suspects)) if value is not None)
+                  (("--runs", args.runs), ("--epochs", args.epochs), ("--suspects K", args.suspects))
+                  if value is not None)
         if args.suspects is not None and args.los_model not in suspects.LEARNING_LOSS_MODELS:
             raise UsageError(f"--suspects needs a run that learned loss weights or soft labels "
                              f"(--los-model WGHT, SOFT or BOTH), not --los-model {args.los_model}")
@@ -92,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
     if args.table:
         table = reporting.build_table(args.data, settings.name, settings.model, args.metric,
                                       args.minority, args.paper, args.model, args.runs,
-                                      data_dir=settings.folder)
+                                      data_dir=settings.folder, epochs=args.epochs)
         print(reporting.render_table(table, args.format))
         # a skipped file and its fix go to stderr in every format; csv has no room for notes
         for note in table.skipped + (table.notes if args.format == "csv" else []):
@@ -104,7 +109,8 @@ def main(args: argparse.Namespace) -> int:
                                      tuple(args.paper_text),
                                      tuple(policy_variant_items(args.policy_variant, args.aug_model)))
     report = reporting.run_report(args.data, settings.name, config, args.metric, args.runs,
-                                  args.minority, args.paper, data_dir=settings.folder)
+                                  args.minority, args.paper, data_dir=settings.folder,
+                                  epochs=args.epochs)
     print(reporting.render_run_report(report, args.format))
     if args.format == "csv":  # the other formats carry the notes themselves
         for note in report.notes:

@@ -13,6 +13,7 @@ Accuracies come from the results JSON (best.acc or final.acc); a run whose
 status is not "finished" is listed but never averaged, since its best so far
 is not the number a finished run reports. Every path comes from run_files.
 """
+import argparse
 import csv
 import io
 import json
@@ -28,7 +29,7 @@ from custom_datasets.folder import FOLDER_DATASET
 from custom_runs import run_files
 from custom_runs.identity import (IDENTITY_OPTIONS, Configuration, command_line, load_paper_results,
                                   paper_methods)
-from custom_runs.options import PAPER_TEXT_ITEMS, POLICY_VARIANT_ITEMS
+from custom_runs.options import PAPER_TEXT_ITEMS, POLICY_VARIANT_ITEMS, add_training_arguments
 
 METRICS = {"best": "best", "last": "final"}  # --metric -> section of the results file
 FORMATS = ("text", "markdown", "csv", "json")
@@ -90,6 +91,9 @@ class RunRecord:
     progress: str  # "epoch 12/200"
     acc: Optional[float] = None
     minority_acc: Optional[float] = None
+    untested: Tuple[int, ...] = ()  # classes with no test image (no accuracy of their own)
+    epochs: Optional[int] = None  # the run's --epochs
+    attempts: Optional[str] = None  # mixed_attempts: its epochs' code and compute paths differ
 
     @property
     def error(self) -> Optional[float]:
@@ -109,10 +113,27 @@ def _metric_entry(results: dict, metric: str, path: Path) -> dict:
     return entry
 
 
+def untested_classes(entry: dict) -> Tuple[int, ...]:
+    """The classes whose per-class accuracy is null: they had no test image."""
+    per_class = entry.get("per_class_acc")
+    return tuple(label for label, acc in enumerate(per_class) if acc is None) \
+        if isinstance(per_class, list) else ()
+
+
+def untested_text(classes: Sequence[int]) -> str:
+    many = len(classes) > 1
+    return (f"class{'es' if many else ''} {', '.join(map(str, classes))} "
+            f"{'have' if many else 'has'} no test image")
+
+
 def code_of(results: dict) -> str:
     """Which code wrote a results file: the project's commit (12 digits), marked when the
     checkout had uncommitted changes."""
-    versions = results.get("versions")
+    return code_label(results.get("versions"))
+
+
+def code_label(versions) -> str:
+    """code_of for a dict with "commit" and "uncommitted_changes" (versions, an attempt)."""
     commit = versions.get("commit") if isinstance(versions, dict) else None
     if not isinstance(commit, str):
         return "no recorded commit"  # written before results files recorded one
@@ -124,6 +145,38 @@ def code_of(results: dict) -> str:
     return label
 
 
+def attempts_of(results: dict) -> List[dict]:
+    """The attempts that trained a run (results file `attempts`); a file written before they
+    were recorded is one attempt, of its versions and compute path."""
+    attempts = results.get("attempts")
+    if isinstance(attempts, list) and attempts and all(isinstance(a, dict) for a in attempts):
+        return attempts
+    versions = results.get("versions") if isinstance(results.get("versions"), dict) else {}
+    path = results.get("compute_path") if isinstance(results.get("compute_path"), dict) else {}
+    return [{"first_epoch": 0, "commit": versions.get("commit"),
+             "uncommitted_changes": versions.get("uncommitted_changes"),
+             "compute_path": path.get("description")}]
+
+
+def mixed_attempts(results: dict) -> Optional[str]:
+    """"epochs 1-2 on … (path), epoch 3 on … (path)" where a run's epochs come from attempts
+    that differ in code or compute path; None where they agree. Attempts that trained no
+    epoch (stopped before the end of their first) are left out."""
+    attempts = attempts_of(results)
+    done = results.get("epochs_done")
+    ends = [attempt.get("first_epoch") for attempt in attempts[1:]] + [done]
+    spans = []
+    for attempt, end in zip(attempts, ends):
+        first = attempt.get("first_epoch")
+        if not isinstance(first, int) or not isinstance(end, int) or end <= first:
+            continue
+        epochs = f"epoch {end}" if end == first + 1 else f"epochs {first + 1}-{end}"
+        spans.append((epochs, code_label(attempt), attempt.get("compute_path") or "unknown compute path"))
+    if len({(code, path) for _, code, path in spans}) < 2:
+        return None
+    return ", ".join(f"{epochs} on {code} ({path})" for epochs, code, path in spans)
+
+
 def different_code_note(codes: Counter) -> Optional[str]:
     """One note line when the counted runs come from more than one version of the code."""
     if len(codes) < 2:
@@ -133,33 +186,58 @@ def different_code_note(codes: Counter) -> Optional[str]:
     return f"the runs counted come from different code: {each} (versions.commit of their results files)"
 
 
+def run_length(results: dict) -> Optional[int]:
+    """A run's --epochs (config.epochs), which reports never average across."""
+    config = results.get("config")
+    epochs = config.get("epochs") if isinstance(config, dict) else None
+    epochs = results.get("epochs") if epochs is None else epochs
+    return epochs if isinstance(epochs, int) else None
+
+
+def _length_text(epochs: Optional[int]) -> str:
+    return "unknown length" if epochs is None else f"{epochs} epochs"
+
+
 def _is_finished(results: dict) -> bool:
-    return results.get("status") == "finished"
+    return run_files.finished(results)
 
 
 def _progress(results: dict) -> str:
-    return f"epoch {results.get('epochs_done', '?')}/{results.get('epochs', '?')}"
+    progress = f"epoch {results.get('epochs_done', '?')}/{results.get('epochs', '?')}"
+    if results.get("status") == "finished" and not run_files.finished(results):
+        progress += f", no number at {' and '.join(run_files.missing_numbers(results))}"
+    return progress
 
 
 def resume_options() -> Tuple[str, ...]:
-    """The options of a run that its resume command repeats: those a resume must agree on,
-    and --lr, which a resume may lower but which otherwise stays the run's own."""
+    """The options a saved configuration must hold for a command to repeat the run: those a
+    resume must agree on, and --lr, which a resume may lower but which otherwise stays the
+    run's own."""
     return IDENTITY_OPTIONS + ("lr",)
 
 
-def resume_command(data_root, run_folder: str, options: dict) -> str:
-    """implicit-augment.py with the run's options (the config saved in its last_ checkpoint)
-    plus --resume."""
+def resume_command(data_root, run_folder: str, options: dict, then: str = "--resume") -> str:
+    """implicit-augment.py with the run's own options (its saved configuration, from a results
+    file or a last_ checkpoint: every option that differs from implicit-augment.py's default),
+    then `then`: --resume, or --force to train it again."""
+    defaults = vars(add_training_arguments(argparse.ArgumentParser(add_help=False)).parse_args([]))
     arguments = ["--data", data_root, "-r", run_folder]
-    for key in resume_options():
+    for key, default in defaults.items():
+        if key in ("data", "run_folder", "resume", "force") or options.get(key, default) == default:
+            continue
         value, flag = options[key], "--" + key.replace("_", "-")
         if isinstance(value, bool):
             arguments += [flag] if value else []
         elif isinstance(value, (list, tuple)):
-            arguments += [flag] + list(value) if value else []
+            arguments += [flag] + list(value)
         elif value is not None:
             arguments += [flag, value]
-    return command_line("implicit-augment.py", arguments + ["--resume"])
+    return command_line("implicit-augment.py", arguments + [then])
+
+
+def repeats_the_run(options) -> bool:
+    """Whether a saved configuration holds what a command that repeats the run needs."""
+    return isinstance(options, dict) and all(key in options for key in resume_options())
 
 
 def rebuild_hint(data_root, results_file: Path) -> str:
@@ -176,7 +254,7 @@ def rebuild_hint(data_root, results_file: Path) -> str:
     except run_files.UnreadableFile:  # missing, truncated, foreign: a resume could not read it either
         return f"{last.name} is missing or unreadable too, so train the run again: {original} plus --force"
     options = saved.get("config") if isinstance(saved, dict) else None
-    if not isinstance(options, dict) or any(key not in options for key in resume_options()):
+    if not repeats_the_run(options):
         return f"rebuild it from {last.name} (no retraining if the run finished): {original} plus --resume"
     done, epochs = int(saved.get("epoch", -1)) + 1, options["epochs"]
     what = "rebuild it without retraining" if done >= epochs else \
@@ -206,17 +284,24 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
     last = run_files.last_checkpoint_path(folder, name)
     if not any(path.is_file() for path in (results_file, best, last)):
         return None
-    # a finished configuration whose checkpoint is lost is trained again from scratch
-    hint = f"re-run it: {config.train_command(data_root, dataset, folder.name, data_dir)} --force"
     results = read_results(data_root, results_file)
+    # a finished configuration whose checkpoint is lost is trained again from scratch, with
+    # the options its results file records (its --epochs, ...)
+    if repeats_the_run(results.get("config")):
+        hint = f"re-run it: {resume_command(data_root, folder.name, results['config'], '--force')}"
+    else:
+        hint = (f"re-run it: {config.train_command(data_root, dataset, folder.name, data_dir)} "
+                f"with the run's original options plus --force")
     checkpoint = best if metric == "best" else last
-    record = RunRecord(folder.name, results_file, checkpoint, _is_finished(results), _progress(results))
+    record = RunRecord(folder.name, results_file, checkpoint, _is_finished(results), _progress(results),
+                       epochs=run_length(results), attempts=mixed_attempts(results))
     if not record.finished:
         return record
     entry = _metric_entry(results, metric, results_file)
     record.acc = float(entry["acc"])
     minority = entry.get("minority_acc")
     record.minority_acc = float(minority) if isinstance(minority, (int, float)) else None
+    record.untested = untested_classes(entry)
     if check_checkpoint:
         if not checkpoint.is_file():
             raise run_files.UnreadableFile(f"{checkpoint} does not exist; {hint}")
@@ -241,6 +326,7 @@ class RunReport:
     minority: bool
     paper: Optional[Tuple[float, Optional[float], str]] = None  # error mean, std, paper's model
     notes: List[str] = field(default_factory=list)
+    epochs: Optional[int] = None  # the length of the runs counted
 
     @property
     def accuracy(self) -> Summary:
@@ -271,9 +357,12 @@ def paper_number(dataset: str, config: Configuration) -> Optional[Tuple[float, O
 
 def run_report(data_root, dataset: str, config: Configuration, metric: str = "best",
                required_runs: Optional[int] = None, minority: bool = False,
-               with_paper: bool = False, data_dir: Optional[str] = None) -> RunReport:
+               with_paper: bool = False, data_dir: Optional[str] = None,
+               epochs: Optional[int] = None) -> RunReport:
     """Every run folder's result of one configuration; raises ReportError / UnreadableFile.
-    `data_dir`: a folder dataset's images, for the commands the errors suggest."""
+    `data_dir`: a folder dataset's images, for the commands the errors suggest. Only runs of
+    one length are counted: `epochs`, or else the length most finished runs have (the
+    longer on a tie); the others are named in a note."""
     folders = run_files.find_run_folders(data_root, dataset)
     warnings: List[str] = []
     records = [record for folder in folders
@@ -293,6 +382,18 @@ def run_report(data_root, dataset: str, config: Configuration, metric: str = "be
         states = ", ".join(f"{r.run_folder} {r.progress}" for r in unfinished)
         raise ReportError(f"no finished run of {config.name} under {where} ({states}); "
                           f"wait for them or resume them with --resume")
+    lengths = Counter(record.epochs for record in finished)
+    chosen = epochs if epochs is not None else \
+        max(lengths, key=lambda length: (lengths[length], -1 if length is None else length))
+    other = [record for record in finished if record.epochs != chosen]
+    finished = [record for record in finished if record.epochs == chosen]
+    others = ", ".join(f"{record.run_folder} ({_length_text(record.epochs)})" for record in other)
+    if not finished:
+        raise ReportError(f"--epochs {epochs}: no finished run of {config.name} under {where} is "
+                          f"{epochs} epochs long ({others}); choose one of those lengths or drop --epochs")
+    if other:
+        warnings.append(f"runs of other lengths are not counted: {others}; the runs counted are "
+                        f"of {_length_text(chosen)} (choose a length with --epochs N)")
     if required_runs is not None:
         if len(finished) < required_runs:
             have = ", ".join(record.run_folder for record in finished)
@@ -303,7 +404,13 @@ def run_report(data_root, dataset: str, config: Configuration, metric: str = "be
             warnings.append(f"--runs {required_runs}: using the first {required_runs} of "
                             f"{len(finished)} finished runs")
             finished = finished[:required_runs]
-    report = RunReport(dataset, config, metric, finished, unfinished, minority, notes=warnings)
+    report = RunReport(dataset, config, metric, finished, unfinished, minority, notes=warnings,
+                       epochs=chosen)
+    report.notes += [f"{run.run_folder}: {untested_text(run.untested)}: left out of its per-class "
+                     f"and minority accuracy" for run in finished if run.untested]
+    report.notes += [f"{run.run_folder}: its epochs come from attempts that differ in code or compute "
+                     f"path: {run.attempts} (attempts of its results file)"
+                     for run in finished if run.attempts]
     if minority and any(run.minority_acc is None for run in finished):
         report.notes.append("some results files have no minority_acc; those runs count as nan")
     if with_paper:
@@ -412,7 +519,8 @@ def _run_report_json(report: RunReport) -> dict:
                     for run in report.runs],
            "unfinished": [{"run_folder": run.run_folder, "progress": run.progress}
                           for run in report.unfinished],
-           "acc": summary(report.accuracy), "error": summary(report.error), "notes": report.notes}
+           "epochs": report.epochs, "acc": summary(report.accuracy), "error": summary(report.error),
+           "notes": report.notes}
     if report.minority:
         out["minority_acc"] = summary(report.minority_accuracy)
         out["minority_error"] = summary(report.minority_error)
@@ -428,10 +536,15 @@ class Cell:
     runs: List[str] = field(default_factory=list)  # run folders, in run order
     values: List[float] = field(default_factory=list)  # error (%) of each run
     paper: Optional[Tuple[float, Optional[float]]] = None
+    # run folders whose results file says finished but lacks an accuracy: not counted, shown
+    without_number: List[str] = field(default_factory=list)
 
     @property
     def summary(self) -> Summary:
         return summarize(self.values)
+
+    def text(self) -> str:
+        return self.summary.text() + "".join(f" [{run}: no number]" for run in self.without_number)
 
 
 @dataclass
@@ -445,6 +558,7 @@ class Row:
     paper_text: Tuple[str, ...] = ()
     policy_variant: Tuple[str, ...] = ()
     cells: Dict[str, Cell] = field(default_factory=dict)  # column -> cell
+    epochs: Optional[int] = None  # the --epochs of its runs (None: the paper's row alone)
 
 
 @dataclass
@@ -490,11 +604,13 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                 minority: bool = False, with_paper: bool = False, model: Optional[str] = None,
                 max_runs: Optional[int] = None,
                 only: Optional[Sequence[Configuration]] = None,
-                data_dir: Optional[str] = None) -> Table:
+                data_dir: Optional[str] = None, epochs: Optional[int] = None,
+                run_folders: Optional[Sequence[str]] = None) -> Table:
     """Every configuration and IR-NR setting with results for `dataset` (only `model`'s, if
     given; only the configurations `only`, and the paper's numbers of their methods and
-    settings, if given). With the paper's numbers asked for and none of ours yet, the
-    paper's table alone."""
+    settings, if given; only runs of `epochs` epochs and of the `run_folders`, if given).
+    With the paper's numbers asked for and none of ours yet, the paper's table alone. Runs
+    of different lengths are never averaged: each length gets rows of its own."""
     paths = run_files.list_results(data_root, dataset)
     where = run_files.dataset_dir(data_root, dataset)
     paper_only = with_paper and not minority and dataset in load_paper_results()
@@ -506,10 +622,13 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                           f"e.g. {first}")
     wanted = None if only is None else set(only)
     quantity = "minority error" if minority else "error"
-    groups: Dict[Configuration, Cell] = {}
+    groups: Dict[Tuple[Configuration, Optional[int]], Cell] = {}  # (configuration, length)
     notes: List[str] = []
     codes: Counter = Counter()
-    unfinished = without_minority = 0
+    untested: Counter = Counter()  # the classes without a test image -> runs counted
+    resumed_elsewhere: List[str] = []  # counted runs whose attempts differ (mixed_attempts)
+    unfinished = without_minority = other_length = 0
+    without_number: List[str] = []  # what a results file that says finished lacks
     skipped: List[str] = []
     for path in paths:
         try:  # one broken file must not hide every other run's numbers
@@ -519,7 +638,17 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         except run_files.UnreadableFile as error:
             skipped.append(f"skipped {error}")
             continue
-        if (model is not None and config.model != model) or (wanted is not None and config not in wanted):
+        if (model is not None and config.model != model) or (wanted is not None and config not in wanted) \
+                or (run_folders is not None and path.parent.name not in run_folders):
+            continue
+        length = run_length(results)
+        if epochs is not None and length != epochs:
+            other_length += 1
+            continue
+        if entry is None and results.get("status") == "finished":
+            groups.setdefault((config, length), Cell()).without_number.append(path.parent.name)
+            without_number += [name for name in run_files.missing_numbers(results)
+                               if name not in without_number]
             continue
         if entry is None:
             unfinished += 1
@@ -528,11 +657,16 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         if not isinstance(value, (int, float)):
             without_minority += 1
             continue
-        cell = groups.setdefault(config, Cell())
+        cell = groups.setdefault((config, length), Cell())
         if max_runs is None or len(cell.values) < max_runs:
             cell.runs.append(path.parent.name)
             cell.values.append(100.0 - float(value))
             codes[code_of(results)] += 1
+            if untested_classes(entry):
+                untested[untested_classes(entry)] += 1
+            if mixed_attempts(results):
+                resumed_elsewhere.append(f"{path.parent.name} of {method_label(*config.method)} "
+                                         f"at {config.setting}")
     if unfinished:
         notes.append(f"{unfinished} results files of unfinished runs are not counted")
     if without_minority:
@@ -540,9 +674,31 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                      f"are not counted")
     if skipped:
         notes.append(f"{len(skipped)} results files that cannot be read are not counted")
+    if other_length:
+        notes.append(f"{other_length} results file{'s' if other_length > 1 else ''} of another "
+                     f"length than --epochs {epochs} {'are' if other_length > 1 else 'is'} not counted")
+    lengths = sorted({length for _, length in groups}, key=lambda length: -1 if length is None else length)
+    split = len(lengths) > 1
+    if split:
+        notes.append(f"the runs counted differ in length ({', '.join(map(str, lengths))} epochs): "
+                     f"each length has rows of its own")
+    broken = sum(len(cell.without_number) for cell in groups.values())
+    if broken:
+        notes.append(f"{broken} results file{' says' if broken == 1 else 's say'} finished but "
+                     f"{'has' if broken == 1 else 'have'} no number at {' or '.join(without_number)} "
+                     f"(marked [runN: no number]): not counted; run-table.py runs "
+                     f"{'it' if broken == 1 else 'them'} again, as does implicit-augment.py with "
+                     f"the run's options plus --resume")
+    notes += [f"{untested_text(classes)} in {count} run{'s' if count > 1 else ''} counted: left out "
+              f"of {'their' if count > 1 else 'its'} per-class and minority accuracy"
+              for classes, count in untested.items()]
     code_note = different_code_note(codes)
     if code_note:
         notes.append(code_note)
+    if resumed_elsewhere:
+        notes.append(f"runs resumed on other code or another compute path: "
+                     f"{', '.join(resumed_elsewhere)} (get-results.py for the configuration lists "
+                     f"their attempts)")
     if not groups:
         of_model = f" of model {model}" if model else ""
         first = f"; {skipped[0]}" if skipped else ""
@@ -555,13 +711,15 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     order = {method: index for index, method in enumerate(paper_methods().values())}
     rows: Dict[Tuple, Row] = {}
     columns: Dict[str, Tuple] = {}
-    for config, cell in groups.items():
-        key = (config.ablation, config.model, config.method, config.paper_text, config.policy_variant)
+    for (config, length), cell in groups.items():
+        key = (config.ablation, config.model, config.method, config.paper_text, config.policy_variant,
+               length if split else None)
         if key not in rows:
             name = _row_name(config.method, config.model, config.ablation, default_model,
                              config.paper_text, config.policy_variant)
+            name += f" ({_length_text(length)})" if split else ""
             rows[key] = Row(name, config.model, *config.method, config.ablation, config.paper_text,
-                            config.policy_variant)
+                            config.policy_variant, epochs=length)
         rows[key].cells[config.setting] = cell
         columns.setdefault(config.setting, _column_key(config))
 
@@ -572,7 +730,8 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         notes.append("the paper reports no minority-class error; no paper columns")
         paper = None
     if paper is not None:
-        _add_paper(paper, rows, columns, default_model)
+        # beside the longest runs, the nearest to the paper's 200 epochs
+        _add_paper(paper, rows, columns, default_model, lengths[-1] if split else None)
         if paper["model"] != default_model:
             notes.append(f"paper numbers are for {paper['model']}")
     if wanted is not None:
@@ -585,14 +744,16 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     # the dataset's own network first, then other networks, then ablations; paper rows in paper order
     row_list = sorted(rows.values(), key=lambda row: (
         bool(row.ablation), row.model != default_model, row.model,
-        order.get((row.aug_model, row.los_model, row.hyper_opt), len(order)), row.name))
+        order.get((row.aug_model, row.los_model, row.hyper_opt), len(order)), -(row.epochs or 0),
+        row.name))
     return Table(dataset, metric, quantity, column_names, row_list, paper is not None, notes, skipped)
 
 
 def _add_paper(paper: dict, rows: Dict[Tuple, Row], columns: Dict[str, Tuple],
-               default_model: str) -> None:
-    """Paper numbers go beside rows of the paper's network only (other networks are not comparable);
-    the paper's rows and columns appear even where we have no run."""
+               default_model: str, length: Optional[int] = None) -> None:
+    """Paper numbers go beside rows of the paper's network only (other networks are not comparable),
+    and of runs of `length` epochs where the table has rows per length; the paper's rows and
+    columns appear even where we have no run."""
     for column in paper["columns"]:
         if column not in columns:
             imbalance, noise = column.split("-")
@@ -600,7 +761,7 @@ def _add_paper(paper: dict, rows: Dict[Tuple, Row], columns: Dict[str, Tuple],
     for name, method in paper_methods().items():
         if name not in paper:
             continue
-        key = ("", paper["model"], method, (), ())  # beside the released data path's rows
+        key = ("", paper["model"], method, (), (), length)  # beside the released data path's rows
         if key not in rows:
             rows[key] = Row(_row_name(method, paper["model"], "", default_model), paper["model"],
                             *method, "")
@@ -625,7 +786,7 @@ def _table_grid(table: Table):
         cells = [row.name]
         for column in table.columns:
             cell = row.cells.get(column, Cell())
-            cells.append(cell.summary.text())
+            cells.append(cell.text())
             if table.with_paper:
                 cells.append(_paper_text(cell.paper))
         rows.append(cells)
@@ -686,13 +847,16 @@ def _table_json(table: Table) -> dict:
             summary = cell.summary
             cells[column] = {"n": summary.n, "mean": json_number(summary.mean),
                              "std": json_number(summary.std), "runs": cell.runs, "values": cell.values}
+            if cell.without_number:
+                cells[column]["without_number"] = cell.without_number
             if table.with_paper:
                 cells[column]["paper_mean"] = None if cell.paper is None else cell.paper[0]
                 cells[column]["paper_std"] = None if cell.paper is None else cell.paper[1]
         rows.append({"name": row.name, "model": row.model, "aug_model": row.aug_model,
                      "los_model": row.los_model, "hyper_opt": row.hyper_opt,
                      "ablation": row.ablation, "paper_text": list(row.paper_text),
-                     "policy_variant": list(row.policy_variant), "cells": cells})
+                     "policy_variant": list(row.policy_variant), "epochs": row.epochs,
+                     "cells": cells})
     return {"dataset": table.dataset, "metric": table.metric, "quantity": table.quantity,
             "unit": "%", "columns": table.columns, "rows": rows, "notes": table.notes}
 

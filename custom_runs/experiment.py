@@ -142,6 +142,7 @@ class Experiment(SetUp, Builders, RunState):
         self.build_models()
         self.start_state()
         first_epoch = self.load_last() if args.resume and self.last_path.is_file() else 0
+        self.begin_attempt(first_epoch)
         if args.resume and first_epoch == 0:
             print(f"--resume: no {self.last_path.name} yet, starting from epoch 1", file=sys.stderr)
         if first_epoch >= args.epochs:

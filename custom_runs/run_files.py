@@ -31,21 +31,33 @@ Checkpoints (best_/last_): a dict with
     augment_state_dict    {"probability_logits": (R, 7), "magnitude_logits": (R, 7)}, R = T (SEP)
                           or 1 (SHA); empty for the fixed methods
     acc (best test accuracy, %), epoch
-last_ adds what a resume needs (optimiser states, best epoch, history, compute path).
+last_ adds what a resume needs (optimiser states, best epoch, history, compute path,
+attempts).
 
 Results file (JSON, one per run folder and configuration):
     format, run_name, dataset, run_folder, seed,
     split_seed        the seed the split file was made with (null: made elsewhere)
     status            "running" (also after kill -9), "finished", "interrupted" (Ctrl-C,
-                      SIGTERM) or "failed" (non-finite training loss)
+                      SIGTERM) or "failed" (non-finite training loss); "finished" with a
+                      null best or final accuracy counts as unfinished (finished())
     lr_changes        [{"epoch", "from", "to"}]: --lr changed on --resume from that epoch
+    attempts          [{"first_epoch", "commit", "uncommitted_changes", "compute_path", "started"}]:
+                      each process that trained epochs of the run, from epoch first_epoch
+                      (counted from 0) to the next attempt's: the project's commit and
+                      whether tracked files differed from it (as in versions), the compute
+                      path's description, the ISO time it started. A checkpoint written
+                      before attempts were recorded resumes as a first attempt of "unknown"
+                      code (started null); a results file without attempts is one attempt
+                      of its versions and compute_path
     config            every option of the run (model, aug_model, los_model, hyper_opt,
                       imbalance_ratio, subsample_ratio, noise_ratio, epochs, hyper_start,
                       paper_text: the items that follow the paper's text, [] for none,
                       policy_variant: the --policy-variant items, [] for none, ...)
     epochs, epochs_done
     best  / final     {"epoch", "acc", "loss", "per_class_acc": [C], "minority_acc"}
-                      (accuracies in %, minority = mean accuracy of the upper-half classes)
+                      (accuracies in %, minority = mean accuracy of the upper-half classes;
+                      a class with no test image has null, and the minority mean leaves it
+                      out: null where no upper-half class has a test image)
     history           [{"epoch", "test_acc", "test_loss", "train_loss", "lr", "hyper_lr"}]
     hyper_diagnostics [{"epoch", "g_norm_sq", "v_norm_sq", "g_dot_v", "divergence"}]
     learned           {"noisy_weight_auroc", "soft_label_correction_rate",
@@ -264,6 +276,21 @@ def load_results(path) -> dict:
     if not isinstance(results, dict) or "best" not in results:
         raise UnreadableFile(f"{path} is not a results file of implicit-augment.py")
     return results
+
+
+def missing_numbers(results: dict) -> List[str]:
+    """The accuracies a finished run must have that a results file lacks ("best.acc",
+    "final.acc")."""
+    return [f"{section}.acc" for section in ("best", "final")
+            if not isinstance(results.get(section), dict)
+            or not isinstance(results[section].get("acc"), (int, float))]
+
+
+def finished(results: dict) -> bool:
+    """A run that finished: its status says so and it has its best and final accuracy. A file
+    that says finished without them is not, for every report and for run-table.py (which
+    runs it again: --resume rewrites it from the last_ checkpoint)."""
+    return results.get("status") == "finished" and not missing_numbers(results)
 
 
 def list_results(data_root, dataset: str) -> List[Path]:

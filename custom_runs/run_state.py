@@ -6,6 +6,7 @@ import functools
 import platform
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -79,12 +80,21 @@ def versions(device: torch.device) -> Dict[str, object]:
             **code_version()}
 
 
+def attempt(first_epoch: int, compute_path: str) -> Dict[str, object]:
+    """One process's part of a run, from epoch `first_epoch` (counted from 0): the code and
+    the compute path its epochs were trained with, and when it started."""
+    code = code_version()
+    return {"first_epoch": first_epoch, "commit": code["commit"],
+            "uncommitted_changes": code["uncommitted_changes"], "compute_path": compute_path,
+            "started": datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
 class RunState:
     """The state of an Experiment (custom_runs.experiment) across its epochs and processes."""
 
     def start_state(self) -> None:
         self.best = {"epoch": -1, "acc": 0.0}
-        self.history, self.diagnostics, self.lr_changes = [], [], []
+        self.history, self.diagnostics, self.lr_changes, self.attempts = [], [], [], []
         self.timings = {"hyper": 0.0, "train": 0.0, "test": 0.0, "total": 0.0}
 
     def config(self) -> Dict:
@@ -106,6 +116,7 @@ class RunState:
                       "hyper_optimizer_state_dict":
                           self.hyper.optimizer.state_dict() if self.hyper.optimizer else {},
                       "skipped_hyper_steps": self.hyper.skipped_steps, "lr_changes": self.lr_changes,
+                      "attempts": self.attempts,
                       "best": self.best, "history": self.history,
                       "hyper_diagnostics": self.diagnostics, "timings_s": self.timings,
                       "compute_path": self.compute_path.record(),
@@ -131,6 +142,10 @@ class RunState:
             print(f"--resume: the checkpoint was trained with {saved_path}; epochs from "
                   f"{first_epoch + 1} use {self.compute_path.describe()}", file=sys.stderr)
         self.lr_changes = list(state.get("lr_changes", []))
+        # a checkpoint written before attempts were recorded: one attempt of unknown code
+        self.attempts = list(state.get("attempts") or [
+            {"first_epoch": 0, "commit": "unknown", "uncommitted_changes": "unknown",
+             "compute_path": saved_path, "started": None}])
         if saved.get("lr") != self.args.lr:
             if first_epoch >= self.args.epochs:  # nothing left to train at the new rate
                 self.args.lr = saved.get("lr")
@@ -152,6 +167,11 @@ class RunState:
         self.diagnostics, self.timings = state["hyper_diagnostics"], state["timings_s"]
         return first_epoch
 
+    def begin_attempt(self, first_epoch: int) -> None:
+        """This process trains the epochs from `first_epoch` on (none: no attempt to record)."""
+        if first_epoch < self.args.epochs:
+            self.attempts.append(attempt(first_epoch, self.compute_path.describe()))
+
     def results(self, status: str, final: Dict, learned: Optional[Dict] = None) -> Dict:
         split = self.split
         noisy = int((split.train_targets[split.train_indices]
@@ -163,7 +183,7 @@ class RunState:
                 "dataset": self.args.dataset, "run_folder": self.args.run_folder,
                 "seed": self.args.seed, "split_seed": self.split_seed, "status": status,
                 "world_size": self.collectives.world_size,
-                "config": self.config(), "lr_changes": self.lr_changes,
+                "config": self.config(), "lr_changes": self.lr_changes, "attempts": self.attempts,
                 "epochs": self.args.epochs, "epochs_done": len(self.history),
                 "best": self.best, "final": final, "history": self.history,
                 "hyper_diagnostics": self.diagnostics, "learned": learned,
