@@ -124,6 +124,7 @@ class Builders:
                 tables.update(self.augment_model.learned_tables())
             hyper_optimizer = RowRMSprop(tables, lr=args.hyper_beta, alpha=args.hyper_gamma)
         resampling = Resampling(matrix_at_warp_size="geometry" in args.paper_text,
+                                consistent_grid="geometry" in args.paper_text,
                                 average_pool_back="downsample" in args.paper_text)
         self.hyper = HyperState(self.loss_model, self.augment_model, hyper_optimizer,
                                 args.hyper_iters, args.hyper_alpha, resampling=resampling,
