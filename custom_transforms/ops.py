@@ -27,8 +27,11 @@ RandAugment were searched with, and follows PIL's definition on 8-bit images:
   (AutoAugment's grey 128): inside the image that matches PIL's bilinear
   Image.transform; in the one-pixel band along the edge of the valid region
   the image blends into the grey, where PIL cuts hard (warp);
-- Cutout fills with the released code's grey (125, 123, 114) (on a grayscale
-  batch its luma, 123), or with 0.5 under `bilinear-grey`;
+- Cutout draws the released code's rectangle (PIL's inclusive ImageDraw.rectangle
+  with truncated corners, side floor(v W) + 1, cut by the right and bottom edges
+  only) and fills it with its grey (125, 123, 114) (on a grayscale batch its luma,
+  123); under `bilinear-grey` it draws this project's earlier square, of side
+  round(v min(H, W)) and clipped on all sides, filled with 0.5;
 - grayscale batches (C = 1): Color is the identity, because the grey image of
   a grey image is itself, as with PIL's ImageEnhance.Color on an 'L' image;
   every other operation acts on the single channel (Contrast's degenerate
@@ -194,14 +197,39 @@ def _released_cutout_fill(channels: int, device: torch.device, dtype: torch.dtyp
     return torch.tensor(levels, device=device, dtype=dtype).div_(255.0).view(1, channels, 1, 1)
 
 
-def cutout(images: torch.Tensor, fractions: torch.Tensor, grey: bool = False) -> torch.Tensor:
-    """Square of side round(fraction * shorter side), centred at a uniform random point of
-    the image and clipped at the border (so a patch near an edge is smaller), filled with
-    the released code's (125, 123, 114), or with CUTOUT_FILL (0.5) when `grey`.
+def _released_cutout_patch(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """(n, 1, H, W) 0/1: the rectangle that the released code's CutoutAbs draws.
 
-    Along each axis the patch covers pixels start .. start + side - 1, with start the
-    rounded left/top edge; pixel j is in it when |j + 1/2 - (start + side/2)| < side/2.
+    There v = fraction * W (the width, for both axes), the centre c = W + (1 - W) U with U
+    uniform in [0, 1) (numpy's uniform(W) is uniform(low=W, high=1): c in (1, W]),
+    x0 = int(max(0, c - v/2)), x1 = min(W, x0 + v), and PIL's ImageDraw.rectangle truncates
+    the corners to integers and fills both: columns x0 .. int(x1), floor(v) + 1 of them,
+    cut by the right edge only (a patch at the left edge keeps its size); rows likewise with
+    H. v = 0 draws nothing (CutoutAbs is never called). The few per-image numbers are
+    float64, as the released code's Python floats are.
     """
+    batch, _, height, width = images.shape
+    side = fractions.to(torch.float64)[:, None] * width
+    sizes = torch.tensor([width, height], device=images.device, dtype=torch.float64)
+    centres = sizes - (sizes - 1.0) * torch.rand(batch, 2, device=images.device, dtype=torch.float64)
+    first = (centres - side / 2.0).clamp_(min=0.0).floor_()
+    last = torch.minimum(first + side, sizes).floor_()
+    # pixel j is in when first <= j <= last: two 0/1 factors, (n, W) and (n, H), then their product
+    first, last = first.to(images.dtype), last.to(images.dtype)
+    cols = torch.arange(width, device=images.device, dtype=images.dtype)
+    rows = torch.arange(height, device=images.device, dtype=images.dtype)
+    in_cols = (cols - first[:, :1] + 1.0).clamp_(0.0, 1.0).mul_((last[:, :1] - cols + 1.0).clamp_(0.0, 1.0))
+    in_rows = (rows - first[:, 1:] + 1.0).clamp_(0.0, 1.0).mul_((last[:, 1:] - rows + 1.0).clamp_(0.0, 1.0))
+    drawn = (side > 0).to(images.dtype)
+    return (in_rows[:, :, None] * (in_cols * drawn)[:, None, :])[:, None]
+
+
+def _earlier_cutout_patch(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """(n, 1, H, W) 0/1: this project's earlier square (`--policy-variant bilinear-grey`), of
+    side round(fraction * shorter side), centred at a uniform random point of the image and
+    clipped on all sides. Along each axis it covers pixels start .. start + side - 1, with
+    start the rounded left/top edge; pixel j is in it when |j + 1/2 - (start + side/2)| <
+    side/2."""
     batch, _, height, width = images.shape
     side = torch.round(fractions.to(images.dtype) * min(height, width))[:, None]
     centres = torch.rand(batch, 2, device=images.device, dtype=images.dtype)
@@ -212,9 +240,17 @@ def cutout(images: torch.Tensor, fractions: torch.Tensor, grey: bool = False) ->
     rows = torch.arange(height, device=images.device, dtype=images.dtype) + 0.5
     in_cols = ((cols - middle[:, :1]).abs_() < side / 2).to(images.dtype)
     in_rows = ((rows - middle[:, 1:]).abs_() < side / 2).to(images.dtype)
-    patch = (in_rows[:, :, None] * in_cols[:, None, :])[:, None]
-    fill = CUTOUT_FILL if grey else _released_cutout_fill(images.shape[1], images.device, images.dtype)
-    return images.neg().add_(fill).mul_(patch).add_(images)
+    return (in_rows[:, :, None] * in_cols[:, None, :])[:, None]
+
+
+def cutout(images: torch.Tensor, fractions: torch.Tensor, grey: bool = False) -> torch.Tensor:
+    """A rectangle drawn as the released code's CutoutAbs draws it (_released_cutout_patch),
+    filled with its (125, 123, 114); `grey`: this project's earlier square filled with
+    CUTOUT_FILL (0.5) (_earlier_cutout_patch)."""
+    if grey:
+        return images.neg().add_(CUTOUT_FILL).mul_(_earlier_cutout_patch(images, fractions)).add_(images)
+    fill = _released_cutout_fill(images.shape[1], images.device, images.dtype)
+    return images.neg().add_(fill).mul_(_released_cutout_patch(images, fractions)).add_(images)
 
 
 # ---- geometric operations -------------------------------------------------------------

@@ -221,13 +221,15 @@ def test_translate_moves_the_centre_of_mass_by_the_stated_fraction_of_the_side(b
     assert 0.35 < (shifts > 0).float().mean().item() < 0.65  # random sign
 
 
-@pytest.mark.parametrize("bilinear_grey, fill_levels", [(False, (125, 123, 114)), (True, (127.5,) * 3)])
-def test_cutout_blanks_a_square_of_the_stated_fraction_of_the_side(bilinear_grey, fill_levels):
+@pytest.mark.parametrize("bilinear_grey, fill_levels, sides", [
+    (False, (125, 123, 114), {1.0: 9, 0.5: 5}),  # floor(v W) + 1: PIL fills both corners
+    (True, (127.5,) * 3, {1.0: 8, 0.5: 4})])  # round(v W)
+def test_cutout_blanks_a_square_of_the_stated_fraction_of_the_side(bilinear_grey, fill_levels, sides):
     """The released code's (125, 123, 114) by default, 0.5 under --policy-variant bilinear-grey."""
     torch.manual_seed(8)
     images = torch.full((400, 3, 40, 40), 0.1)
     fill = (torch.tensor(fill_levels) / 255.0).view(1, 3, 1, 1)
-    for level, side in ((1.0, 8), (0.5, 4)):  # level * 0.2 * 40 pixels
+    for level, side in sides.items():  # v = level * 0.2, times 40 pixels
         out = single_op_policy("Cutout", 1.0, level, bilinear_grey)(images)
         blank = torch.isclose(out, fill, rtol=0, atol=1e-6).all(dim=1)
         rows = blank.any(dim=2).sum(dim=1)
@@ -236,6 +238,64 @@ def test_cutout_blanks_a_square_of_the_stated_fraction_of_the_side(bilinear_grey
         assert rows.max().item() == side and cols.max().item() == side
         assert (rows >= 1).all() and (cols >= 1).all()  # centred inside the image
         assert ((rows == side) & (cols == side)).float().mean().item() > 0.5  # clipped only near edges
+
+
+def released_cutout_counts(fraction, size, width):
+    """Exact distribution of the pixels the released CutoutAbs covers along an axis of `size`
+    pixels: v = fraction * width, centre c uniform on (1, size] (numpy's uniform(size)),
+    x0 = int(max(0, c - v/2)), x1 = min(size, x0 + v), PIL filling x0 .. int(x1) inside the
+    image. Returns {pixels: probability}, from the lengths of the intervals of c."""
+    from fractions import Fraction
+    side = Fraction(fraction).limit_denominator(10 ** 6) * width
+    half = side / 2
+    cuts = sorted({Fraction(1), Fraction(size)} | {k + half for k in range(size + 1) if 1 < k + half < size})
+    counts = {}
+    for low, high in zip(cuts, cuts[1:]):
+        centre = (low + high) / 2  # the count is constant between cuts
+        first = math.floor(max(Fraction(0), centre - half))
+        last = min(math.floor(min(Fraction(size), first + side)), size - 1)
+        counts[last - first + 1] = counts.get(last - first + 1, 0) + (high - low) / (size - 1)
+    return counts
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.1])
+def test_cutout_mean_area_is_the_released_rectangles_expectation(fraction):
+    """Mean blanked area over many draws on 32 x 32 against the exact expectation of the
+    released draw ((7 - 5.4/31)^2 = 46.59 px at v = 0.2, (4 - 1.8/31)^2 = 15.54 at v = 0.1; the earlier square: 32.8, 8.6),
+    within 4 standard errors."""
+    torch.manual_seed(11)
+    draws = 8000
+    counts = released_cutout_counts(fraction, 32, 32)
+    mean = float(sum(pixels * p for pixels, p in counts.items()))
+    mean_square = float(sum(pixels ** 2 * p for pixels, p in counts.items()))
+    expected_area, area_variance = mean ** 2, mean_square ** 2 - mean ** 4  # x and y independent
+    out = ops.cutout(torch.zeros(draws, 1, 32, 32), per_image(fraction, draws))
+    areas = (out[:, 0] > 0).sum(dim=(1, 2)).double()
+    assert expected_area == pytest.approx({0.2: 46.592, 0.1: 15.539}[fraction], abs=1e-3)
+    assert abs(areas.mean().item() - expected_area) < 4 * math.sqrt(area_variance / draws)
+    assert set(areas.tolist()) <= {float(x * y) for x in counts for y in counts}
+
+
+def test_cutout_draws_pil_s_rectangle_of_the_released_draw():
+    """Given the centre draw (the uniform numbers it takes from torch's RNG, in the order
+    cutout takes them), every patch equals PIL's ImageDraw.rectangle of the released
+    CutoutAbs on a 'L' image, non-square included (v = fraction * width for both axes)."""
+    from PIL import ImageDraw
+    count, height, width = 300, 20, 32
+    fractions = torch.rand(count, generator=torch.Generator().manual_seed(12)) * 0.2
+    fractions[:3] = torch.tensor([0.0, 0.2, 0.1])
+    torch.manual_seed(13)
+    out = ops.cutout(torch.zeros(count, 1, height, width), fractions)
+    torch.manual_seed(13)
+    uniform = torch.rand(count, 2, dtype=torch.float64)
+    for image, fraction, (u_x, u_y) in zip(out[:, 0], fractions.double().tolist(), uniform.tolist()):
+        side = fraction * width
+        centre_x, centre_y = width + (1 - width) * u_x, height + (1 - height) * u_y
+        x0, y0 = int(max(0, centre_x - side / 2.)), int(max(0, centre_y - side / 2.))
+        expected = Image.new("L", (width, height))
+        if side > 0:
+            ImageDraw.Draw(expected).rectangle((x0, y0, min(width, x0 + side), min(height, y0 + side)), 123)
+        assert np.array_equal(np.asarray(expected), image.mul(255).round().byte().numpy())
 
 
 def test_color_is_identity_on_grayscale_and_desaturates_rgb():
