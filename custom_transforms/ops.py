@@ -10,10 +10,16 @@ of kernel launches on whichever device it lives on.
 Each operation stands for the PIL operation that Fast AutoAugment, DADA and
 RandAugment were searched with, and follows PIL's definition on 8-bit images:
 
-- Equalize, Posterize and Solarize depend on the 8-bit level of a pixel, so
-  they round to the 0..255 grid first and match PIL exactly on 8-bit images;
-  the other colour operations stay continuous and differ from PIL's output,
-  which rounds every intermediate image to 8 bits, by at most 1.5 grey levels;
+- the colour operations take each pixel to its 8-bit level (the policy runs
+  first, on the raw 8-bit image, DESIGN §6, so the batch holds levels) and
+  compute what PIL computes on the 8-bit image, integer for integer, in float32
+  that holds the integers exactly (float64 where PIL uses doubles): Equalize's,
+  Posterize's, Solarize's and AutoContrast's look-up tables with PIL's
+  truncations; ImageEnhance's Image.blend in float32 with its truncation to a
+  level; the degenerate images of Color (convert('L') in 16.16 fixed point,
+  rounded), Contrast (the rounded mean of that luma) and Sharpness (the SMOOTH
+  filter, rounded, border left alone). They match PIL exactly on 8-bit images,
+  alone and chained (tests/test_policies.py); the result is level / 255;
 - the geometric operations use PIL's affine conventions (pixel centres at
   half-integers, shear about the top-left corner, rotation about the image
   centre, counter-clockwise on screen for a positive angle, a positive
@@ -35,7 +41,7 @@ RandAugment were searched with, and follows PIL's definition on 8-bit images:
 - grayscale batches (C = 1): Color is the identity, because the grey image of
   a grey image is itself, as with PIL's ImageEnhance.Color on an 'L' image;
   every other operation acts on the single channel (Contrast's degenerate
-  image is then that channel's mean).
+  image is then that channel's rounded mean).
 
 The code avoids torch.where, boolean masks and pooling on image-sized tensors:
 on a CPU (torch 2.14, measured on 20 images of 3x32x32) where/masked_fill cost
@@ -68,8 +74,9 @@ CUTOUT_FILL = 0.5
 # The released code's Cutout colour (8-bit RGB), and PIL's convert('L') of it for grayscale.
 RELEASED_CUTOUT_RGB = (125, 123, 114)
 RELEASED_CUTOUT_GREY = 123
-# ITU-R 601-2 luma, what PIL's convert('L') uses for the grey image of RGB.
-_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+# PIL's convert('L') of RGB: ITU-R 601-2 luma in 16.16 fixed point, rounded,
+# (19595 R + 38470 G + 7471 B + 0x8000) >> 16.
+_LUMA_FIXED_POINT = (19595.0, 38470.0, 7471.0)
 
 
 def _per_image(values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -81,19 +88,25 @@ def _grey_levels(images: torch.Tensor) -> torch.Tensor:
     return torch.round(images * 255.0).clamp_(0.0, 255.0)
 
 
-def _luma(images: torch.Tensor) -> torch.Tensor:
-    if images.shape[1] == 1:
-        return images
+def _luma_levels(levels: torch.Tensor) -> torch.Tensor:
+    """(n, 1, H, W) levels of PIL's convert('L'): the channel itself for a grayscale batch.
+    The fixed-point sums stay below 2^24, so float32 holds them exactly."""
+    if levels.shape[1] == 1:
+        return levels
     # Python-number weights: a weight tensor would be a host-to-device copy on every call.
-    red, green, blue = _LUMA_WEIGHTS
-    luma = images[:, 0:1] * red
-    luma.add_(images[:, 1:2], alpha=green).add_(images[:, 2:3], alpha=blue)
-    return luma
+    red, green, blue = _LUMA_FIXED_POINT
+    luma = levels[:, 0:1] * red
+    luma.add_(levels[:, 1:2], alpha=green).add_(levels[:, 2:3], alpha=blue)
+    return luma.add_(32768.0).div_(65536.0).floor_()
 
 
-def _blend(degenerate: torch.Tensor, images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """PIL's ImageEnhance: degenerate + factor * (image - degenerate), clipped to the range."""
-    return (images - degenerate).mul_(_per_image(factors, images)).add_(degenerate).clamp_(0.0, 1.0)
+def _pil_blend(degenerate: torch.Tensor, levels: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """PIL's Image.blend(degenerate, image, factor), which ImageEnhance.enhance is, on 8-bit
+    levels, returned in [0, 1]. PIL computes degenerate + factor * (image - degenerate) in
+    float32 (the factor cast to float), one rounding per operation as here, then truncates
+    to a level (clipping to 0..255 first when the factor is outside [0, 1])."""
+    return (levels - degenerate).mul_(_per_image(factors, levels)).add_(degenerate).clamp_(0.0, 255.0) \
+        .floor_().div_(255.0)
 
 
 # ---- pixel operations ---------------------------------------------------------------
@@ -107,13 +120,20 @@ def invert(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 
 def auto_contrast(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Stretch each channel to [0, 1]; a constant channel is left alone (as PIL does)."""
-    low = images.amin(dim=(2, 3), keepdim=True)
-    spread = images.amax(dim=(2, 3), keepdim=True) - low
-    has_spread = spread > 0
-    scale = torch.where(has_spread, 1.0 / spread.clamp(min=1e-12), torch.ones_like(spread))
-    low = low * has_spread
-    return (images - low).mul_(scale).clamp_(0.0, 1.0)
+    """PIL's ImageOps.autocontrast, per channel of each image: with lo and hi the darkest and
+    brightest levels present, scale = 255 / (hi - lo) and offset = -lo * scale in double
+    precision, level i -> int(i * scale + offset) (truncated, as PIL's look-up table does);
+    a channel with hi <= lo is left unchanged. Applied as a (256-entry) table per channel."""
+    batch, channels, height, width = images.shape
+    levels = _grey_levels(images).reshape(batch * channels, height * width)
+    low = levels.amin(dim=1, keepdim=True).double()
+    spread = levels.amax(dim=1, keepdim=True).double() - low
+    scale = 255.0 / spread.clamp(min=1.0)
+    offset = -low * scale
+    grid = torch.arange(256, device=images.device, dtype=torch.float64)
+    lut = (grid * scale).add_(offset).clamp_(0.0, 255.0).floor_()
+    lut = torch.where(spread > 0, lut, grid).to(images.dtype)
+    return lut.div_(255.0).gather(1, levels.long()).reshape(batch, channels, height, width)
 
 
 def equalize(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -159,36 +179,46 @@ def solarize(images: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
 
 
 def color(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Saturation: blend with the luma image. On a grayscale batch this is the identity."""
+    """PIL's ImageEnhance.Color: blend with convert('L') of the image, back as RGB. On a
+    grayscale batch this is the identity, as PIL's is on an 'L' image."""
     if images.shape[1] == 1:
         return images.clone()
-    return _blend(_luma(images), images, factors)
+    levels = _grey_levels(images)
+    return _pil_blend(_luma_levels(levels), levels, factors)
 
 
 def contrast(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Blend with a flat image at the mean luma (PIL rounds that mean to a level; we do not)."""
-    return _blend(_luma(images).mean(dim=(1, 2, 3), keepdim=True), images, factors)
+    """PIL's ImageEnhance.Contrast: blend with a flat image at the mean of the luma levels
+    (ImageStat's mean of convert('L'), in double precision), rounded: int(mean + 0.5)."""
+    levels = _grey_levels(images)
+    luma = _luma_levels(levels)
+    mean = luma.sum(dim=(1, 2, 3), keepdim=True, dtype=torch.float64) / luma[0].numel()
+    return _pil_blend(mean.add_(0.5).floor_().to(images.dtype), levels, factors)
 
 
 def brightness(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    return (images * _per_image(factors, images)).clamp_(0.0, 1.0)
+    """PIL's ImageEnhance.Brightness: blend with black."""
+    black = torch.zeros((), device=images.device, dtype=images.dtype)
+    return _pil_blend(black, _grey_levels(images), factors)
 
 
 def sharpness(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Blend with PIL's SMOOTH filter (3x3 weights 1, centre 5, over 13). PIL leaves the
-    one-pixel border unfiltered, which makes the border unchanged by the blend too."""
+    """PIL's ImageEnhance.Sharpness: blend with image.filter(SMOOTH), whose 3x3 weights 1,
+    centre 5, over 13, give round(S / 13) for the integer weighted sum S (PIL adds 0.5 and
+    truncates; S / 13 is never half-way, so its float32 sums land on the same level). PIL
+    leaves the one-pixel border unfiltered, which makes the border unchanged by the blend."""
     height, width = images.shape[2:]
     if height < 3 or width < 3:
         return images.clone()
-    rows = images[:, :, :-2] + images[:, :, 1:-1]
-    rows += images[:, :, 2:]
+    levels = _grey_levels(images)
+    rows = levels[:, :, :-2] + levels[:, :, 1:-1]
+    rows += levels[:, :, 2:]
     smoothed = rows[:, :, :, :-2] + rows[:, :, :, 1:-1]
     smoothed += rows[:, :, :, 2:]
-    centre = images[:, :, 1:-1, 1:-1]
-    smoothed.add_(centre, alpha=4.0).div_(13.0)
-    sharpened = images.clone()
-    sharpened[:, :, 1:-1, 1:-1] = _blend(smoothed, centre, factors)
-    return sharpened
+    smoothed.add_(levels[:, :, 1:-1, 1:-1], alpha=4.0).add_(6.5).div_(13.0).floor_()
+    degenerate = levels.clone()
+    degenerate[:, :, 1:-1, 1:-1] = smoothed
+    return _pil_blend(degenerate, levels, factors)
 
 
 @functools.lru_cache(maxsize=16)
