@@ -2,7 +2,8 @@
 
     {data}/{dataset}/                    raw dataset files (torchvision layout)
     {data}/{dataset}/runN/data_ir_{IR}_sr_{SR}_nr_{NR}.pt   split of the run
-    {data}/{dataset}/runN/best_{run_name}.pt                 best-accuracy checkpoint
+    {data}/{dataset}/runN/best_{run_name}.pt                 epoch of best test accuracy (test-selected)
+    {data}/{dataset}/runN/bestvalid_{run_name}.pt            epoch of best validation accuracy
     {data}/{dataset}/runN/last_{run_name}.pt                 end of the latest epoch (resume)
     {data}/{dataset}/runN/results_{run_name}.json            machine-readable results
     {data}/{dataset}/runN/tensorboard/{run_name}/            learning curves
@@ -25,14 +26,15 @@ Split file: a tuple (valid indices, train indices, train targets), int64; the
 targets have one entry per official train image: the noisy label at train
 indices, the official label elsewhere.
 
-Checkpoints (best_/last_): a dict with
+Checkpoints (best_/bestvalid_/last_): a dict with
     encoder_state_dict, decoder_state_dict   the network (decoder = final linear layer)
     reweight_state_dict   {"weight_logits": (T,), "soft_logits": (T, C)}; weight = softplus(w)/ln 2
     augment_state_dict    {"probability_logits": (R, 7), "magnitude_logits": (R, 7)}, R = T (SEP)
                           or 1 (SHA); empty for the fixed methods
     acc (best test accuracy, %), epoch
-last_ adds what a resume needs (optimiser states, best epoch, history, compute path,
-attempts).
+bestvalid_ holds the epoch of best_valid (see below): its acc is that epoch's test accuracy,
+and it adds valid_acc. last_ adds what a resume needs (optimiser states, best and best_valid,
+history, compute path, attempts).
 
 Results file (JSON, one per run folder and configuration):
     format, run_name, dataset, run_folder, seed,
@@ -57,8 +59,15 @@ Results file (JSON, one per run folder and configuration):
     best  / final     {"epoch", "acc", "loss", "per_class_acc": [C], "minority_acc"}
                       (accuracies in %, minority = mean accuracy of the upper-half classes;
                       a class with no test image has null, and the minority mean leaves it
-                      out: null where no upper-half class has a test image)
-    history           [{"epoch", "test_acc", "test_loss", "train_loss", "lr", "hyper_lr"}]
+                      out: null where no upper-half class has a test image); best is
+                      test-selected (the epoch of highest test accuracy, the paper's protocol),
+                      final the last epoch
+    best_valid        the same keys plus "valid_acc", "valid_loss": the epoch of highest
+                      validation accuracy (ties: lower validation loss, then the earlier
+                      epoch); acc, loss, per_class_acc, minority_acc are that epoch's TEST
+                      numbers. Format 2 on; older files have none
+    history           [{"epoch", "test_acc", "test_loss", "valid_acc", "valid_loss",
+                        "train_loss", "lr", "hyper_lr"}] (valid_*: format 2 on)
     hyper_diagnostics [{"epoch", "g_norm_sq", "v_norm_sq", "g_dot_v", "divergence"}]
     learned           {"noisy_weight_auroc", "soft_label_correction_rate",
                        "aug_probability_lower", "aug_probability_upper",
@@ -66,7 +75,8 @@ Results file (JSON, one per run folder and configuration):
                       (null where the configuration does not learn that table)
     split             {"train_size", "valid_size", "noisy_labels", "train_class_counts"}
     test_set          "test", or "valid" for a folder dataset without test/ (accuracies on valid/)
-    timings_s         {"hyper", "train", "test", "total"}
+    timings_s         {"hyper", "train", "test", "valid", "total"} seconds; valid: the
+                      validation pass of model selection (format 2 on)
     compute_path      {"device", "precision" ("bf16" autocast or "fp32"), "reason", "channels_last",
                        "test_batch_size", "fold_batch_norm", "compile", "description"} of the latest
                        process (custom_runs.compute_path)
@@ -88,7 +98,8 @@ from custom_common.atomic_files import (UnreadableFile, atomic_path, create_once
                                         save_json, save_torch)
 from custom_datasets.split import number_text, split_file_name  # noqa: F401
 
-RESULTS_FORMAT_VERSION = 1
+# 2: per-epoch validation accuracy, best_valid and timings_s.valid
+RESULTS_FORMAT_VERSION = 2
 
 
 def dataset_dir(data_root, dataset: str) -> Path:
@@ -119,8 +130,23 @@ def best_checkpoint_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"best_{name}.pt"
 
 
+def best_valid_checkpoint_path(folder: Path, name: str) -> Path:
+    """bestvalid_, not best_valid_: a glob of best_* must not find it."""
+    return Path(folder) / f"bestvalid_{name}.pt"
+
+
 def last_checkpoint_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"last_{name}.pt"
+
+
+# which epoch's network a report or figure uses: validation-selected, test-selected (the
+# paper's protocol), or the last epoch
+CHECKPOINTS = {"valid": best_valid_checkpoint_path, "best": best_checkpoint_path,
+               "last": last_checkpoint_path}
+
+
+def checkpoint_path(folder: Path, name: str, kind: str) -> Path:
+    return CHECKPOINTS[kind](folder, name)
 
 
 def lock_path(folder: Path, name: str) -> Path:

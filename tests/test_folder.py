@@ -177,7 +177,11 @@ def test_without_a_test_folder_the_run_tests_on_valid_and_says_so_once(tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("has no test/ folder") == 1
     results_file, = (tmp_path / "runs" / folder_dataset.dataset_name(root) / "run0").glob("results_*.json")
-    assert json.loads(results_file.read_text())["test_set"] == "valid"
+    results = json.loads(results_file.read_text())
+    assert results["test_set"] == "valid"
+    # the valid split is the set tested: the test pass gives the validation numbers
+    assert [(h["valid_acc"], h["valid_loss"]) for h in results["history"]] == \
+        [(h["test_acc"], h["test_loss"]) for h in results["history"]]
 
 
 def test_data_folders_of_one_name_get_run_folders_of_their_own_however_they_are_written(
