@@ -1,33 +1,40 @@
 #!/usr/bin/env python3
 """Label-error benchmark: how well each score ranks the truly wrong train labels.
 
-    python bench/label_errors.py --out /tmp/label_errors --noise 0.2 0.4
+    python bench/label_errors.py --out /tmp/label_errors --noise 0.2 0.4 --seeds 1 2 3 4 5
 
-FashionMNIST (or another in-memory benchmark) is exported once as a clean folder
-(custom_datasets/export_folder.py); noise is injected by the runs' -nr, whose split file
-(run0, seed 0) holds the noisy labels, so the truth is known. At each noise level every
-method ranks the SAME noisy labels:
+For each seed, FashionMNIST (or another in-memory benchmark) is exported once as a clean,
+class-balanced folder drawn with that seed (custom_datasets/export_folder.py); noise is
+injected by the runs' -nr in run folder run{seed}, whose split file holds the noisy labels,
+so the truth is known. At each seed and noise level every method ranks the SAME noisy labels:
 
-  full runs on the folder, -nr NR:  Baseline, WGHT (--los-model WGHT --hyper-opt HES),
-                                    BOTH (--los-model BOTH --hyper-opt HES)
-  K folds (cross-validation):       a folder per fold whose train/ is the other folds'
-                                    images filed under their NOISY labels (read from the
-                                    split file), with the same valid/ and test/; a Baseline
-                                    run on each with -nr 0; its network predicts the
-                                    held-out fold (out-of-sample probabilities), which
-                                    cleanlab ranks (confident learning).
+  full runs on the folder, -nr NR:  BOTH (--los-model BOTH --hyper-opt HES), Baseline,
+                                    WGHT (--los-model WGHT --hyper-opt HES); --full-runs
+  K folds (cross-validation):       a folder per fold whose train/ is the other folds' images
+                                    filed under their NOISY labels (read from the split file),
+                                    with the export's own valid/ and test/; a Baseline run on
+                                    each with -nr 0; its network predicts the held-out fold
+                                    (out-of-sample probabilities), which cleanlab ranks
+                                    (confident learning).
 
-Scores (higher = more suspect): AutoDO's trust (WGHT: w, BOTH: w*q[y]), the trust
-divided by the median trust of its given class, the networks' self-confidence p[y] and
-normalised margin p[y] - max_{k!=y} p[k] (best_ and last_ checkpoints), trust x
-self-confidence, cleanlab's label-quality scores of the out-of-sample probabilities, and
-cleanlab.filter.find_label_issues (a set, scored at its own size).
+No arm picks an epoch on the test labels: every network is read at its bestvalid_ checkpoint
+(best accuracy on the clean valid/ images, which the fold Baselines see as the full runs do)
+and at its last_ one. Scores (higher = more suspect): AutoDO's trust (WGHT: w, BOTH: w*q[y])
+and the trust divided by the median trust of its given class, the networks' self-confidence
+p[y] and normalised margin p[y] - max_{k!=y} p[k], trust x self-confidence, cleanlab's
+label-quality scores of the out-of-sample probabilities, and cleanlab.filter.find_label_issues
+(a set, scored at its own size).
 
-For each: precision@K and recall@K for K = the number of truly flipped labels, 50 and
-100, AUROC (sklearn.metrics.roc_auc_score), and the cost in training runs. One Markdown
-table is printed and written with a JSON beside it (--out). Finished runs are reused
-(a rerun only reports); an interrupted one is continued (--resume). cleanlab is needed
-only here: pip install cleanlab (requirements-dev.txt).
+For each: precision@K and recall@K for K = the number of truly flipped labels, 50 and 100,
+and the AUROC; over the seeds their mean and sd. The default ranking of get-results.py
+--suspects (the BOTH network's self-confidence) is compared with cleanlab's self-confidence
+on the out-of-sample probabilities, checkpoint kind by checkpoint kind: per seed the
+difference with a paired bootstrap interval over the images, over the seeds a Student-t
+interval of the per-seed differences. Each arm's cost: its runs' training minutes (their
+results' timings_s.total) and its scoring seconds. One Markdown report is printed and written
+with a JSON beside it (--out). Finished runs are reused (a rerun only reports); an interrupted
+one is continued (--resume). cleanlab is needed only here: pip install cleanlab
+(requirements-dev.txt).
 """
 import argparse
 import datetime
@@ -52,6 +59,9 @@ if str(REPO) not in sys.path:
 RUN_FOLDER = "run0"
 FULL_RUNS = {"Baseline": ("NONE", "NONE"), "WGHT": ("WGHT", "HES"), "BOTH": ("BOTH", "HES")}
 TOP_KS = (50, 100)
+# bestvalid_ (the epoch of best accuracy on the clean valid/ images) and last_: neither choice
+# looks at the test labels, so both arms rank as a user without clean test labels would
+CHECKPOINT_KINDS = ("valid", "last")
 
 
 class BenchError(RuntimeError):
@@ -60,10 +70,21 @@ class BenchError(RuntimeError):
 
 # ----------------------------------------------------------------------------- metrics
 
+def auroc(suspicion: np.ndarray, flipped: np.ndarray) -> Optional[float]:
+    """The Mann-Whitney form of the AUROC (ties count half): sklearn's roc_auc_score, fast
+    enough to repeat for every bootstrap resample."""
+    from scipy.stats import rankdata
+    positives = int(flipped.sum())
+    negatives = len(flipped) - positives
+    if not positives or not negatives:
+        return None
+    ranks = rankdata(suspicion)
+    return float((ranks[flipped].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
 def ranking_metrics(suspicion: np.ndarray, flipped: np.ndarray, ks: Sequence[int] = TOP_KS) -> Dict:
     """precision@K / recall@K (K = number flipped, and each of ks) of the ranking by
     `suspicion` (highest first, ties in index order) and its AUROC."""
-    from sklearn.metrics import roc_auc_score
     suspicion = np.asarray(suspicion, dtype=np.float64)
     flipped = np.asarray(flipped, dtype=bool)
     if suspicion.shape != flipped.shape:
@@ -76,8 +97,7 @@ def ranking_metrics(suspicion: np.ndarray, flipped: np.ndarray, ks: Sequence[int
         hits = int(flipped[order[:k]].sum()) if k else 0
         result[f"precision@{name}"] = hits / k if k else None
         result[f"recall@{name}"] = hits / positives if positives else None
-    result["auroc"] = (float(roc_auc_score(flipped, suspicion))
-                       if 0 < positives < len(flipped) else None)
+    result["auroc"] = auroc(suspicion, flipped)
     return result
 
 
@@ -125,28 +145,163 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def precision_at_flipped(suspicion: np.ndarray, flipped: np.ndarray) -> Optional[float]:
+    k = int(flipped.sum())
+    if not k:
+        return None
+    order = np.argsort(-suspicion, kind="stable")
+    return float(flipped[order[:k]].sum() / k)
+
+
+PAIRED_METRICS = {"auroc": auroc, "precision@n": precision_at_flipped}
+
+
+def paired_bootstrap(first: np.ndarray, second: np.ndarray, flipped: np.ndarray, metric: str,
+                     resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> Dict:
+    """metric(first) - metric(second) on the same labels, and its percentile interval over
+    `resamples` draws of the images with replacement; both rankings see the same draw, so
+    what makes an image easy or hard for both cancels."""
+    measure = PAIRED_METRICS[metric]
+    first, second = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    flipped = np.asarray(flipped, dtype=bool)
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(flipped), len(flipped))
+        a, b = measure(first[pick], flipped[pick]), measure(second[pick], flipped[pick])
+        if a is not None and b is not None:  # a draw without a flipped label measures nothing
+            differences.append(a - b)
+    tail = 50 * (1 - confidence)
+    low, high = np.percentile(differences, [tail, 100 - tail])
+    return {"difference": measure(first, flipped) - measure(second, flipped),
+            "low": float(low), "high": float(high), "resamples": resamples}
+
+
+def t_interval(values: Sequence[float], confidence: float = 0.95) -> Dict:
+    """Mean, sample sd and the Student-t interval of the mean (null bounds below 2 values)."""
+    from scipy.stats import t
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    result = {"n": n, "mean": float(values.mean()) if n else None, "sd": None, "low": None, "high": None}
+    if n >= 2:
+        sd = float(values.std(ddof=1))
+        half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / np.sqrt(n)
+        result.update(sd=sd, low=result["mean"] - half, high=result["mean"] + half)
+    return result
+
+
+def reading(interval: Dict) -> Optional[str]:
+    """The word an interval of (default - cleanlab) supports."""
+    if interval["low"] is None:
+        return None
+    if interval["low"] > 0:
+        return "better"
+    return "worse" if interval["high"] < 0 else "comparable"
+
+
+def summarise(levels: List[Dict]) -> Dict[str, Dict]:
+    """Per noise level, over its seeds: each ranking's mean and sd, the paired intervals of
+    the default ranking against cleanlab's, the arms' mean cost, find_label_issues' mean."""
+    summary = {}
+    for noise in sorted({level["noise_ratio"] for level in levels}):
+        group = [level for level in levels if level["noise_ratio"] == noise]
+        names = list(dict.fromkeys(m["name"] for level in group for m in level["methods"]))
+        rankings = []
+        for name in names:
+            found = [m for level in group for m in level["methods"] if m["name"] == name]
+            entry = {"name": name, "runs": found[0]["runs"], "seeds": len(found)}
+            for metric in ("precision@n", "precision@50", "precision@100", "auroc"):
+                entry[metric] = t_interval([m["metrics"][metric] for m in found
+                                            if m["metrics"][metric] is not None])
+            rankings.append(entry)
+        paired = {}
+        for kind in CHECKPOINT_KINDS:
+            per_seed = [(level["seed"], level["paired"][kind]) for level in group if kind in level["paired"]]
+            if per_seed:
+                paired[kind] = {metric: dict(t_interval([p[metric]["difference"] for _, p in per_seed]),
+                                             per_seed=[dict(p[metric], seed=seed) for seed, p in per_seed])
+                                for metric in PAIRED_METRICS}
+                for metric in PAIRED_METRICS:
+                    paired[kind][metric]["reading"] = reading(paired[kind][metric])
+        costs = {}
+        for arm in ("BOTH", "WGHT", "Baseline", "folds"):
+            found = [level["costs"][arm] for level in group if arm in level["costs"]]
+            if found:
+                costs[arm] = {"runs": found[0]["runs"], "seeds": len(found),
+                              "train_minutes": float(np.mean([c["train_minutes"] for c in found])),
+                              "scoring_s": float(np.mean([c["scoring_s"] for c in found]))}
+        sets = [level["find_label_issues"] for level in group if level.get("find_label_issues")]
+        summary[f"{noise:.0%}"] = {
+            "noise_ratio": noise, "seeds": [level["seed"] for level in group],
+            "flipped": [level["flipped"] for level in group], "train": group[0]["train"],
+            "rankings": rankings, "paired": paired, "costs": costs,
+            "find_label_issues": {key: float(np.mean([entry[key] for entry in sets]))
+                                  for key in ("flagged", "precision", "recall")} if sets else None}
+    return summary
+
+
 def fmt(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def markdown_table(levels: Dict[str, Dict]) -> str:
-    lines = ["| noise | flipped / train | ranking | runs | P@flipped | P@50 | R@50 | P@100 | R@100 | AUROC |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for noise, level in levels.items():
-        for method in level["methods"]:
-            m = method["metrics"]
-            lines.append(f"| {noise} | {level['flipped']} / {level['train']} | {method['name']} | "
-                         f"{method['runs']} | {fmt(m['precision@n'])} | {fmt(m['precision@50'])} | "
-                         f"{fmt(m['recall@50'])} | {fmt(m['precision@100'])} | "
-                         f"{fmt(m['recall@100'])} | {fmt(m['auroc'])} |")
-    sets = [(noise, level["find_label_issues"]) for noise, level in levels.items()
-            if level.get("find_label_issues")]
+def fmt_mean_sd(interval: Dict) -> str:
+    if interval["mean"] is None:
+        return "–"
+    return fmt(interval["mean"]) + ("" if interval["sd"] is None else f" ± {interval['sd']:.3f}")
+
+
+def fmt_interval(low, high) -> str:
+    return "–" if low is None else f"[{low:+.3f}, {high:+.3f}]"
+
+
+ARMS = {"BOTH": "AutoDO BOTH run", "WGHT": "AutoDO WGHT run", "Baseline": "Baseline run",
+        "folds": "K-fold Baselines + cleanlab"}
+
+
+def markdown_table(summary: Dict[str, Dict], folds: int) -> str:
+    """The rankings (mean ± sd over seeds), the paired comparison of the default ranking with
+    cleanlab's, the arms' cost and find_label_issues."""
+    lines = ["| noise | seeds | flipped / train | ranking | runs | P@flipped | P@50 | P@100 | AUROC |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for noise, level in summary.items():
+        flipped = "–".join(str(n) for n in sorted({min(level["flipped"]), max(level["flipped"])}))
+        for entry in level["rankings"]:
+            lines.append(f"| {noise} | {entry['seeds']} | {flipped} / {level['train']} | {entry['name']} | "
+                         f"{entry['runs']} | {fmt_mean_sd(entry['precision@n'])} | "
+                         f"{fmt_mean_sd(entry['precision@50'])} | {fmt_mean_sd(entry['precision@100'])} | "
+                         f"{fmt_mean_sd(entry['auroc'])} |")
+    paired = [(noise, kind, metric, entry) for noise, level in summary.items()
+              for kind, metrics in level["paired"].items() for metric, entry in metrics.items()]
+    if paired:
+        lines += ["", f"Default ranking ({self_confidence_ranking('BOTH', 'kind')}) minus "
+                  f"{cleanlab_ranking(folds, 'kind')}, both at the same checkpoint kind:", "",
+                  "| noise | checkpoint | metric | per seed: difference [95 % paired bootstrap] | "
+                  "mean | 95 % t interval over seeds | reading |", "|---|---|---|---|---|---|---|"]
+        for noise, kind, metric, entry in paired:
+            per_seed = "; ".join(f"{p['seed']}: {p['difference']:+.3f} {fmt_interval(p['low'], p['high'])}"
+                                 for p in entry["per_seed"])
+            name = "AUROC" if metric == "auroc" else "P@flipped"
+            lines.append(f"| {noise} | {kind} | {name} | {per_seed} | {entry['mean']:+.3f} | "
+                         f"{fmt_interval(entry['low'], entry['high'])} | {entry['reading'] or '–'} |")
+    costs = [(noise, arm, entry) for noise, level in summary.items() for arm, entry in level["costs"].items()]
+    if costs:
+        lines += ["", "| noise | arm | runs | training minutes per seed (mean) | "
+                  "scoring seconds per seed (mean, valid) |", "|---|---|---|---|---|"]
+        for noise, arm, entry in costs:
+            lines.append(f"| {noise} | {ARMS[arm]} | {entry['runs']} | {entry['train_minutes']:.1f} | "
+                         f"{entry['scoring_s']:.1f} |")
+        for noise, level in summary.items():
+            if "BOTH" in level["costs"] and "folds" in level["costs"]:
+                ratio = level["costs"]["folds"]["train_minutes"] / level["costs"]["BOTH"]["train_minutes"]
+                lines.append(f"\n{noise}: the K-fold Baselines train {ratio:.2f}× the minutes of the BOTH run.")
+    sets = [(noise, level["find_label_issues"]) for noise, level in summary.items()
+            if level["find_label_issues"]]
     if sets:
-        lines += ["", "| noise | cleanlab.filter.find_label_issues (K-fold) | flagged | precision | recall |",
-                  "|---|---|---|---|---|"]
+        lines += ["", f"| noise | cleanlab.filter.find_label_issues, {folds}-fold Baselines (valid) | "
+                  "flagged | precision | recall |", "|---|---|---|---|---|"]
         for noise, entry in sets:
-            lines.append(f"| {noise} | {entry['name']} | {entry['flagged']} | "
-                         f"{fmt(entry['precision'])} | {fmt(entry['recall'])} |")
+            lines.append(f"| {noise} | default (prune_by_noise_rate), mean over seeds | "
+                         f"{entry['flagged']:.1f} | {fmt(entry['precision'])} | {fmt(entry['recall'])} |")
     return "\n".join(lines)
 
 
@@ -154,8 +309,9 @@ def markdown_table(levels: Dict[str, Dict]) -> str:
 
 @dataclass
 class Job:
-    key: str              # e.g. nr0.2/BOTH, nr0.2/fold1
+    key: str              # e.g. seed1/nr0.2/BOTH, seed1/nr0.2/fold1
     data_dir: Path
+    run_folder: str       # runN: N seeds the run's noise draw and its training
     noise: float          # the -nr of the run
     los_model: str
     hyper_opt: str
@@ -167,12 +323,22 @@ class Job:
     extra: Dict = field(default_factory=dict)
 
 
-def run_paths(data_root: Path, data_dir: Path, los_model: str, hyper_opt: str, noise: float):
-    """(run folder, run name) of a configuration on a folder dataset."""
+def run_folder_of(seed: int) -> str:
+    return f"run{seed}"
+
+
+def export_dir(args, seed: int) -> Path:
+    """The clean folder of one seed: its class-balanced subset is drawn with that seed."""
+    return args.out / f"{args.dataset.lower()}_{args.train_per_class}_seed{seed}"
+
+
+def run_paths(data_root: Path, data_dir: Path, run_folder: str, los_model: str, hyper_opt: str,
+              noise: float):
+    """(run folder, run name, settings) of a configuration on a folder dataset."""
     from custom_datasets.folder import dataset_name, folder_settings
     from custom_runs import run_files
     settings = folder_settings(data_dir)
-    folder = run_files.run_dir(data_root, dataset_name(data_dir), RUN_FOLDER)
+    folder = run_files.run_dir(data_root, dataset_name(data_dir), run_folder)
     name = run_files.run_name(settings.model, hyper_opt, "NONE", los_model, 1, 1.0, noise)
     return folder, name, settings
 
@@ -181,7 +347,8 @@ def finished_results(data_root: Path, job: Job, epochs: int) -> Optional[dict]:
     from custom_runs import run_files
     if not (job.data_dir / "train").is_dir():
         return None
-    folder, name, _ = run_paths(data_root, job.data_dir, job.los_model, job.hyper_opt, job.noise)
+    folder, name, _ = run_paths(data_root, job.data_dir, job.run_folder, job.los_model,
+                                job.hyper_opt, job.noise)
     path = run_files.results_path(folder, name)
     if not path.is_file():
         return None
@@ -194,7 +361,7 @@ def finished_results(data_root: Path, job: Job, epochs: int) -> Optional[dict]:
 def command(args, job: Job) -> List[str]:
     cmd = ["nice", "-n", str(args.nice), sys.executable, str(REPO / "implicit-augment.py"),
            "--dataset", "folder", "--data-dir", str(job.data_dir), "--data", str(args.runs_root),
-           "-nr", str(job.noise), "--epochs", str(args.epochs), "-r", RUN_FOLDER, "--resume",
+           "-nr", str(job.noise), "--epochs", str(args.epochs), "-r", job.run_folder, "--resume",
            "--los-model", job.los_model, "--hyper-opt", job.hyper_opt]
     return cmd + (["--no-cuda"] if args.no_cuda else [])
 
@@ -259,20 +426,20 @@ def schedule(args, pending: List[Job], running: List[Job], failed: List[Job], en
         time.sleep(0 if launched else 5)
 
 
-def split_of(args, noise: float):
-    """(train indices, noisy labels of the official set) of the folder at -nr noise, or None."""
+def split_of(args, seed: int, noise: float):
+    """(train indices, noisy labels of the official set) of a seed's folder at -nr noise, or None."""
     from custom_datasets.folder import dataset_name
     from custom_runs import run_files
-    path = run_files.run_dir(args.runs_root, dataset_name(args.export), RUN_FOLDER) / \
-        run_files.split_file_name(1, 1.0, noise)
+    path = run_files.run_dir(args.runs_root, dataset_name(export_dir(args, seed)),
+                             run_folder_of(seed)) / run_files.split_file_name(1, 1.0, noise)
     if not path.is_file():
         return None
     _, train, noisy = run_files.load_torch(path)
     return train.long().numpy(), noisy.long().numpy()
 
 
-def fold_dir(args, noise: float, fold: int) -> Path:
-    return args.out / "folds" / f"{args.export.name}_nr{noise:g}_fold{fold}"
+def fold_dir(args, seed: int, noise: float, fold: int) -> Path:
+    return args.out / "folds" / f"{export_dir(args, seed).name}_nr{noise:g}_fold{fold}"
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -283,20 +450,22 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def make_fold_folders(args, noise: float) -> bool:
-    """The K fold folders of a noise level (once; False while the split file is missing)."""
+def make_fold_folders(args, seed: int, noise: float) -> bool:
+    """The K fold folders of a seed and noise level (once; False while the split file is
+    missing). Each has the export's own valid/ and test/, so a fold's Baseline selects its
+    epoch on the same clean images the full runs use."""
     from custom_datasets.folder import scan_folder
-    wanted = [fold_dir(args, noise, k) for k in range(args.folds)]
+    wanted = [fold_dir(args, seed, noise, k) for k in range(args.folds)]
     if all(path.is_dir() for path in wanted):
         return True
-    split = split_of(args, noise)
+    split = split_of(args, seed, noise)
     if split is None:
         return False
     train, noisy = split
-    layout = scan_folder(args.export)
+    layout = scan_folder(export_dir(args, seed))
     official = layout.train + layout.valid
     given = noisy[train]
-    fold = stratified_folds(given, args.folds, args.seed)
+    fold = stratified_folds(given, args.folds, seed)
     for k, target in enumerate(wanted):
         if target.is_dir():
             continue
@@ -309,24 +478,32 @@ def make_fold_folders(args, noise: float) -> bool:
             for path, label in samples:
                 link_or_copy(path, tmp / part / layout.classes[label] / path.name)
         (tmp / "fold.json").write_text(json.dumps(
-            {"noise": noise, "fold": k, "folds": args.folds, "seed": args.seed,
+            {"noise": noise, "fold": k, "folds": args.folds, "seed": seed,
              "held_out_positions": np.flatnonzero(fold == k).tolist()}))
         tmp.rename(target)
     return True
 
 
+def level_key(seed: int, noise: float) -> str:
+    return f"seed{seed}/nr{noise:g}"
+
+
 def plan(args) -> List[Job]:
-    """The runs, one noise level after the other (Baseline and BOTH, the folds, WGHT: a partial
-    table compares the single-run scores with the K-fold ones soonest)."""
+    """The runs: each noise level for every seed before the next level; within a seed the BOTH
+    run first (its split file feeds the folds), then the Baseline, the folds, WGHT (the
+    --full-runs chosen), so a partial table compares the default ranking with cleanlab's soonest."""
     jobs = []
     for noise in args.noise:
-        full = {name: Job(f"nr{noise:g}/{name}", args.export, noise, los_model, hyper_opt)
-                for name, (los_model, hyper_opt) in FULL_RUNS.items()}
-        jobs += [full["Baseline"], full["BOTH"]]
-        for k in range(args.folds):
-            jobs.append(Job(f"nr{noise:g}/fold{k}", fold_dir(args, noise, k), 0.0, "NONE", "NONE",
-                            prepare=lambda noise=noise: make_fold_folders(args, noise)))
-        jobs.append(full["WGHT"])
+        for seed in args.seeds:
+            key, data_dir, run_folder = level_key(seed, noise), export_dir(args, seed), run_folder_of(seed)
+            full = {name: Job(f"{key}/{name}", data_dir, run_folder, noise, los_model, hyper_opt)
+                    for name, (los_model, hyper_opt) in FULL_RUNS.items() if name in args.full_runs}
+            jobs += [full[name] for name in ("BOTH", "Baseline") if name in full]
+            for k in range(args.folds):
+                jobs.append(Job(f"{key}/fold{k}", fold_dir(args, seed, noise, k), run_folder, 0.0,
+                                "NONE", "NONE",
+                                prepare=lambda seed=seed, noise=noise: make_fold_folders(args, seed, noise)))
+            jobs += [full[name] for name in ("WGHT",) if name in full]
     return jobs
 
 
@@ -342,41 +519,49 @@ def network_probs(checkpoint_path: Path, model: str, settings, images, device) -
                                  device, path=checkpoint_path).double().numpy()
 
 
-def score_level(args, noise: float, jobs: Dict[str, Job], device) -> Optional[Dict]:
-    """Every ranking of one noise level that its finished runs allow."""
+def score_level(args, seed: int, noise: float, jobs: Dict[str, Job], device) -> Optional[Dict]:
+    """Every ranking of one seed and noise level that its finished runs allow, the paired
+    comparison of the default ranking with cleanlab's, and each arm's cost."""
     import torch
     import torch.nn.functional as F
     from custom_datasets.folder import folder_settings
     from custom_datasets.sources import load_data
     from custom_runs import run_files
-    split = split_of(args, noise)
+    split = split_of(args, seed, noise)
     if split is None:
         return None
     train, noisy = split
-    settings = folder_settings(args.export)
+    key, data_dir = level_key(seed, noise), export_dir(args, seed)
+    settings = folder_settings(data_dir)
     data = load_data(settings, args.runs_root)
     given = noisy[train]
     true = data.train_targets.numpy()[train]
     flipped = given != true
     images = data.train_images[torch.as_tensor(train)]
-    methods, missing = [], []
+    methods, missing, suspicions, costs = [], [], {}, {}
 
-    def add(name, suspicion, runs, minutes):
-        methods.append({"name": name, "runs": runs, "train_minutes": round(minutes, 1),
-                        "metrics": ranking_metrics(suspicion, flipped)})
+    def add(name, suspicion, runs):
+        suspicions[name] = suspicion
+        methods.append({"name": name, "runs": runs, "metrics": ranking_metrics(suspicion, flipped)})
 
     full = {}
-    for name in FULL_RUNS:
-        job = jobs[f"nr{noise:g}/{name}"]
+    for name in (name for name in FULL_RUNS if name in args.full_runs):
+        job = jobs[f"{key}/{name}"]
         results = finished_results(args.runs_root, job, args.epochs)
         if results is None:
             missing.append(job.key)
             continue
-        folder, run_name, _ = run_paths(args.runs_root, args.export, job.los_model, job.hyper_opt, noise)
-        entry = {"minutes": results["timings_s"]["total"] / 60}
-        for kind, path in (("best", run_files.best_checkpoint_path(folder, run_name)),
-                           ("last", run_files.last_checkpoint_path(folder, run_name))):
-            entry[kind] = network_probs(path, settings.model, settings, images, device)
+        folder, run_name, _ = run_paths(args.runs_root, data_dir, job.run_folder, job.los_model,
+                                        job.hyper_opt, noise)
+        entry, scoring_s = {}, 0.0
+        for kind in CHECKPOINT_KINDS:
+            started = time.perf_counter()
+            entry[kind] = network_probs(run_files.checkpoint_path(folder, run_name, kind),
+                                        settings.model, settings, images, device)
+            if kind == "valid":
+                scoring_s = time.perf_counter() - started
+        costs[name] = {"runs": 1, "train_minutes": results["timings_s"]["total"] / 60,
+                       "scoring_s": scoring_s}
         tables = run_files.load_torch(run_files.last_checkpoint_path(folder, run_name)) \
             .get("reweight_state_dict", {})
         if name != "Baseline":
@@ -389,66 +574,88 @@ def score_level(args, noise: float, jobs: Dict[str, Job], device) -> Optional[Di
         if name not in full:
             continue
         entry, what = full[name], "w" if name == "WGHT" else "w·q[y]"
-        add(f"AutoDO trust ({name} run, {what})", -entry["trust"], 1, entry["minutes"])
-        add(f"AutoDO trust / class median ({name} run)",
-            -per_class_normalised(entry["trust"], given), 1, entry["minutes"])
+        add(f"AutoDO trust ({name} run, {what}, last)", -entry["trust"], 1)
+        add(f"AutoDO trust / class median ({name} run, last)",
+            -per_class_normalised(entry["trust"], given), 1)
     for name in ("BOTH", "WGHT", "Baseline"):
         if name not in full:
             continue
         entry = full[name]
-        for kind in ("best", "last"):
-            add(f"self-confidence, {name} network ({kind})",
-                -self_confidence(entry[kind], given), 1, entry["minutes"])
-        add(f"normalised margin, {name} network (best)",
-            -normalised_margin(entry["best"], given), 1, entry["minutes"])
+        for kind in CHECKPOINT_KINDS:
+            add(self_confidence_ranking(name, kind), -self_confidence(entry[kind], given), 1)
+        add(f"normalised margin, {name} network (valid)", -normalised_margin(entry["valid"], given), 1)
     if "BOTH" in full:
         entry = full["BOTH"]
-        add("trust × self-confidence (BOTH run, best)",
-            -(entry["trust"] * self_confidence(entry["best"], given)), 1, entry["minutes"])
-    level = {"train": int(len(train)), "flipped": int(flipped.sum()),
-             "noise_ratio": noise, "methods": methods, "missing_runs": missing}
-    level.update(score_folds(args, noise, jobs, given, flipped, images, device, add, missing))
+        add("trust × self-confidence (BOTH run, valid)",
+            -(entry["trust"] * self_confidence(entry["valid"], given)), 1)
+    level = {"seed": seed, "noise_ratio": noise, "train": int(len(train)), "flipped": int(flipped.sum()),
+             "methods": methods, "missing_runs": missing, "costs": costs}
+    level.update(score_folds(args, seed, noise, jobs, given, flipped, images, device, add, missing, costs))
+    level["paired"] = {}
+    for kind in CHECKPOINT_KINDS:
+        default, cleanlab = self_confidence_ranking("BOTH", kind), cleanlab_ranking(args.folds, kind)
+        if default in suspicions and cleanlab in suspicions:
+            level["paired"][kind] = {
+                metric: paired_bootstrap(suspicions[default], suspicions[cleanlab], flipped, metric,
+                                         args.resamples)
+                for metric in PAIRED_METRICS}
     return level
 
 
-def score_folds(args, noise, jobs, given, flipped, images, device, add, missing) -> Dict:
+def self_confidence_ranking(run: str, kind: str) -> str:
+    """The name of a network's self-confidence ranking; BOTH's is get-results.py --suspects'
+    default order."""
+    return f"self-confidence, {run} network ({kind})"
+
+
+def cleanlab_ranking(folds: int, kind: str, method: str = "self_confidence") -> str:
+    return f"cleanlab {method}, {folds}-fold Baselines ({kind})"
+
+
+def score_folds(args, seed, noise, jobs, given, flipped, images, device, add, missing, costs) -> Dict:
     """cleanlab on the out-of-sample probabilities of the K fold Baselines."""
-    from custom_datasets.folder import folder_settings
     from custom_runs import run_files
     if not args.folds:
         return {}
-    minutes, complete = 0.0, True
+    minutes, scoring_s, complete = 0.0, 0.0, True
     probabilities = {}
     for k in range(args.folds):
-        job = jobs[f"nr{noise:g}/fold{k}"]
+        job = jobs[f"{level_key(seed, noise)}/fold{k}"]
         results = finished_results(args.runs_root, job, args.epochs)
         if results is None:
             missing.append(job.key)
             complete = False
             continue
         held_out = np.array(json.loads((job.data_dir / "fold.json").read_text())["held_out_positions"])
-        folder, run_name, settings = run_paths(args.runs_root, job.data_dir, "NONE", "NONE", 0.0)
+        folder, run_name, settings = run_paths(args.runs_root, job.data_dir, job.run_folder,
+                                               "NONE", "NONE", 0.0)
         minutes += results["timings_s"]["total"] / 60
-        for kind, path in (("best", run_files.best_checkpoint_path(folder, run_name)),
-                           ("last", run_files.last_checkpoint_path(folder, run_name))):
+        for kind in CHECKPOINT_KINDS:
+            started = time.perf_counter()
             if kind not in probabilities:
                 probabilities[kind] = np.full((len(given), len(settings.classes)), np.nan)
-            probabilities[kind][held_out] = network_probs(path, settings.model, settings,
+            probabilities[kind][held_out] = network_probs(run_files.checkpoint_path(folder, run_name, kind),
+                                                          settings.model, settings,
                                                           images[held_out], device)
+            if kind == "valid":
+                scoring_s += time.perf_counter() - started
     if not complete:
         return {}
-    for kind in ("best", "last"):
+    for kind in CHECKPOINT_KINDS:
         if np.isnan(probabilities[kind]).any():
-            raise BenchError(f"noise {noise}: the folds do not cover every train image")
+            raise BenchError(f"seed {seed}, noise {noise}: the folds do not cover every train image")
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
-    for kind in ("best", "last"):
+    for kind in CHECKPOINT_KINDS:
         for method in ("self_confidence", "normalized_margin"):
+            started = time.perf_counter()
             quality = get_label_quality_scores(given, probabilities[kind], method=method)
-            add(f"cleanlab {method}, {args.folds}-fold Baselines ({kind})", -quality,
-                args.folds, minutes)
-    flagged = find_label_issues(given, probabilities["best"])
-    entry = {"name": f"default (prune_by_noise_rate), {args.folds}-fold Baselines (best)"}
+            if kind == "valid" and method == "self_confidence":
+                scoring_s += time.perf_counter() - started
+            add(cleanlab_ranking(args.folds, kind, method), -quality, args.folds)
+    costs["folds"] = {"runs": args.folds, "train_minutes": minutes, "scoring_s": scoring_s}
+    flagged = find_label_issues(given, probabilities["valid"])
+    entry = {"name": f"default (prune_by_noise_rate), {args.folds}-fold Baselines (valid)"}
     entry.update(set_metrics(flagged, flipped))
     return {"find_label_issues": entry}
 
@@ -459,16 +666,22 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--out", type=Path, required=True,
-        help="working folder: the export, the runs, the fold folders, logs, table (reused)")
+        help="working folder: the exports, the runs, the fold folders, logs, table (reused)")
     add("--dataset", default="FashionMNIST", help="in-memory benchmark to export (default: FashionMNIST)")
     add("--source-data", default="./local_data", help="its files (default: ./local_data)")
     add("--noise", type=float, nargs="+", default=[0.2, 0.4], help="-nr levels (default: 0.2 0.4)")
+    add("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5],
+        help="one export, noise draw (run folder runN) and fold split per seed (default: 1 2 3 4 5)")
+    add("--full-runs", nargs="+", choices=tuple(FULL_RUNS), default=list(FULL_RUNS),
+        help="full runs to train and rank (default: Baseline WGHT BOTH); the default ranking "
+             "against cleanlab needs BOTH")
     add("--epochs", type=int, default=50, help="epochs of every run (default: 50)")
     add("--folds", type=int, default=4, help="K of the cross-validation; 0: none (default: 4)")
     add("--train-per-class", type=int, default=200, help="(default: 200)")
     add("--valid-per-class", type=int, default=30, help="(default: 30)")
     add("--test-per-class", type=int, default=100, help="(default: 100)")
-    add("--seed", type=int, default=0, help="export and fold seed (default: 0)")
+    add("--resamples", type=int, default=2000,
+        help="paired bootstrap resamples of the images (default: 2000)")
     add("--parallel", type=int, default=2, help="runs at a time (default: 2)")
     add("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run (default: 1)")
     add("--nice", type=int, default=10, help="niceness of the runs (default: 10)")
@@ -478,11 +691,30 @@ def parse_args(argv=None):
     checks = [(args.epochs >= 1, "--epochs must be >= 1"), (args.folds == 0 or args.folds >= 2,
               "--folds must be 0 or >= 2"), (args.parallel >= 1, "--parallel must be >= 1"),
               (args.threads >= 1, "--threads must be >= 1"),
+              (args.resamples >= 1, "--resamples must be >= 1"),
+              (all(seed >= 0 for seed in args.seeds), "--seeds must be >= 0"),
               (all(0 < n < 1 for n in args.noise), "--noise levels must be in (0, 1)")]
     for ok, message in checks:
         if not ok:
             parser.exit(2, f"label_errors.py: error: {message}\n")
+    args.seeds = list(dict.fromkeys(args.seeds))
     return args
+
+
+def export_seeds(args) -> int:
+    """Each seed's clean folder (once): the class-balanced subset drawn with that seed."""
+    from custom_datasets import export_folder
+    for seed in args.seeds:
+        if export_dir(args, seed).is_dir():
+            continue
+        code = export_folder.main(["--dataset", args.dataset, "--data", args.source_data, "--out",
+                                   str(export_dir(args, seed)), "--train-per-class",
+                                   str(args.train_per_class), "--valid-per-class",
+                                   str(args.valid_per_class), "--test-per-class",
+                                   str(args.test_per_class), "--seed", str(seed)])
+        if code:
+            return code
+    return 0
 
 
 def main(argv=None) -> int:
@@ -495,16 +727,10 @@ def main(argv=None) -> int:
                   "(see requirements-dev.txt), or --folds 0", file=sys.stderr)
             return 1
     args.out = args.out.resolve()
-    args.export = args.out / f"{args.dataset.lower()}_{args.train_per_class}"
     args.runs_root = args.out / "runs"
-    if not args.export.is_dir():
-        from custom_datasets import export_folder
-        code = export_folder.main(["--dataset", args.dataset, "--data", args.source_data, "--out",
-                                   str(args.export), "--train-per-class", str(args.train_per_class),
-                                   "--valid-per-class", str(args.valid_per_class),
-                                   "--test-per-class", str(args.test_per_class), "--seed", str(args.seed)])
-        if code:
-            return code
+    code = export_seeds(args)
+    if code:
+        return code
     jobs = plan(args)
     failed = [] if args.report_only else run_jobs(args, jobs)
     for job in failed:
@@ -513,22 +739,26 @@ def main(argv=None) -> int:
     import torch
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     by_key = {job.key: job for job in jobs}
-    levels = {}
+    levels = []
     for noise in args.noise:
-        level = score_level(args, noise, by_key, device)
-        if level is not None:
-            levels[f"{noise:.0%}"] = level
-    table = markdown_table(levels)
+        for seed in args.seeds:
+            level = score_level(args, seed, noise, by_key, device)
+            if level is None:
+                continue
+            if level["missing_runs"]:
+                print(f"seed {seed}, noise {noise:.0%}: not finished, so not in the table: "
+                      f"{', '.join(level['missing_runs'])}", file=sys.stderr)
+            if level["paired"] or not level["missing_runs"]:
+                levels.append(level)
+    summary = summarise(levels)
+    table = markdown_table(summary, args.folds)
     print(table)
-    for noise, level in levels.items():
-        if level["missing_runs"]:
-            print(f"noise {noise}: not finished, so not in the table: "
-                  f"{', '.join(level['missing_runs'])}", file=sys.stderr)
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))),
               "dataset": args.dataset, "epochs": args.epochs, "folds": args.folds,
               "train_per_class": args.train_per_class, "valid_per_class": args.valid_per_class,
-              "test_per_class": args.test_per_class, "seed": args.seed, "levels": levels}
+              "test_per_class": args.test_per_class, "seeds": args.seeds, "full_runs": args.full_runs,
+              "resamples": args.resamples, "summary": summary, "levels": levels}
     from custom_runs import run_files
     run_files.save_json(record, args.out / "label_errors.json")
     with run_files.atomic_path(args.out / "label_errors.md") as tmp:
