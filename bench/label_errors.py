@@ -617,6 +617,14 @@ def cleanlab_ranking(folds: int, kind: str, method: str = "self_confidence") -> 
     return f"cleanlab {method}, {folds}-fold Baselines ({kind})"
 
 
+def flag_label_issues(given: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """cleanlab.filter.find_label_issues in this process. By default it forks a pool whose
+    workers inherit this script's SIGTERM handler; the pool's terminate() then raises in a
+    worker that may hold the task queue's lock, and the pool waits for it forever."""
+    from cleanlab.filter import find_label_issues
+    return find_label_issues(given, probabilities, n_jobs=1)
+
+
 def score_folds(args, seed, noise, jobs, given, flipped, images, device, add, missing, costs) -> Dict:
     """cleanlab on the out-of-sample probabilities of the K fold Baselines."""
     from custom_runs import run_files
@@ -649,7 +657,6 @@ def score_folds(args, seed, noise, jobs, given, flipped, images, device, add, mi
     for kind in CHECKPOINT_KINDS:
         if np.isnan(probabilities[kind]).any():
             raise BenchError(f"seed {seed}, noise {noise}: the folds do not cover every train image")
-    from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
     for kind in CHECKPOINT_KINDS:
         for method in ("self_confidence", "normalized_margin"):
@@ -659,7 +666,7 @@ def score_folds(args, seed, noise, jobs, given, flipped, images, device, add, mi
                 scoring_s += time.perf_counter() - started
             add(cleanlab_ranking(args.folds, kind, method), -quality, args.folds)
     costs["folds"] = {"runs": args.folds, "train_minutes": minutes, "scoring_s": scoring_s}
-    flagged = find_label_issues(given, probabilities["valid"])
+    flagged = flag_label_issues(given, probabilities["valid"])
     entry = {"name": f"default (prune_by_noise_rate), {args.folds}-fold Baselines (valid)"}
     entry.update(set_metrics(flagged, flipped))
     return {"find_label_issues": entry}

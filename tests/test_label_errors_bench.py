@@ -283,3 +283,16 @@ def test_summary_over_seeds_and_its_tables(bench):
     assert "20%: the K-fold Baselines train 2.00× the minutes of the BOTH run (seed by seed 1.50–3.00×)." in table
     assert table[-1] == "| 20% | default (prune_by_noise_rate), mean over seeds | 300.0 | 0.500 | 0.800 |"
     json.dumps(summary)  # the JSON record holds the same entries
+
+
+def test_find_label_issues_flags_in_this_process_without_a_pool(bench, monkeypatch):
+    import multiprocessing
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a worker pool: its workers inherit the script's SIGTERM handler")
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    given = np.repeat([0, 1], 10)
+    probabilities = np.where(given[:, None] == np.arange(2), 0.95, 0.05)
+    probabilities[[3, 14]] = probabilities[[3, 14], ::-1]  # the network is sure 3 and 14 are wrong
+    flagged = bench.flag_label_issues(given, probabilities)
+    assert np.flatnonzero(flagged).tolist() == [3, 14]
