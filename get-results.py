@@ -69,7 +69,7 @@ def get_args(argv=None) -> argparse.Namespace:
         help="--suspects: order of the CSV and grid, lowest first: the network's probability of the "
              "given label (self-confidence), its margin over the next class, AutoDO's trust, or "
              "trust x self-confidence; every one is a CSV column "
-             f"(default: {suspects.DEFAULT_RANK_BY}, the best of one run in bench/label_errors.py)")
+             f"(default: {suspects.DEFAULT_RANK_BY}; bench/label_errors.py measures it against cleanlab)")
     add("--out", default=None, metavar="DIR",
         help="--suspects: write the CSV and grid to DIR (default: the run folder)")
     add("--no-cuda", action="store_true", help="--suspects: run the network on the CPU")

@@ -14,8 +14,8 @@ the truly flipped labels, beside the self-confidence baseline of label-error det
 rank by the trained network's probability of the given label.
 
 The order (--rank-by, lowest score first; every score is a CSV column):
-    self-confidence      p[y], the network's probability of the given label (the default:
-                         the best ranking one run gives in bench/label_errors.py)
+    self-confidence      p[y], the network's probability of the given label (the default;
+                         bench/label_errors.py measures it against confident learning)
     margin               p[y] - max over the other classes of p
     trust                AutoDO's trust (above)
     trust-x-confidence   trust * p[y]
