@@ -9,7 +9,8 @@
     {data}/{dataset}/runN/tensorboard/{run_name}/            learning curves
     {data}/{dataset}/runN/debug_{run_name}.png               --plot-debug grid
     {data}/{dataset}/runN/.lock_{run_name}                   held while a process trains it
-    {data}/{dataset}/runN/suspects_{run_name}.csv|png|pdf    get-results.py --suspects (or in --out)
+    {data}/{dataset}/runN/suspects_{run_name}[_valid|_last].csv|png|pdf
+                                         get-results.py --suspects (or in --out)
     {data}/folder_{name}_{hash}/runN/... --dataset folder --data-dir .../{name} (same files;
                                          hash: 8 hex digits of the folder's absolute path)
     {DIR}/.autodo_stats.json             a folder dataset's classes, size, mean/std, file stamp
@@ -149,6 +150,18 @@ def checkpoint_path(folder: Path, name: str, kind: str) -> Path:
     return CHECKPOINTS[kind](folder, name)
 
 
+# what the names of reports and figures of a checkpoint add (best_ ones keep their old names)
+CHECKPOINT_SUFFIXES = {"valid": "_valid", "best": "", "last": "_last"}
+
+
+def missing_checkpoint_advice(kind: str) -> str:
+    """What to do about a missing checkpoint of `kind` where the run itself exists."""
+    if kind == "valid":
+        return ("runs from before validation selection have no bestvalid_ checkpoint: use "
+                "--checkpoint best (test-selected, the paper's protocol) or --checkpoint last")
+    return "train the configuration first with implicit-augment.py and the same options"
+
+
 def lock_path(folder: Path, name: str) -> Path:
     return Path(folder) / f".lock_{name}"
 
@@ -228,10 +241,11 @@ def results_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"results_{name}.json"
 
 
-def suspects_base_path(folder: Path, name: str, checkpoint: str = "best") -> Path:
-    """suspects_{run_name}[_last]: .csv (every train image, most suspect first), .png/.pdf
-    (the top-K grid) of get-results.py --suspects."""
-    return Path(folder) / f"suspects_{name}{'_last' if checkpoint == 'last' else ''}"
+def suspects_base_path(folder: Path, name: str, checkpoint: str = "valid") -> Path:
+    """suspects_{run_name}[_valid|_last]: .csv (every train image, most suspect first),
+    .png/.pdf (the top-K grid) of get-results.py --suspects with the network of bestvalid_,
+    best_ (no suffix) or last_."""
+    return Path(folder) / f"suspects_{name}{CHECKPOINT_SUFFIXES[checkpoint]}"
 
 
 def run_log_path(folder: Path, name: str) -> Path:

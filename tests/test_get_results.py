@@ -851,3 +851,18 @@ def test_cli_suspects_minus_3_exits_2(tmp_path):
     done = get_results_process(tmp_path, "--dataset", "DIGITS", "--los-model", "BOTH", "--suspects", "-3")
     assert done.returncode == 2
     assert_one_line_error(done, "get-results.py: error: --suspects K must be at least 1, got -3")
+
+
+def test_cli_suspects_of_a_run_without_a_bestvalid_checkpoint_say_what_to_use_instead(tmp_path):
+    config = configuration(model="resnet18", ir=1, nr=0.2, method=dict(aug_model="NONE",
+                                                                      los_model="BOTH", hyper_opt="HES"))
+    run = run_files.run_dir(tmp_path, "DIGITS", "run0")
+    for kind in ("best", "last"):  # a run from before validation selection
+        run_files.save_torch({"acc": 50.0, "epoch": 0}, run_files.checkpoint_path(run, config.name, kind))
+    run_files.save_torch((), run / run_files.split_file_name(1, 1.0, 0.2))
+    done = get_results(tmp_path, *config_flags(config, "DIGITS"), "--suspects", "5")
+    missing = run_files.best_valid_checkpoint_path(run, config.name)
+    assert_one_line_error(done, f"get-results.py: error: missing {missing}; runs from before "
+                                f"validation selection have no bestvalid_ checkpoint: use "
+                                f"--checkpoint best (test-selected, the paper's protocol) or "
+                                f"--checkpoint last")
