@@ -23,6 +23,7 @@ import submitit
 from tqdm import tqdm
 
 from custom_runs.options import UsageError
+from custom_runs.set_up import deferred_stops
 from custom_runs.sweep import RunSpec
 
 SCRIPT = Path(__file__).resolve().parent.parent / "implicit-augment.py"
@@ -78,8 +79,13 @@ def _die_with_parent(parent_pid: int) -> Optional[Callable[[], None]]:
     return preexec
 
 
-def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1) -> subprocess.Popen:
-    """Starts the run with its output appended to its log (every attempt, with a header)."""
+def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1,
+              own_session: bool = False) -> subprocess.Popen:
+    """Starts the run with its output appended to its log (every attempt, with a header).
+    `own_session`: outside the launcher's process group, so that a terminal's Ctrl-C (SIGINT
+    to the whole foreground group) reaches the launcher alone, which then stops each run
+    with one signal. Not for a Slurm task: a cluster that tracks a task's processes by
+    their process group (proctrack/pgid) would lose the run."""
     command = run_command(spec, gpus_per_run)
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(spec.log_path, "a") as log:
@@ -88,7 +94,7 @@ def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1)
                   f"{' ' + placement if placement else ''}: {' '.join(command)}\n")
         log.flush()
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **environment},
+                                env={**os.environ, **environment}, start_new_session=own_session,
                                 preexec_fn=_die_with_parent(os.getpid()))
 
 
@@ -214,7 +220,12 @@ def run_local(specs: Sequence[RunSpec], slots: List[Dict[str, str]], progress,
               gpus_per_run: int = 1, poll_s: float = 0.2) -> List[Outcome]:
     """Runs the cells on the slots, one run per slot at a time. One thread polls the
     processes (preexec_fn is only safe without other threads). Ctrl-C / SIGTERM stop the
-    runs (each saves and says how to resume) and propagate as KeyboardInterrupt."""
+    runs (each saves and says how to resume) and propagate as KeyboardInterrupt.
+
+    A run gets exactly one stop, from here: it is not in the terminal's foreground process
+    group (start_run's own_session), and a second Ctrl-C waits until the runs have ended.
+    A second signal that lands while a run handles the first can end it before its results
+    file says "interrupted" (it would keep saying "running")."""
     pending = list(specs)
     outcomes: List[Outcome] = []
     running: Dict[int, tuple] = {}  # slot -> (spec, process)
@@ -228,7 +239,7 @@ def run_local(specs: Sequence[RunSpec], slots: List[Dict[str, str]], progress,
                         outcomes.append(outcome)
                         progress.ended(outcome)
                         continue
-                    running[slot] = (spec, start_run(spec, environment, gpus_per_run))
+                    running[slot] = (spec, start_run(spec, environment, gpus_per_run, own_session=True))
                     progress.started(spec)
             time.sleep(poll_s)
             for slot, (spec, process) in list(running.items()):
@@ -238,7 +249,8 @@ def run_local(specs: Sequence[RunSpec], slots: List[Dict[str, str]], progress,
                     outcomes.append(outcome)
                     progress.ended(outcome)
     except KeyboardInterrupt:
-        stop_processes([process for _, process in running.values()])
+        with deferred_stops():
+            stop_processes([process for _, process in running.values()])
         raise
     return outcomes
 
