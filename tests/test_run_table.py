@@ -12,6 +12,7 @@ import threading
 import time
 import types
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -429,8 +430,18 @@ def test_squeue_states_an_unknown_array_and_a_silent_squeue(tmp_path, monkeypatc
         "resubmits what is unfinished")
 
 
-def test_ctrl_c_while_following_a_slurm_array_says_it_goes_on_and_how_to_cancel_it(tmp_path):
-    env = fake_tools(tmp_path / "bin", sbatch="echo 'Submitted batch job 12345'", srun="exit 1",
+SLURM_FOLLOWED = ("interrupted: job array 12345 goes on running on the cluster (this command only "
+                  "stopped following it): `squeue -j 12345` shows it, `scancel 12345` cancels it "
+                  "(each run saves its last epoch); once it has ended, the same command prints the "
+                  "table and resubmits what is unfinished")
+
+
+def interrupted_slurm_runner(tmp_path, sbatch: str, signal_when: Callable[[str], bool],
+                             group: bool = False) -> str:
+    """run-table.py --launcher slurm on fake Slurm tools, sent SIGINT once `signal_when` holds
+    (of its stderr so far, or of the files the tools write): the runner alone, or with
+    `group` its whole process group, as a terminal's Ctrl-C; returns the stderr's last line."""
+    env = fake_tools(tmp_path / "bin", sbatch=sbatch, srun="exit 1",
                      squeue="printf '12345_0|RUNNING\\n12345_1|PENDING\\n'",
                      sacct="echo 'Slurm accounting storage is disabled' >&2; exit 1")
     stderr_path = tmp_path / "runner.err"
@@ -440,24 +451,48 @@ def test_ctrl_c_while_following_a_slurm_array_says_it_goes_on_and_how_to_cancel_
     with open(stderr_path, "w") as stderr:
         runner = subprocess.Popen(table_command(tmp_path / "data", "--launcher", "slurm", runs=1),
                                   cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
+                                  start_new_session=group,
                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
-    while "following job array 12345 with squeue" not in stderr_path.read_text():
+    while not signal_when(stderr_path.read_text()):
         assert runner.poll() is None and time.monotonic() < deadline, stderr_path.read_text()
-        time.sleep(0.1)
-    runner.send_signal(signal.SIGINT)
+        time.sleep(0.01)
+    if group:
+        os.killpg(runner.pid, signal.SIGINT)
+    else:
+        runner.send_signal(signal.SIGINT)
     try:
         code = runner.wait(timeout=60)
     except subprocess.TimeoutExpired:
         runner.send_signal(signal.SIGABRT)
         runner.wait()
         pytest.fail("the runner did not stop within 60 s of SIGINT:\n" + stderr_path.read_text())
-    assert code == 130
-    last = stderr_path.read_text().splitlines()[-1]
-    assert last == ("interrupted: job array 12345 goes on running on the cluster (this command only "
-                    "stopped following it): `squeue -j 12345` shows it, `scancel 12345` cancels it "
-                    "(each run saves its last epoch); once it has ended, the same command prints the "
-                    "table and resubmits what is unfinished")
+    assert code == 130, stderr_path.read_text()
+    return stderr_path.read_text().splitlines()[-1]
+
+
+def test_ctrl_c_while_following_a_slurm_array_says_it_goes_on_and_how_to_cancel_it(tmp_path):
+    # at once after the line that names the array: from then on, every Ctrl-C is about it
+    last = interrupted_slurm_runner(tmp_path, "echo 'Submitted batch job 12345'",
+                                    lambda stderr: "submitted job array 12345:" in stderr)
+    assert last == SLURM_FOLLOWED
+
+
+def test_ctrl_c_while_sbatch_submits_takes_effect_once_the_array_is_known(tmp_path):
+    asked = tmp_path / "sbatch-asked"
+    # a slow controller: sbatch answers a second after it was called
+    last = interrupted_slurm_runner(tmp_path, f"touch {asked}; sleep 1; echo 'Submitted batch job 12345'",
+                                    lambda stderr: asked.exists())
+    assert last == SLURM_FOLLOWED
+
+
+def test_ctrl_c_that_also_stops_sbatch_says_how_to_find_out_whether_it_submitted(tmp_path):
+    asked = tmp_path / "sbatch-asked"
+    last = interrupted_slurm_runner(tmp_path, f"touch {asked}; sleep 30; echo 'Submitted batch job 12345'",
+                                    lambda stderr: asked.exists(), group=True)
+    assert last == ("interrupted while sbatch was submitting the job array: `squeue --me --name "
+                    "run-table` lists it if sbatch took it before it stopped (`scancel` cancels it); "
+                    "the same command submits what is unfinished")
 
 
 # ----------------------------------------------------------------------------- pieces
