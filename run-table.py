@@ -63,7 +63,8 @@ def get_args(argv=None):
     slurm.add_argument("--cpus-per-task", type=int, default=1, metavar="N",
                        help="CPU cores of each task, shared by its run's threads (split among its ranks with "
                             "several GPUs) (default: 1)")
-    slurm.add_argument("--mem-gb", type=float, default=None, help="memory of each task (default: the cluster's)")
+    slurm.add_argument("--mem-gb", type=float, default=None, metavar="GB",
+                       help="memory of each task in GB, more than 0 (default: the cluster's)")
     slurm.add_argument("--array-parallelism", type=int, default=64, metavar="N",
                        help="tasks of the array running at a time (default: 64)")
     slurm.add_argument("--account", default=None, help="Slurm account (default: none)")
@@ -111,6 +112,8 @@ def check(args, pass_through) -> None:
     if args.launcher == "local" and slurm_only:
         raise UsageError(f"{', '.join(slurm_only)}: for --launcher slurm (or submitit-local)")
     check_all([not_negative("--gpus-per-task", args.gpus_per_task)])
+    if args.mem_gb is not None and not args.mem_gb > 0:  # not NaN either
+        raise UsageError(f"--mem-gb must be more than 0 (GB), got {args.mem_gb:g}")
 
 
 def slurm_options(args) -> launchers.SlurmOptions:
@@ -229,6 +232,9 @@ def main(args) -> int:
         return 2
     except launchers.QueueUnavailable as error:
         print(f"run-table.py: {error}", file=sys.stderr)
+        return 1
+    except launchers.SubmissionFailed as error:
+        print(f"run-table.py: error: {error}", file=sys.stderr)
         return 1
     except StoppedFollowing as stop:
         print(f"\ninterrupted: job array {stop.array} goes on running on the cluster (this command only "

@@ -5,8 +5,10 @@ Every run is `implicit-augment.py ... --resume` in a process of its own, its std
 stderr appended to run_files.run_log_path, so a launcher never needs to know how far a run
 got: starting it again finishes it, and a finished cell is skipped without a process.
 """
+import contextlib
 import ctypes
 import functools
+import io
 import os
 import shutil
 import signal
@@ -387,13 +389,43 @@ def make_executor(folder, options: SlurmOptions, cluster: str = "slurm"):
     return executor
 
 
+class SubmissionFailed(Exception):
+    """sbatch did not take the job array; the message quotes sbatch's own, on one line."""
+
+
+def sbatch_refusal(error: Exception) -> str:
+    """sbatch's own message, out of the error submitit raises with it inside (its stderr,
+    `sbatch: error: ` before every line), joined into one line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = "; ".join(line.split("sbatch: error: ", 1)[-1] for line in lines)
+    if not said:  # killed, or ended without a word
+        status = getattr(error.__cause__, "returncode", None)
+        said = f"it ended with exit status {status} and no message" if status is not None \
+            else "it gave no message"
+    return (f"sbatch did not submit the job array: {said}; nothing was submitted: change the "
+            f"Slurm options (--partition, --cpus-per-task, --mem-gb, --gpus-per-task, --time-min, "
+            f"--account, --qos) and run the same command")
+
+
 def submit_array(specs: Sequence[RunSpec], executor, options: SlurmOptions):
-    """One job array, one task per cell that is not finished yet; returns (jobs, specs)."""
+    """One job array, one task per cell that is not finished yet; returns (jobs, specs).
+    Raises SubmissionFailed, with the files submitit wrote for the submission removed."""
     todo = [spec for spec in specs if not spec.is_finished()]
     if not todo:
         return [], []
     gpus_per_run = max(1, options.gpus_per_task)
-    jobs = executor.map_array(TableJob(options.cpus_per_task, gpus_per_run), todo)
+    folder = submitit.core.utils.JobPaths.get_first_id_independent_folder(executor.folder)
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    try:
+        # submitit prints sbatch's complaint itself before raising it: it is said once, below
+        with contextlib.redirect_stderr(io.StringIO()):
+            jobs = executor.map_array(TableJob(options.cpus_per_task, gpus_per_run), todo)
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as error:
+        # the tasks' pickles and the script of a submission that did not happen
+        for path in set(folder.iterdir()) - before if folder.is_dir() else ():
+            if path.is_file():
+                path.unlink()
+        raise SubmissionFailed(sbatch_refusal(error)) from None
     return jobs, todo
 
 

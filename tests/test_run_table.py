@@ -495,6 +495,24 @@ def test_ctrl_c_that_also_stops_sbatch_says_how_to_find_out_whether_it_submitted
                     "the same command submits what is unfinished")
 
 
+def test_an_sbatch_refusal_is_one_line_quoting_sbatch_and_leaves_no_submission_files(tmp_path):
+    env = fake_tools(tmp_path / "bin", srun="exit 1", sbatch=(
+        "echo 'sbatch: error: invalid partition specified: nosuch' >&2; "
+        "echo 'sbatch: error: Batch job submission failed: Invalid partition name specified' >&2; exit 1"))
+    data = tmp_path / "data"
+    done = subprocess.run(table_command(data, "--launcher", "slurm", "--partition", "nosuch", runs=1),
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "run-table.py: error: sbatch did not submit the job array: invalid partition specified: "
+        "nosuch; Batch job submission failed: Invalid partition name specified; nothing was "
+        "submitted: change the Slurm options (--partition, --cpus-per-task, --mem-gb, "
+        "--gpus-per-task, --time-min, --account, --qos) and run the same command")
+    assert "Traceback" not in done.stderr and done.stderr.count("nosuch") == 1
+    # the tasks' pickles and the submission script of a submission that did not happen
+    assert [path for path in (data / "DIGITS" / "submitit").rglob("*") if path.is_file()] == []
+
+
 # ----------------------------------------------------------------------------- pieces
 
 def test_gpu_slots_pin_each_worker_to_its_group_of_gpus():
@@ -617,6 +635,8 @@ def test_expansion_is_runs_then_settings_then_configurations_with_the_paper_colu
     (["--resume"], "run-table.py sets --resume (every run resumes) itself; leave it out"),
     (["--gpus", "0", "--per-gpu", "0"], "--per-gpu must be at least 1, got 0"),
     (["--launcher", "slurm", "--gpus-per-task", "-1"], "--gpus-per-task must be >= 0, got -1"),
+    (["--launcher", "slurm", "--mem-gb", "-1"], "--mem-gb must be more than 0 (GB), got -1"),
+    (["--launcher", "slurm", "--mem-gb", "0"], "--mem-gb must be more than 0 (GB), got 0"),
     (["--runs", "0"], "--runs must be at least 1, got 0"),
 ])
 def test_bad_options_are_one_line_before_anything_starts(tmp_path, capsys, flags, message):

@@ -6,7 +6,8 @@ A task of a two-cell DIGITS array is pre-empted mid-run (`scancel --signal=USR2`
 sends before a time limit): submitit's handler stops the run (it saves its epoch), requeues
 the task, the task starts again and the run resumes; the table then equals an uninterrupted
 one, number for number. Without accounting (sacct fails here) the runner follows the array
-with squeue and the results files, and a task killed outright is reported with its log."""
+with squeue and the results files, and a task killed outright is reported with its log.
+sbatch's refusals are one line quoting sbatch."""
 import os
 import re
 import shutil
@@ -185,3 +186,20 @@ def test_a_task_killed_outright_is_failed_with_its_log_without_accounting(cluste
                      rf"log \S+/{array}_0_log.err, run log {re.escape(str(spec.log_path))}: ", line), line
     assert "0 done (0 skipped), 0 running, 1 failed" in errors
     assert not spec.is_finished()
+
+
+@pytest.mark.parametrize("options, sbatch_says", [
+    (("--partition", "nosuch"), "invalid partition specified: nosuch"),
+    (("--partition", "debug", "--mem-gb", "100000"), "Memory specification can not be satisfied")])
+def test_an_sbatch_refusal_is_one_line_with_sbatch_s_message(cluster, tmp_path, options, sbatch_says):
+    data = tmp_path / "slurm"
+    done = subprocess.run(table_command(data, "--launcher", "slurm", *options, configs=["Baseline"],
+                                        epochs=("--epochs", "1", "--no-cuda")),
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("run-table.py: error: sbatch did not submit the job array: ") and sbatch_says in last
+    assert last.endswith("nothing was submitted: change the Slurm options (--partition, --cpus-per-task, "
+                         "--mem-gb, --gpus-per-task, --time-min, --account, --qos) and run the same command")
+    assert "Traceback" not in done.stderr and done.stderr.count(sbatch_says) == 1
+    assert [path for path in (data / "DIGITS" / "submitit").rglob("*") if path.is_file()] == []
