@@ -186,17 +186,23 @@ def run_slurm(args, specs):
                       f"{Path(jobs[0].paths.folder).parent}/{array}_*/", file=sys.stderr)
         if args.no_wait:
             return None
-        queue = None
-        if args.launcher == "slurm" and array and not launchers.accounting_works(array):
-            print(f"sacct does not work on this cluster: following job array {array} with "
-                  f"squeue and the cells' results files", file=sys.stderr)
-            queue = launchers.SlurmQueue(array)
+        queue, reasons = None, None
+        if args.launcher == "slurm" and array:
+            if launchers.accounting_works(array):
+                # squeue only for the reasons why tasks wait: submitit follows the array
+                reasons = launchers.SlurmQueue(array, patience_s=float("inf")).pending_reasons
+            else:
+                print(f"sacct does not work on this cluster: following job array {array} with "
+                      f"squeue and the cells' results files", file=sys.stderr)
+                queue = launchers.SlurmQueue(array)
+                reasons = queue.pending_reasons
         progress = launchers.Progress(len(specs))
         try:
             for spec in specs:
                 if spec not in todo:
                     progress.ended(launchers.Outcome(spec.title, launchers.SKIPPED))
-            outcomes = launchers.wait_for_jobs(jobs, todo, progress, poll_s=1.0, queue=queue)
+            outcomes = launchers.wait_for_jobs(jobs, todo, progress, poll_s=1.0, queue=queue,
+                                               reasons=reasons)
         finally:
             progress.close()
     except KeyboardInterrupt:
@@ -233,7 +239,7 @@ def main(args) -> int:
     except launchers.QueueUnavailable as error:
         print(f"run-table.py: {error}", file=sys.stderr)
         return 1
-    except launchers.SubmissionFailed as error:
+    except (launchers.SubmissionFailed, launchers.NeverStarts) as error:
         print(f"run-table.py: error: {error}", file=sys.stderr)
         return 1
     except StoppedFollowing as stop:

@@ -513,6 +513,47 @@ def test_an_sbatch_refusal_is_one_line_quoting_sbatch_and_leaves_no_submission_f
     assert [path for path in (data / "DIGITS" / "submitit").rglob("*") if path.is_file()] == []
 
 
+def test_pending_reasons_are_shown_as_they_change_and_a_never_starting_array_is_cancelled(
+        tmp_path, monkeypatch):
+    specs = sweep.expand("DIGITS", str(tmp_path), ["Baseline", "A_W_S", "A"], ["10-0.1"], 1, [])
+    cancelled = tmp_path / "scancel"
+    monkeypatch.setattr(os, "environ", fake_tools(tmp_path / "bin", scancel=f'echo "$@" > {cancelled}'))
+    waiting = {f"7_{index}": (None, spec) for index, spec in enumerate(specs)}
+    stream, shown = io.StringIO(), {}
+    progress = launchers.Progress(3, stream=stream)
+    launchers.show_pending({"7_0": "None", "7_1": "None", "7_2": "None"}, waiting, shown, progress)
+    launchers.show_pending({"7_0": "Priority", "7_1": "Priority", "7_2": "Priority"}, waiting, shown,
+                           progress)
+    launchers.show_pending({"7_1": "Priority", "7_2": "Resources"}, waiting, shown, progress)  # 7_0 runs
+    launchers.show_pending({"7_0": "BeginTime", "7_1": "Priority", "7_2": "Resources"}, waiting, shown,
+                           progress)  # 7_0 was requeued
+    assert stream.getvalue().splitlines() == [
+        "pending  Baseline 10-0.1 run0, A_W_S 10-0.1 run0, A 10-0.1 run0: Priority (other jobs go first)",
+        "pending  A 10-0.1 run0: Resources (waiting for free cores, memory or GPUs)",
+        "pending  Baseline 10-0.1 run0: BeginTime (a requeued task waits about two minutes before it "
+        "starts again)"]
+    assert not cancelled.exists()
+    with pytest.raises(launchers.NeverStarts) as error:
+        launchers.show_pending({"7_1": "PartitionConfig", "7_2": "PartitionConfig"}, waiting, shown, progress)
+    progress.close()
+    assert stream.getvalue().splitlines()[-1] == "pending  A_W_S 10-0.1 run0, A 10-0.1 run0: PartitionConfig"
+    assert cancelled.read_text() == "--state=PENDING 7\n"
+    assert str(error.value) == (
+        "job array 7 cannot start: Slurm keeps it pending with reason PartitionConfig (it asks for more "
+        "than the partition or a per-job limit allows: see --cpus-per-task, --mem-gb, --gpus-per-task, "
+        "--time-min, --partition); cancelled its 2 pending tasks (scancel --state=PENDING 7); change "
+        "the options and run the same command")
+
+
+@pytest.mark.parametrize("reason, never", [
+    ("PartitionConfig", True), ("PartitionTimeLimit", True), ("QOSMaxCpuPerJobLimit", True),
+    ("AssocMaxWallDurationPerJobLimit", True), ("Resources", False), ("Priority", False),
+    ("PartitionNodeLimit", False), ("ReqNodeNotAvail, Reserved for maintenance", False),
+    ("AssocGrpCpuLimit", False), ("QOSMaxJobsPerUserLimit", False), ("JobHeldUser", False)])
+def test_only_reasons_that_no_waiting_ends_stop_the_runner(reason, never):
+    assert bool(launchers.NEVER_STARTS.fullmatch(reason)) is never
+
+
 # ----------------------------------------------------------------------------- pieces
 
 def test_gpu_slots_pin_each_worker_to_its_group_of_gpus():
