@@ -16,7 +16,7 @@ import sys
 from custom_common.settings import DATASETS
 from custom_datasets.containers import DataUnavailable
 from custom_reports import reporting, suspects
-from custom_runs import run_files
+from custom_runs import run_files, sweep
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
 from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser, UsageError,
                                  add_data_dir_argument, add_distortion_arguments,
@@ -53,6 +53,8 @@ def get_args(argv=None) -> argparse.Namespace:
              "its own)")
     add("--table", action="store_true",
         help="every configuration and IR-NR setting found for the dataset, as the paper's table")
+    add("--settings", nargs="+", default=None, metavar="IR-NR",
+        help="with --table, only these columns, e.g. 10-0.1 1-0.0 (default: every setting found)")
     add("--format", default="text", choices=reporting.FORMATS, help="output format (default: text)")
     add("--paper", action="store_true", help="put the paper's error beside ours (SVHN, CIFAR, ImageNet)")
     add("--metric", default="best", choices=tuple(reporting.METRICS),
@@ -92,6 +94,10 @@ def get_args(argv=None) -> argparse.Namespace:
         check_all(at_least_one(flag, value) for flag, value in
                   (("--runs", args.runs), ("--epochs", args.epochs), ("--suspects K", args.suspects))
                   if value is not None)
+        if args.settings is not None:
+            if not args.table:
+                raise UsageError("--settings selects columns of --table: add --table")
+            args.settings = [sweep.parse_setting(text) for text in args.settings]
         if args.suspects is not None and args.los_model not in suspects.LEARNING_LOSS_MODELS:
             raise UsageError(f"--suspects needs a run that learned loss weights or soft labels "
                              f"(--los-model WGHT, SOFT or BOTH), not --los-model {args.los_model}")
@@ -109,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
         table = reporting.build_table(args.data, settings.name, settings.model, args.metric,
                                       args.minority, args.paper, args.model, args.runs,
                                       data_dir=settings.folder, epochs=args.epochs,
-                                      versus=args.versus)
+                                      versus=args.versus, only_settings=args.settings)
         print(reporting.render_table(table, args.format))
         # a skipped file and its fix go to stderr in every format; csv has no room for notes
         for note in table.skipped + (table.notes if args.format == "csv" else []):

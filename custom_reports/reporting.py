@@ -703,10 +703,12 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                 max_runs: Optional[int] = None,
                 only: Optional[Sequence[Configuration]] = None,
                 data_dir: Optional[str] = None, epochs: Optional[int] = None,
-                run_folders: Optional[Sequence[str]] = None, versus: str = REFERENCE) -> Table:
+                run_folders: Optional[Sequence[str]] = None, versus: str = REFERENCE,
+                only_settings: Optional[Sequence[Tuple[int, float]]] = None) -> Table:
     """Every configuration and IR-NR setting with results for `dataset` (only `model`'s, if
     given; only the configurations `only`, and the paper's numbers of their methods and
-    settings, if given; only runs of `epochs` epochs and of the `run_folders`, if given).
+    settings, if given; only runs of `epochs` epochs and of the `run_folders`, if given; only
+    the (IR, NR) settings `only_settings`, if given).
     With the paper's numbers asked for and none of ours yet, the paper's table alone. Runs
     of different lengths are never averaged: each length gets rows of its own. Each row is
     compared with the row `versus` (see compare_rows)."""
@@ -743,7 +745,9 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
             skipped.append(f"skipped {error}")
             continue
         if (model is not None and config.model != model) or (wanted is not None and config not in wanted) \
-                or (run_folders is not None and path.parent.name not in run_folders):
+                or (run_folders is not None and path.parent.name not in run_folders) \
+                or (only_settings is not None
+                    and (config.imbalance_ratio, config.noise_ratio) not in set(only_settings)):
             continue
         length = run_length(results)
         if epochs is not None and length != epochs:
@@ -858,6 +862,9 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         rows = {key: row for key, row in rows.items()
                 if (row.aug_model, row.los_model, row.hyper_opt) in methods}
         columns = {name: key for name, key in columns.items() if name in settings}
+    if only_settings is not None:  # the paper's columns too
+        columns = {name: key for name, key in columns.items()
+                   if (key[2], key[1]) in set(only_settings)}
     column_names = sorted(columns, key=lambda name: columns[name])
     # the dataset's own network first, then other networks, then ablations; paper rows in paper order
     row_list = sorted(rows.values(), key=lambda row: (

@@ -866,3 +866,22 @@ def test_cli_suspects_of_a_run_without_a_bestvalid_checkpoint_say_what_to_use_in
                                 f"validation selection have no bestvalid_ checkpoint: use "
                                 f"--checkpoint best (test-selected, the paper's protocol) or "
                                 f"--checkpoint last")
+
+
+def test_table_settings_keeps_only_the_named_columns(tmp_path):
+    for ir, nr, acc in ((10, 0.1, 80.0), (1, 0.0, 95.0), (10, 0.0, 90.0)):
+        write_run(tmp_path, "DIGITS", "run0", configuration("resnet18", ir=ir, nr=nr, method=BASELINE),
+                  acc, valid_acc=acc - 1.0)
+    done = get_results(tmp_path, "--dataset", "DIGITS", "--table", "--format", "csv",
+                       "--settings", "10-0.1", "1-0.0")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    header = out.splitlines()[0]
+    assert "10-0.1" in header and "1-0.0" in header and "10-0.0" not in header
+    # the kept cells hold their own runs' errors: 20.00 at 10-0.1 and 5.00 at 1-0.0
+    assert "20.00" in out and "5.00" in out and "10.00" not in out
+
+
+def test_settings_without_table_is_a_usage_error(tmp_path):
+    done = get_results(tmp_path, "--dataset", "DIGITS", "--settings", "10-0.1")
+    assert done.returncode == 2 and "add --table" in done.stderr and "Traceback" not in done.stderr
