@@ -19,6 +19,7 @@ Images under 64 px are held in memory as uint8 with the MNIST (1 channel) or CIF
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -58,8 +59,10 @@ class FolderLayout:
         digest = hashlib.sha1()
         for path, label in self.train + self.valid + self.test:
             stat = path.stat()
-            digest.update(f"{path.relative_to(self.root)}\0{label}\0{stat.st_size}\0"
-                          f"{stat.st_mtime_ns}\n".encode())
+            # the name's bytes as the file system holds them: a name that is not UTF-8
+            # (Latin-1 bytes, say) has no .encode(); for a UTF-8 name they are the same
+            digest.update(os.fsencode(path.relative_to(self.root)) +
+                          f"\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()
 
 
@@ -242,7 +245,7 @@ def dataset_name(root) -> str:
     apart, and to give DIR the same folder however it is written on the command line."""
     path = Path(root).expanduser().resolve()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in path.name) or "data"
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(os.fsencode(path)).hexdigest()[:8]
     return f"{FOLDER_DATASET}_{safe}_{digest}"
 
 

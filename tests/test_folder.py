@@ -506,3 +506,24 @@ def test_a_32_bit_image_with_values_above_255_is_refused_naming_it(tmp_path):
     with pytest.raises(DataUnavailable, match=r"deep\.tif.*70000"):
         folder_dataset.decode(path, channels=1, side=8)
 
+
+def test_file_and_class_names_that_are_not_utf8_are_stamped_and_trained_on(tmp_path):
+    root = make_folder(tmp_path / os.fsdecode(b"sh\xe9pes"), counts={"train": 10, "valid": 2})
+    odd_class = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not UTF-8
+    (root / "train" / "box").rename(root / "train" / odd_class)
+    (root / "valid" / "box").rename(root / "valid" / odd_class)
+    odd_file = root / "train" / "hbar" / os.fsdecode(b"\xff.png")
+    (root / "train" / "hbar" / "000.png").rename(odd_file)
+    settings = folder_dataset.folder_settings(root)
+    assert settings.classes == (odd_class, "hbar", "vbar")  # sorted: "caf" first
+    assert settings.train_size == 3 * (10 + 2)
+    cache = json.loads((root / ".autodo_stats.json").read_text())
+    assert cache["classes"] == [odd_class, "hbar", "vbar"]
+    assert folder_dataset.folder_settings(root) == settings  # read back from the cache
+    data = tmp_path / "runs"
+    result = run_script("implicit-augment.py", "--no-cuda", "--dataset", "folder", "--data-dir", root,
+                        "--data", data, "--epochs", 1, "--model", "wresnet10_1")
+    assert result.returncode == 0, result.stderr
+    results = json.loads(next((data / settings.name / "run0").glob("results_*.json")).read_text())
+    assert results["status"] == "finished" and results["split"]["train_size"] == 30
+    assert settings.name.startswith("folder_sh_pes_")
