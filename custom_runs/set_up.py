@@ -151,6 +151,16 @@ class SetUp:
                                                args.noise_ratio)
         fix = f"give seed {args.seed} a run folder of its own (-r)"
         recorded = self.recorded_split_seed()
+        if recorded == args.seed:
+            # the seed is right, so the labels it was drawn from are not these: adding that
+            # seed (the advice below) would only repeat this refusal
+            where = f"the images of {self.settings.folder}" if self.settings.folder else "the data"
+            raise UsageError(f"{split_name} in {self.folder} was made with seed {recorded} on "
+                             f"other labels: {where} changed since (images moved to another "
+                             f"class folder, added or removed), and the runs of {self.folder.name} "
+                             f"trained on the earlier ones; train on the data as it is now in a "
+                             f"new run folder, -r {self.next_run_folder()}, or move "
+                             f"{self.folder} away to start {self.folder.name} again")
         if recorded is not None:
             raise UsageError(f"{split_name} in {self.folder} was made with seed {recorded} (its other "
                              f"results files say so), not {args.seed}: add --seed {recorded} to "
@@ -162,6 +172,12 @@ class SetUp:
         print(f"note: {split_name} in {self.folder} is not the split seed {args.seed} makes here "
               f"and no results file here records its seed (another version or program made "
               f"it); training on it as it is", file=sys.stderr)
+
+    def next_run_folder(self) -> str:
+        """runK after the highest runN of the dataset: the first name that holds no runs."""
+        numbers = [int(folder.name[3:]) for folder in
+                   run_files.find_run_folders(self.args.data, self.settings.name)]
+        return f"run{max(numbers, default=-1) + 1}"
 
     def recorded_split_seed(self) -> Optional[int]:
         """The split seed that another configuration's results file in this run folder records

@@ -527,3 +527,28 @@ def test_file_and_class_names_that_are_not_utf8_are_stamped_and_trained_on(tmp_p
     results = json.loads(next((data / settings.name / "run0").glob("results_*.json")).read_text())
     assert results["status"] == "finished" and results["split"]["train_size"] == 30
     assert settings.name.startswith("folder_sh_pes_")
+
+
+def test_a_relabelled_folder_is_named_as_such_and_the_advised_run_folder_trains(tmp_path):
+    root = make_folder(tmp_path / "shapes", counts={"train": 10, "valid": 2})
+    data = tmp_path / "runs"
+    command = ("implicit-augment.py", "--no-cuda", "--dataset", "folder", "--data-dir", root,
+               "--data", data, "--epochs", 1, "--model", "wresnet10_1")
+    first = run_script(*command)
+    assert first.returncode == 0, first.stderr
+    # the user corrects a label: same files, one of them in another class folder
+    (root / "train" / "box" / "003.png").rename(root / "train" / "hbar" / "003b.png")
+    # every way on that the earlier message suggested in turn, and another configuration
+    refusals = [run_script(*command, *extra) for extra in (
+        ("--resume",), ("--force",), ("--resume", "--seed", 0), ("--aug-model", "RAND"))]
+    for refused in refusals:
+        assert refused.returncode == 2
+        line = error_line(refused.stderr, "implicit-augment.py")
+        assert "labels" in line and "add --seed" not in line, line
+        assert "-r run1" in line, line
+    advised = run_script(*command, "-r", "run1")
+    assert advised.returncode == 0, advised.stderr
+    folder = data / folder_dataset.dataset_name(root) / "run1"
+    results = json.loads(next(folder.glob("results_*.json")).read_text())
+    assert results["status"] == "finished" and results["split_seed"] == 1
+    assert results["split"]["train_class_counts"] == [9, 11, 10]
