@@ -1,7 +1,9 @@
 """Command-line options of implicit-augment.py (the paper's flags, names and
 defaults) plus our additions; shared with bench/throughput.py."""
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from custom_common.settings import DATASETS, get_settings
 from custom_models.hyper_models import AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, LOSS_MODELS
@@ -107,6 +109,19 @@ def add_distortion_arguments(parser: argparse.ArgumentParser) -> None:
     add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR >= 1 (default: 1)")
     add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio in (0, 1] (default: 1.0)")
     add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio in [0, 1) (default: 0.0)")
+
+
+def check_data_folder(data) -> None:
+    """--data must be a folder this process can write, or a path it can create one at
+    (not inside a file); raises UsageError."""
+    path = Path(data)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--data {path}: {probe} is a file, not a folder; choose another --data")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--data {path} is not writable; choose another folder with --data")
 
 
 def dataset_settings(args: argparse.Namespace):

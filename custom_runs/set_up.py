@@ -1,12 +1,10 @@
 """A run's set-up before training (DESIGN §2, §8): the checks of its outputs and of the data
 folder, the configuration's lock, the split, the refusal of a split made with another seed,
 the world-size check, and the stops that wait until a step's files are consistent."""
-import os
 import signal
 import sys
 import threading
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
@@ -15,7 +13,7 @@ from custom_datasets.sources import load_data
 from custom_datasets.split import (check_split_feasible, load_or_create_split, made_with_seed,
                                    valid_size_for)
 from custom_runs import run_files, stop_points
-from custom_runs.options import UsageError
+from custom_runs.options import UsageError, check_data_folder
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -95,14 +93,7 @@ class SetUp:
                              f"add --resume to continue it or --force to start over")
 
     def check_writable(self) -> None:
-        path = Path(self.args.data)
-        probe = path
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if not probe.is_dir():
-            raise UsageError(f"--data {path}: {probe} is a file, not a folder; choose another --data")
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise UsageError(f"--data {path} is not writable; choose another folder with --data")
+        check_data_folder(self.args.data)
 
     def prepare_data(self) -> None:
         stop_points.stop_if_asked(self.stop_at, ("setup", "prepare_data"), self.collectives.rank)
