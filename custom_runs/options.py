@@ -213,14 +213,21 @@ def check_distortion(imbalance_ratio: int, subsample_ratio: float, noise_ratio: 
     ])
 
 
+def check_run_folder(run_folder: str) -> None:
+    """-r names one folder inside {data}/{dataset}/, never a path out of it; raises UsageError."""
+    if not run_folder or "/" in run_folder or os.sep in run_folder or run_folder in (".", ".."):
+        raise UsageError(f"-r must be a folder name such as run0, got '{run_folder}'")
+
+
 def check_run_selection(args: argparse.Namespace) -> None:
     """The options get-results.py and visualize-density.py pick runs by (--dataset,
-    -ir/-sr/-nr, the ablation flags), checked as implicit-augment.py checks them: no run
+    -ir/-sr/-nr, the ablation flags, -r), checked as implicit-augment.py checks them: no run
     can exist outside them. Raises UsageError."""
     dataset_settings(args)
     check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
     if args.overfit and args.oversplit:
         raise UsageError("choose at most one of --overfit and --oversplit")
+    check_run_folder(args.run_folder)
     args.paper_text = paper_text_items(args.paper_text)
     args.policy_variant = policy_variant_items(args.policy_variant)
 
@@ -276,6 +283,5 @@ def resolve(args: argparse.Namespace, settings=None) -> argparse.Namespace:
     if args.seed is None:
         from custom_runs.run_files import seed_from_run_folder
         args.seed = seed_from_run_folder(args.run_folder)
-    if not args.run_folder or "/" in args.run_folder or args.run_folder in (".", ".."):
-        raise UsageError(f"-r must be a folder name such as run0, got '{args.run_folder}'")
+    check_run_folder(args.run_folder)
     return args

@@ -81,3 +81,22 @@ def test_run_table_refuses_a_read_only_data_folder_and_writes_nothing(tmp_path):
         assert result.returncode == 2
         assert "not writable" in error_line(result, "run-table.py")
         assert list(data.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- -r of the report scripts
+
+@pytest.mark.parametrize("script, flags", [
+    ("get-results.py", ("--los-model", "BOTH", "--hyper-opt", "HES", "--suspects", 5)),
+    ("visualize-density.py", ()),
+    ("implicit-augment.py", ()),
+])
+@pytest.mark.parametrize("run_folder", ["../../..", ".."])
+def test_a_run_folder_outside_data_is_refused_by_every_script(tmp_path, script, flags, run_folder):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    result = run_script(script, "--dataset", "DIGITS", "--data", tmp_path / "data", "-r", run_folder,
+                        "--out" if script != "implicit-augment.py" else "--no-cuda",
+                        *((outside,) if script != "implicit-augment.py" else ()), *flags)
+    assert result.returncode == 2
+    assert f"-r must be a folder name such as run0, got '{run_folder}'" in error_line(result, script)
+    assert list(outside.iterdir()) == [] and not (tmp_path / "data").exists()
