@@ -3,10 +3,11 @@ its own folder and renamed (or hard-linked) into place, so a killed process neve
 truncated file under a final name; torch files are loaded without executing pickled code."""
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, List
 
 import torch
 
@@ -19,12 +20,28 @@ def _default_permissions(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def stale_temporaries(path) -> List[Path]:
+    """The temporary files of `path` (atomic_path's and create_once's names for it) that are
+    there now: ones a killed process left, or ones a live process is writing. Removing
+    them is safe only where nothing else writes `path`, e.g. under its configuration's lock."""
+    path = Path(path)
+    # mkstemp's random part: letters, digits and underscores, no dots
+    name = re.compile(re.escape(_temporary_prefix(path)) + r"[A-Za-z0-9_]+\.tmp")
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if name.fullmatch(p.name))
+
+
 @contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """Yields a temporary path beside `path`; renamed onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(handle)
     tmp = Path(tmp)
     _default_permissions(tmp)
@@ -55,7 +72,7 @@ def create_once(obj, path) -> bool:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(handle)
     _default_permissions(Path(tmp))
     try:

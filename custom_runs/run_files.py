@@ -73,7 +73,7 @@ from typing import Iterator, List, Optional, Sequence
 # atomic writing and safe reading live in the bottom layer, the split file's name beside the
 # split (the data layer writes both); the layers above still go through this module alone
 from custom_common.atomic_files import (UnreadableFile, atomic_path, create_once, load_torch,  # noqa: F401
-                                        save_json, save_torch)
+                                        save_json, save_torch, stale_temporaries)
 from custom_datasets.split import number_text, split_file_name  # noqa: F401
 
 RESULTS_FORMAT_VERSION = 1

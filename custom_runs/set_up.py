@@ -71,6 +71,20 @@ class SetUp:
         except run_files.ConfigurationBusy as busy:
             raise UsageError(self.busy_message(str(busy))) from None
         self.check_outputs()  # the process that held the lock may have finished it
+        self.remove_stale_temporaries()
+
+    def remove_stale_temporaries(self) -> None:
+        """The temporary files of this configuration's files that a killed save left (a
+        partial checkpoint may be as large as a whole one). Under the lock no other process
+        writes them, so every one there is stale; the split's are not this configuration's."""
+        stale = [tmp for path in (self.best_path, self.last_path, self.results_path,
+                                  run_files.debug_grid_path(self.folder, self.name))
+                 for tmp in run_files.stale_temporaries(path)]
+        for tmp in stale:
+            tmp.unlink(missing_ok=True)
+        if stale:
+            print(f"note: removed {len(stale)} temporary file{'s' * (len(stale) > 1)} that a "
+                  f"killed save of this configuration left in {self.folder}", file=sys.stderr)
 
     @staticmethod
     def busy_message(who: str) -> str:

@@ -100,3 +100,40 @@ def test_a_run_folder_outside_data_is_refused_by_every_script(tmp_path, script, 
     assert result.returncode == 2
     assert f"-r must be a folder name such as run0, got '{run_folder}'" in error_line(result, script)
     assert list(outside.iterdir()) == [] and not (tmp_path / "data").exists()
+
+
+# ----------------------------------------------------------------------------- temporary files
+
+def test_a_start_removes_the_temporaries_a_killed_save_of_its_configuration_left(tmp_path):
+    data = tmp_path / "data"
+    folder = run_files.run_dir(data, "DIGITS", "run0")
+    folder.mkdir(parents=True)
+    mine = [folder / f".{run_files.last_checkpoint_path(folder, BASELINE).name}.k2x_9q0a.tmp",
+            folder / f".{run_files.results_path(folder, BASELINE).name}.abcdefgh.tmp",
+            folder / f".{run_files.best_checkpoint_path(folder, BASELINE).name}.01234567.tmp"]
+    # another configuration's (whose name begins like this one's), the split's (shared by
+    # every configuration of the run folder) and a user's file stay
+    other = run_files.last_checkpoint_path(folder, BASELINE + "_text_geometry")
+    kept = [folder / f".{other.name}.k2x_9q0a.tmp", folder / ".data_ir_1_sr_1.0_nr_0.0.pt.abcdefgh.tmp",
+            folder / "notes.tmp"]
+    for path in mine + kept:
+        path.write_bytes(b"\0" * 1000)
+    result = run_script("implicit-augment.py", "--dataset", "DIGITS", "--no-cuda", "--epochs", 1,
+                        "--resume", "--data", data)
+    assert result.returncode == 0, result.stderr
+    assert [path.exists() for path in mine] == [False] * 3
+    assert [path.read_bytes() for path in kept] == [b"\0" * 1000] * 3
+    assert "removed 3 temporary files" in result.stderr
+    assert run_files.results_path(folder, BASELINE).is_file()
+
+
+def test_stale_temporaries_are_those_of_atomic_path_for_that_file_alone(tmp_path):
+    target = tmp_path / "last_x.pt"
+    with atomic_files.atomic_path(target) as tmp:
+        assert atomic_files.stale_temporaries(target) == [tmp]  # the name atomic_path gives
+        tmp.write_text("partial")
+    assert atomic_files.stale_temporaries(target) == [] and target.read_text() == "partial"
+    (tmp_path / ".last_x.pt.tmp").write_text("")  # no random part: not atomic_path's
+    (tmp_path / ".last_x.pt.ab.cd.tmp").write_text("")
+    (tmp_path / ".last_x.pt_more.ab12.tmp").write_text("")
+    assert atomic_files.stale_temporaries(target) == []
