@@ -91,6 +91,9 @@ class Experiment(SetUp, Builders, RunState):
         except FloatingPointError as error:
             self.save_stopped_results("failed")
             raise FloatingPointError(f"{error}; {self.how_to_recover()}") from None
+        except run_files.SaveFailed:
+            self.mark_results_interrupted()
+            raise
         finally:
             if writer is not None:
                 writer.close()

@@ -37,7 +37,8 @@ Results file (JSON, one per run folder and configuration):
     format, run_name, dataset, run_folder, seed,
     split_seed        the seed the split file was made with (null: made elsewhere)
     status            "running" (also after kill -9), "finished", "interrupted" (Ctrl-C,
-                      SIGTERM) or "failed" (non-finite training loss)
+                      SIGTERM, a save that failed: a full disk) or "failed" (non-finite
+                      training loss)
     lr_changes        [{"epoch", "from", "to"}]: --lr changed on --resume from that epoch
     config            every option of the run (model, aug_model, los_model, hyper_opt,
                       imbalance_ratio, subsample_ratio, noise_ratio, epochs, hyper_start,
@@ -72,8 +73,9 @@ from typing import Iterator, List, Optional, Sequence
 
 # atomic writing and safe reading live in the bottom layer, the split file's name beside the
 # split (the data layer writes both); the layers above still go through this module alone
-from custom_common.atomic_files import (UnreadableFile, atomic_path, create_once, load_torch,  # noqa: F401
-                                        save_json, save_torch, stale_temporaries)
+from custom_common.atomic_files import (SaveFailed, UnreadableFile, atomic_path,  # noqa: F401
+                                        atomic_paths, create_once, load_torch, save_json,
+                                        save_torch, stale_temporaries)
 from custom_datasets.split import number_text, split_file_name  # noqa: F401
 
 RESULTS_FORMAT_VERSION = 1

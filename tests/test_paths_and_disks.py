@@ -137,3 +137,105 @@ def test_stale_temporaries_are_those_of_atomic_path_for_that_file_alone(tmp_path
     (tmp_path / ".last_x.pt.ab.cd.tmp").write_text("")
     (tmp_path / ".last_x.pt_more.ab12.tmp").write_text("")
     assert atomic_files.stale_temporaries(target) == []
+
+
+# ----------------------------------------------------------------------------- a full or read-only disk
+
+def test_a_save_on_a_read_only_folder_fails_naming_the_file_and_leaves_no_file(tmp_path):
+    with mounted_tmpfs(tmp_path / "ro", "size=1m,ro") as folder:
+        for save in (atomic_files.save_json, atomic_files.save_torch, atomic_files.create_once):
+            with pytest.raises(atomic_files.SaveFailed, match=r"cannot write .*x\.pt: Read-only file system"):
+                save({"a": 1}, folder / "sub" / "x.pt")
+        assert list(folder.iterdir()) == []
+
+
+def test_a_torch_save_on_a_full_disk_fails_naming_the_file_and_keeps_the_old_one(tmp_path):
+    import torch
+    with mounted_tmpfs(tmp_path / "small", "size=256k") as folder:
+        atomic_files.save_torch({"epoch": 1}, folder / "last.pt")
+        before = (folder / "last.pt").read_bytes()
+        with pytest.raises(atomic_files.SaveFailed, match=r"cannot write .*last\.pt: No space left on device"):
+            atomic_files.save_torch({"epoch": 2, "table": torch.zeros(100_000)}, folder / "last.pt")
+        assert (folder / "last.pt").read_bytes() == before
+        assert sorted(p.name for p in folder.iterdir()) == ["last.pt"]  # no temporary left
+
+
+def test_atomic_paths_writes_all_of_its_files_or_none(tmp_path):
+    paths = [tmp_path / "a.csv", tmp_path / "a.png"]
+    with pytest.raises(ValueError):
+        with atomic_files.atomic_paths(paths) as (first, second):
+            first.write_text("rows")
+            raise ValueError("the figure failed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_files.atomic_paths(paths) as (first, second):
+        first.write_text("rows")
+        second.write_text("image")
+    assert [p.read_text() for p in paths] == ["rows", "image"] and len(list(tmp_path.iterdir())) == 2
+
+
+SMALL_RUN = ("--dataset", "DIGITS", "--no-cuda", "--model", "wresnet10_1")
+
+
+def test_a_run_on_a_disk_that_fills_up_stops_in_one_line_and_resumes_after_space_is_freed(tmp_path):
+    name = run_files.run_name("wresnet10_1", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
+    # room for the first epoch's files (split, best_, last_, results: about 1.2 MB) but not
+    # for the second epoch's temporary checkpoint beside them
+    with mounted_tmpfs(tmp_path / "disk", "size=1500k") as data:
+        folder = run_files.run_dir(data, "DIGITS", "run0")
+        full = run_script("implicit-augment.py", *SMALL_RUN, "--epochs", 3, "--data", data)
+        assert full.returncode == 1
+        line = error_line(full, "implicit-augment.py")
+        assert "No space left on device" in line and str(folder) in line and "--resume" in line
+        results = json.loads(run_files.results_path(folder, name).read_text())
+        assert results["status"] == "interrupted" and results["epochs_done"] == 1
+        assert atomic_files.load_torch(run_files.last_checkpoint_path(folder, name))["epoch"] == 0
+        assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+        subprocess.run(["mount", "-o", "remount,size=8m", str(data)], check=True)  # space freed
+        resumed = run_script("implicit-augment.py", *SMALL_RUN, "--epochs", 3, "--data", data,
+                             "--resume")
+        assert resumed.returncode == 0, resumed.stderr
+        results = json.loads(run_files.results_path(folder, name).read_text())
+        assert results["status"] == "finished" and results["epochs_done"] == 3
+    straight = run_script("implicit-augment.py", *SMALL_RUN, "--epochs", 3, "--data", tmp_path / "roomy")
+    assert straight.returncode == 0, straight.stderr
+    expected = json.loads(run_files.results_path(run_files.run_dir(tmp_path / "roomy", "DIGITS", "run0"),
+                                                 name).read_text())
+    assert [h["test_acc"] for h in results["history"]] == [h["test_acc"] for h in expected["history"]]
+
+
+@pytest.fixture(scope="module")
+def learned_run(tmp_path_factory):
+    """A DIGITS run that learned loss weights and soft labels: what --suspects reads."""
+    data = tmp_path_factory.mktemp("suspects") / "data"
+    flags = (*SMALL_RUN, "-nr", 0.2, "--los-model", "BOTH", "--hyper-opt", "HES", "--hyper-start", 0)
+    result = run_script("implicit-augment.py", *flags, "--epochs", 2, "--data", data)
+    assert result.returncode == 0, result.stderr
+    return data, tuple(flag for flag in flags if flag not in ("--hyper-start", 0))
+
+
+def suspects_into(learned_run, out):
+    data, flags = learned_run
+    return run_script("get-results.py", *flags, "--data", data, "--suspects", 10, "--out", out)
+
+
+def test_suspects_on_a_disk_too_small_for_all_of_them_write_none_in_one_line(learned_run, tmp_path):
+    written = suspects_into(learned_run, tmp_path / "roomy")
+    assert written.returncode == 0, written.stderr
+    sizes = {p.suffix: p.stat().st_size for p in (tmp_path / "roomy").iterdir()}
+    assert sorted(sizes) == [".csv", ".pdf", ".png"]
+    # room for the CSV, not for the figures beside it
+    with mounted_tmpfs(tmp_path / "small", f"size={sizes['.csv'] + 8192}") as out:
+        full = suspects_into(learned_run, out)
+        assert full.returncode == 1
+        line = error_line(full, "get-results.py")
+        assert "No space left on device" in line and str(out) in line and "--out" in line
+        assert list(out.iterdir()) == []
+
+
+def test_suspects_into_a_read_only_folder_fail_in_one_line(learned_run, tmp_path):
+    with mounted_tmpfs(tmp_path / "ro", "size=1m,ro") as out:
+        refused = suspects_into(learned_run, out / "suspects")
+        assert refused.returncode == 1
+        assert "Read-only file system" in error_line(refused, "get-results.py")
+        assert list(out.iterdir()) == []
