@@ -273,8 +273,10 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
     report.figure_paths = tuple(figure_paths(out))
     title = (f"Top {min(report.top_k, GRID_MAX_IMAGES)} suspected labels (given → suggested, "
              f"{rank_by}): {settings.name} {run_folder} {config.los_model}")
+    # drawn first: it reads images, and an error inside the block below is taken for a write's
+    grid = plot_grid(report, data, title)
     # the CSV and its grid together or not at all (a disk that fills up between them)
     with run_files.atomic_paths((report.csv_path,) + report.figure_paths) as (csv_tmp, *figure_tmps):
         write_csv(report, csv_tmp)
-        write_figure(plot_grid(report, data, title), figure_tmps)
+        write_figure(grid, figure_tmps)
     return report
