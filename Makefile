@@ -18,7 +18,7 @@ venv: $(BIN)/.installed
 # The Baseline and AutoDO (A_W_S: SEP augmentation + BOTH loss model + HES) side by side on
 # the embedded DIGITS data, imbalance ratio 10 and 10 % label noise, 100 epochs (at 15 the
 # per-sample tables are updated too few times to help), through the table runner: two
-# one-thread runs at a time, one to three minutes on 2 CPU cores. Every run resumes: an
+# one-thread runs at a time (how long it takes: docs/results.md). Every run resumes: an
 # interrupted `make run` continues, a finished one trains nothing and prints the table again.
 run: venv
 	$(BIN)/python run-table.py --dataset DIGITS --configs Baseline A_W_S --settings 10-0.1 \

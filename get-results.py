@@ -2,6 +2,7 @@
 
     python get-results.py -nr 0.1 -ir 100 --dataset SVHN --aug-model SEP --los-model BOTH --hyper-opt HES
     python get-results.py --dataset SVHN --table --paper --format markdown
+    python get-results.py --dataset SVHN --table --metric valid --versus A_W
     python get-results.py --dataset folder --data-dir DIR --los-model BOTH --hyper-opt HES --suspects 50
 
 Numbers come from the results files that implicit-augment.py writes into each
@@ -46,12 +47,24 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--runs", type=int, default=None, metavar="N",
         help="require at least N finished runs and use the first N (error if fewer); "
              "with --table, use at most the first N runs of each cell (default: every run found)")
+    add("--epochs", type=int, default=None, metavar="N",
+        help="count only runs of N epochs (default: one configuration counts the length most of "
+             "its finished runs have and names the others; --table gives each length rows of "
+             "its own)")
     add("--table", action="store_true",
         help="every configuration and IR-NR setting found for the dataset, as the paper's table")
     add("--format", default="text", choices=reporting.FORMATS, help="output format (default: text)")
     add("--paper", action="store_true", help="put the paper's error beside ours (SVHN, CIFAR, ImageNet)")
     add("--metric", default="best", choices=tuple(reporting.METRICS),
-        help="best: best test accuracy of the run (the paper's); last: accuracy after the last epoch")
+        help="which epoch's test accuracy: best: the epoch of best test accuracy (test-selected, "
+             "the paper's protocol); valid: the epoch of best validation accuracy "
+             "(valid-selected); last: the last epoch. --table shows all three and compares "
+             "rows at this one (default: best)")
+    add("--versus", default=reporting.REFERENCE, metavar="ROW",
+        help="--table: compare every row with row ROW run folder by run folder (mean paired "
+             "difference of the error, its 95%% t interval, wins), e.g. A_W or "
+             "\"A_W_S [wresnet28_2]\"; a method name takes each network's own row of it "
+             f"(default: {reporting.REFERENCE})")
     add("--minority", action="store_true",
         help="accuracy on the minority (upper-half) classes: added to the per-run report, "
              "used instead of the overall error in --table")
@@ -59,8 +72,10 @@ def get_args(argv=None) -> argparse.Namespace:
         help="the train labels a WGHT/SOFT/BOTH run distrusts: CSV of every train image (most "
              "suspect first) and an image grid of the top K (K default: 50) of run -r")
     add("-r", "--run-folder", default="run0", help="--suspects: the run folder (default: run0)")
-    add("--checkpoint", default="best", choices=("best", "last"),
-        help="--suspects: network of the best_ or last_ checkpoint (default: best)")
+    add("--checkpoint", default="valid", choices=tuple(run_files.CHECKPOINTS),
+        help="--suspects: network of the epoch of best validation accuracy (bestvalid_), of "
+             "best test accuracy (best_, the paper's protocol) or the last epoch (last_) "
+             "(default: valid)")
     add("--rank-by", default=suspects.DEFAULT_RANK_BY, choices=tuple(suspects.RANKINGS),
         help="--suspects: order of the CSV and grid, lowest first: the network's probability of the "
              "given label (self-confidence), its margin over the next class, AutoDO's trust, or "
@@ -75,7 +90,8 @@ def get_args(argv=None) -> argparse.Namespace:
         parser.error("choose one of --table and --suspects")
     try:
         check_all(at_least_one(flag, value) for flag, value in
-                  (("--runs", args.runs), ("--suspects K", args.suspects)) if value is not None)
+                  (("--runs", args.runs), ("--epochs", args.epochs), ("--suspects K", args.suspects))
+                  if value is not None)
         if args.suspects is not None and args.los_model not in suspects.LEARNING_LOSS_MODELS:
             raise UsageError(f"--suspects needs a run that learned loss weights or soft labels "
                              f"(--los-model WGHT, SOFT or BOTH), not --los-model {args.los_model}")
@@ -92,7 +108,8 @@ def main(args: argparse.Namespace) -> int:
     if args.table:
         table = reporting.build_table(args.data, settings.name, settings.model, args.metric,
                                       args.minority, args.paper, args.model, args.runs,
-                                      data_dir=settings.folder)
+                                      data_dir=settings.folder, epochs=args.epochs,
+                                      versus=args.versus)
         print(reporting.render_table(table, args.format))
         # a skipped file and its fix go to stderr in every format; csv has no room for notes
         for note in table.skipped + (table.notes if args.format == "csv" else []):
@@ -104,7 +121,8 @@ def main(args: argparse.Namespace) -> int:
                                      tuple(args.paper_text),
                                      tuple(policy_variant_items(args.policy_variant, args.aug_model)))
     report = reporting.run_report(args.data, settings.name, config, args.metric, args.runs,
-                                  args.minority, args.paper, data_dir=settings.folder)
+                                  args.minority, args.paper, data_dir=settings.folder,
+                                  epochs=args.epochs)
     print(reporting.render_run_report(report, args.format))
     if args.format == "csv":  # the other formats carry the notes themselves
         for note in report.notes:

@@ -69,11 +69,15 @@ def main(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         end_distributed_mode()
-    best, final = results["best"], results["final"]
+    best, final, chosen = results["best"], results["final"], results["best_valid"]
     print(f"best test accuracy {best['acc']:.2f}% (epoch {best['epoch'] + 1}), "
           f"final {final['acc']:.2f}%")
+    if chosen is not None:
+        print(f"validation-selected: test accuracy {chosen['acc']:.2f}% (epoch {chosen['epoch'] + 1}, "
+              f"validation accuracy {chosen['valid_acc']:.2f}%)")
     print(f"results: {experiment.results_path}")
-    print(f"checkpoints: {experiment.best_path.name}, {experiment.last_path.name} in {experiment.folder}")
+    print(f"checkpoints: {experiment.best_path.name}, {experiment.best_valid_path.name}, "
+          f"{experiment.last_path.name} in {experiment.folder}")
     return 0
 
 

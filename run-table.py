@@ -185,13 +185,16 @@ def run_table(args) -> int:
 
 
 def print_table(args, specs) -> None:
-    """get-results.py --table for what this table ran, beside the paper where it has the dataset."""
+    """get-results.py --table for what this table ran, beside the paper where it has the dataset:
+    its own cells only (its run folders, its --epochs), whatever else the folders hold."""
     with_paper = args.dataset in reporting.load_paper_results()
+    identity = dict(specs[0].identity)
     try:
         table = reporting.build_table(args.data, specs[0].dataset, specs[0].config.model,
                                       with_paper=with_paper,
                                       only=[spec.config for spec in specs],
-                                      data_dir=dict(specs[0].identity).get("data_dir"))
+                                      data_dir=identity.get("data_dir"), epochs=identity["epochs"],
+                                      run_folders={spec.run_folder for spec in specs})
     except (reporting.ReportError, run_files.UnreadableFile) as error:
         print(f"run-table.py: no table yet: {error}", file=sys.stderr)
         return

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageEnhance, ImageOps  # noqa: E402
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps  # noqa: E402
 
 from custom_common.settings import get_settings  # noqa: E402
 from custom_transforms.policies import (  # noqa: E402
@@ -36,14 +36,15 @@ def _affine(image, data):
 
 
 def _cutout(image, fraction):
+    """The released code's rectangle (ops._released_cutout_patch), drawn by PIL."""
     width, height = image.size
-    side = round(fraction * min(width, height))
-    if side == 0:
+    side = fraction * width
+    if side <= 0:
         return image
-    centre_x, centre_y = random.uniform(0, width), random.uniform(0, height)
-    left, top = int(centre_x - side / 2 + 0.5), int(centre_y - side / 2 + 0.5)
+    left = int(max(0, random.uniform(1, width) - side / 2))
+    top = int(max(0, random.uniform(1, height) - side / 2))
     image = image.copy()
-    image.paste(GREY, (max(left, 0), max(top, 0), min(left + side, width), min(top + side, height)))
+    ImageDraw.Draw(image).rectangle((left, top, min(width, left + side), min(height, top + side)), GREY)
     return image
 
 

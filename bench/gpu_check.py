@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Everything a GPU is needed to check and measure, as one command (issue 22).
+"""Everything a GPU is needed to check and measure, as one command.
 
     make gpu-check                                 # = python bench/gpu_check.py
     python bench/gpu_check.py --dry-run            # the steps and their commands, on any machine
@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 # steps from the second epoch
 DIGITS_RUN = ["--dataset", "DIGITS", "-ir", "10", "-nr", "0.1", "--aug-model", "SEP",
               "--los-model", "BOTH", "--hyper-opt", "HES", "--hyper-start", "0"]
-# the FashionMNIST setting the CPU figures of issue 22 were measured on
+# the FashionMNIST setting of the CPU figures in docs/performance.md
 FASHION_RUN = ["--dataset", "FashionMNIST", "-ir", "20", "-sr", "0.2", "-nr", "0.2",
                "--aug-model", "SEP", "--los-model", "BOTH", "--hyper-opt", "HES", "--hyper-start", "0"]
 # the SVHN shape of the H100 figures in docs/performance.md (its default network, wresnet28_10)

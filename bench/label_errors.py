@@ -186,7 +186,7 @@ def finished_results(data_root: Path, job: Job, epochs: int) -> Optional[dict]:
     if not path.is_file():
         return None
     results = run_files.load_results(path)
-    if results.get("status") == "finished" and results.get("epochs") == epochs:
+    if run_files.finished(results) and results.get("epochs") == epochs:
         return results
     return None
 

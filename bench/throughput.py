@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Throughput of the training run against its arithmetic floor (issue: speed).
+"""Throughput of the training run against its arithmetic floor.
 
 Times N train steps, N hyper steps (same batch size) and one test pass after
 warm-up, with device synchronisation around each timed block, and projects the
@@ -14,10 +14,10 @@ dataset's shape unless --real-data is given (then the dataset's files are read).
 --epoch times one whole epoch's phases instead (a full hyper epoch, a full training
 epoch, a test pass, each exactly as a run does them) and prints one JSON line per
 measurement; --compare runs the compute paths side by side, interleaved --repeats
-times so that a busy machine slows them alike: the CPU's path before issue 13 (fp32,
+times so that a busy machine slows them alike: the CPU's earlier path (fp32,
 NCHW, test batch 1024, batch norm not folded), fp32 and bf16 autocast with this
 device's layout, test batch and folding, and this device's chosen precision with
---compile (issue 22). Each round then prints a line "path": "compile summary": the
+--compile. Each round then prints a line "path": "compile summary": the
 one-off compile time (the compiled path's warm-up less the same precision's eager
 warm-up), the speed-up of an epoch, the epochs that repay the compilation and both
 paths' projected time for a run of --epochs. Inductor's cache is a fresh folder of
@@ -73,7 +73,7 @@ def get_args(argv=None):
     parser.add_argument("--epoch", action="store_true",
                         help="time one whole epoch's phases (hyper, train, test) instead of steps")
     parser.add_argument("--compare", action="store_true",
-                        help="with --epoch: time the paths before issue 13 (fp32, NCHW, test batch "
+                        help="with --epoch: time the CPU's earlier path (fp32, NCHW, test batch "
                              "1024), fp32, bf16 and the chosen precision compiled side by side")
     parser.add_argument("--paths", nargs="+", choices=COMPARED_PATHS, default=list(COMPARED_PATHS),
                         metavar="PATH", help=f"with --compare: the paths to time, of "
@@ -193,7 +193,7 @@ COMPARED_PATHS = ("before", "fp32", "bf16", "compiled")
 
 
 def compared_paths(path, names=COMPARED_PATHS):
-    """The paths --compare times: the CPU's before issue 13, fp32 and bf16 as chosen now, and
+    """The paths --compare times: the CPU's earlier one, fp32 and bf16 as chosen now, and
     the precision this device chooses with --compile."""
     eager = dataclasses.replace(path, compile=False)
     fp32 = dataclasses.replace(eager, precision="fp32", reason="--no-amp")

@@ -318,7 +318,8 @@ def hyper_epoch(network: Network, hyper: HyperState, train_batches, valid_batche
 def evaluate(network: Network, batches, num_classes: int,
              collectives: Collectives = SINGLE_PROCESS) -> Dict:
     """Accuracy (%), mean loss and per-class accuracy (%) on plain images (each rank
-    tests its shard of every batch; the sums are added over the ranks)."""
+    tests its shard of every batch; the sums are added over the ranks). A class with no
+    test image has no accuracy (None), not 0 %."""
     network.train(False)
     network = network.for_inference()
     device = network.decoder.weight.device
@@ -333,6 +334,7 @@ def evaluate(network: Network, batches, num_classes: int,
         seen.index_add_(0, labels, torch.ones_like(hits))
     collectives.sum_(loss_sum), collectives.sum_(correct), collectives.sum_(seen)
     total = float(seen.sum())
-    per_class = (100.0 * correct / seen.clamp(min=1)).tolist()
+    per_class = [100.0 * hits / count if count else None
+                 for hits, count in zip(correct.tolist(), seen.tolist())]
     return {"acc": 100.0 * float(correct.sum()) / total, "loss": float(loss_sum) / total,
             "per_class_acc": per_class}

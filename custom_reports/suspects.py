@@ -250,15 +250,17 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
         raise SuspectsError(f"--suspects needs a run that learned loss weights or soft labels "
                             f"(--los-model WGHT, SOFT or BOTH), not --los-model {config.los_model}")
     folder = run_files.run_dir(data_root, settings.name, run_folder)
-    path_of = run_files.best_checkpoint_path if checkpoint_kind == "best" else run_files.last_checkpoint_path
-    checkpoint_path = path_of(folder, config.name)
+    checkpoint_path = run_files.checkpoint_path(folder, config.name, checkpoint_kind)
     last_path = run_files.last_checkpoint_path(folder, config.name)
     split_path = folder / run_files.split_file_name(config.imbalance_ratio, config.subsample_ratio,
                                                     config.noise_ratio)
-    for needed in (checkpoint_path, last_path, split_path):
+    for needed in (last_path, split_path):
         if not needed.is_file():
             raise SuspectsError(f"missing {needed}; train the configuration first with "
                                 f"implicit-augment.py -r {run_folder} and the same options")
+    if not checkpoint_path.is_file():
+        raise SuspectsError(f"missing {checkpoint_path}; "
+                            f"{run_files.missing_checkpoint_advice(checkpoint_kind)}")
     out = run_files.suspects_base_path(Path(out_dir) if out_dir else folder, config.name,
                                        checkpoint_kind)
     data = load_data(settings, data_root)

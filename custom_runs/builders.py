@@ -87,6 +87,14 @@ class Builders:
                                          settings.hyper_batch_size, True, valid_transform, drop_short)
         self.test_batches = batches(test_source, test_labels, test_indices,
                                     self.compute_path.test_batch_size, False, eval_transform)
+        # model selection evaluates the clean valid split as the test set is evaluated: plain
+        # images, no identity resample. Where the valid data is the test set (--overfit, a
+        # folder without test/), the test pass's numbers are the validation numbers: None
+        self.selection_batches = None
+        if not args.overfit and not getattr(self.data, "test_is_valid", False):
+            plain_source = train_source if isinstance(self.data, InMemoryData) else self.data.train_plain
+            self.selection_batches = batches(plain_source, official_labels, valid_indices,
+                                             self.compute_path.test_batch_size, False, eval_transform)
 
     def build_models(self) -> None:
         stop_points.stop_if_asked(self.stop_at, ("setup", "build_models"), self.collectives.rank)
@@ -124,6 +132,7 @@ class Builders:
                 tables.update(self.augment_model.learned_tables())
             hyper_optimizer = RowRMSprop(tables, lr=args.hyper_beta, alpha=args.hyper_gamma)
         resampling = Resampling(matrix_at_warp_size="geometry" in args.paper_text,
+                                consistent_grid="geometry" in args.paper_text,
                                 average_pool_back="downsample" in args.paper_text)
         self.hyper = HyperState(self.loss_model, self.augment_model, hyper_optimizer,
                                 args.hyper_iters, args.hyper_alpha, resampling=resampling,

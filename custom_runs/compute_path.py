@@ -1,5 +1,5 @@
 """How a run computes on its device: the precision of the encoder, its memory format,
-the test batch size and whether the encoder is compiled (issues 13, 22). Chosen once per
+the test batch size and whether the encoder is compiled. Chosen once per
 run, said in one line at the start and recorded in the results file.
 
 bf16 autocast covers the encoder only; the hyperparameter tables, the classifier

@@ -44,6 +44,7 @@ class Experiment(SetUp, Builders, RunState):
                                        args.overfit, args.oversplit, args.paper_text,
                                        args.policy_variant)
         self.best_path = run_files.best_checkpoint_path(self.folder, self.name)
+        self.best_valid_path = run_files.best_valid_checkpoint_path(self.folder, self.name)
         self.last_path = run_files.last_checkpoint_path(self.folder, self.name)
         self.results_path = run_files.results_path(self.folder, self.name)
 
@@ -78,8 +79,9 @@ class Experiment(SetUp, Builders, RunState):
                 epochs.set_postfix(acc=f"{final['test_acc']:.2f}", best=f"{self.best['acc']:.2f}")
                 if quiet:
                     print(f"epoch {epoch + 1}/{args.epochs}  test acc {final['test_acc']:.2f}%  "
-                          f"loss {final['test_loss']:.4f}  best {self.best['acc']:.2f}% "
-                          f"(epoch {self.best['epoch'] + 1})", flush=True)
+                          f"loss {final['test_loss']:.4f}  valid acc {final['valid_acc']:.2f}%  "
+                          f"best {self.best['acc']:.2f}% (epoch {self.best['epoch'] + 1})",
+                          flush=True)
         except KeyboardInterrupt:
             self.save_stopped_results("interrupted")
             raise
@@ -118,20 +120,29 @@ class Experiment(SetUp, Builders, RunState):
         after_train = time.perf_counter()
         test = evaluate(self.network, self.test_batches, self.settings.num_classes, self.collectives)
         after_test = time.perf_counter()
+        valid = test if self.selection_batches is None else \
+            evaluate(self.network, self.selection_batches, self.settings.num_classes, self.collectives)
+        after_valid = time.perf_counter()
 
         record.update({"train_loss": train_loss, "test_acc": test["acc"], "test_loss": test["loss"],
+                       "valid_acc": valid["acc"], "valid_loss": valid["loss"],
                        "per_class_acc": test["per_class_acc"]})
         self.history.append(record)
         for key, value in (("hyper", after_hyper - started), ("train", after_train - after_hyper),
-                           ("test", after_test - after_train)):
+                           ("test", after_test - after_train), ("valid", after_valid - after_test)):
             self.timings[key] += value
         if check_tables_requested():
-            check_identical(self.collectives, self.synchronised_state(), f"epoch {epoch + 1}")
+            # the model selection too: every rank must choose the same epochs
+            measured = {key: torch.tensor(record[key], dtype=torch.float64)
+                        for key in ("test_acc", "test_loss", "valid_acc", "valid_loss")}
+            check_identical(self.collectives, {**self.synchronised_state(), **measured},
+                            f"epoch {epoch + 1}")
         new_best = self.update_best(epoch, test)
+        new_best_valid = self.update_best_valid(epoch, test, valid)
         self.timings["total"] += time.perf_counter() - started
         if not self.is_main:  # every rank holds the same state: rank 0 writes it
             return record
-        learned = self.save_epoch(epoch, test["acc"], new_best)
+        learned = self.save_epoch(epoch, test["acc"], new_best, new_best_valid)
         self.log_epoch(writer, epoch, record, learned)
         return record
 
@@ -145,6 +156,7 @@ class Experiment(SetUp, Builders, RunState):
         self.build_models()
         self.start_state()
         first_epoch = self.load_last() if args.resume and self.last_path.is_file() else 0
+        self.begin_attempt(first_epoch)
         if args.resume and first_epoch == 0:
             print(f"--resume: no {self.last_path.name} yet, starting from epoch 1", file=sys.stderr)
         if first_epoch >= args.epochs:
@@ -207,6 +219,8 @@ class Experiment(SetUp, Builders, RunState):
     def log_epoch(writer, epoch: int, record: Dict, learned: Dict) -> None:
         writer.add_scalar("test/accuracy", record["test_acc"], epoch)
         writer.add_scalar("test/loss", record["test_loss"], epoch)
+        writer.add_scalar("valid/accuracy", record["valid_acc"], epoch)
+        writer.add_scalar("valid/loss", record["valid_loss"], epoch)
         writer.add_scalar("train/loss", record["train_loss"], epoch)
         writer.add_scalar("train/lr", record["lr"], epoch)
         for key, value in learned.items():

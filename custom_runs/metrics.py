@@ -60,5 +60,8 @@ def learned_summary(loss_model: LossModel, augment_model: Optional[AugmentModel]
     return summary
 
 
-def minority_accuracy(per_class_acc, settings: DatasetSettings) -> float:
-    return float(np.mean([per_class_acc[c] for c in settings.upper_classes]))
+def minority_accuracy(per_class_acc, settings: DatasetSettings) -> Optional[float]:
+    """Mean accuracy of the upper-half classes that have test images (a class without any
+    has None for its accuracy); None where none of them has."""
+    measured = [per_class_acc[c] for c in settings.upper_classes if per_class_acc[c] is not None]
+    return float(np.mean(measured)) if measured else None

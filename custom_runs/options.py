@@ -18,8 +18,9 @@ PAPER_TEXT_ITEMS = ("geometry", "downsample", "baselines", "valid", "warmup", "l
 # sub-policy of SHA/SEP; docs/methods.md, "Where this project chose otherwise"): the released code's way
 # is the default, each item here switches to this project's earlier choice. after-crop: the
 # policy runs after random crop and flip, not first on the raw image; bilinear-grey: geometric
-# operations sample bilinearly with a grey 0.5 fill, and Cutout fills 0.5, not PIL's nearest
-# and black and the released (125, 123, 114). This order is the order of the items in run names.
+# operations sample bilinearly with a grey 0.5 fill, and Cutout is the earlier square filled with
+# 0.5, not PIL's nearest and black and the released rectangle of (125, 123, 114). This order is
+# the order of the items in run names.
 POLICY_VARIANT_ITEMS = ("after-crop", "bilinear-grey")
 
 

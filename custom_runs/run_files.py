@@ -2,13 +2,15 @@
 
     {data}/{dataset}/                    raw dataset files (torchvision layout)
     {data}/{dataset}/runN/data_ir_{IR}_sr_{SR}_nr_{NR}.pt   split of the run
-    {data}/{dataset}/runN/best_{run_name}.pt                 best-accuracy checkpoint
+    {data}/{dataset}/runN/best_{run_name}.pt                 epoch of best test accuracy (test-selected)
+    {data}/{dataset}/runN/bestvalid_{run_name}.pt            epoch of best validation accuracy
     {data}/{dataset}/runN/last_{run_name}.pt                 end of the latest epoch (resume)
     {data}/{dataset}/runN/results_{run_name}.json            machine-readable results
     {data}/{dataset}/runN/tensorboard/{run_name}/            learning curves
     {data}/{dataset}/runN/debug_{run_name}.png               --plot-debug grid
     {data}/{dataset}/runN/.lock_{run_name}                   held while a process trains it
-    {data}/{dataset}/runN/suspects_{run_name}.csv|png|pdf    get-results.py --suspects (or in --out)
+    {data}/{dataset}/runN/suspects_{run_name}[_valid|_last].csv|png|pdf
+                                         get-results.py --suspects (or in --out)
     {data}/folder_{name}_{hash}/runN/... --dataset folder --data-dir .../{name} (same files;
                                          hash: 8 hex digits of the folder's absolute path)
     {DIR}/.autodo_stats.json             a folder dataset's classes, size, mean/std, file stamp
@@ -25,29 +27,49 @@ Split file: a tuple (valid indices, train indices, train targets), int64; the
 targets have one entry per official train image: the noisy label at train
 indices, the official label elsewhere.
 
-Checkpoints (best_/last_): a dict with
+Checkpoints (best_/bestvalid_/last_): a dict with
     encoder_state_dict, decoder_state_dict   the network (decoder = final linear layer)
     reweight_state_dict   {"weight_logits": (T,), "soft_logits": (T, C)}; weight = softplus(w)/ln 2
     augment_state_dict    {"probability_logits": (R, 7), "magnitude_logits": (R, 7)}, R = T (SEP)
                           or 1 (SHA); empty for the fixed methods
     acc (best test accuracy, %), epoch
-last_ adds what a resume needs (optimiser states, best epoch, history, compute path).
+bestvalid_ holds the epoch of best_valid (see below): its acc is that epoch's test accuracy,
+and it adds valid_acc. last_ adds what a resume needs (optimiser states, best and best_valid,
+history, compute path, attempts).
 
 Results file (JSON, one per run folder and configuration):
     format, run_name, dataset, run_folder, seed,
     split_seed        the seed the split file was made with (null: made elsewhere)
     status            "running" (also after kill -9), "finished", "interrupted" (Ctrl-C,
                       SIGTERM, a save that failed: a full disk) or "failed" (non-finite
-                      training loss)
+                      training loss); "finished" with a null best or final accuracy counts
+                      as unfinished (finished())
     lr_changes        [{"epoch", "from", "to"}]: --lr changed on --resume from that epoch
+    attempts          [{"first_epoch", "commit", "uncommitted_changes", "compute_path", "started"}]:
+                      each process that trained epochs of the run, from epoch first_epoch
+                      (counted from 0) to the next attempt's: the project's commit and
+                      whether tracked files differed from it (as in versions), the compute
+                      path's description, the ISO time it started. A checkpoint written
+                      before attempts were recorded resumes as a first attempt of "unknown"
+                      code (started null); a results file without attempts is one attempt
+                      of its versions and compute_path
     config            every option of the run (model, aug_model, los_model, hyper_opt,
                       imbalance_ratio, subsample_ratio, noise_ratio, epochs, hyper_start,
                       paper_text: the items that follow the paper's text, [] for none,
                       policy_variant: the --policy-variant items, [] for none, ...)
     epochs, epochs_done
     best  / final     {"epoch", "acc", "loss", "per_class_acc": [C], "minority_acc"}
-                      (accuracies in %, minority = mean accuracy of the upper-half classes)
-    history           [{"epoch", "test_acc", "test_loss", "train_loss", "lr", "hyper_lr"}]
+                      (accuracies in %, minority = mean accuracy of the upper-half classes;
+                      a class with no test image has null, and the minority mean leaves it
+                      out: null where no upper-half class has a test image); best is
+                      test-selected (the epoch of highest test accuracy, the paper's protocol),
+                      final the last epoch
+    best_valid        the same keys plus "valid_acc", "valid_loss": the epoch of highest
+                      validation accuracy (ties: lower validation loss, then the earlier
+                      epoch); acc, loss, per_class_acc, minority_acc are that epoch's TEST
+                      numbers. Format 2 on; older files have none
+    history           [{"epoch", "test_acc", "test_loss", "valid_acc", "valid_loss",
+                        "train_loss", "lr", "hyper_lr"}] (valid_*: format 2 on)
     hyper_diagnostics [{"epoch", "g_norm_sq", "v_norm_sq", "g_dot_v", "divergence"}]
     learned           {"noisy_weight_auroc", "soft_label_correction_rate",
                        "aug_probability_lower", "aug_probability_upper",
@@ -55,7 +77,8 @@ Results file (JSON, one per run folder and configuration):
                       (null where the configuration does not learn that table)
     split             {"train_size", "valid_size", "noisy_labels", "train_class_counts"}
     test_set          "test", or "valid" for a folder dataset without test/ (accuracies on valid/)
-    timings_s         {"hyper", "train", "test", "total"}
+    timings_s         {"hyper", "train", "test", "valid", "total"} seconds; valid: the
+                      validation pass of model selection (format 2 on)
     compute_path      {"device", "precision" ("bf16" autocast or "fp32"), "reason", "channels_last",
                        "test_batch_size", "fold_batch_norm", "compile", "description"} of the latest
                        process (custom_runs.compute_path)
@@ -78,7 +101,8 @@ from custom_common.atomic_files import (SaveFailed, UnreadableFile, atomic_path,
                                         save_torch, stale_temporaries)
 from custom_datasets.split import number_text, split_file_name  # noqa: F401
 
-RESULTS_FORMAT_VERSION = 1
+# 2: per-epoch validation accuracy, best_valid and timings_s.valid
+RESULTS_FORMAT_VERSION = 2
 
 
 def dataset_dir(data_root, dataset: str) -> Path:
@@ -109,8 +133,35 @@ def best_checkpoint_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"best_{name}.pt"
 
 
+def best_valid_checkpoint_path(folder: Path, name: str) -> Path:
+    """bestvalid_, not best_valid_: a glob of best_* must not find it."""
+    return Path(folder) / f"bestvalid_{name}.pt"
+
+
 def last_checkpoint_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"last_{name}.pt"
+
+
+# which epoch's network a report or figure uses: validation-selected, test-selected (the
+# paper's protocol), or the last epoch
+CHECKPOINTS = {"valid": best_valid_checkpoint_path, "best": best_checkpoint_path,
+               "last": last_checkpoint_path}
+
+
+def checkpoint_path(folder: Path, name: str, kind: str) -> Path:
+    return CHECKPOINTS[kind](folder, name)
+
+
+# what the names of reports and figures of a checkpoint add (best_ ones keep their old names)
+CHECKPOINT_SUFFIXES = {"valid": "_valid", "best": "", "last": "_last"}
+
+
+def missing_checkpoint_advice(kind: str) -> str:
+    """What to do about a missing checkpoint of `kind` where the run itself exists."""
+    if kind == "valid":
+        return ("runs from before validation selection have no bestvalid_ checkpoint: use "
+                "--checkpoint best (test-selected, the paper's protocol) or --checkpoint last")
+    return "train the configuration first with implicit-augment.py and the same options"
 
 
 def lock_path(folder: Path, name: str) -> Path:
@@ -192,10 +243,11 @@ def results_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"results_{name}.json"
 
 
-def suspects_base_path(folder: Path, name: str, checkpoint: str = "best") -> Path:
-    """suspects_{run_name}[_last]: .csv (every train image, most suspect first), .png/.pdf
-    (the top-K grid) of get-results.py --suspects."""
-    return Path(folder) / f"suspects_{name}{'_last' if checkpoint == 'last' else ''}"
+def suspects_base_path(folder: Path, name: str, checkpoint: str = "valid") -> Path:
+    """suspects_{run_name}[_valid|_last]: .csv (every train image, most suspect first),
+    .png/.pdf (the top-K grid) of get-results.py --suspects with the network of bestvalid_,
+    best_ (no suffix) or last_."""
+    return Path(folder) / f"suspects_{name}{CHECKPOINT_SUFFIXES[checkpoint]}"
 
 
 def run_log_path(folder: Path, name: str) -> Path:
@@ -266,6 +318,21 @@ def load_results(path) -> dict:
     if not isinstance(results, dict) or "best" not in results:
         raise UnreadableFile(f"{path} is not a results file of implicit-augment.py")
     return results
+
+
+def missing_numbers(results: dict) -> List[str]:
+    """The accuracies a finished run must have that a results file lacks ("best.acc",
+    "final.acc")."""
+    return [f"{section}.acc" for section in ("best", "final")
+            if not isinstance(results.get(section), dict)
+            or not isinstance(results[section].get("acc"), (int, float))]
+
+
+def finished(results: dict) -> bool:
+    """A run that finished: its status says so and it has its best and final accuracy. A file
+    that says finished without them is not, for every report and for run-table.py (which
+    runs it again: --resume rewrites it from the last_ checkpoint)."""
+    return results.get("status") == "finished" and not missing_numbers(results)
 
 
 def list_results(data_root, dataset: str) -> List[Path]:

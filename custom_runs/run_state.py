@@ -6,6 +6,7 @@ import functools
 import platform
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -79,13 +80,23 @@ def versions(device: torch.device) -> Dict[str, object]:
             **code_version()}
 
 
+def attempt(first_epoch: int, compute_path: str) -> Dict[str, object]:
+    """One process's part of a run, from epoch `first_epoch` (counted from 0): the code and
+    the compute path its epochs were trained with, and when it started."""
+    code = code_version()
+    return {"first_epoch": first_epoch, "commit": code["commit"],
+            "uncommitted_changes": code["uncommitted_changes"], "compute_path": compute_path,
+            "started": datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
 class RunState:
     """The state of an Experiment (custom_runs.experiment) across its epochs and processes."""
 
     def start_state(self) -> None:
         self.best = {"epoch": -1, "acc": 0.0}
-        self.history, self.diagnostics, self.lr_changes = [], [], []
-        self.timings = {"hyper": 0.0, "train": 0.0, "test": 0.0, "total": 0.0}
+        self.best_valid = {"epoch": -1}
+        self.history, self.diagnostics, self.lr_changes, self.attempts = [], [], [], []
+        self.timings = {"hyper": 0.0, "train": 0.0, "test": 0.0, "valid": 0.0, "total": 0.0}
 
     def config(self) -> Dict:
         config = {key: value for key, value in vars(self.args).items()
@@ -106,7 +117,8 @@ class RunState:
                       "hyper_optimizer_state_dict":
                           self.hyper.optimizer.state_dict() if self.hyper.optimizer else {},
                       "skipped_hyper_steps": self.hyper.skipped_steps, "lr_changes": self.lr_changes,
-                      "best": self.best, "history": self.history,
+                      "attempts": self.attempts,
+                      "best": self.best, "best_valid": self.best_valid, "history": self.history,
                       "hyper_diagnostics": self.diagnostics, "timings_s": self.timings,
                       "compute_path": self.compute_path.record(),
                       # no RNG states: every epoch reseeds from (seed, epoch), see seed_epoch
@@ -131,6 +143,10 @@ class RunState:
             print(f"--resume: the checkpoint was trained with {saved_path}; epochs from "
                   f"{first_epoch + 1} use {self.compute_path.describe()}", file=sys.stderr)
         self.lr_changes = list(state.get("lr_changes", []))
+        # a checkpoint written before attempts were recorded: one attempt of unknown code
+        self.attempts = list(state.get("attempts") or [
+            {"first_epoch": 0, "commit": "unknown", "uncommitted_changes": "unknown",
+             "compute_path": saved_path, "started": None}])
         if saved.get("lr") != self.args.lr:
             if first_epoch >= self.args.epochs:  # nothing left to train at the new rate
                 self.args.lr = saved.get("lr")
@@ -150,7 +166,19 @@ class RunState:
         self.hyper.skipped_steps = int(state["skipped_hyper_steps"])
         self.best, self.history = state["best"], state["history"]
         self.diagnostics, self.timings = state["hyper_diagnostics"], state["timings_s"]
+        if "best_valid" in state:
+            self.best_valid = state["best_valid"]
+        else:  # written before validation selection: its epochs have no validation numbers
+            self.timings.setdefault("valid", 0.0)
+            if first_epoch < self.args.epochs:
+                print(f"--resume: {self.last_path.name} has no validation accuracy; best_valid "
+                      f"chooses among epochs {first_epoch + 1} on only", file=sys.stderr)
         return first_epoch
+
+    def begin_attempt(self, first_epoch: int) -> None:
+        """This process trains the epochs from `first_epoch` on (none: no attempt to record)."""
+        if first_epoch < self.args.epochs:
+            self.attempts.append(attempt(first_epoch, self.compute_path.describe()))
 
     def results(self, status: str, final: Dict, learned: Optional[Dict] = None) -> Dict:
         split = self.split
@@ -163,9 +191,12 @@ class RunState:
                 "dataset": self.args.dataset, "run_folder": self.args.run_folder,
                 "seed": self.args.seed, "split_seed": self.split_seed, "status": status,
                 "world_size": self.collectives.world_size,
-                "config": self.config(), "lr_changes": self.lr_changes,
+                "config": self.config(), "lr_changes": self.lr_changes, "attempts": self.attempts,
                 "epochs": self.args.epochs, "epochs_done": len(self.history),
-                "best": self.best, "final": final, "history": self.history,
+                "best": self.best, "final": final,
+                # null where no epoch was validated (a resume of a run from before format 2)
+                "best_valid": self.best_valid if self.best_valid["epoch"] >= 0 else None,
+                "history": self.history,
                 "hyper_diagnostics": self.diagnostics, "learned": learned,
                 "split": {"train_size": len(split.train_indices),
                           "valid_size": len(split.valid_indices), "noisy_labels": noisy,
@@ -183,11 +214,28 @@ class RunState:
                          "minority_acc": minority_accuracy(test["per_class_acc"], self.settings)}
         return new_best
 
-    def save_epoch(self, epoch: int, acc: float, new_best: bool) -> Dict:
-        """The main process's files at the end of an epoch: best_ (if it is), last_, and the
-        results file; returns the summary of the learned tables."""
+    def update_best_valid(self, epoch: int, test: Dict, valid: Dict) -> bool:
+        """Whether epoch `epoch` has the best validation accuracy so far (ties: the lower
+        validation loss, then the earlier epoch); it becomes `best_valid` if so, with its
+        test metrics."""
+        held = self.best_valid
+        new_best = held["epoch"] < 0 or valid["acc"] > held["valid_acc"] or \
+            (valid["acc"] == held["valid_acc"] and valid["loss"] < held["valid_loss"])
+        if new_best:
+            self.best_valid = {"epoch": epoch, "acc": test["acc"], "loss": test["loss"],
+                               "per_class_acc": test["per_class_acc"],
+                               "minority_acc": minority_accuracy(test["per_class_acc"], self.settings),
+                               "valid_acc": valid["acc"], "valid_loss": valid["loss"]}
+        return new_best
+
+    def save_epoch(self, epoch: int, acc: float, new_best: bool, new_best_valid: bool) -> Dict:
+        """The main process's files at the end of an epoch: best_ and bestvalid_ (if it is
+        that), last_, and the results file; returns the summary of the learned tables."""
         if new_best:
             run_files.save_torch(self.checkpoint(epoch, acc), self.best_path)
+        if new_best_valid:
+            run_files.save_torch({**self.checkpoint(epoch, acc),
+                                  "valid_acc": self.best_valid["valid_acc"]}, self.best_valid_path)
         self.save_last(epoch)
         learned = learned_summary(self.loss_model, self.augment_model, self.split,
                                   self.data.train_targets, self.settings)

@@ -77,8 +77,8 @@ class SetUp:
         """The temporary files of this configuration's files that a killed save left (a
         partial checkpoint may be as large as a whole one). Under the lock no other process
         writes them, so every one there is stale; the split's are not this configuration's."""
-        stale = [tmp for path in (self.best_path, self.last_path, self.results_path,
-                                  run_files.debug_grid_path(self.folder, self.name))
+        stale = [tmp for path in (self.best_path, self.best_valid_path, self.last_path,
+                                  self.results_path, run_files.debug_grid_path(self.folder, self.name))
                  for tmp in run_files.stale_temporaries(path)]
         for tmp in stale:
             tmp.unlink(missing_ok=True)
@@ -101,7 +101,7 @@ class SetUp:
             return
         if self.results_path.is_file() or self.last_path.is_file():
             finished = self.results_path.is_file() and \
-                run_files.load_results(self.results_path).get("status") == "finished"
+                run_files.finished(run_files.load_results(self.results_path))
             state = "a finished result" if finished else "an unfinished run"
             raise UsageError(f"{state} of this configuration exists in {self.folder}; "
                              f"add --resume to continue it or --force to start over")
@@ -140,6 +140,12 @@ class SetUp:
             print(f"note: class{'es' if len(empty) > 1 else ''} {', '.join(map(str, empty))} "
                   f"{'have' if len(empty) > 1 else 'has'} no train image with -ir {args.imbalance_ratio} "
                   f"-sr {args.subsample_ratio}", file=sys.stderr)
+        test_counts = torch.bincount(self.data.test_targets, minlength=settings.num_classes).tolist()
+        untested = [str(label) for label, count in enumerate(test_counts) if count == 0]
+        if untested:
+            print(f"note: class{'es' if len(untested) > 1 else ''} {', '.join(untested)} "
+                  f"{'have' if len(untested) > 1 else 'has'} no test image: left out of the "
+                  f"per-class accuracy (null) and of the minority accuracy", file=sys.stderr)
         self.split_seed = args.seed
         if not made_with_seed(self.split, official, settings.num_classes, valid_size,
                               args.imbalance_ratio, args.subsample_ratio, args.noise_ratio, args.seed,

@@ -116,7 +116,7 @@ class RunSpec:
         except run_files.UnreadableFile:
             return False
         saved = results.get("config") or {}
-        return results.get("status") == "finished" and all(
+        return run_files.finished(results) and all(
             saved_option(saved, key) == value for key, value in self.identity)
 
     def running_elsewhere(self) -> Optional[str]:

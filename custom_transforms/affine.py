@@ -25,17 +25,23 @@ UPSAMPLE_FACTOR = 4
 
 @dataclass(frozen=True)
 class Resampling:
-    """Two choices of the warp path where the paper's text and its released code differ.
+    """Three choices of the warp path where the paper's text and its released code differ.
     The defaults are the code's, which produced the paper's numbers; True is the text's
-    (`--paper-text geometry` / `downsample`).
+    (`--paper-text geometry` for the first two, `downsample` for the third).
 
     matrix_at_warp_size: build the matrix for the size it is applied at (rotation about
         the x4 image's centre, translations of the full 0.45 range) instead of for the
         original size (rotation about (W/2, H/2) of the original frame, a quarter of the
         way into the x4 image; translations a quarter of the range).
+    consistent_grid: sample the x4 image where the matrix says, and leave it alone for the
+        identity, instead of on the released code's grid (kornia 0.4.1's warp_perspective:
+        output pixel i of N at normalised -1 + 2i/(N - 1), the align_corners=True grid,
+        read by grid_sample with align_corners=False, so pixel i samples i N/(N - 1) - 1/2,
+        a (N - 1)/N shrink about the centre with border padding; the identity too).
     average_pool_back: resize the x4 image back with avg_pool2d (identity kernel per axis
         [1/8, 3/4, 1/8]) instead of bilinear interpolation ([1/16, 7/8, 1/16])."""
     matrix_at_warp_size: bool = False
+    consistent_grid: bool = False
     average_pool_back: bool = False
 
 
@@ -89,6 +95,26 @@ def affine_matrices(values: torch.Tensor, height: int, width: int,
     return (shear @ translate @ rotate_scale)[:, :2].reshape(batch, 2, 3)
 
 
+def _released_warp(images: torch.Tensor, matrices=None) -> torch.Tensor:
+    """kornia 0.4.1's warp_perspective(images, M, dsize=its own size, border_mode='border'),
+    what the released code warped with (see Resampling.consistent_grid); None: the identity."""
+    batch, channels, height, width = images.shape
+    if matrices is None:
+        unit_to_source = torch.eye(2, 3, device=images.device, dtype=images.dtype)[None]
+    else:
+        # pixels -> [-1, 1] with -1 and 1 at the centres of the border pixels, as kornia
+        # 0.4.1 normalised the matrix whatever grid_sample was told afterwards
+        to_unit = torch.tensor([[2.0 / (width - 1), 0.0, -1.0], [0.0, 2.0 / (height - 1), -1.0],
+                                [0.0, 0.0, 1.0]], device=images.device, dtype=images.dtype)
+        last_row = to_unit[2:].expand(matrices.shape[0], 1, 3)
+        full = torch.cat([matrices.to(images.dtype), last_row], dim=1)
+        unit_to_source = (to_unit @ torch.linalg.inv(full) @ torch.linalg.inv(to_unit))[:, :2]
+    grid = F.affine_grid(unit_to_source, [unit_to_source.shape[0], channels, height, width],
+                         align_corners=True)
+    return F.grid_sample(images, grid.expand(batch, -1, -1, -1), mode="bilinear",
+                         padding_mode="border", align_corners=False)
+
+
 def resample(images: torch.Tensor, matrices=None, resampling: Resampling = RELEASED) -> torch.Tensor:
     """Warps images by `matrices` (None: identity) with border padding; images under
     64 px are upsampled x4 first and resized back, to limit interpolation artefacts.
@@ -96,10 +122,14 @@ def resample(images: torch.Tensor, matrices=None, resampling: Resampling = RELEA
     go through the same path with the identity, so they carry the same artefacts."""
     height, width = images.shape[-2:]
     upsample = min(height, width) < UPSAMPLE_BELOW
+    if matrices is None and not upsample:
+        return images
     if upsample:
         images = F.interpolate(images, scale_factor=UPSAMPLE_FACTOR, mode="bilinear",
                                align_corners=False)
-    if matrices is not None:
+    if not resampling.consistent_grid:
+        images = _released_warp(images, matrices)
+    elif matrices is not None:
         images = warp_affine(images, matrices.to(images.dtype), dsize=images.shape[-2:],
                              mode="bilinear", padding_mode="border", align_corners=True)
     if upsample and resampling.average_pool_back:

@@ -10,10 +10,16 @@ of kernel launches on whichever device it lives on.
 Each operation stands for the PIL operation that Fast AutoAugment, DADA and
 RandAugment were searched with, and follows PIL's definition on 8-bit images:
 
-- Equalize, Posterize and Solarize depend on the 8-bit level of a pixel, so
-  they round to the 0..255 grid first and match PIL exactly on 8-bit images;
-  the other colour operations stay continuous and differ from PIL's output,
-  which rounds every intermediate image to 8 bits, by at most 1.5 grey levels;
+- the colour operations take each pixel to its 8-bit level (the policy runs
+  first, on the raw 8-bit image, DESIGN §6, so the batch holds levels) and
+  compute what PIL computes on the 8-bit image, integer for integer, in float32
+  that holds the integers exactly (float64 where PIL uses doubles): Equalize's,
+  Posterize's, Solarize's and AutoContrast's look-up tables with PIL's
+  truncations; ImageEnhance's Image.blend in float32 with its truncation to a
+  level; the degenerate images of Color (convert('L') in 16.16 fixed point,
+  rounded), Contrast (the rounded mean of that luma) and Sharpness (the SMOOTH
+  filter, rounded, border left alone). They match PIL exactly on 8-bit images,
+  alone and chained (tests/test_policies.py); the result is level / 255;
 - the geometric operations use PIL's affine conventions (pixel centres at
   half-integers, shear about the top-left corner, rotation about the image
   centre, counter-clockwise on screen for a positive angle, a positive
@@ -27,12 +33,15 @@ RandAugment were searched with, and follows PIL's definition on 8-bit images:
   (AutoAugment's grey 128): inside the image that matches PIL's bilinear
   Image.transform; in the one-pixel band along the edge of the valid region
   the image blends into the grey, where PIL cuts hard (warp);
-- Cutout fills with the released code's grey (125, 123, 114) (on a grayscale
-  batch its luma, 123), or with 0.5 under `bilinear-grey`;
+- Cutout draws the released code's rectangle (PIL's inclusive ImageDraw.rectangle
+  with truncated corners, side floor(v W) + 1, cut by the right and bottom edges
+  only) and fills it with its grey (125, 123, 114) (on a grayscale batch its luma,
+  123); under `bilinear-grey` it draws this project's earlier square, of side
+  round(v min(H, W)) and clipped on all sides, filled with 0.5;
 - grayscale batches (C = 1): Color is the identity, because the grey image of
   a grey image is itself, as with PIL's ImageEnhance.Color on an 'L' image;
   every other operation acts on the single channel (Contrast's degenerate
-  image is then that channel's mean).
+  image is then that channel's rounded mean).
 
 The code avoids torch.where, boolean masks and pooling on image-sized tensors:
 on a CPU (torch 2.14, measured on 20 images of 3x32x32) where/masked_fill cost
@@ -65,8 +74,9 @@ CUTOUT_FILL = 0.5
 # The released code's Cutout colour (8-bit RGB), and PIL's convert('L') of it for grayscale.
 RELEASED_CUTOUT_RGB = (125, 123, 114)
 RELEASED_CUTOUT_GREY = 123
-# ITU-R 601-2 luma, what PIL's convert('L') uses for the grey image of RGB.
-_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+# PIL's convert('L') of RGB: ITU-R 601-2 luma in 16.16 fixed point, rounded,
+# (19595 R + 38470 G + 7471 B + 0x8000) >> 16.
+_LUMA_FIXED_POINT = (19595.0, 38470.0, 7471.0)
 
 
 def _per_image(values: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -78,19 +88,25 @@ def _grey_levels(images: torch.Tensor) -> torch.Tensor:
     return torch.round(images * 255.0).clamp_(0.0, 255.0)
 
 
-def _luma(images: torch.Tensor) -> torch.Tensor:
-    if images.shape[1] == 1:
-        return images
+def _luma_levels(levels: torch.Tensor) -> torch.Tensor:
+    """(n, 1, H, W) levels of PIL's convert('L'): the channel itself for a grayscale batch.
+    The fixed-point sums stay below 2^24, so float32 holds them exactly."""
+    if levels.shape[1] == 1:
+        return levels
     # Python-number weights: a weight tensor would be a host-to-device copy on every call.
-    red, green, blue = _LUMA_WEIGHTS
-    luma = images[:, 0:1] * red
-    luma.add_(images[:, 1:2], alpha=green).add_(images[:, 2:3], alpha=blue)
-    return luma
+    red, green, blue = _LUMA_FIXED_POINT
+    luma = levels[:, 0:1] * red
+    luma.add_(levels[:, 1:2], alpha=green).add_(levels[:, 2:3], alpha=blue)
+    return luma.add_(32768.0).div_(65536.0).floor_()
 
 
-def _blend(degenerate: torch.Tensor, images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """PIL's ImageEnhance: degenerate + factor * (image - degenerate), clipped to the range."""
-    return (images - degenerate).mul_(_per_image(factors, images)).add_(degenerate).clamp_(0.0, 1.0)
+def _pil_blend(degenerate: torch.Tensor, levels: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """PIL's Image.blend(degenerate, image, factor), which ImageEnhance.enhance is, on 8-bit
+    levels, returned in [0, 1]. PIL computes degenerate + factor * (image - degenerate) in
+    float32 (the factor cast to float), one rounding per operation as here, then truncates
+    to a level (clipping to 0..255 first when the factor is outside [0, 1])."""
+    return (levels - degenerate).mul_(_per_image(factors, levels)).add_(degenerate).clamp_(0.0, 255.0) \
+        .floor_().div_(255.0)
 
 
 # ---- pixel operations ---------------------------------------------------------------
@@ -104,13 +120,20 @@ def invert(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 
 def auto_contrast(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Stretch each channel to [0, 1]; a constant channel is left alone (as PIL does)."""
-    low = images.amin(dim=(2, 3), keepdim=True)
-    spread = images.amax(dim=(2, 3), keepdim=True) - low
-    has_spread = spread > 0
-    scale = torch.where(has_spread, 1.0 / spread.clamp(min=1e-12), torch.ones_like(spread))
-    low = low * has_spread
-    return (images - low).mul_(scale).clamp_(0.0, 1.0)
+    """PIL's ImageOps.autocontrast, per channel of each image: with lo and hi the darkest and
+    brightest levels present, scale = 255 / (hi - lo) and offset = -lo * scale in double
+    precision, level i -> int(i * scale + offset) (truncated, as PIL's look-up table does);
+    a channel with hi <= lo is left unchanged. Applied as a (256-entry) table per channel."""
+    batch, channels, height, width = images.shape
+    levels = _grey_levels(images).reshape(batch * channels, height * width)
+    low = levels.amin(dim=1, keepdim=True).double()
+    spread = levels.amax(dim=1, keepdim=True).double() - low
+    scale = 255.0 / spread.clamp(min=1.0)
+    offset = -low * scale
+    grid = torch.arange(256, device=images.device, dtype=torch.float64)
+    lut = (grid * scale).add_(offset).clamp_(0.0, 255.0).floor_()
+    lut = torch.where(spread > 0, lut, grid).to(images.dtype)
+    return lut.div_(255.0).gather(1, levels.long()).reshape(batch, channels, height, width)
 
 
 def equalize(images: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -156,36 +179,46 @@ def solarize(images: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
 
 
 def color(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Saturation: blend with the luma image. On a grayscale batch this is the identity."""
+    """PIL's ImageEnhance.Color: blend with convert('L') of the image, back as RGB. On a
+    grayscale batch this is the identity, as PIL's is on an 'L' image."""
     if images.shape[1] == 1:
         return images.clone()
-    return _blend(_luma(images), images, factors)
+    levels = _grey_levels(images)
+    return _pil_blend(_luma_levels(levels), levels, factors)
 
 
 def contrast(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Blend with a flat image at the mean luma (PIL rounds that mean to a level; we do not)."""
-    return _blend(_luma(images).mean(dim=(1, 2, 3), keepdim=True), images, factors)
+    """PIL's ImageEnhance.Contrast: blend with a flat image at the mean of the luma levels
+    (ImageStat's mean of convert('L'), in double precision), rounded: int(mean + 0.5)."""
+    levels = _grey_levels(images)
+    luma = _luma_levels(levels)
+    mean = luma.sum(dim=(1, 2, 3), keepdim=True, dtype=torch.float64) / luma[0].numel()
+    return _pil_blend(mean.add_(0.5).floor_().to(images.dtype), levels, factors)
 
 
 def brightness(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    return (images * _per_image(factors, images)).clamp_(0.0, 1.0)
+    """PIL's ImageEnhance.Brightness: blend with black."""
+    black = torch.zeros((), device=images.device, dtype=images.dtype)
+    return _pil_blend(black, _grey_levels(images), factors)
 
 
 def sharpness(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Blend with PIL's SMOOTH filter (3x3 weights 1, centre 5, over 13). PIL leaves the
-    one-pixel border unfiltered, which makes the border unchanged by the blend too."""
+    """PIL's ImageEnhance.Sharpness: blend with image.filter(SMOOTH), whose 3x3 weights 1,
+    centre 5, over 13, give round(S / 13) for the integer weighted sum S (PIL adds 0.5 and
+    truncates; S / 13 is never half-way, so its float32 sums land on the same level). PIL
+    leaves the one-pixel border unfiltered, which makes the border unchanged by the blend."""
     height, width = images.shape[2:]
     if height < 3 or width < 3:
         return images.clone()
-    rows = images[:, :, :-2] + images[:, :, 1:-1]
-    rows += images[:, :, 2:]
+    levels = _grey_levels(images)
+    rows = levels[:, :, :-2] + levels[:, :, 1:-1]
+    rows += levels[:, :, 2:]
     smoothed = rows[:, :, :, :-2] + rows[:, :, :, 1:-1]
     smoothed += rows[:, :, :, 2:]
-    centre = images[:, :, 1:-1, 1:-1]
-    smoothed.add_(centre, alpha=4.0).div_(13.0)
-    sharpened = images.clone()
-    sharpened[:, :, 1:-1, 1:-1] = _blend(smoothed, centre, factors)
-    return sharpened
+    smoothed.add_(levels[:, :, 1:-1, 1:-1], alpha=4.0).add_(6.5).div_(13.0).floor_()
+    degenerate = levels.clone()
+    degenerate[:, :, 1:-1, 1:-1] = smoothed
+    return _pil_blend(degenerate, levels, factors)
 
 
 @functools.lru_cache(maxsize=16)
@@ -194,14 +227,39 @@ def _released_cutout_fill(channels: int, device: torch.device, dtype: torch.dtyp
     return torch.tensor(levels, device=device, dtype=dtype).div_(255.0).view(1, channels, 1, 1)
 
 
-def cutout(images: torch.Tensor, fractions: torch.Tensor, grey: bool = False) -> torch.Tensor:
-    """Square of side round(fraction * shorter side), centred at a uniform random point of
-    the image and clipped at the border (so a patch near an edge is smaller), filled with
-    the released code's (125, 123, 114), or with CUTOUT_FILL (0.5) when `grey`.
+def _released_cutout_patch(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """(n, 1, H, W) 0/1: the rectangle that the released code's CutoutAbs draws.
 
-    Along each axis the patch covers pixels start .. start + side - 1, with start the
-    rounded left/top edge; pixel j is in it when |j + 1/2 - (start + side/2)| < side/2.
+    There v = fraction * W (the width, for both axes), the centre c = W + (1 - W) U with U
+    uniform in [0, 1) (numpy's uniform(W) is uniform(low=W, high=1): c in (1, W]),
+    x0 = int(max(0, c - v/2)), x1 = min(W, x0 + v), and PIL's ImageDraw.rectangle truncates
+    the corners to integers and fills both: columns x0 .. int(x1), floor(v) + 1 of them,
+    cut by the right edge only (a patch at the left edge keeps its size); rows likewise with
+    H. v = 0 draws nothing (CutoutAbs is never called). The few per-image numbers are
+    float64, as the released code's Python floats are.
     """
+    batch, _, height, width = images.shape
+    side = fractions.to(torch.float64)[:, None] * width
+    sizes = torch.tensor([width, height], device=images.device, dtype=torch.float64)
+    centres = sizes - (sizes - 1.0) * torch.rand(batch, 2, device=images.device, dtype=torch.float64)
+    first = (centres - side / 2.0).clamp_(min=0.0).floor_()
+    last = torch.minimum(first + side, sizes).floor_()
+    # pixel j is in when first <= j <= last: two 0/1 factors, (n, W) and (n, H), then their product
+    first, last = first.to(images.dtype), last.to(images.dtype)
+    cols = torch.arange(width, device=images.device, dtype=images.dtype)
+    rows = torch.arange(height, device=images.device, dtype=images.dtype)
+    in_cols = (cols - first[:, :1] + 1.0).clamp_(0.0, 1.0).mul_((last[:, :1] - cols + 1.0).clamp_(0.0, 1.0))
+    in_rows = (rows - first[:, 1:] + 1.0).clamp_(0.0, 1.0).mul_((last[:, 1:] - rows + 1.0).clamp_(0.0, 1.0))
+    drawn = (side > 0).to(images.dtype)
+    return (in_rows[:, :, None] * (in_cols * drawn)[:, None, :])[:, None]
+
+
+def _earlier_cutout_patch(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """(n, 1, H, W) 0/1: this project's earlier square (`--policy-variant bilinear-grey`), of
+    side round(fraction * shorter side), centred at a uniform random point of the image and
+    clipped on all sides. Along each axis it covers pixels start .. start + side - 1, with
+    start the rounded left/top edge; pixel j is in it when |j + 1/2 - (start + side/2)| <
+    side/2."""
     batch, _, height, width = images.shape
     side = torch.round(fractions.to(images.dtype) * min(height, width))[:, None]
     centres = torch.rand(batch, 2, device=images.device, dtype=images.dtype)
@@ -212,9 +270,17 @@ def cutout(images: torch.Tensor, fractions: torch.Tensor, grey: bool = False) ->
     rows = torch.arange(height, device=images.device, dtype=images.dtype) + 0.5
     in_cols = ((cols - middle[:, :1]).abs_() < side / 2).to(images.dtype)
     in_rows = ((rows - middle[:, 1:]).abs_() < side / 2).to(images.dtype)
-    patch = (in_rows[:, :, None] * in_cols[:, None, :])[:, None]
-    fill = CUTOUT_FILL if grey else _released_cutout_fill(images.shape[1], images.device, images.dtype)
-    return images.neg().add_(fill).mul_(patch).add_(images)
+    return (in_rows[:, :, None] * in_cols[:, None, :])[:, None]
+
+
+def cutout(images: torch.Tensor, fractions: torch.Tensor, grey: bool = False) -> torch.Tensor:
+    """A rectangle drawn as the released code's CutoutAbs draws it (_released_cutout_patch),
+    filled with its (125, 123, 114); `grey`: this project's earlier square filled with
+    CUTOUT_FILL (0.5) (_earlier_cutout_patch)."""
+    if grey:
+        return images.neg().add_(CUTOUT_FILL).mul_(_earlier_cutout_patch(images, fractions)).add_(images)
+    fill = _released_cutout_fill(images.shape[1], images.device, images.dtype)
+    return images.neg().add_(fill).mul_(_released_cutout_patch(images, fractions)).add_(images)
 
 
 # ---- geometric operations -------------------------------------------------------------

@@ -76,8 +76,12 @@ def load_policy(family: str, name: str) -> List[SubPolicy]:
 
 
 def _range_tables(ranges: Dict[str, Tuple[float, float]]) -> Dict[str, torch.Tensor]:
-    """min and max - min of each operation's value, indexed by operation id."""
-    low, span = torch.zeros(len(OPERATION_NAMES)), torch.zeros(len(OPERATION_NAMES))
+    """min and max - min of each operation's value, indexed by operation id. In double
+    precision, as the released code's Python floats: the values are then the same numbers
+    that it handed to PIL, which casts enhancement factors to float itself (ops._pil_blend),
+    and a last bit of a factor can move a truncated level."""
+    low = torch.zeros(len(OPERATION_NAMES), dtype=torch.float64)
+    span = torch.zeros(len(OPERATION_NAMES), dtype=torch.float64)
     for name, (minimum, maximum) in ranges.items():
         low[_OPERATION_ID[name]], span[_OPERATION_ID[name]] = minimum, maximum - minimum
     return {"low": low, "span": span}
@@ -214,7 +218,8 @@ class RandAugment:
             for _ in range(self.num_ops):
                 picks = torch.randint(len(self.operation_names), (batch,), device=images.device)
                 operation_ids = tables["candidates"][picks]
-                fractions = torch.rand(batch, device=images.device) * (self.magnitude / 30.0)
+                fractions = torch.rand(batch, device=images.device, dtype=torch.float64)
+                fractions *= self.magnitude / 30.0
                 values = _signed_values(operation_ids, fractions, tables)
                 applied = torch.ones(batch, dtype=torch.bool, device=images.device)
                 _apply_on_device(images, operation_ids, values, applied, self._possible, tables,
@@ -248,7 +253,7 @@ class SubPolicyAugment:
         steps = max(len(sub_policy) for sub_policy in sub_policies)
         operation_ids = torch.full((len(sub_policies), steps), _OPERATION_ID["Identity"])
         probabilities = torch.zeros(len(sub_policies), steps)
-        levels = torch.zeros(len(sub_policies), steps)
+        levels = torch.zeros(len(sub_policies), steps, dtype=torch.float64)
         for row, sub_policy in enumerate(sub_policies):
             for step, (operation, probability, level) in enumerate(sub_policy):
                 operation_ids[row, step] = _OPERATION_ID[operation]

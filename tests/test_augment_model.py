@@ -14,7 +14,10 @@ from custom_transforms import affine
 
 K = affine.NUM_PARAMETERS
 # the paper's text in both items of the warp path (--paper-text geometry downsample)
-TEXT = affine.Resampling(matrix_at_warp_size=True, average_pool_back=True)
+TEXT = affine.Resampling(matrix_at_warp_size=True, consistent_grid=True, average_pool_back=True)
+# the sampling grid alone as the text has it: what the identity resample was before
+# the released grid became the default
+CONSISTENT = affine.Resampling(consistent_grid=True)
 
 
 def values_row(**named):
@@ -40,11 +43,13 @@ def centre_of_mass(image):
     return float((image * x).sum() / mass), float((image * y).sum() / mass)
 
 
-def warp(image, values):
-    """The warp at the size it is applied (x4 for images under 64 px), as augment() does it."""
+def warp(image, values, resampling=None):
+    """The warp at the size it is applied (x4 for images under 64 px), as augment() does it,
+    by default on the consistent grid: the geometry tests measure the matrix, and the released
+    grid's shrink about the centre is pinned on its own."""
     factor = affine.UPSAMPLE_FACTOR if min(image.shape[-2:]) < affine.UPSAMPLE_BELOW else 1
     side = image.shape[-1] * factor
-    return affine.resample(image, affine.affine_matrices(values, side, side))
+    return affine.resample(image, affine.affine_matrices(values, side, side), resampling or CONSISTENT)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -96,11 +101,55 @@ def test_text_resample_without_matrix_is_bilinear_x4_up_then_average_pool_down()
     assert not torch.allclose(affine.resample(images, resampling=TEXT), images, atol=1e-3)  # it does blur a little
 
 
-def test_resample_without_matrix_is_bilinear_x4_up_then_bilinear_down():
+def test_consistent_grid_resample_without_matrix_is_bilinear_x4_up_then_bilinear_down():
     images = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     up = F.interpolate(images, scale_factor=4, mode="bilinear", align_corners=False)
     expected = F.interpolate(up, size=(28, 28), mode="bilinear", align_corners=False, antialias=False)
-    assert torch.equal(affine.resample(images), expected)
+    assert torch.equal(affine.resample(images, resampling=CONSISTENT), expected)
+
+
+def kornia_0_4_1_identity(images):
+    """The released code's identity resample, built from its recipe: bilinear x4 up
+    (align_corners=False), grid_sample of the x4 image on the grid linspace(-1, 1, 4W) x
+    linspace(-1, 1, 4H) with align_corners=False and border padding, bilinear back down."""
+    height, width = images.shape[-2:]
+    up = F.interpolate(images, size=(4 * height, 4 * width), mode="bilinear", align_corners=False)
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, 4 * height), torch.linspace(-1, 1, 4 * width),
+                            indexing="ij")
+    grid = torch.stack([xs, ys], dim=-1).expand(len(images), -1, -1, -1)
+    warped = F.grid_sample(up, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.interpolate(warped, size=(height, width), mode="bilinear", align_corners=False)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28), (4, 3, 32, 32), (5, 1, 8, 8), (2, 3, 20, 12)])
+def test_resample_without_matrix_is_kornia_0_4_1s_shrunk_identity_by_default(shape):
+    images = torch.rand(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+    released = affine.resample(images)
+    assert (released - kornia_0_4_1_identity(images)).abs().max() < 1e-6
+    # the shrink shows: the released identity is not the consistent grid's one
+    assert (released - affine.resample(images, resampling=CONSISTENT)).abs().max() > 0.01
+
+
+def ramp(side):
+    """A 1 x 1 x side x side image whose value is the column index: bilinear sampling of it
+    returns the (clamped) x coordinate it sampled at."""
+    return torch.arange(side, dtype=torch.float32).expand(side, side)[None, None].contiguous()
+
+
+def test_released_grid_samples_output_pixel_i_at_i_n_over_n_minus_1_minus_a_half():
+    # 64 px: no x4 path, so the warp alone; the identity and a translation by t pixels
+    side = 64
+    columns = torch.arange(side, dtype=torch.float64)
+    stretch = side / (side - 1)
+    identity = affine.resample(ramp(side), torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]]))
+    assert torch.allclose(identity[0, 0, 0].double(), (columns * stretch - 0.5).clamp(0, side - 1),
+                          atol=1e-4)
+    moved = affine.resample(ramp(side), torch.tensor([[[1.0, 0, 5.0], [0, 1.0, 0]]]))
+    assert torch.allclose(moved[0, 0, 0].double(), ((columns - 5.0) * stretch - 0.5).clamp(0, side - 1),
+                          atol=1e-4)
+    consistent = affine.resample(ramp(side), torch.tensor([[[1.0, 0, 5.0], [0, 1.0, 0]]]),
+                                 resampling=CONSISTENT)
+    assert torch.allclose(consistent[0, 0, 0].double(), (columns - 5.0).clamp(0, side - 1), atol=1e-4)
 
 
 def identity_kernel(resampling):
@@ -113,14 +162,15 @@ def identity_kernel(resampling):
     return row.tolist(), out[3:6, 3:6]
 
 
-def test_identity_resample_kernel_is_1_16_7_8_1_16_by_default_and_1_8_3_4_1_8_in_the_text():
-    # bilinear down samples the x4 image at 4i + 1.5, the mean of x4 pixels 4i + 1 and 4i + 2,
-    # which the bilinear x4 upsample made 1/8 x[i-1] + 7/8 x[i] and 7/8 x[i] + 1/8 x[i+1];
-    # avg_pool2d averages x4 pixels 4i..4i+3: weights (3/8 + 1/8)/4 = 1/8 on each neighbour
-    released, square = identity_kernel(affine.RELEASED)
+def test_identity_resample_kernel_is_1_16_7_8_1_16_when_bilinear_and_1_8_3_4_1_8_in_the_text():
+    # on the consistent grid: bilinear down samples the x4 image at 4i + 1.5, the mean of x4
+    # pixels 4i + 1 and 4i + 2, which the bilinear x4 upsample made 1/8 x[i-1] + 7/8 x[i] and
+    # 7/8 x[i] + 1/8 x[i+1]; avg_pool2d averages x4 pixels 4i..4i+3: weights (3/8 + 1/8)/4 =
+    # 1/8 on each neighbour. (The released grid adds a shrink that varies across the image.)
+    released, square = identity_kernel(CONSISTENT)
     assert released == pytest.approx([0.0625, 0.875, 0.0625], abs=1e-6)
     assert square[1, 1] == pytest.approx(0.875 ** 2, abs=1e-6)  # separable: the same per axis
-    text, square = identity_kernel(affine.Resampling(average_pool_back=True))
+    text, square = identity_kernel(affine.Resampling(consistent_grid=True, average_pool_back=True))
     assert text == pytest.approx([0.125, 0.75, 0.125], abs=1e-6)
     assert square[1, 1] == pytest.approx(0.75 ** 2, abs=1e-6)
 
@@ -132,12 +182,17 @@ def test_resample_leaves_images_of_64_pixels_and_more_untouched():
 
 # float32 round trip of pixel -> normalised -> pixel coordinates inside kornia: ~5e-5 on
 # full-resolution noise, averaged down to a few 1e-6 by the x4 path
-@pytest.mark.parametrize("side, tolerance", [(8, 1e-5), (28, 1e-5), (64, 1e-4)])
-def test_zero_values_give_the_identity_matrix_and_the_resampled_image(side, tolerance):
+# (64 px, the released grid: the learned warp resamples even the identity matrix, shrunk, where
+# the identity resample leaves such images alone, as the released code did)
+@pytest.mark.parametrize("side, tolerance, resampling", [
+    (8, 1e-5, affine.RELEASED), (28, 1e-5, affine.RELEASED), (8, 1e-5, CONSISTENT), (28, 1e-5, CONSISTENT),
+    (64, 1e-4, CONSISTENT)])
+def test_zero_values_give_the_identity_matrix_and_the_resampled_image(side, tolerance, resampling):
     images = torch.randn(4, 1, side, side, generator=torch.Generator().manual_seed(side))
     identity = affine.affine_matrices(torch.zeros(4, K), side * 4, side * 4)
     assert torch.equal(identity, torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).expand(4, 2, 3))
-    assert torch.allclose(warp(images, torch.zeros(4, K)), affine.resample(images), atol=tolerance, rtol=0)
+    assert torch.allclose(warp(images, torch.zeros(4, K), resampling),
+                          affine.resample(images, resampling=resampling), atol=tolerance, rtol=0)
 
 
 @pytest.mark.parametrize("side", [8, 28])
@@ -216,7 +271,7 @@ def test_matrix_is_shear_after_translate_after_rotate_scale():
 def test_translate_x_moves_centre_of_mass_right_by_value_times_0_45_of_the_side(side, value):
     centre = (side - 1) / 2
     image = gaussian_blob(side, centre, centre, sigma=max(side / 14, 0.8))
-    before = centre_of_mass(affine.resample(image))
+    before = centre_of_mass(affine.resample(image, resampling=CONSISTENT))
     after = centre_of_mass(warp(image, values_row(translate_x=value)))
     tolerance = 0.05 if side == 8 else 0.01 * side / 28
     assert after[0] - before[0] == pytest.approx(value * 0.45 * side, abs=tolerance)
@@ -227,7 +282,7 @@ def test_translate_x_moves_centre_of_mass_right_by_value_times_0_45_of_the_side(
 def test_translate_y_moves_centre_of_mass_down_by_value_times_0_45_of_the_side(side):
     centre = (side - 1) / 2
     image = gaussian_blob(side, centre, centre, sigma=side / 14)
-    before = centre_of_mass(affine.resample(image))
+    before = centre_of_mass(affine.resample(image, resampling=CONSISTENT))
     after = centre_of_mass(warp(image, values_row(translate_y=0.4)))
     assert after[1] - before[1] == pytest.approx(0.4 * 0.45 * side, abs=0.01 * side / 28)
     assert after[0] - before[0] == pytest.approx(0.0, abs=0.01)
@@ -272,7 +327,7 @@ def test_x4_warp_rotates_about_the_original_frames_centre_by_default_and_the_x4_
 def test_rotation_turns_an_off_centre_blob_by_30_degrees_times_value_about_the_centre(side, value):
     centre, radius = (side - 1) / 2, side / 4
     image = gaussian_blob(side, centre + radius, centre, sigma=side / 14)
-    before = centre_of_mass(affine.resample(image))
+    before = centre_of_mass(affine.resample(image, resampling=CONSISTENT))
     after = centre_of_mass(warp(image, values_row(rotate=value)))
     angle_before = math.degrees(math.atan2(before[1] - centre, before[0] - centre))
     angle_after = math.degrees(math.atan2(after[1] - centre, after[0] - centre))
@@ -288,7 +343,7 @@ def test_shear_x_shifts_by_0_3_value_times_row_about_the_origin(side):
     the centre of the up-sampled first pixel, -3/8 of a pixel from the original's."""
     centre = (side - 1) / 2
     image = gaussian_blob(side, centre, centre + 0.15 * side, sigma=side / 14)
-    before = centre_of_mass(affine.resample(image))
+    before = centre_of_mass(affine.resample(image, resampling=CONSISTENT))
     after = centre_of_mass(warp(image, values_row(shear_x=1.0)))
     origin = -0.375 if side < 64 else 0.0
     assert after[0] - before[0] == pytest.approx(0.3 * (before[1] - origin), abs=0.01 * side / 28)
@@ -299,7 +354,7 @@ def test_shear_x_shifts_by_0_3_value_times_row_about_the_origin(side):
 def test_scale_stretches_distance_to_the_centre_by_one_plus_half_value(side):
     centre = (side - 1) / 2
     image = gaussian_blob(side, centre - 0.12 * side, centre + 0.12 * side, sigma=side / 20)
-    before = centre_of_mass(affine.resample(image))
+    before = centre_of_mass(affine.resample(image, resampling=CONSISTENT))
     after = centre_of_mass(warp(image, values_row(scale_x=-0.8, scale_y=1.0)))
     assert after[0] - centre == pytest.approx(0.6 * (before[0] - centre), abs=0.02 * side / 28)
     assert after[1] - centre == pytest.approx(1.5 * (before[1] - centre), abs=0.02 * side / 28)

@@ -1,5 +1,5 @@
 """bench/throughput.py --epoch --compare: one JSON line per compute path and round, with
-the phases of a whole epoch (issue 13)."""
+the phases of a whole epoch."""
 import importlib.util
 import json
 from pathlib import Path

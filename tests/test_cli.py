@@ -94,8 +94,8 @@ def digits():
 def test_run_writes_split_best_last_results_and_tensorboard_files(first_run):
     folder = first_run["folder"]
     assert sorted(p.name for p in folder.iterdir()) == sorted([
-        SPLIT_NAME, f"best_{RUN_NAME}.pt", f"last_{RUN_NAME}.pt", f"results_{RUN_NAME}.json",
-        "tensorboard"])
+        SPLIT_NAME, f"best_{RUN_NAME}.pt", f"bestvalid_{RUN_NAME}.pt", f"last_{RUN_NAME}.pt",
+        f"results_{RUN_NAME}.json", "tensorboard"])
     events = list((folder / "tensorboard" / RUN_NAME).glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0
     # nothing else under --data: no raw files for DIGITS, no temporary leftovers
@@ -155,6 +155,37 @@ def test_best_checkpoint_reproduces_its_test_accuracy(first_run, digits):
     accuracy = 100.0 * float((predictions == digits.test_targets).double().mean())
     assert abs(accuracy - best["acc"]) <= 100.0 / 360 + 1e-9  # at most one image differs
     assert best["acc"] > 20.0  # better than chance after 2 epochs
+
+
+def test_validation_accuracy_is_the_plain_valid_split_s_and_best_valid_its_best_epoch(first_run, digits):
+    """history's valid_acc is the accuracy on the split's valid images without augmentation or
+    resample; best_valid is the epoch of highest valid_acc, with that epoch's test numbers."""
+    folder, results = first_run["folder"], first_run["results"]
+    history, chosen = results["history"], results["best_valid"]
+    assert results["format"] == 2
+    ranked = sorted(history, key=lambda record: (-record["valid_acc"], record["valid_loss"], record["epoch"]))
+    assert chosen["epoch"] == ranked[0]["epoch"]
+    record = history[chosen["epoch"]]
+    assert (chosen["acc"], chosen["loss"], chosen["valid_acc"], chosen["valid_loss"]) == (
+        record["test_acc"], record["test_loss"], record["valid_acc"], record["valid_loss"])
+    assert chosen["minority_acc"] == pytest.approx(np.mean(chosen["per_class_acc"][5:]), abs=1e-6)
+    assert results["timings_s"]["valid"] > 0
+
+    saved = torch.load(folder / f"bestvalid_{RUN_NAME}.pt", weights_only=True)
+    assert set(saved) == CHECKPOINT_KEYS | {"valid_acc"}
+    assert (saved["epoch"], saved["acc"], saved["valid_acc"]) == (chosen["epoch"], chosen["acc"],
+                                                                 chosen["valid_acc"])
+    encoder, decoder = build_network("resnet18", DIGITS)
+    encoder.load_state_dict(saved["encoder_state_dict"])
+    decoder.load_state_dict(saved["decoder_state_dict"])
+    encoder.eval()
+    valid = torch.load(folder / SPLIT_NAME, weights_only=True)[0]
+    amp = results["compute_path"]["precision"] == "bf16"
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        features = encoder(EvalTransform(DIGITS)(digits.train_images[valid]))
+    predictions = decoder(features.float()).argmax(-1)
+    accuracy = 100.0 * float((predictions == digits.train_targets[valid]).double().mean())
+    assert abs(accuracy - chosen["valid_acc"]) <= 100.0 / 287 + 1e-9  # at most one image differs
 
 
 def test_results_file_reports_a_finished_two_epoch_run(first_run, digits):

@@ -1,4 +1,4 @@
-"""--compile on the CPU (issue 22): torch.compile (inductor, which builds C++ kernels) of the
+"""--compile on the CPU: torch.compile (inductor, which builds C++ kernels) of the
 encoder for the train step and of its batch-norm-folded copy for the test pass and hyper
 epochs, with the classifier head, the losses and the Neumann series left eager in fp32.
 

@@ -1,4 +1,4 @@
-"""The compute path of a run (issue 13): bf16 autocast on CUDA and on CPUs with native
+"""The compute path of a run: bf16 autocast on CUDA and on CPUs with native
 bf16 (AMX, AVX512-BF16), fp32 elsewhere or with --no-amp; channels-last; a test batch
 sized for the CPU's caches; one line at the start and a record in the results file."""
 import pytest
@@ -87,19 +87,23 @@ def test_a_run_says_its_path_and_records_it(monkeypatch, capsys, tmp_path, featu
     assert "compute_path" not in saved["config"]  # not part of the configuration's identity
 
 
+def run_until(experiment: Experiment, epoch: int) -> None:
+    """The run, stopped as by Ctrl-C when epoch `epoch` (counted from 0) is about to start."""
+    original_run_epoch = experiment.run_epoch
+
+    def stop_at_the_epoch(at, writer):
+        if at == epoch:
+            raise KeyboardInterrupt
+        return original_run_epoch(at, writer)
+    experiment.run_epoch = stop_at_the_epoch
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run()
+
+
 def test_resume_on_another_path_says_so_and_continues(monkeypatch, capsys, tmp_path):
     argv = ["--dataset", "DIGITS", "--no-cuda", "--epochs", 2, "--data", tmp_path]
     monkeypatch.setattr(compute_path, "native_cpu_bf16", lambda: None)
-    first = Experiment(options(*argv))
-    original_run_epoch = first.run_epoch
-
-    def stop_after_the_first_epoch(epoch, writer):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original_run_epoch(epoch, writer)
-    first.run_epoch = stop_after_the_first_epoch
-    with pytest.raises(KeyboardInterrupt):
-        first.run()
+    run_until(Experiment(options(*argv)), 1)
     capsys.readouterr()
 
     monkeypatch.setattr(compute_path, "native_cpu_bf16", lambda: "AMX")

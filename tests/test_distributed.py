@@ -203,6 +203,7 @@ def test_two_ranks_train_one_configuration_that_learns_like_one_process(tmp_path
     split = run_files.split_file_name(1, 1.0, 0.5)
     assert sorted(path.name for path in folder.iterdir()) == sorted(
         [split, "tensorboard", run_files.best_checkpoint_path(folder, NAME).name,
+         run_files.best_valid_checkpoint_path(folder, NAME).name,
          run_files.last_checkpoint_path(folder, NAME).name, run_files.results_path(folder, NAME).name])
     event_files = list(run_files.tensorboard_dir(folder, NAME).iterdir())
     assert len(event_files) == 1

@@ -1,7 +1,9 @@
 """The README is a front page and the manual lives in docs/, one page per topic, with links
 between them: every relative Markdown link in README.md and docs/*.md must point to a file
 that exists and, where it names an #anchor, to a heading of that page (anchors as GitHub
-makes them: lowercase, spaces to '-', punctuation removed, a repeated heading numbered)."""
+makes them: lowercase, spaces to '-', punctuation removed, a repeated heading numbered) or
+to an explicit `<a id="...">` of it. Every section that the code and the pages cite as
+"DESIGN §N" or "design.md §N" has its anchor `#sN` in docs/design.md."""
 import re
 from pathlib import Path
 
@@ -14,6 +16,10 @@ FENCE = re.compile(r"^\s*(```|~~~)")
 CODE_SPAN = re.compile(r"`+[^`]*`+")
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+EXPLICIT_ANCHOR = re.compile(r"<a\s+(?:id|name)=\"([^\"]+)\"\s*>", re.I)
+DESIGN = ROOT / "docs" / "design.md"
+# "DESIGN §4", "DESIGN §2-§8", "design.md §3.1" in a docstring, a comment or a page
+CITATION = re.compile(r"(?:DESIGN|design\.md)\s*(§\s*\d+(?:\.\d+)?(?:\s*[-–,]\s*§?\s*\d+(?:\.\d+)?)*)")
 
 
 def prose_lines(text):
@@ -37,10 +43,12 @@ def github_anchor(heading):
 
 
 def anchors(page):
-    """Every anchor of a page, a repeated heading's numbered '-1', '-2', ... as on GitHub."""
+    """Every anchor of a page, a repeated heading's numbered '-1', '-2', ... as on GitHub,
+    and every explicit `<a id="...">`."""
     seen = {}
     found = set()
     for line in prose_lines(page.read_text(encoding="utf-8")):
+        found.update(EXPLICIT_ANCHOR.findall(line))
         match = HEADING.match(line)
         if not match:
             continue
@@ -128,3 +136,33 @@ def test_every_relative_link_in_readme_and_docs_resolves():
     assert len(PAGES) > 1
     problems = broken_links(PAGES)
     assert problems == [], "\n".join(problems)
+
+
+def test_an_explicit_anchor_counts_as_an_anchor_of_its_page(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text('# Page\n\n<a id="s4"></a>\n## §4 The step\n\n```\n<a id="in-code"></a>\n```\n')
+    assert anchors(page) == {"page", "s4", "4-the-step"}
+
+
+def cited_sections(text):
+    """The section numbers a text cites as DESIGN §N / design.md §N (ranges: both ends)."""
+    return {number for match in CITATION.finditer(text)
+            for number in re.findall(r"\d+(?:\.\d+)?", match.group(1))}
+
+
+def test_citations_of_the_design_are_read_with_their_ranges():
+    text = "see DESIGN §2-§8 and DESIGN §3.1, [design §4](design.md#s4), docs/design.md §6"
+    assert cited_sections(text) == {"2", "8", "3.1", "6"}
+
+
+def test_the_design_page_has_every_section_the_code_and_the_pages_cite():
+    assert DESIGN.is_file(), "docs/design.md is missing"
+    sections = {f"s{number}" for number in (*map(str, range(1, 9)), "3.1", "3.2")}
+    assert sections <= anchors(DESIGN)
+    citing = [*ROOT.glob("*.py"), *ROOT.glob("*/*.py"), *ROOT.glob("*.md"), *ROOT.glob("docs/*.md")]
+    cited = {number: path.relative_to(ROOT) for path in citing
+             for number in cited_sections(path.read_text(encoding="utf-8"))}
+    assert len(cited) >= 8, cited
+    missing = {f"§{number} ({path})" for number, path in cited.items()
+               if f"s{number}" not in anchors(DESIGN)}
+    assert not missing, f"docs/design.md has no anchor for {sorted(missing)}"

@@ -1,7 +1,8 @@
 """The FashionMNIST table of docs/results.md is what get-results.py makes of the results files
 committed under docs/evidence/ (the runs behind it): a reader can regenerate every cell, and
 another machine can continue the table, because the runner counts those files as finished
-cells."""
+cells. The README's summary of that table quotes its means."""
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from custom_runs import run_files, sweep
 ROOT = Path(__file__).resolve().parents[1]
 EVIDENCE = ROOT / "docs" / "evidence"
 PAGE = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
 CONFIGS = ["Baseline", "FAA", "A", "A_W", "A_W_S"]
 # the runner's command of the table (docs/results.md#fashionmnist), less --data and --runs
 OPTIONS = ["-sr", "0.2", "--epochs", "50", "--no-cuda"]
@@ -69,3 +71,29 @@ def test_the_runner_continues_the_table_from_the_committed_runs(tmp_path):
     assert len(specs) == 15
     assert finished == {path.relative_to(EVIDENCE) for path in committed_files()}
 
+
+
+def test_the_readmes_fashionmnist_figures_are_the_pages_means_rounded():
+    """The README's paragraph quotes the page's best-epoch means (one decimal) and the
+    Baseline's and A_W_S's minority-class means: a regenerated table must update both."""
+    paragraph = README.read_text().split("**Beyond DIGITS**", 1)[1].split("\n\n", 1)[0]
+    paragraph = " ".join(paragraph.split())
+    quoted = {name: float(error) for error, name in re.findall(r"([\d.]+) % for (?:the )?(\w+)", paragraph)}
+    rare = re.search(r"rare classes ([\d.]+) % against ([\d.]+) %", paragraph)
+    mean = lambda cell: round(float(cell.split(" ± ")[0]), 1)  # noqa: E731
+    page = page_table()
+    assert quoted == {name: mean(page[name][0]) for name in CONFIGS}
+    assert rare and (float(rare.group(1)), float(rare.group(2))) == (mean(page["Baseline"][1]),
+                                                                     mean(page["A_W_S"][1]))
+
+
+def test_the_pages_hyper_epochs_are_those_of_the_committed_runs():
+    """Hyper steps run on the epochs e > hyper_start (counted from 0, as in the files)."""
+    section = PAGE.read_text().split("\n## FashionMNIST\n", 1)[1].split("\n## ", 1)[0]
+    section = " ".join(section.split())
+    starts = {run_files.load_results(path)["config"]["hyper_start"] for path in committed_files()
+              if "_opt_HES_" in path.name}
+    assert len(starts) == 1
+    start = starts.pop()
+    assert f"`hyper_start` {start} in the results files: hyper steps on epochs {start + 1}–49 " \
+           f"counted from 0, printed {start + 2}–50" in section

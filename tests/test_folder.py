@@ -177,7 +177,11 @@ def test_without_a_test_folder_the_run_tests_on_valid_and_says_so_once(tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("has no test/ folder") == 1
     results_file, = (tmp_path / "runs" / folder_dataset.dataset_name(root) / "run0").glob("results_*.json")
-    assert json.loads(results_file.read_text())["test_set"] == "valid"
+    results = json.loads(results_file.read_text())
+    assert results["test_set"] == "valid"
+    # the valid split is the set tested: the test pass gives the validation numbers
+    assert [(h["valid_acc"], h["valid_loss"]) for h in results["history"]] == \
+        [(h["test_acc"], h["test_loss"]) for h in results["history"]]
 
 
 def test_data_folders_of_one_name_get_run_folders_of_their_own_however_they_are_written(
@@ -333,7 +337,7 @@ def folder_suspects(folder_run):
                         folder_run["root"], "--data", folder_run["data"], "-nr", 0.3,
                         "--los-model", "BOTH", "--hyper-opt", "HES", "--suspects", 20)
     assert result.returncode == 0, result.stderr
-    path = folder_run["folder"] / f"suspects_{RUN}.csv"
+    path = folder_run["folder"] / f"suspects_{RUN}_valid.csv"  # the default: bestvalid_'s network
     with open(path) as handle:
         rows = list(csv.DictReader(handle))
     return {"rows": rows, "stdout": result.stdout, **folder_run}
@@ -352,7 +356,7 @@ def test_suspects_csv_has_every_train_image_sorted_by_self_confidence(folder_sus
             float(row["trust"]) * float(row["network_given_prob"]), rel=1e-4, abs=1e-6)
         assert float(row["network_margin"]) <= float(row["network_given_prob"])
         assert Path(row["path"]).parent.parent.name == "train" and row["given"] in CLASSES
-    grid = folder_suspects["folder"] / f"suspects_{RUN}.png"
+    grid = folder_suspects["folder"] / f"suspects_{RUN}_valid.png"
     assert grid.is_file() and grid.stat().st_size > 1000
     line, = [line for line in folder_suspects["stdout"].splitlines() if "the CSV's order" in line]
     assert line.startswith("network confidence:")
@@ -365,7 +369,7 @@ def test_rank_by_reorders_the_csv_and_keeps_every_score(folder_run, folder_suspe
                         "--los-model", "BOTH", "--hyper-opt", "HES", "--suspects", 20,
                         "--rank-by", rank_by, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    with open(tmp_path / f"suspects_{RUN}.csv") as handle:
+    with open(tmp_path / f"suspects_{RUN}_valid.csv") as handle:
         rows = list(csv.DictReader(handle))
     column = RANKINGS[rank_by][0]
     values = [float(r[column]) for r in rows]
@@ -412,7 +416,7 @@ def test_suspects_on_digits_with_heavy_noise_are_mostly_wrong_labels(tmp_path):
     assert precision >= 0.8 and auroc > 0.8
 
 
-@pytest.mark.parametrize("checkpoint", ["best", "last"])
+@pytest.mark.parametrize("checkpoint", ["valid", "best", "last"])
 def test_suspects_name_the_last_checkpoint_when_its_tables_do_not_fit(tmp_path, checkpoint):
     """The tables come from last_ whatever --checkpoint says: an error about them names
     last_, not the --checkpoint file."""
@@ -427,7 +431,8 @@ def test_suspects_name_the_last_checkpoint_when_its_tables_do_not_fit(tmp_path, 
     run_files.save_torch((indices[:100], indices[100:], targets),
                          folder / run_files.split_file_name(1, 1.0, 0.2))
     network = {"encoder_state_dict": {}, "decoder_state_dict": {}, "acc": 50.0, "epoch": 0}
-    run_files.save_torch(network, run_files.best_checkpoint_path(folder, config.name))
+    for kind in ("best", "valid"):
+        run_files.save_torch(network, run_files.checkpoint_path(folder, config.name, kind))
     tables = {"weight_logits": torch.zeros(7), "soft_logits": torch.zeros(7, 10)}  # 7 images, not all
     run_files.save_torch({**network, "reweight_state_dict": tables},
                          run_files.last_checkpoint_path(folder, config.name))

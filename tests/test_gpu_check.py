@@ -1,4 +1,4 @@
-"""bench/gpu_check.py (issue 22): what it would run (--dry-run), its one-line refusal without
+"""bench/gpu_check.py: what it would run (--dry-run), its one-line refusal without
 CUDA, its summary table and figures from canned step results, and the step that also runs
 on the CPU: a DIGITS run in one process against the same under a 1-rank torchrun (gloo)."""
 import importlib.util

@@ -1,5 +1,5 @@
 """Long runs: resume after SIGKILL, concurrent configurations, no silent overwrite,
-and clear errors that leave nothing behind (issue: robust runs)."""
+and clear errors that leave nothing behind."""
 import json
 import os
 import signal
@@ -66,11 +66,39 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     assert not lock.exists()
     assert [h["test_acc"] for h in b["history"]] == [h["test_acc"] for h in a["history"]]
     assert b["final"]["acc"] == a["final"]["acc"] and b["best"] == a["best"]
+    assert [h["valid_acc"] for h in b["history"]] == [h["valid_acc"] for h in a["history"]]
+    assert b["best_valid"] == a["best_valid"]
     last_a = load(run_files.last_checkpoint_path(run_files.run_dir(straight, "DIGITS", "run0"), NAME))
     last_b = load(last)
     for key in ("reweight_state_dict", "augment_state_dict", "decoder_state_dict"):
         for name, tensor in last_a[key].items():
             assert torch.equal(tensor, last_b[key][name]), (key, name)
+
+
+def test_a_resumed_run_keeps_the_best_valid_epoch_chosen_before_the_stop(tmp_path):
+    """The stop comes after the best validation epoch: a resume that forgot it would choose
+    among the later epochs only."""
+    args = ["--dataset", "DIGITS", "-nr", "0.5", "--lr", "0.2", "--epochs", "5", "--no-cuda"]
+    name = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.5)
+    straight = run_files.run_dir(tmp_path / "straight", "DIGITS", "run0")
+    run(args, tmp_path / "straight")
+    expected = run_files.load_results(run_files.results_path(straight, name))["best_valid"]
+    assert expected["epoch"] < 4, "the best validation epoch is the last: nothing to forget"
+
+    folder = run_files.run_dir(tmp_path / "resumed", "DIGITS", "run0")
+    process = subprocess.run([sys.executable, SCRIPT, *args, "--data", str(tmp_path / "resumed")],
+                             env={**ENV, "STOP_RUN_AT": f"{expected['epoch'] + 1}:0:KILL"},
+                             capture_output=True, timeout=300)
+    assert process.returncode == -signal.SIGKILL
+    assert load(run_files.last_checkpoint_path(folder, name))["best_valid"] == expected
+    run(args + ["--resume"], tmp_path / "resumed")
+    resumed = run_files.load_results(run_files.results_path(folder, name))
+    assert resumed["status"] == "finished" and resumed["best_valid"] == expected
+    saved, straight_saved = (load(run_files.best_valid_checkpoint_path(where, name))
+                             for where in (folder, straight))
+    assert saved["epoch"] == expected["epoch"]
+    for key, tensor in straight_saved["decoder_state_dict"].items():
+        assert torch.equal(tensor, saved["decoder_state_dict"][key]), key
 
 
 def test_resume_with_other_options_says_what_differs(tmp_path):
@@ -323,7 +351,7 @@ def test_a_seed_other_than_the_split_file_s_is_refused_and_a_foreign_split_is_no
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_without_cuda_a_gpu_request_is_said_out_loud(tmp_path):
     result = run(["--dataset", "DIGITS", "--epochs", "1", "--gpu", "3"], tmp_path)
-    # --compile is not ignored on the CPU since issue 22 (tests/test_compile.py)
+    # --compile is not ignored on the CPU (tests/test_compile.py)
     assert "note: CUDA is not available, training on the CPU (--gpu ignored)" in result.stderr
     quiet = run(["--dataset", "DIGITS", "--epochs", "1", "--no-cuda", "--force"], tmp_path)
     assert "CUDA" not in quiet.stderr

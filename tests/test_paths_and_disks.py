@@ -110,7 +110,8 @@ def test_a_start_removes_the_temporaries_a_killed_save_of_its_configuration_left
     folder.mkdir(parents=True)
     mine = [folder / f".{run_files.last_checkpoint_path(folder, BASELINE).name}.k2x_9q0a.tmp",
             folder / f".{run_files.results_path(folder, BASELINE).name}.abcdefgh.tmp",
-            folder / f".{run_files.best_checkpoint_path(folder, BASELINE).name}.01234567.tmp"]
+            folder / f".{run_files.best_checkpoint_path(folder, BASELINE).name}.01234567.tmp",
+            folder / f".{run_files.best_valid_checkpoint_path(folder, BASELINE).name}.zz_1.tmp"]
     # another configuration's (whose name begins like this one's), the split's (shared by
     # every configuration of the run folder) and a user's file stay
     other = run_files.last_checkpoint_path(folder, BASELINE + "_text_geometry")
@@ -121,9 +122,9 @@ def test_a_start_removes_the_temporaries_a_killed_save_of_its_configuration_left
     result = run_script("implicit-augment.py", "--dataset", "DIGITS", "--no-cuda", "--epochs", 1,
                         "--resume", "--data", data)
     assert result.returncode == 0, result.stderr
-    assert [path.exists() for path in mine] == [False] * 3
+    assert [path.exists() for path in mine] == [False] * 4
     assert [path.read_bytes() for path in kept] == [b"\0" * 1000] * 3
-    assert "removed 3 temporary files" in result.stderr
+    assert "removed 4 temporary files" in result.stderr
     assert run_files.results_path(folder, BASELINE).is_file()
 
 
@@ -178,9 +179,9 @@ SMALL_RUN = ("--dataset", "DIGITS", "--no-cuda", "--model", "wresnet10_1")
 
 def test_a_run_on_a_disk_that_fills_up_stops_in_one_line_and_resumes_after_space_is_freed(tmp_path):
     name = run_files.run_name("wresnet10_1", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
-    # room for the first epoch's files (split, best_, last_, results: about 1.2 MB) but not
+    # room for the first epoch's files (split, best_, bestvalid_, last_, results: about 1.6 MB) but not
     # for the second epoch's temporary checkpoint beside them
-    with mounted_tmpfs(tmp_path / "disk", "size=1500k") as data:
+    with mounted_tmpfs(tmp_path / "disk", "size=1800k") as data:
         folder = run_files.run_dir(data, "DIGITS", "run0")
         full = run_script("implicit-augment.py", *SMALL_RUN, "--epochs", 3, "--data", data)
         assert full.returncode == 1

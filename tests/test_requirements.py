@@ -1,5 +1,5 @@
 """requirements.txt's floors are at least the versions that bring the features the code
-uses (issue 19 item 8): each floor beside the code that needs it, so that removing the
+uses: each floor beside the code that needs it, so that removing the
 feature or lowering the floor is a decision this test makes visible."""
 import re
 from importlib.metadata import version

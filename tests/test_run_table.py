@@ -582,7 +582,7 @@ def test_a_folder_dataset_table_goes_under_its_folder_name(tmp_path):
     [spec] = sweep.expand("folder", str(data), ["Baseline"], ["1-0.3"], 1,
                           ["--data-dir", str(root), "--epochs", "1", "--no-cuda"])
     from custom_datasets.folder import dataset_name
-    name = dataset_name(str(root))  # folder_shapes_{hash of its path} (#19 item 7)
+    name = dataset_name(str(root))  # folder_shapes_{hash of its path}
     assert name.startswith("folder_shapes_")
     assert spec.folder == data / name / "run0" and spec.is_finished()
     assert done.stdout.splitlines()[0].startswith(f"{name}: top-1 test error (%)")

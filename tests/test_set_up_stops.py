@@ -1,7 +1,7 @@
 """A stop (SIGTERM, Ctrl-C) at any step of a run's set-up leaves the files as one during
 training does: exit 143 with the line that says how to continue, and, once a resumed
-run's state is loaded, an "interrupted" results file that agrees with its last_ checkpoint
-(issue 19 item 10). The signal is delivered by the process to itself at the step."""
+run's state is loaded, an "interrupted" results file that agrees with its last_ checkpoint.
+The signal is delivered by the process to itself at the step."""
 import hashlib
 import importlib.util
 import os
