@@ -163,6 +163,10 @@ if __name__ == "__main__":
         # the commands in the message quote paths, whose spaces must stay as they are
         print(f"get-results.py: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
         sys.exit(1)
+    except run_files.SaveFailed as error:  # --suspects writes all of its files or none
+        print(f"get-results.py: error: {error}; nothing was written: free space there or "
+              f"choose another folder with --out", file=sys.stderr)
+        sys.exit(1)
     except BrokenPipeError:  # `| head`: stop quietly, and keep Python from failing on the final flush
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)

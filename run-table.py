@@ -19,7 +19,7 @@ from pathlib import Path
 from custom_reports import reporting
 from custom_runs import launchers, run_files, sweep
 from custom_runs.options import (OneLineErrorParser, UsageError, at_least_one, check_all,
-                                 not_negative)
+                                 check_data_folder, not_negative)
 from custom_runs.set_up import deferred_stops
 
 
@@ -83,6 +83,7 @@ def get_args(argv=None):
 
 
 def check(args, pass_through) -> None:
+    check_data_folder(args.data)
     try:
         args.gpus = [int(gpu) for gpu in args.gpus.split(",")] if args.gpus else []
     except ValueError:

@@ -126,3 +126,7 @@ if __name__ == "__main__":
         # one line the user can act on; a traceback would bury it
         print(f"visualize-density.py: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(1)
+    except run_files.SaveFailed as error:  # a figure is written whole (png and pdf) or not at all
+        print(f"visualize-density.py: error: {error}; free space there or choose another folder "
+              f"with --out", file=sys.stderr)
+        sys.exit(1)

@@ -41,16 +41,26 @@ DPI = 150
 # ----------------------------------------------------------------------------- file names
 # Files of this module only; candidates for run_files, the one module that knows file names.
 
+def figure_paths(base: Path) -> List[Path]:
+    """base.png and base.pdf (not with_suffix: names contain "1.0")."""
+    return [base.parent / f"{base.name}.{fmt}" for fmt in FIGURE_FORMATS]
+
+
+def write_figure(fig, paths) -> None:
+    """`fig` into figure_paths' files or their temporaries; the format is explicit because
+    a temporary name ends in .tmp, from which matplotlib could not guess it."""
+    try:
+        for fmt, path in zip(FIGURE_FORMATS, paths):
+            fig.savefig(path, format=fmt, dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
 def save_figure(fig, base: Path) -> List[Path]:
-    """Writes base.png and base.pdf atomically; the format is explicit because the
-    temporary name ends in .tmp, from which matplotlib could not guess it."""
-    paths = []
-    for fmt in FIGURE_FORMATS:
-        path = base.parent / f"{base.name}.{fmt}"  # not with_suffix: names contain "1.0"
-        with run_files.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
+    """Writes base.png and base.pdf atomically, both or neither."""
+    paths = figure_paths(base)
+    with run_files.atomic_paths(paths) as temporaries:
+        write_figure(fig, temporaries)
     return paths
 
 

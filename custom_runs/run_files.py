@@ -1,4 +1,4 @@
-"""The one place that knows where runs put their files and what is in them (DESIGN §8).
+"""The one place that knows where runs put their files and what is in them (docs/design.md §8).
 
     {data}/{dataset}/                    raw dataset files (torchvision layout)
     {data}/{dataset}/runN/data_ir_{IR}_sr_{SR}_nr_{NR}.pt   split of the run
@@ -41,8 +41,9 @@ Results file (JSON, one per run folder and configuration):
     format, run_name, dataset, run_folder, seed,
     split_seed        the seed the split file was made with (null: made elsewhere)
     status            "running" (also after kill -9), "finished", "interrupted" (Ctrl-C,
-                      SIGTERM) or "failed" (non-finite training loss); "finished" with a
-                      null best or final accuracy counts as unfinished (finished())
+                      SIGTERM, a save that failed: a full disk) or "failed" (non-finite
+                      training loss); "finished" with a null best or final accuracy counts
+                      as unfinished (finished())
     lr_changes        [{"epoch", "from", "to"}]: --lr changed on --resume from that epoch
     attempts          [{"first_epoch", "commit", "uncommitted_changes", "compute_path", "started"}]:
                       each process that trained epochs of the run, from epoch first_epoch
@@ -95,8 +96,9 @@ from typing import Iterator, List, Optional, Sequence
 
 # atomic writing and safe reading live in the bottom layer, the split file's name beside the
 # split (the data layer writes both); the layers above still go through this module alone
-from custom_common.atomic_files import (UnreadableFile, atomic_path, create_once, load_torch,  # noqa: F401
-                                        save_json, save_torch)
+from custom_common.atomic_files import (SaveFailed, UnreadableFile, atomic_path,  # noqa: F401
+                                        atomic_paths, create_once, load_torch, save_json,
+                                        save_torch, stale_temporaries)
 from custom_datasets.split import number_text, split_file_name  # noqa: F401
 
 # 2: per-epoch validation accuracy, best_valid and timings_s.valid
@@ -115,7 +117,7 @@ def run_name(model: str, hyper_opt: str, aug_model: str, los_model: str, imbalan
              subsample_ratio: float, noise_ratio: float, overfit: bool = False,
              oversplit: bool = False, paper_text: Sequence[str] = (),
              policy_variant: Sequence[str] = ()) -> str:
-    """DESIGN §8's name; runs that follow the paper's text somewhere (--paper-text, items in
+    """docs/design.md §8's name; runs that follow the paper's text somewhere (--paper-text, items in
     their fixed order) add `_text_{item-item...}`, and runs that apply the fixed policies as
     this project did before (--policy-variant) add `_policy_{item-item...}`, so they never
     share files or a table cell with runs of the released data path."""

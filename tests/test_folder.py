@@ -466,3 +466,94 @@ def test_the_train_command_get_results_suggests_for_a_folder_dataset_is_accepted
     # and it trains into the run folder get-results reads
     assert run_files.run_dir(args.data, dataset_settings(args).name, args.run_folder) == \
         folder_run["folder"]
+
+
+# ----------------------------------------------------------------------------- unusual files
+
+def ramp_16_bit(side: int = 16) -> np.ndarray:
+    """0 .. 65535 in side*side equal steps (uint16): 257 * k for k = 0 .. 255 at side 16."""
+    return (np.arange(side * side, dtype=np.uint32) * 65535 // (side * side - 1)) \
+        .reshape(side, side).astype(np.uint16)
+
+
+def test_a_16_bit_greyscale_png_keeps_its_256_levels(tmp_path):
+    path = tmp_path / "ramp.png"
+    Image.fromarray(ramp_16_bit()).save(path)
+    assert Image.open(path).mode == "I;16"  # what Pillow makes of a 16-bit greyscale PNG
+    decoded = folder_dataset.decode(path, channels=1, side=16)
+    assert decoded.dtype == np.uint8 and decoded.shape == (1, 16, 16)
+    # the high byte of each value, as for an 8-bit copy of the image (not clipped at 255)
+    assert decoded.ravel().tolist() == list(range(256))
+
+
+def test_a_folder_of_16_bit_images_has_the_statistics_of_its_8_bit_copy(tmp_path):
+    eight, sixteen = tmp_path / "eight", tmp_path / "sixteen"
+    rng = np.random.default_rng(0)
+    for part, count in (("train", 6), ("valid", 2)):
+        for name in CLASSES:
+            for i in range(count):
+                (eight / part / name).mkdir(parents=True, exist_ok=True)
+                (sixteen / part / name).mkdir(parents=True, exist_ok=True)
+                array = rng.integers(0, 256, (SIDE, SIDE)).astype(np.uint8)
+                Image.fromarray(array).save(eight / part / name / f"{i}.png")
+                Image.fromarray(array.astype(np.uint16) * 257).save(sixteen / part / name / f"{i}.png")
+    expected = folder_dataset.folder_settings(eight)
+    got = folder_dataset.folder_settings(sixteen)
+    assert got.channels == 1
+    assert got.mean == pytest.approx(expected.mean, abs=1e-6)
+    assert got.std == pytest.approx(expected.std, abs=1e-6)
+    assert 0.45 < got.mean[0] < 0.55 and 0.25 < got.std[0] < 0.32  # uniform 0..255
+
+
+def test_a_32_bit_image_with_values_above_255_is_refused_naming_it(tmp_path):
+    path = tmp_path / "deep.tif"
+    Image.fromarray(np.full((8, 8), 70000, np.int32), mode="I").save(path)
+    with pytest.raises(DataUnavailable, match=r"deep\.tif.*70000"):
+        folder_dataset.decode(path, channels=1, side=8)
+
+
+def test_file_and_class_names_that_are_not_utf8_are_stamped_and_trained_on(tmp_path):
+    root = make_folder(tmp_path / os.fsdecode(b"sh\xe9pes"), counts={"train": 10, "valid": 2})
+    odd_class = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not UTF-8
+    (root / "train" / "box").rename(root / "train" / odd_class)
+    (root / "valid" / "box").rename(root / "valid" / odd_class)
+    odd_file = root / "train" / "hbar" / os.fsdecode(b"\xff.png")
+    (root / "train" / "hbar" / "000.png").rename(odd_file)
+    settings = folder_dataset.folder_settings(root)
+    assert settings.classes == (odd_class, "hbar", "vbar")  # sorted: "caf" first
+    assert settings.train_size == 3 * (10 + 2)
+    cache = json.loads((root / ".autodo_stats.json").read_text())
+    assert cache["classes"] == [odd_class, "hbar", "vbar"]
+    assert folder_dataset.folder_settings(root) == settings  # read back from the cache
+    data = tmp_path / "runs"
+    result = run_script("implicit-augment.py", "--no-cuda", "--dataset", "folder", "--data-dir", root,
+                        "--data", data, "--epochs", 1, "--model", "wresnet10_1")
+    assert result.returncode == 0, result.stderr
+    results = json.loads(next((data / settings.name / "run0").glob("results_*.json")).read_text())
+    assert results["status"] == "finished" and results["split"]["train_size"] == 30
+    assert settings.name.startswith("folder_sh_pes_")
+
+
+def test_a_relabelled_folder_is_named_as_such_and_the_advised_run_folder_trains(tmp_path):
+    root = make_folder(tmp_path / "shapes", counts={"train": 10, "valid": 2})
+    data = tmp_path / "runs"
+    command = ("implicit-augment.py", "--no-cuda", "--dataset", "folder", "--data-dir", root,
+               "--data", data, "--epochs", 1, "--model", "wresnet10_1")
+    first = run_script(*command)
+    assert first.returncode == 0, first.stderr
+    # the user corrects a label: same files, one of them in another class folder
+    (root / "train" / "box" / "003.png").rename(root / "train" / "hbar" / "003b.png")
+    # every way on that the earlier message suggested in turn, and another configuration
+    refusals = [run_script(*command, *extra) for extra in (
+        ("--resume",), ("--force",), ("--resume", "--seed", 0), ("--aug-model", "RAND"))]
+    for refused in refusals:
+        assert refused.returncode == 2
+        line = error_line(refused.stderr, "implicit-augment.py")
+        assert "labels" in line and "add --seed" not in line, line
+        assert "-r run1" in line, line
+    advised = run_script(*command, "-r", "run1")
+    assert advised.returncode == 0, advised.stderr
+    folder = data / folder_dataset.dataset_name(root) / "run1"
+    results = json.loads(next(folder.glob("results_*.json")).read_text())
+    assert results["status"] == "finished" and results["split_seed"] == 1
+    assert results["split"]["train_class_counts"] == [9, 11, 10]
