@@ -38,23 +38,19 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from custom_common.settings import get_settings  # noqa: E402
-from custom_datasets.containers import InMemoryData  # noqa: E402
-from custom_runs.compute_path import cpp_compiler, native_cpu_bf16  # noqa: E402
-from custom_common.collectives import SINGLE_PROCESS  # noqa: E402
-from custom_runs.distributed import (end_distributed_mode, init_distributed_mode,  # noqa: E402
-                                     launched_by_torchrun)
-from custom_runs.experiment import Experiment  # noqa: E402
-from custom_runs.run_state import seed_epoch  # noqa: E402
-from custom_models.hyper_models import table_bytes  # noqa: E402
-from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve  # noqa: E402
-from custom_models.training import (evaluate, frozen, hyper_epoch, hyper_step,  # noqa: E402
-                                    train_one_epoch)
-from custom_datasets.batches import cycle  # noqa: E402
+from custom_common.collectives import SINGLE_PROCESS
+from custom_common.settings import get_settings
+from custom_datasets.batches import cycle
+from custom_datasets.containers import InMemoryData
+from custom_models.hyper_models import table_bytes
+from custom_models.training import evaluate, frozen, hyper_epoch, hyper_step, train_one_epoch
+from custom_runs.compute_path import cpp_compiler, native_cpu_bf16
+from custom_runs.distributed import end_distributed_mode, init_distributed_mode, launched_by_torchrun
+from custom_runs.experiment import Experiment
+from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve
+from custom_runs.run_state import seed_epoch
 
 TEST_SIZES = {"MNIST": 10000, "FashionMNIST": 10000, "DIGITS": 360, "SVHN": 26032,
               "SVHN_extra": 26032, "CIFAR10": 10000, "CIFAR100": 10000}
