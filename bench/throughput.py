@@ -103,6 +103,9 @@ def get_args(argv=None):
         parser.error(f"--epoch-fraction must be in (0, 1], got {args.epoch_fraction}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.steps < 1 or args.warmup < 0:
+        parser.error(f"--steps must be at least 1 and --warmup at least 0, "
+                     f"got {args.steps} and {args.warmup}")
     args.force = True
     return args
 

@@ -49,6 +49,15 @@ def test_compare_without_epoch_is_refused_in_one_line(bench, capsys):
     assert "error: --compare needs --epoch (see " in line
 
 
+@pytest.mark.parametrize("flags", [["--steps", "0"], ["--warmup", "-1"]])
+def test_no_timed_step_or_a_negative_warm_up_is_refused_in_one_line(bench, capsys, flags):
+    with pytest.raises(SystemExit) as stop:
+        bench.get_args(["--dataset", "DIGITS", "--no-cuda", *flags])
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "error: --steps must be at least 1 and --warmup at least 0, got " in line
+
+
 def test_compile_summary_gives_the_compile_time_and_the_epochs_that_repay_it(bench):
     args = bench.get_args(["--dataset", "DIGITS", "--no-cuda", "--epoch", "--compare", "--epochs", "50",
                            "--hyper-start", "12"])
