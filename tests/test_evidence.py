@@ -97,3 +97,22 @@ def test_the_pages_hyper_epochs_are_those_of_the_committed_runs():
     start = starts.pop()
     assert f"`hyper_start` {start} in the results files: hyper steps on epochs {start + 1}–49 " \
            f"counted from 0, printed {start + 2}–50" in section
+
+
+def test_every_paired_difference_on_the_page_is_what_get_results_makes_of_the_committed_runs():
+    """The page's table of paired differences (row minus reference in the same run folder)
+    is get-results.py --table --versus REF [--minority | --metric last] on the committed runs."""
+    section = PAGE.read_text().split("\n## FashionMNIST\n", 1)[1].split("\n## ", 1)[0]
+    steps = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and " − " in cells[0]:
+            steps[tuple(cells[0].split(" − "))] = cells[1:]
+    assert set(steps) == {("FAA", "Baseline"), ("A", "FAA"), ("A_W", "A"), ("A_W_S", "A_W"),
+                          ("A_W_S", "Baseline")}
+    for column, (metric, minority) in enumerate(COLUMNS):
+        for (row, reference), page_cells in steps.items():
+            table = reporting.build_table(str(EVIDENCE), "FashionMNIST", "resnet18", metric=metric,
+                                          minority=minority, versus=reference)
+            cell = next(r for r in table.rows if r.name == row).cells["20-0.2 sr 0.2"]
+            assert cell.versus.text() == page_cells[column], (row, reference, metric, minority)
