@@ -823,6 +823,9 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                      f"their attempts)")
     if not groups:
         of_model = f" of model {model}" if model else ""
+        if only_settings is not None:
+            of_model += " at " + " ".join(f"{imbalance}-{run_files.number_text(noise)}"
+                                          for imbalance, noise in only_settings)
         first = f"; {skipped[0]}" if skipped else ""
         nothing = (f"no finished run{of_model} under {where}/run*/ ({len(paths)} results files, "
                    f"{unfinished} unfinished, {len(skipped)} unreadable){first}")

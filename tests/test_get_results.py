@@ -885,3 +885,10 @@ def test_table_settings_keeps_only_the_named_columns(tmp_path):
 def test_settings_without_table_is_a_usage_error(tmp_path):
     done = get_results(tmp_path, "--dataset", "DIGITS", "--settings", "10-0.1")
     assert done.returncode == 2 and "add --table" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_table_settings_with_no_run_names_the_settings_asked_for(tmp_path):
+    write_run(tmp_path, "DIGITS", "run0", configuration("resnet18", ir=10, nr=0.1, method=BASELINE), 80.0)
+    done = get_results(tmp_path, "--dataset", "DIGITS", "--table", "--settings", "1-0.0")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "no finished run at 1-0.0" in done.stderr
