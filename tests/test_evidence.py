@@ -168,3 +168,18 @@ def test_the_committed_digits_runs_are_finished_100_epoch_runs_of_one_clean_comm
             assert attempt["commit"] != "unknown" and not attempt["uncommitted_changes"], path
             commits.add(attempt["commit"])
     assert len(commits) == 1
+
+
+def test_the_digits_steps_on_the_results_page_are_what_get_results_makes_of_the_committed_runs():
+    section = PAGE.read_text().split("\n## DIGITS: the headline table\n", 1)[1].split("\n## ", 1)[0]
+    steps = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and " − " in cells[0]:
+            steps[tuple(cells[0].split(" − "))] = cells[1]
+    assert len(steps) >= 5
+    for (row, reference), page_cell in steps.items():
+        table = reporting.build_table(str(EVIDENCE), "DIGITS", "resnet18", metric="valid",
+                                      versus=reference, only_settings=[(10, 0.1)])
+        cell = next(r for r in table.rows if r.name == row).cells["10-0.1"]
+        assert cell.versus.text() == page_cell, (row, reference)
