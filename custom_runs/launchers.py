@@ -83,9 +83,9 @@ def _die_with_parent(parent_pid: int) -> Optional[Callable[[], None]]:
 
 
 def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1,
-              own_session: bool = False) -> subprocess.Popen:
+              outside_terminal_group: bool = False) -> subprocess.Popen:
     """Starts the run with its output appended to its log (every attempt, with a header).
-    `own_session`: outside the launcher's process group, so that a terminal's Ctrl-C (SIGINT
+    `outside_terminal_group`: outside the launcher's process group, so that a terminal's Ctrl-C (SIGINT
     to the whole foreground group) reaches the launcher alone, which then stops each run
     with one signal. Not for a Slurm task: a cluster that tracks a task's processes by
     their process group (proctrack/pgid) would lose the run."""
@@ -97,7 +97,7 @@ def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1,
                   f"{' ' + placement if placement else ''}: {' '.join(command)}\n")
         log.flush()
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **environment}, start_new_session=own_session,
+                                env={**os.environ, **environment}, start_new_session=outside_terminal_group,
                                 preexec_fn=_die_with_parent(os.getpid()))
 
 
@@ -232,7 +232,7 @@ def run_local(specs: Sequence[RunSpec], slots: List[Dict[str, str]], progress,
     runs (each saves and says how to resume) and propagate as KeyboardInterrupt.
 
     A run gets exactly one stop, from here: it is not in the terminal's foreground process
-    group (start_run's own_session), and a second Ctrl-C waits until the runs have ended.
+    group (start_run's outside_terminal_group), and a second Ctrl-C waits until the runs have ended.
     A second signal that lands while a run handles the first can end it before its results
     file says "interrupted" (it would keep saying "running")."""
     pending = list(specs)
@@ -248,7 +248,7 @@ def run_local(specs: Sequence[RunSpec], slots: List[Dict[str, str]], progress,
                         outcomes.append(outcome)
                         progress.ended(outcome)
                         continue
-                    running[slot] = (spec, start_run(spec, environment, gpus_per_run, own_session=True))
+                    running[slot] = (spec, start_run(spec, environment, gpus_per_run, outside_terminal_group=True))
                     progress.started(spec)
             time.sleep(poll_s)
             for slot, (spec, process) in list(running.items()):

@@ -188,15 +188,15 @@ def test_ctrl_c_at_a_terminal_leaves_every_run_interrupted_never_running(tmp_pat
 def test_the_local_launcher_starts_each_run_outside_the_terminal_s_process_group(tmp_path, monkeypatch):
     [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
     monkeypatch.setattr(launchers, "run_command", lambda spec, gpus_per_run=1: [
-        sys.executable, "-c", "import os; print('group', os.getpgid(0), 'session', os.getsid(0))"])
+        sys.executable, "-c", "import os; print('group', os.getpgid(0), 'sid', os.getsid(0))"])
     progress = launchers.Progress(1, stream=io.StringIO())
     [outcome] = launchers.run_local([spec], [{}], progress, poll_s=0.01)
     progress.close()
     assert outcome.state == launchers.FAILED  # the stand-in run wrote no results file
-    _, group, _, session = spec.log_path.read_text().splitlines()[-1].split()
-    # a session of its own: the terminal's Ctrl-C (SIGINT to this group) does not reach it
-    assert int(group) == int(session) != os.getpgid(0)
-    assert int(session) != os.getsid(0)
+    _, group, _, sid = spec.log_path.read_text().splitlines()[-1].split()
+    # setsid(2): the terminal's Ctrl-C (SIGINT to this group) does not reach it
+    assert int(group) == int(sid) != os.getpgid(0)
+    assert int(sid) != os.getsid(0)
 
 
 def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
