@@ -85,9 +85,9 @@ def _die_with_parent(parent_pid: int) -> Optional[Callable[[], None]]:
 def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1,
               outside_terminal_group: bool = False) -> subprocess.Popen:
     """Starts the run with its output appended to its log (every attempt, with a header).
-    `outside_terminal_group`: outside the launcher's process group, so that a terminal's Ctrl-C (SIGINT
-    to the whole foreground group) reaches the launcher alone, which then stops each run
-    with one signal. Not for a Slurm task: a cluster that tracks a task's processes by
+    `outside_terminal_group`: outside the launcher's process group (setsid), so that a
+    terminal's Ctrl-C (SIGINT to the whole foreground group) reaches the launcher alone,
+    which then stops each run with one signal. Not for a Slurm task: a cluster that tracks a task's processes by
     their process group (proctrack/pgid) would lose the run."""
     command = run_command(spec, gpus_per_run)
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +248,8 @@ def run_local(specs: Sequence[RunSpec], slots: List[Dict[str, str]], progress,
                         outcomes.append(outcome)
                         progress.ended(outcome)
                         continue
-                    running[slot] = (spec, start_run(spec, environment, gpus_per_run, outside_terminal_group=True))
+                    running[slot] = (spec, start_run(spec, environment, gpus_per_run,
+                                                     outside_terminal_group=True))
                     progress.started(spec)
             time.sleep(poll_s)
             for slot, (spec, process) in list(running.items()):
