@@ -7,10 +7,13 @@ EPOCHS ?= 100
 
 .PHONY: run test venv bench gpu-check clean-venv
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+# the requirements, then the packages themselves (pyproject.toml), editable: the venv imports
+# this checkout's code, so an edit needs no reinstall
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 venv: $(BIN)/.installed
@@ -35,9 +38,11 @@ bench: venv
 # SVHN-shaped throughput fp32 / bf16 / bf16 + compile, one process against torchrun, 2 ranks,
 # runs per GPU), then one summary table; under 8 minutes on one H100/H200. It runs with
 # .venv's Python where there is one, else with $(PYTHON): a GPU image's own torch (no venv
-# to build there, and no network). GPU_CHECK_ARGS: e.g. --dry-run, --out DIR, --skip STEP.
+# to build there, and no network; the packages are not installed there, so this checkout goes
+# on PYTHONPATH). GPU_CHECK_ARGS: e.g. --dry-run, --out DIR, --skip STEP.
 gpu-check:
-	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) bench/gpu_check.py $(GPU_CHECK_ARGS)
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} \
+		$(PYTHON)) bench/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

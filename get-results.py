@@ -2,6 +2,7 @@
 
     python get-results.py -nr 0.1 -ir 100 --dataset SVHN --aug-model SEP --los-model BOTH --hyper-opt HES
     python get-results.py --dataset SVHN --table --paper --format markdown
+    python get-results.py --dataset SVHN --table --metric valid --versus A_W
     python get-results.py --dataset folder --data-dir DIR --los-model BOTH --hyper-opt HES --suspects 50
 
 Numbers come from the results files that implicit-augment.py writes into each
@@ -15,7 +16,7 @@ import sys
 from custom_common.settings import DATASETS
 from custom_datasets.containers import DataUnavailable
 from custom_reports import reporting, suspects
-from custom_runs import run_files
+from custom_runs import run_files, sweep
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
 from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser, UsageError,
                                  add_data_dir_argument, add_distortion_arguments,
@@ -52,10 +53,20 @@ def get_args(argv=None) -> argparse.Namespace:
              "its own)")
     add("--table", action="store_true",
         help="every configuration and IR-NR setting found for the dataset, as the paper's table")
+    add("--settings", nargs="+", default=None, metavar="IR-NR",
+        help="with --table, only these columns, e.g. 10-0.1 1-0.0 (default: every setting found)")
     add("--format", default="text", choices=reporting.FORMATS, help="output format (default: text)")
     add("--paper", action="store_true", help="put the paper's error beside ours (SVHN, CIFAR, ImageNet)")
     add("--metric", default="best", choices=tuple(reporting.METRICS),
-        help="best: best test accuracy of the run (the paper's); last: accuracy after the last epoch")
+        help="which epoch's test accuracy: best: the epoch of best test accuracy (test-selected, "
+             "the paper's protocol); valid: the epoch of best validation accuracy "
+             "(valid-selected); last: the last epoch. --table shows all three and compares "
+             "rows at this one (default: best)")
+    add("--versus", default=reporting.REFERENCE, metavar="ROW",
+        help="--table: compare every row with row ROW run folder by run folder (mean paired "
+             "difference of the error, its 95%% t interval, wins), e.g. A_W or "
+             "\"A_W_S [wresnet28_2]\"; a method name takes each network's own row of it "
+             f"(default: {reporting.REFERENCE})")
     add("--minority", action="store_true",
         help="accuracy on the minority (upper-half) classes: added to the per-run report, "
              "used instead of the overall error in --table")
@@ -63,8 +74,10 @@ def get_args(argv=None) -> argparse.Namespace:
         help="the train labels a WGHT/SOFT/BOTH run distrusts: CSV of every train image (most "
              "suspect first) and an image grid of the top K (K default: 50) of run -r")
     add("-r", "--run-folder", default="run0", help="--suspects: the run folder (default: run0)")
-    add("--checkpoint", default="best", choices=("best", "last"),
-        help="--suspects: network of the best_ or last_ checkpoint (default: best)")
+    add("--checkpoint", default="valid", choices=tuple(run_files.CHECKPOINTS),
+        help="--suspects: network of the epoch of best validation accuracy (bestvalid_), of "
+             "best test accuracy (best_, the paper's protocol) or the last epoch (last_) "
+             "(default: valid)")
     add("--rank-by", default=suspects.DEFAULT_RANK_BY, choices=tuple(suspects.RANKINGS),
         help="--suspects: order of the CSV and grid, lowest first: the network's probability of the "
              "given label (self-confidence), its margin over the next class, AutoDO's trust, or "
@@ -81,6 +94,10 @@ def get_args(argv=None) -> argparse.Namespace:
         check_all(at_least_one(flag, value) for flag, value in
                   (("--runs", args.runs), ("--epochs", args.epochs), ("--suspects K", args.suspects))
                   if value is not None)
+        if args.settings is not None:
+            if not args.table:
+                raise UsageError("--settings selects columns of --table: add --table")
+            args.settings = [sweep.parse_setting(text) for text in args.settings]
         if args.suspects is not None and args.los_model not in suspects.LEARNING_LOSS_MODELS:
             raise UsageError(f"--suspects needs a run that learned loss weights or soft labels "
                              f"(--los-model WGHT, SOFT or BOTH), not --los-model {args.los_model}")
@@ -97,7 +114,8 @@ def main(args: argparse.Namespace) -> int:
     if args.table:
         table = reporting.build_table(args.data, settings.name, settings.model, args.metric,
                                       args.minority, args.paper, args.model, args.runs,
-                                      data_dir=settings.folder, epochs=args.epochs)
+                                      data_dir=settings.folder, epochs=args.epochs,
+                                      versus=args.versus, only_settings=args.settings)
         print(reporting.render_table(table, args.format))
         # a skipped file and its fix go to stderr in every format; csv has no room for notes
         for note in table.skipped + (table.notes if args.format == "csv" else []):
@@ -144,6 +162,10 @@ if __name__ == "__main__":
         # one line the user can act on; a traceback would bury it. Only line breaks are joined:
         # the commands in the message quote paths, whose spaces must stay as they are
         print(f"get-results.py: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
+        sys.exit(1)
+    except run_files.SaveFailed as error:  # --suspects writes all of its files or none
+        print(f"get-results.py: error: {error}; nothing was written: free space there or "
+              f"choose another folder with --out", file=sys.stderr)
         sys.exit(1)
     except BrokenPipeError:  # `| head`: stop quietly, and keep Python from failing on the final flush
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

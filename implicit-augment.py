@@ -17,7 +17,7 @@ from custom_datasets.containers import DataUnavailable
 from custom_runs.distributed import (TablesDiverged, end_distributed_mode, init_distributed_mode,
                                      peer_stopped)
 from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve
-from custom_runs.run_files import UnreadableFile
+from custom_runs.run_files import SaveFailed, UnreadableFile
 
 
 def get_args(argv=None) -> argparse.Namespace:
@@ -49,6 +49,11 @@ def main(args: argparse.Namespace) -> int:
     except (UsageError, DataUnavailable, UnreadableFile, FloatingPointError, TablesDiverged) as error:
         print(f"implicit-augment.py: error: {error}", file=sys.stderr)
         return 2 if isinstance(error, UsageError) else 1
+    except SaveFailed as error:
+        # the files of the last good epoch are intact (each is replaced only once written)
+        print(f"implicit-augment.py: error: {error}; free space there (or make {error.path.parent} "
+              f"writable), then continue with the same command and --resume", file=sys.stderr)
+        return 1
     except RuntimeError as error:
         if not peer_stopped(error):
             raise

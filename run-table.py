@@ -19,7 +19,8 @@ from pathlib import Path
 from custom_reports import reporting
 from custom_runs import launchers, run_files, sweep
 from custom_runs.options import (OneLineErrorParser, UsageError, at_least_one, check_all,
-                                 not_negative)
+                                 check_data_folder, not_negative)
+from custom_runs.set_up import deferred_stops
 
 
 def get_args(argv=None):
@@ -62,7 +63,8 @@ def get_args(argv=None):
     slurm.add_argument("--cpus-per-task", type=int, default=1, metavar="N",
                        help="CPU cores of each task, shared by its run's threads (split among its ranks with "
                             "several GPUs) (default: 1)")
-    slurm.add_argument("--mem-gb", type=float, default=None, help="memory of each task (default: the cluster's)")
+    slurm.add_argument("--mem-gb", type=float, default=None, metavar="GB",
+                       help="memory of each task in GB, more than 0 (default: the cluster's)")
     slurm.add_argument("--array-parallelism", type=int, default=64, metavar="N",
                        help="tasks of the array running at a time (default: 64)")
     slurm.add_argument("--account", default=None, help="Slurm account (default: none)")
@@ -81,6 +83,7 @@ def get_args(argv=None):
 
 
 def check(args, pass_through) -> None:
+    check_data_folder(args.data)
     try:
         args.gpus = [int(gpu) for gpu in args.gpus.split(",")] if args.gpus else []
     except ValueError:
@@ -110,6 +113,8 @@ def check(args, pass_through) -> None:
     if args.launcher == "local" and slurm_only:
         raise UsageError(f"{', '.join(slurm_only)}: for --launcher slurm (or submitit-local)")
     check_all([not_negative("--gpus-per-task", args.gpus_per_task)])
+    if args.mem_gb is not None and not args.mem_gb > 0:  # not NaN either
+        raise UsageError(f"--mem-gb must be more than 0 (GB), got {args.mem_gb:g}")
 
 
 def slurm_options(args) -> launchers.SlurmOptions:
@@ -130,6 +135,10 @@ class StoppedFollowing(KeyboardInterrupt):
         self.array = array
 
 
+class StoppedSubmitting(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM before sbatch named the job array (sbatch itself may have got it)."""
+
+
 def run_table(args) -> int:
     """Runs or submits every cell; returns 0 when every cell is finished."""
     specs = args.specs
@@ -145,42 +154,66 @@ def run_table(args) -> int:
         finally:
             progress.close()
     else:
-        options = slurm_options(args)
-        cluster = "slurm" if args.launcher == "slurm" else "local"
-        executor = launchers.make_executor(run_files.submitit_dir(args.data, specs[0].dataset),
-                                           options, cluster)
-        jobs, todo = launchers.submit_array(specs, executor, options)
-        queue, array = None, None
-        if jobs:
-            array = jobs[0].job_id.split("_")[0]
-            print(f"submitted job array {array}: {len(jobs)} tasks ({len(specs) - len(todo)} cells "
-                  f"finished already); submitit files in {Path(jobs[0].paths.folder).parent}/"
-                  f"{array}_*/", file=sys.stderr)
-            if args.launcher == "slurm" and not args.no_wait and not launchers.accounting_works(array):
-                print(f"sacct does not work on this cluster: following job array {array} with "
-                      f"squeue and the cells' results files", file=sys.stderr)
-                queue = launchers.SlurmQueue(array)
-        if args.no_wait:
+        followed = run_slurm(args, specs)
+        if followed is None:
             return 0
-        progress = launchers.Progress(len(specs))
-        for spec in specs:
-            if spec not in todo:
-                progress.ended(launchers.Outcome(spec.title, launchers.SKIPPED))
-        try:
-            outcomes = launchers.wait_for_jobs(jobs, todo, progress, poll_s=1.0, queue=queue)
-        except KeyboardInterrupt:
-            if args.launcher == "slurm" and array:
-                raise StoppedFollowing(array) from None
-            raise
-        finally:
-            progress.close()
-        outcomes += [launchers.Outcome(spec.title, launchers.SKIPPED) for spec in specs if spec not in todo]
+        outcomes, progress = followed
     print(progress.summary(), file=sys.stderr)
     for outcome in outcomes:
         if outcome.state in (launchers.FAILED, launchers.ELSEWHERE):
             print(f"{outcome.state}: {outcome.title}: {outcome.detail}", file=sys.stderr)
     print_table(args, specs)
     return 0 if all(o.state in (launchers.FINISHED, launchers.SKIPPED) for o in outcomes) else 1
+
+
+def run_slurm(args, specs):
+    """Submits the unfinished cells as one job array and follows it to its end; returns
+    (outcomes, progress), or None with --no-wait."""
+    options = slurm_options(args)
+    cluster = "slurm" if args.launcher == "slurm" else "local"
+    executor = launchers.make_executor(run_files.submitit_dir(args.data, specs[0].dataset),
+                                       options, cluster)
+    array, submitted = None, False
+    try:
+        # a Ctrl-C while sbatch submits takes effect once its answer is in: then the array
+        # is known, and the message says that it runs on and how to cancel it
+        with deferred_stops():
+            jobs, todo = launchers.submit_array(specs, executor, options)
+            submitted = True
+            if jobs:
+                array = jobs[0].job_id.split("_")[0]
+                print(f"submitted job array {array}: {len(jobs)} tasks ({len(specs) - len(todo)} "
+                      f"cells finished already); submitit files in "
+                      f"{Path(jobs[0].paths.folder).parent}/{array}_*/", file=sys.stderr)
+        if args.no_wait:
+            return None
+        queue, reasons = None, None
+        if args.launcher == "slurm" and array:
+            if launchers.accounting_works(array):
+                # squeue only for the reasons why tasks wait: submitit follows the array
+                reasons = launchers.SlurmQueue(array, patience_s=float("inf")).pending_reasons
+            else:
+                print(f"sacct does not work on this cluster: following job array {array} with "
+                      f"squeue and the cells' results files", file=sys.stderr)
+                queue = launchers.SlurmQueue(array)
+                reasons = queue.pending_reasons
+        progress = launchers.Progress(len(specs))
+        try:
+            for spec in specs:
+                if spec not in todo:
+                    progress.ended(launchers.Outcome(spec.title, launchers.SKIPPED))
+            outcomes = launchers.wait_for_jobs(jobs, todo, progress, poll_s=1.0, queue=queue,
+                                               reasons=reasons)
+        finally:
+            progress.close()
+    except KeyboardInterrupt:
+        if args.launcher == "slurm" and not submitted:
+            raise StoppedSubmitting() from None
+        if args.launcher == "slurm" and array:
+            raise StoppedFollowing(array) from None
+        raise
+    outcomes += [launchers.Outcome(spec.title, launchers.SKIPPED) for spec in specs if spec not in todo]
+    return outcomes, progress
 
 
 def print_table(args, specs) -> None:
@@ -210,11 +243,19 @@ def main(args) -> int:
     except launchers.QueueUnavailable as error:
         print(f"run-table.py: {error}", file=sys.stderr)
         return 1
+    except (launchers.SubmissionFailed, launchers.NeverStarts) as error:
+        print(f"run-table.py: error: {error}", file=sys.stderr)
+        return 1
     except StoppedFollowing as stop:
         print(f"\ninterrupted: job array {stop.array} goes on running on the cluster (this command only "
               f"stopped following it): `squeue -j {stop.array}` shows it, `scancel {stop.array}` cancels "
               f"it (each run saves its last epoch); once it has ended, the same command prints the "
               f"table and resubmits what is unfinished", file=sys.stderr)
+        return 130
+    except StoppedSubmitting:
+        print("\ninterrupted while sbatch was submitting the job array: `squeue --me --name run-table` "
+              "lists it if sbatch took it before it stopped (`scancel` cancels it); the same command "
+              "submits what is unfinished", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("\ninterrupted: the runs saved their last epoch; the same command finishes the table",

@@ -44,10 +44,11 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--configs", nargs="+", default=["Baseline", "FAA", "A_W_S"], choices=methods, metavar="NAME",
         help=f"configurations side by side, by the paper's names: {', '.join(methods)} "
              f"(default: Baseline FAA A_W_S, as the paper's figure)")
-    add("--checkpoint", default="best", choices=("best", "last"),
-        help="network of the best_ (the paper's) or last_ checkpoint of each configuration, for "
-             "t-SNE and confusion matrices (default: best); --densities always draws the learned "
-             "tables of last_ (the latest hyper step), as get-results.py --suspects does")
+    add("--checkpoint", default="valid", choices=tuple(run_files.CHECKPOINTS),
+        help="network of each configuration for t-SNE and confusion matrices: the epoch of best "
+             "validation accuracy (bestvalid_), of best test accuracy (best_, the paper's "
+             "protocol) or the last epoch (last_) (default: valid); --densities always draws the "
+             "learned tables of last_ (the latest hyper step), as get-results.py --suspects does")
     add("--plot-cmx", action="store_true", help="draw row-normalised confusion matrices instead of t-SNE")
     add("--densities", action="store_true",
         help="draw densities of the learned loss weights, soft labels and augmentation of the "
@@ -124,4 +125,8 @@ if __name__ == "__main__":
     except (figures.FigureError, run_files.UnreadableFile, DataUnavailable) as error:
         # one line the user can act on; a traceback would bury it
         print(f"visualize-density.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+        sys.exit(1)
+    except run_files.SaveFailed as error:  # a figure is written whole (png and pdf) or not at all
+        print(f"visualize-density.py: error: {error}; free space there or choose another folder "
+              f"with --out", file=sys.stderr)
         sys.exit(1)

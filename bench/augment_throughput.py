@@ -13,18 +13,14 @@ with PIL would cost there).
 import argparse
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image, ImageDraw, ImageEnhance, ImageOps  # noqa: E402
-
-from custom_common.settings import get_settings  # noqa: E402
-from custom_transforms.policies import (  # noqa: E402
+from custom_common.settings import get_settings
+from custom_transforms.policies import (
     COLOUR_RANGES, POLICY_RANGES, RAND_RANGES, RandAugment, SubPolicyAugment, load_policy)
 
 GREY = (128, 128, 128)

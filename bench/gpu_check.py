@@ -36,7 +36,7 @@ kornia travels as wheels. Once, here, in the repository's root:
 then run (carry: [".whl"], timeout_s 600):
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \\
-        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; \\
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; \\
         PYTHONUNBUFFERED=1 python3 bench/gpu_check.py --out $OUT
 """
 import argparse
@@ -53,7 +53,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # the DIGITS configuration of `make run`'s AutoDO column (A_W_S: SEP + BOTH + HES), hyper
 # steps from the second epoch

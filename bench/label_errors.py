@@ -53,8 +53,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 RUN_FOLDER = "run0"
 FULL_RUNS = {"Baseline": ("NONE", "NONE"), "WGHT": ("WGHT", "HES"), "BOTH": ("BOTH", "HES")}

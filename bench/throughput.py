@@ -3,7 +3,11 @@
 
 Times N train steps, N hyper steps (same batch size) and one test pass after
 warm-up, with device synchronisation around each timed block, and projects the
-full run. Takes the training script's own flags, e.g.
+full run. Each is the run's own code (custom_models.training): the train steps are
+`train_one_epoch` over N batches, the hyper steps `hyper_epoch` over N batches (the
+network in eval mode, its batch norms folded where the compute path folds them, the
+encoder's weights frozen), the test pass `evaluate`. Takes the training script's own
+flags, e.g.
 
     python bench/throughput.py --dataset SVHN --model wresnet16_4 --aug-model SEP \
         --los-model BOTH --hyper-opt HES --steps 10 --no-cuda
@@ -30,6 +34,7 @@ Under torchrun (`torchrun --nproc_per_node N bench/throughput.py ...`, not with
 the images/s of each rank and of all together.
 """
 import dataclasses
+import itertools
 import json
 import os
 import resource
@@ -38,23 +43,19 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from custom_common.settings import get_settings  # noqa: E402
-from custom_datasets.containers import InMemoryData  # noqa: E402
-from custom_runs.compute_path import cpp_compiler, native_cpu_bf16  # noqa: E402
-from custom_common.collectives import SINGLE_PROCESS  # noqa: E402
-from custom_runs.distributed import (end_distributed_mode, init_distributed_mode,  # noqa: E402
-                                     launched_by_torchrun)
-from custom_runs.experiment import Experiment  # noqa: E402
-from custom_runs.run_state import seed_epoch  # noqa: E402
-from custom_models.hyper_models import table_bytes  # noqa: E402
-from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve  # noqa: E402
-from custom_models.training import (evaluate, frozen, hyper_epoch, hyper_step,  # noqa: E402
-                                    train_one_epoch)
-from custom_datasets.batches import cycle  # noqa: E402
+from custom_common.collectives import SINGLE_PROCESS
+from custom_common.settings import get_settings
+from custom_datasets.batches import cycle
+from custom_datasets.containers import InMemoryData
+from custom_models.hyper_models import table_bytes
+from custom_models.training import evaluate, hyper_epoch, train_one_epoch
+from custom_runs.compute_path import cpp_compiler, native_cpu_bf16
+from custom_runs.distributed import end_distributed_mode, init_distributed_mode, launched_by_torchrun
+from custom_runs.experiment import Experiment
+from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve
+from custom_runs.run_state import seed_epoch
 
 TEST_SIZES = {"MNIST": 10000, "FashionMNIST": 10000, "DIGITS": 360, "SVHN": 26032,
               "SVHN_extra": 26032, "CIFAR10": 10000, "CIFAR100": 10000}
@@ -102,6 +103,9 @@ def get_args(argv=None):
         parser.error(f"--epoch-fraction must be in (0, 1], got {args.epoch_fraction}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.steps < 1 or args.warmup < 0:
+        parser.error(f"--steps must be at least 1 and --warmup at least 0, "
+                     f"got {args.steps} and {args.warmup}")
     args.force = True
     return args
 
@@ -118,6 +122,20 @@ def synthetic_data(settings, seed=0) -> InMemoryData:
         return torch.randint(0, settings.num_classes, (count,), generator=generator)
     return InMemoryData(images(settings.train_size), labels(settings.train_size),
                         images(test_size), labels(test_size))
+
+
+def train_steps(args, experiment, batches) -> None:
+    """Train steps over `batches`, as a run's training epoch takes them."""
+    train_one_epoch(experiment.network, experiment.hyper, batches, experiment.optimizer,
+                    lambda batch: args.lr, log_interval=10 ** 9)
+
+
+def hyper_steps(args, experiment, train_batches, valid_batches, count: int) -> None:
+    """`count` hyper steps on the first batches of `train_batches`: the run's own hyper epoch
+    over them (with the folded copy of the encoder where the compute path folds, refreshed
+    once, as each hyper epoch does), at the constant hyper learning rate --hyper-beta."""
+    hyper_epoch(experiment.network, experiment.hyper, itertools.islice(train_batches, count),
+                valid_batches, lambda step: args.hyper_beta)
 
 
 def synchronize(device):
@@ -241,13 +259,8 @@ def time_epoch(args, experiment) -> dict:
     num_classes = experiment.settings.num_classes
     seed_epoch(args.seed, 0)
 
-    def train_pass(batches):
-        train_one_epoch(network, hyper, batches, experiment.optimizer, lambda batch: args.lr,
-                        log_interval=10 ** 9)
-
-    def hyper_pass(max_steps):
-        hyper_epoch(network, hyper, experiment.hyper_batches, cycle(experiment.valid_batches),
-                    lambda step: args.hyper_beta, max_steps)
+    def hyper_pass(count):
+        hyper_steps(args, experiment, experiment.hyper_batches, cycle(experiment.valid_batches), count)
 
     def test_subset(indices):
         test = experiment.test_batches
@@ -258,7 +271,7 @@ def time_epoch(args, experiment) -> dict:
         return timed_count, count / timed_count
 
     def warm_up():  # every batch shape of the timed phases (a compiled path compiles them here)
-        train_pass(next(warm_batches) for _ in range(args.warmup))
+        train_steps(args, experiment, itertools.islice(warm_batches, args.warmup))
         test_indices, test_batch = experiment.test_batches.indices, experiment.test_batches.batch_size
         tail = len(test_indices) % test_batch
         if len(test_indices) > test_batch and tail:  # a whole batch and the shorter last one
@@ -276,7 +289,8 @@ def time_epoch(args, experiment) -> dict:
     test_count = min(len(test_indices),
                      part(len(experiment.test_batches))[0] * experiment.test_batches.batch_size)
     test_scale = len(test_indices) / test_count
-    phases = {"train_epoch": (lambda: train_pass(next(warm_batches) for _ in range(train_count)),
+    phases = {"train_epoch": (lambda: train_steps(args, experiment,
+                                                  itertools.islice(warm_batches, train_count)),
                               train_scale),
               "test_pass": (lambda: evaluate(network, test_subset(test_indices[:test_count]), num_classes),
                             test_scale)}
@@ -354,14 +368,11 @@ def steps_main(args, collectives) -> int:
     batch_size = train_batches.batch_size
     steps = args.steps
 
-    def train_steps(count):
-        batches = iter(cycle(train_batches))
-        limited = (next(batches) for _ in range(count))
-        train_one_epoch(network, hyper, limited, experiment.optimizer, lambda batch: args.lr,
-                        log_interval=10 ** 9)
+    def train_pass(count):
+        train_steps(args, experiment, itertools.islice(cycle(train_batches), count))
 
-    train_steps(args.warmup)
-    train_seconds = timed(device, lambda: train_steps(steps)) / steps
+    train_pass(args.warmup)
+    train_seconds = timed(device, lambda: train_pass(steps)) / steps
 
     hyper_seconds = None
     if hyper.optimizer is not None:
@@ -371,18 +382,14 @@ def steps_main(args, collectives) -> int:
                                           train_batches.transform, **shared)
         valid = cycle(experiment.valid_batches)
 
-        def hyper_steps(count):
-            network.train(False)
-            batches = iter(cycle(hyper_train))
-            with frozen(network.encoder):
-                for _ in range(count):
-                    hyper_step(network, hyper, next(batches), next(valid))
-        hyper_steps(args.warmup)
-        hyper_seconds = timed(device, lambda: hyper_steps(steps)) / steps
+        def hyper_pass(count):
+            hyper_steps(args, experiment, cycle(hyper_train), valid, count)
+        hyper_pass(args.warmup)
+        hyper_seconds = timed(device, lambda: hyper_pass(steps)) / steps
 
     if args.profile:
-        write_profile(args.profile, device, lambda: train_steps(2),
-                      (lambda: hyper_steps(2)) if hyper_seconds is not None else None)
+        write_profile(args.profile, device, lambda: train_pass(2),
+                      (lambda: hyper_pass(2)) if hyper_seconds is not None else None)
 
     # the test pass is timed on at most `steps` of its batches and scaled to the test set
     test_batches = experiment.test_batches

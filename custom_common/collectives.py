@@ -1,5 +1,5 @@
 """The few collective operations the method needs when one run trains on several
-processes (DESIGN §4 across ranks): sums of Hessian-vector products and
+processes (docs/design.md §4 across ranks): sums of Hessian-vector products and
 gradients, the gathering of every rank's table rows, and the shard of a global
 batch a rank works on. With one process every operation is the identity, so a
 plain run takes exactly the same code path.

@@ -1,4 +1,4 @@
-"""One table of per-dataset settings (DESIGN §5, §6), read by every script.
+"""One table of per-dataset settings (docs/design.md §5, §6), read by every script.
 
 Nothing else in the project branches on a dataset's name to pick a size, a
 network, a learning rate, a batch size, a normalisation or a policy: it looks
@@ -38,7 +38,7 @@ class DatasetSettings:
 
     @property
     def upper_classes(self) -> range:
-        """The classes that imbalance makes rare (DESIGN §2: C/2 .. C-1)."""
+        """The classes that imbalance makes rare (docs/design.md §2: C/2 .. C-1)."""
         return range(self.num_classes // 2, self.num_classes)
 
 

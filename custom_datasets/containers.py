@@ -30,7 +30,7 @@ class InMemoryData:
     test_targets: torch.Tensor
     # a user's folder (custom_datasets/folder.py): its own valid set, the image files, and
     # whether the test pass runs on valid/ for want of a test/ folder
-    valid_indices: Optional[torch.Tensor] = None  # None: a stratified draw (DESIGN §2)
+    valid_indices: Optional[torch.Tensor] = None  # None: a stratified draw (docs/design.md §2)
     train_paths: Optional[List[str]] = None
     test_is_valid: bool = False
 

@@ -1,17 +1,17 @@
 """A user's own image folders as a dataset (`--dataset folder --data-dir DIR`).
 
     DIR/train/<class>/*   the user's labels (possibly noisy and imbalanced)
-    DIR/valid/<class>/*   a small, hand-checked set: the clean valid set of DESIGN §2
+    DIR/valid/<class>/*   a small, hand-checked set: the clean valid set of docs/design.md §2
     DIR/test/<class>/*    optional; without it the test pass runs on valid/
 
 Class names are the folder names of train/, sorted; label i is classes[i]. The
-"official train set" of the per-sample tables (DESIGN §3) is the train images
+"official train set" of the per-sample tables (docs/design.md §3) is the train images
 followed by the valid images (each block sorted by class, then file name); the
 split's valid indices are the valid block, so the split file keeps its format.
 
 Settings come from the data: channels (1 if every image is greyscale), image size
 (the most common one; other sizes are resized to it), mean and std of the train
-images. They are computed once and cached in DIR/.autodo_stats.json with a stamp
+images. 16-bit greyscale images are read as their high byte (as an 8-bit copy of them). They are computed once and cached in DIR/.autodo_stats.json with a stamp
 of the files (names, sizes, modification times), so a changed folder recomputes.
 Images under 64 px are held in memory as uint8 with the MNIST (1 channel) or CIFAR
 (3 channels) settings; larger ones are read from disk with the ImageNet path.
@@ -19,6 +19,7 @@ Images under 64 px are held in memory as uint8 with the MNIST (1 channel) or CIF
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ LARGE_IMAGE_SIDE = 64  # from this side on, images are read from disk (the Image
 LARGE_STATS_IMAGES = 1000  # mean/std of large images from a seeded sample of this many
 # torchvision's list (ImageFolder's) and two more formats PIL reads
 IMAGE_EXTENSIONS = IMG_EXTENSIONS + (".gif", ".pbm")
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 LAYOUT = "DIR/train/<class>/*.png|jpg, DIR/valid/<class>/*, optional DIR/test/<class>/*"
 
 
@@ -58,8 +59,10 @@ class FolderLayout:
         digest = hashlib.sha1()
         for path, label in self.train + self.valid + self.test:
             stat = path.stat()
-            digest.update(f"{path.relative_to(self.root)}\0{label}\0{stat.st_size}\0"
-                          f"{stat.st_mtime_ns}\n".encode())
+            # the name's bytes as the file system holds them: a name that is not UTF-8
+            # (Latin-1 bytes, say) has no .encode(); for a UTF-8 name they are the same
+            digest.update(os.fsencode(path.relative_to(self.root)) +
+                          f"\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()
 
 
@@ -116,14 +119,33 @@ def scan_folder(root) -> FolderLayout:
 # ----------------------------------------------------------------------------- decoding
 
 def _open(path: Path):
+    """The image at `path` in a mode that Pillow's convert("L"/"RGB") maps to 8 bits faithfully."""
     from PIL import Image
     try:
         image = Image.open(path)
         image.load()
-        return image
     except Exception as error:
         raise DataUnavailable(f"{path} cannot be read as an image ({type(error).__name__}: "
                               f"{error}); delete or replace it") from None
+    return _eight_bit(image, path)
+
+
+def _eight_bit(image, path: Path):
+    """Pillow's convert clips wider greyscale at 255 instead of scaling it (I;16 -> L keeps
+    min(v, 255) in Pillow 13), which leaves a 16-bit image two levels, black and white.
+    A 16-bit image keeps its high byte (v >> 8), as an 8-bit copy of it would; 32-bit
+    integer or float images are kept where their values are 0-255, refused otherwise."""
+    from PIL import Image
+    if image.mode.startswith("I;16"):
+        return Image.fromarray((np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8))
+    if image.mode in ("I", "F"):
+        values = np.asarray(image)
+        low, high = values.min(), values.max()
+        if low < 0 or high > 255:
+            raise DataUnavailable(f"{path} holds values from {low} to {high} ({image.mode}: "
+                                  f"{'32-bit integers' if image.mode == 'I' else 'floats'}), "
+                                  f"outside 0-255; save it as an 8- or 16-bit image")
+    return image
 
 
 def _probe(layout: FolderLayout) -> Tuple[int, Tuple[int, int], int]:
@@ -223,7 +245,7 @@ def dataset_name(root) -> str:
     apart, and to give DIR the same folder however it is written on the command line."""
     path = Path(root).expanduser().resolve()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in path.name) or "data"
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(os.fsencode(path)).hexdigest()[:8]
     return f"{FOLDER_DATASET}_{safe}_{digest}"
 
 

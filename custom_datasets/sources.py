@@ -1,4 +1,4 @@
-"""Reading the official train and test sets (DESIGN §5, §8).
+"""Reading the official train and test sets (docs/design.md §5, §8).
 
 Datasets that fit in device memory come back as uint8 tensors (N, C, H, W)
 with int64 labels; the training loop moves them to the device once. ImageNet

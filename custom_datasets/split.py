@@ -1,4 +1,4 @@
-"""The distorted-data protocol of DESIGN §2: clean valid split, subsample,
+"""The distorted-data protocol of docs/design.md §2: clean valid split, subsample,
 class imbalance, label noise; one file per run folder shared by every configuration.
 """
 from dataclasses import dataclass
@@ -31,7 +31,7 @@ class Split:
 
 
 def valid_size_for(num_train: int, official_train: int, official_valid: int) -> int:
-    """V of DESIGN §5; a non-official train size (test files, partial copies) keeps V/T."""
+    """V of docs/design.md §5; a non-official train size (test files, partial copies) keeps V/T."""
     if num_train == official_train:
         return official_valid
     return max(1, round(num_train * official_valid / official_train))
@@ -56,7 +56,7 @@ def stratified_valid(targets: torch.Tensor, num_classes: int, valid_size: int,
 def build_split(targets: torch.Tensor, num_classes: int, valid_size: int, imbalance_ratio: int,
                 subsample_ratio: float, noise_ratio: float, seed: int,
                 fixed_valid: Optional[torch.Tensor] = None) -> Split:
-    """DESIGN §2; raises ValueError if the setting leaves the train set or a class group empty.
+    """docs/design.md §2; raises ValueError if the setting leaves the train set or a class group empty.
     `fixed_valid`: the data's own clean valid set (a user's valid/ folder) instead of a draw."""
     generator = torch.Generator().manual_seed(seed)
     total = len(targets)

@@ -1,4 +1,4 @@
-"""Per-sample hyperparameter models (DESIGN §3) and their optimiser.
+"""Per-sample hyperparameter models (docs/design.md §3) and their optimiser.
 
 Tables are indexed by the image's index in the full official train set. A
 batch touches only its own rows, so tables live as buffers and a step gathers
@@ -24,7 +24,7 @@ INITIAL_MAGNITUDE = 5 / 10  # M = 5 of 10
 
 
 class LossModel(nn.Module):
-    """Per-sample loss weights and soft labels (DESIGN §3.1)."""
+    """Per-sample loss weights and soft labels (docs/design.md §3.1)."""
 
     def __init__(self, num_train: int, num_classes: int, mode: str, train_targets: torch.Tensor,
                  distorted: bool, device=None):
@@ -89,7 +89,7 @@ class LossModel(nn.Module):
 
 
 class AugmentModel(nn.Module):
-    """Shared (SHA, one row) or per-sample (SEP, T rows) augmentation logits (DESIGN §3.2)."""
+    """Shared (SHA, one row) or per-sample (SEP, T rows) augmentation logits (docs/design.md §3.2)."""
 
     def __init__(self, num_train: int, mode: str, device=None):
         super().__init__()

@@ -1,4 +1,4 @@
-"""The implicit hypergradient with a truncated Neumann series (DESIGN §4).
+"""The implicit hypergradient with a truncated Neumann series (docs/design.md §4).
 
     dL_v/dλ = -(∂²L_t/∂λ∂θ) · H⁻¹ · ∂L_v/∂θ,   H = ∂²L_t/∂θ²
 

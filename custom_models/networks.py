@@ -1,7 +1,7 @@
-"""Networks (DESIGN §5), each an encoder plus a separate linear classifier.
+"""Networks (docs/design.md §5), each an encoder plus a separate linear classifier.
 
 The classifier ("decoder") is kept apart because its weight is θ of the
-implicit hypergradient (DESIGN §4). Models are found by name:
+implicit hypergradient (docs/design.md §4). Models are found by name:
 
     resnet18        small CIFAR-style ResNet-18 for images under 64 px (MNIST family,
                     DIGITS), the standard ImageNet layout otherwise
@@ -90,7 +90,7 @@ class BasicBlock(nn.Module):
 
 class ResNetEncoder(nn.Module):
     """ResNet-18 layout. small=True: CIFAR-style, 3x3 stride-1 stem, 3 stages of 2 blocks,
-    widths 16/32/64 (DESIGN §5, MNIST family). small=False: torchvision's ImageNet layout
+    widths 16/32/64 (docs/design.md §5, MNIST family). small=False: torchvision's ImageNet layout
     (7x7 stride-2 stem, max-pool, 4 stages 64..512) with CELU."""
 
     def __init__(self, in_channels: int, small: bool):

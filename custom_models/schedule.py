@@ -1,4 +1,4 @@
-"""Learning-rate rule of DESIGN §5, used for the network and (over the hyper
+"""Learning-rate rule of docs/design.md §5, used for the network and (over the hyper
 epochs) for the hyperparameters.
 
 Cosine from lr at epoch 0 to lr * final_factor at the last epoch; during the

@@ -1,4 +1,4 @@
-"""One training epoch, one hyper epoch, one test pass (DESIGN §4, §5).
+"""One training epoch, one hyper epoch, one test pass (docs/design.md §4, §5).
 
 Nothing here synchronises host and device per batch: losses are accumulated
 as device tensors and read once per epoch.

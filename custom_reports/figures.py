@@ -41,16 +41,26 @@ DPI = 150
 # ----------------------------------------------------------------------------- file names
 # Files of this module only; candidates for run_files, the one module that knows file names.
 
+def figure_paths(base: Path) -> List[Path]:
+    """base.png and base.pdf (not with_suffix: names contain "1.0")."""
+    return [base.parent / f"{base.name}.{fmt}" for fmt in FIGURE_FORMATS]
+
+
+def write_figure(fig, paths) -> None:
+    """`fig` into figure_paths' files or their temporaries; the format is explicit because
+    a temporary name ends in .tmp, from which matplotlib could not guess it."""
+    try:
+        for fmt, path in zip(FIGURE_FORMATS, paths):
+            fig.savefig(path, format=fmt, dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
 def save_figure(fig, base: Path) -> List[Path]:
-    """Writes base.png and base.pdf atomically; the format is explicit because the
-    temporary name ends in .tmp, from which matplotlib could not guess it."""
-    paths = []
-    for fmt in FIGURE_FORMATS:
-        path = base.parent / f"{base.name}.{fmt}"  # not with_suffix: names contain "1.0"
-        with run_files.atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
+    """Writes base.png and base.pdf atomically, both or neither."""
+    paths = figure_paths(base)
+    with run_files.atomic_paths(paths) as temporaries:
+        write_figure(fig, temporaries)
     return paths
 
 
@@ -520,15 +530,15 @@ class RunFigures:
     """The figures of several configurations of one run folder, written to `out_dir`."""
 
     def __init__(self, data_root, settings, run_folder: str, configs: Dict[str, Configuration],
-                 checkpoint: str = "best", out_dir="./visualizations", device=torch.device("cpu"),
+                 checkpoint: str = "valid", out_dir="./visualizations", device=torch.device("cpu"),
                  batch_size: int = 500, workers: int = 4, log: Callable[[str], None] = print):
         self.data_root, self.settings, self.run_folder = data_root, settings, run_folder
         self.configs, self.out_dir, self.device = configs, Path(out_dir), device
         self.batch_size, self.workers, self.log = batch_size, workers, log
         self.folder = run_files.run_dir(data_root, settings.name, run_folder)
         self.checkpoint_kind = checkpoint
-        path_of = run_files.best_checkpoint_path if checkpoint == "best" else run_files.last_checkpoint_path
-        self.checkpoints = {label: path_of(self.folder, config.name) for label, config in configs.items()}
+        self.checkpoints = {label: run_files.checkpoint_path(self.folder, config.name, checkpoint)
+                            for label, config in configs.items()}
         # the learned tables always come from last_ (the latest hyper step; best_ may predate
         # it), as in get-results.py --suspects: one run shows the same tables in both
         self.tables = {label: run_files.last_checkpoint_path(self.folder, config.name)
@@ -562,6 +572,11 @@ class RunFigures:
         if tables:
             needed += [self.tables[label] for label in self.learning_configs()]
         missing = [str(path) for path in dict.fromkeys(needed) if not path.is_file()]
+        predating = [str(path) for label, path in self.checkpoints.items() if networks
+                     and not path.is_file() and self.tables[label].is_file()]
+        if predating and self.checkpoint_kind == "valid":  # trained, before validation selection
+            raise FigureError(f"missing {', '.join(predating)}; "
+                              f"{run_files.missing_checkpoint_advice(self.checkpoint_kind)}")
         if missing:
             raise FigureError(f"missing checkpoint{'s' * (len(missing) > 1)}: {', '.join(missing)}; "
                               f"train {'them' if len(missing) > 1 else 'it'} with implicit-augment.py "
@@ -591,9 +606,10 @@ class RunFigures:
     def base_path(self, kind: str, labels: Sequence[str], of_networks: bool = True) -> Path:
         c = self.setting
         model = f"{c.ablation}_{c.model}" if c.ablation else c.model
-        # figures of last_ networks must not overwrite those of best_ ones (densities are
-        # always of last_'s tables)
-        labels = list(labels) + (["last"] if self.checkpoint_kind == "last" and of_networks else [])
+        # figures of bestvalid_ and last_ networks must not overwrite those of best_ ones
+        # (densities are always of last_'s tables)
+        suffix = run_files.CHECKPOINT_SUFFIXES[self.checkpoint_kind].lstrip("_")
+        labels = list(labels) + ([suffix] if suffix and of_networks else [])
         # nor those of runs that follow the paper's text the released path's
         labels += [f"text_{'-'.join(c.paper_text)}"] if c.paper_text else []
         labels += [f"policy_{'-'.join(self.policy_variant)}"] if self.policy_variant else []

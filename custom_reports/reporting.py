@@ -9,9 +9,13 @@ Two views of the same files:
   optionally beside the paper's numbers (paper_results.json, a copy of the
   paper's tables kept in the package so nothing reads outside the project).
 
-Accuracies come from the results JSON (best.acc or final.acc); a run whose
-status is not "finished" is listed but never averaged, since its best so far
-is not the number a finished run reports. Every path comes from run_files.
+Accuracies come from the results JSON (best.acc, best_valid.acc or final.acc:
+the epoch chosen with the test labels, the paper's protocol; the epoch chosen on
+the clean validation split; the last epoch); a run whose status is not
+"finished" is listed but never averaged, since its best so far is not the number
+a finished run reports. The table puts the three side by side and compares each
+row with a reference row run folder by run folder (paired: the configurations of
+a run folder share its split and noise draw). Every path comes from run_files.
 """
 import argparse
 import csv
@@ -31,7 +35,10 @@ from custom_runs.identity import (IDENTITY_OPTIONS, Configuration, command_line,
                                   paper_methods)
 from custom_runs.options import PAPER_TEXT_ITEMS, POLICY_VARIANT_ITEMS, add_training_arguments
 
-METRICS = {"best": "best", "last": "final"}  # --metric -> section of the results file
+# --metric -> section of the results file, in the table's order
+METRICS = {"best": "best", "valid": "best_valid", "last": "final"}
+METRIC_LABELS = {"best": "test-sel. (paper)", "valid": "valid-sel.", "last": "last"}
+REFERENCE = "Baseline"  # the row every other row is compared with, unless --versus says another
 FORMATS = ("text", "markdown", "csv", "json")
 MISSING = "—"
 
@@ -75,6 +82,60 @@ def summarize(values: Sequence[float]) -> Summary:
     return Summary(len(values), float(np.mean(values)), std)
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """Error of a row minus error of its reference row (percentage points; negative: fewer
+    errors), over the run folders finished in both: mean and its 95 % t interval."""
+    against: str  # the reference row's name
+    runs: List[str]
+    differences: List[float]
+
+    @property
+    def n(self) -> int:
+        return len(self.differences)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.differences)) if self.differences else math.nan
+
+    @property
+    def interval(self) -> Tuple[float, float]:
+        """mean ± t(0.975, n-1) · s/√n; nan for fewer than two runs (no spread to measure)."""
+        if self.n < 2:
+            return math.nan, math.nan
+        from scipy import stats
+        half = float(stats.t.ppf(0.975, self.n - 1)) * float(np.std(self.differences, ddof=1)) \
+            / math.sqrt(self.n)
+        return self.mean - half, self.mean + half
+
+    @property
+    def wins(self) -> int:
+        """Run folders where the row made fewer errors than its reference."""
+        return sum(difference < 0 for difference in self.differences)
+
+    @property
+    def verdict(self) -> str:
+        """"better" / "worse" where the interval excludes zero, else "comparable"."""
+        low, high = self.interval
+        return "better" if high < 0 else "worse" if low > 0 else "comparable"
+
+    def text(self) -> str:
+        if self.n == 0:
+            return MISSING
+        low, high = self.interval
+        spread = "(n = 1: no interval)" if self.n == 1 else f"[{low:+.2f}, {high:+.2f}]"
+        return f"{self.mean:+.2f} {spread} {self.wins}/{self.n}"
+
+
+def paired_difference(runs: Sequence[str], errors: Sequence[Optional[float]], reference_runs: Sequence[str],
+                      reference_errors: Sequence[Optional[float]], against: str) -> PairedDifference:
+    """Differences run folder by run folder; a folder missing a number on either side is left out."""
+    reference = {run: error for run, error in zip(reference_runs, reference_errors) if error is not None}
+    pairs = [(run, error - reference[run]) for run, error in zip(runs, errors)
+             if error is not None and run in reference]
+    return PairedDifference(against, [run for run, _ in pairs], [difference for _, difference in pairs])
+
+
 def json_number(value) -> Optional[float]:
     """JSON has no NaN: undefined numbers are written as null."""
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
@@ -104,9 +165,13 @@ class RunRecord:
         return None if self.minority_acc is None else 100.0 - self.minority_acc
 
 
-def _metric_entry(results: dict, metric: str, path: Path) -> dict:
+def _metric_entry(results: dict, metric: str, path: Path) -> Optional[dict]:
+    """The results file's section of `metric`; None for a validation-selected number the file
+    cannot have (written before validation selection, format 1)."""
     section = METRICS[metric]
     entry = results.get(section)
+    if metric == "valid" and entry is None:
+        return None
     if not isinstance(entry, dict) or not isinstance(entry.get("acc"), (int, float)):
         raise run_files.UnreadableFile(f"{path} has no number at {section}.acc although its status "
                                        f"is finished; delete it and re-run the configuration")
@@ -292,12 +357,14 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
     else:
         hint = (f"re-run it: {config.train_command(data_root, dataset, folder.name, data_dir)} "
                 f"with the run's original options plus --force")
-    checkpoint = best if metric == "best" else last
+    checkpoint = run_files.checkpoint_path(folder, name, metric)
     record = RunRecord(folder.name, results_file, checkpoint, _is_finished(results), _progress(results),
                        epochs=run_length(results), attempts=mixed_attempts(results))
     if not record.finished:
         return record
     entry = _metric_entry(results, metric, results_file)
+    if entry is None:  # reported as a run without a validation-selected number, not counted
+        return record
     record.acc = float(entry["acc"])
     minority = entry.get("minority_acc")
     record.minority_acc = float(minority) if isinstance(minority, (int, float)) else None
@@ -309,10 +376,13 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
         if not isinstance(saved, dict) or "acc" not in saved:
             raise run_files.UnreadableFile(f"{checkpoint} is not a checkpoint of implicit-augment.py "
                                            f"(no 'acc'); {hint}")
-        best_acc = _metric_entry(results, "best", results_file)["acc"]
-        if abs(float(saved["acc"]) - float(best_acc)) > 1e-6:
-            warnings.append(f"{checkpoint} stores best accuracy {float(saved['acc']):.4f} %, its "
-                            f"results file {float(best_acc):.4f} %; the results file is reported")
+        # best_ and last_ store the best test accuracy, bestvalid_ the test accuracy of its epoch
+        section = "valid" if metric == "valid" else "best"
+        stored = _metric_entry(results, section, results_file)["acc"]
+        what = "the test accuracy of its epoch" if section == "valid" else "best accuracy"
+        if abs(float(saved["acc"]) - float(stored)) > 1e-6:
+            warnings.append(f"{checkpoint} stores {what} {float(saved['acc']):.4f} %, its "
+                            f"results file {float(stored):.4f} %; the results file is reported")
     return record
 
 
@@ -369,15 +439,23 @@ def run_report(data_root, dataset: str, config: Configuration, metric: str = "be
                for record in [read_run(folder, config, metric, data_root, dataset, True, warnings,
                                        data_dir)]
                if record is not None]
-    finished = [record for record in records if record.finished]
+    without = [record for record in records if record.finished and record.acc is None]
+    finished = [record for record in records if record.finished and record.acc is not None]
     unfinished = [record for record in records if not record.finished]
     where = run_files.dataset_dir(data_root, dataset)
+    if without:
+        warnings.append(f"{', '.join(record.run_folder for record in without)}: written before "
+                        f"validation selection (no best_valid), not counted; --metric best reads them")
     if not records:
         others = len(run_files.list_results(data_root, dataset))
         seen = (f" ({len(folders)} run folders with {others} results files of other configurations; "
                 f"see --table)" if folders else "")
         raise ReportError(f"no run of {config.name} under {where}/run*/{seen}; train one with: "
                           f"{config.train_command(data_root, dataset, 'run0', data_dir)}")
+    if not finished and without:
+        raise ReportError(f"no run of {config.name} under {where} has a validation-selected "
+                          f"number (their results files predate it); use --metric best or last, "
+                          f"or train the runs again")
     if not finished:
         states = ", ".join(f"{r.run_folder} {r.progress}" for r in unfinished)
         raise ReportError(f"no finished run of {config.name} under {where} ({states}); "
@@ -435,7 +513,7 @@ def _std_text(summary: Summary) -> str:
 
 def _run_report_caption(report: RunReport) -> str:
     return (f"{report.dataset}: {report.config.name} (metric: {report.metric}, "
-            f"{METRICS[report.metric]}.acc of the results files)")
+            f"{METRIC_LABELS[report.metric]}: {METRICS[report.metric]}.acc of the results files)")
 
 
 def render_run_report(report: RunReport, fmt: str = "text") -> str:
@@ -534,17 +612,25 @@ def _run_report_json(report: RunReport) -> dict:
 @dataclass
 class Cell:
     runs: List[str] = field(default_factory=list)  # run folders, in run order
-    values: List[float] = field(default_factory=list)  # error (%) of each run
+    values: List[float] = field(default_factory=list)  # error (%) of each run at the table's metric
     paper: Optional[Tuple[float, Optional[float]]] = None
     # run folders whose results file says finished but lacks an accuracy: not counted, shown
     without_number: List[str] = field(default_factory=list)
+    # every metric's error (%) of each run in `runs`; None where its results file has no such number
+    selections: Dict[str, List[Optional[float]]] = field(
+        default_factory=lambda: {metric: [] for metric in METRICS})
+    versus: Optional[PairedDifference] = None  # against the reference row, at the table's metric
 
     @property
     def summary(self) -> Summary:
         return summarize(self.values)
 
-    def text(self) -> str:
-        return self.summary.text() + "".join(f" [{run}: no number]" for run in self.without_number)
+    def summary_of(self, metric: str) -> Summary:
+        return summarize([value for value in self.selections[metric] if value is not None])
+
+    def text(self, metric: str) -> str:
+        return self.summary_of(metric).text() + "".join(f" [{run}: no number]"
+                                                        for run in self.without_number)
 
 
 @dataclass
@@ -560,6 +646,10 @@ class Row:
     cells: Dict[str, Cell] = field(default_factory=dict)  # column -> cell
     epochs: Optional[int] = None  # the --epochs of its runs (None: the paper's row alone)
 
+    @property
+    def method(self) -> Tuple[str, str, str]:
+        return self.aug_model, self.los_model, self.hyper_opt
+
 
 @dataclass
 class Table:
@@ -571,12 +661,20 @@ class Table:
     with_paper: bool
     notes: List[str] = field(default_factory=list)
     skipped: List[str] = field(default_factory=list)  # why each unreadable results file is left out
+    versus: Optional[str] = None  # the reference row of the paired comparisons; None: none made
 
     def caption(self) -> str:
         what = "top-1 test error" if self.quantity == "error" else \
             "test error on the minority (upper-half) classes"
-        return (f"{self.dataset}: {what} (%), mean ± std (runs) over run folders; columns IR-NR; "
-                f"metric: {self.metric}")
+        caption = (f"{self.dataset}: {what} (%), mean ± std (runs) over run folders; columns IR-NR, "
+                   f"each at the epoch of best test accuracy (test-sel.: the paper's protocol, "
+                   f"chosen with the test labels), of best validation accuracy (valid-sel.) "
+                   f"and the last epoch; metric: {self.metric}")
+        if self.versus is not None:
+            caption += (f"; vs {self.versus}: the {METRIC_LABELS[self.metric]} error minus "
+                        f"{self.versus}'s in the same run folder, in points (negative: fewer "
+                        f"errors), mean [95 % t interval] and runs with fewer errors / runs")
+        return caption
 
 
 def _row_name(method: Tuple[str, str, str], model: str, ablation: str, default_model: str,
@@ -605,12 +703,15 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                 max_runs: Optional[int] = None,
                 only: Optional[Sequence[Configuration]] = None,
                 data_dir: Optional[str] = None, epochs: Optional[int] = None,
-                run_folders: Optional[Sequence[str]] = None) -> Table:
+                run_folders: Optional[Sequence[str]] = None, versus: str = REFERENCE,
+                only_settings: Optional[Sequence[Tuple[int, float]]] = None) -> Table:
     """Every configuration and IR-NR setting with results for `dataset` (only `model`'s, if
     given; only the configurations `only`, and the paper's numbers of their methods and
-    settings, if given; only runs of `epochs` epochs and of the `run_folders`, if given).
+    settings, if given; only runs of `epochs` epochs and of the `run_folders`, if given; only
+    the (IR, NR) settings `only_settings`, if given).
     With the paper's numbers asked for and none of ours yet, the paper's table alone. Runs
-    of different lengths are never averaged: each length gets rows of its own."""
+    of different lengths are never averaged: each length gets rows of its own. Each row is
+    compared with the row `versus` (see compare_rows)."""
     paths = run_files.list_results(data_root, dataset)
     where = run_files.dataset_dir(data_root, dataset)
     paper_only = with_paper and not minority and dataset in load_paper_results()
@@ -627,40 +728,54 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
     codes: Counter = Counter()
     untested: Counter = Counter()  # the classes without a test image -> runs counted
     resumed_elsewhere: List[str] = []  # counted runs whose attempts differ (mixed_attempts)
-    unfinished = without_minority = other_length = 0
+    unfinished = without_minority = other_length = without_valid = predating = 0
     without_number: List[str] = []  # what a results file that says finished lacks
     skipped: List[str] = []
+
+    def error_of(entry: Optional[dict]) -> Optional[float]:
+        value = None if entry is None else entry.get("minority_acc") if minority else entry["acc"]
+        return 100.0 - float(value) if isinstance(value, (int, float)) else None
     for path in paths:
         try:  # one broken file must not hide every other run's numbers
             results = read_results(data_root, path)
             config = Configuration.from_results(results, path)
-            entry = _metric_entry(results, metric, path) if _is_finished(results) else None
+            sections = {name: _metric_entry(results, name, path) for name in METRICS} \
+                if _is_finished(results) else None
         except run_files.UnreadableFile as error:
             skipped.append(f"skipped {error}")
             continue
         if (model is not None and config.model != model) or (wanted is not None and config not in wanted) \
-                or (run_folders is not None and path.parent.name not in run_folders):
+                or (run_folders is not None and path.parent.name not in run_folders) \
+                or (only_settings is not None
+                    and (config.imbalance_ratio, config.noise_ratio) not in set(only_settings)):
             continue
         length = run_length(results)
         if epochs is not None and length != epochs:
             other_length += 1
             continue
-        if entry is None and results.get("status") == "finished":
+        if sections is None and results.get("status") == "finished":
             groups.setdefault((config, length), Cell()).without_number.append(path.parent.name)
             without_number += [name for name in run_files.missing_numbers(results)
                                if name not in without_number]
             continue
-        if entry is None:
+        if sections is None:
             unfinished += 1
             continue
-        value = entry.get("minority_acc") if minority else entry["acc"]
-        if not isinstance(value, (int, float)):
+        entry = sections[metric]
+        if entry is None:
+            without_valid += 1
+            continue
+        error = error_of(entry)
+        if error is None:
             without_minority += 1
             continue
         cell = groups.setdefault((config, length), Cell())
         if max_runs is None or len(cell.values) < max_runs:
             cell.runs.append(path.parent.name)
-            cell.values.append(100.0 - float(value))
+            cell.values.append(error)
+            for name, section in sections.items():
+                cell.selections[name].append(error_of(section))
+            predating += sections["valid"] is None
             codes[code_of(results)] += 1
             if untested_classes(entry):
                 untested[untested_classes(entry)] += 1
@@ -669,6 +784,13 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                                          f"at {config.setting}")
     if unfinished:
         notes.append(f"{unfinished} results files of unfinished runs are not counted")
+    if without_valid:
+        notes.append(f"{without_valid} results files written before validation selection (no "
+                     f"best_valid) are not counted; --metric best counts them")
+    if predating:
+        notes.append(f"{predating} results files written before validation selection have no "
+                     f"valid-selected number: those columns leave them out ({MISSING} where "
+                     f"none is left)")
     if without_minority:
         notes.append(f"{without_minority} results files without {METRICS[metric]}.minority_acc "
                      f"are not counted")
@@ -701,6 +823,9 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
                      f"their attempts)")
     if not groups:
         of_model = f" of model {model}" if model else ""
+        if only_settings is not None:
+            of_model += " at " + " ".join(f"{imbalance}-{run_files.number_text(noise)}"
+                                          for imbalance, noise in only_settings)
         first = f"; {skipped[0]}" if skipped else ""
         nothing = (f"no finished run{of_model} under {where}/run*/ ({len(paths)} results files, "
                    f"{unfinished} unfinished, {len(skipped)} unreadable){first}")
@@ -740,13 +865,58 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         rows = {key: row for key, row in rows.items()
                 if (row.aug_model, row.los_model, row.hyper_opt) in methods}
         columns = {name: key for name, key in columns.items() if name in settings}
+    if only_settings is not None:  # the paper's columns too
+        columns = {name: key for name, key in columns.items()
+                   if (key[2], key[1]) in set(only_settings)}
     column_names = sorted(columns, key=lambda name: columns[name])
     # the dataset's own network first, then other networks, then ablations; paper rows in paper order
     row_list = sorted(rows.values(), key=lambda row: (
         bool(row.ablation), row.model != default_model, row.model,
         order.get((row.aug_model, row.los_model, row.hyper_opt), len(order)), -(row.epochs or 0),
         row.name))
-    return Table(dataset, metric, quantity, column_names, row_list, paper is not None, notes, skipped)
+    compared = compare_rows(row_list, versus)
+    if not compared and groups:
+        notes.append(f"no paired comparison: no row {versus} shares a run folder with another row")
+    return Table(dataset, metric, quantity, column_names, row_list, paper is not None, notes, skipped,
+                 versus if compared else None)
+
+
+def _method_of(label: str) -> Optional[Tuple[str, str, str]]:
+    """The (aug, loss, optimiser) a row label names: a paper's method or AUG/LOS/OPT."""
+    if label in paper_methods():
+        return paper_methods()[label]
+    parts = tuple(label.split("/"))
+    return parts if len(parts) == 3 else None
+
+
+def compare_rows(rows: Sequence[Row], versus: str) -> bool:
+    """Each row's paired difference against its reference row, cell by cell: the row of the
+    method `versus` with the same network, ablation, --paper-text items and length if there is
+    one (so another network's rows are compared with that network's Baseline), else the row
+    named exactly `versus` if its runs have the same length. A ReportError if `versus` names
+    no row; False if no cell was compared."""
+    by_name = {row.name: row for row in rows}
+    by_key = {(row.ablation, row.model, row.method, row.paper_text, row.policy_variant, row.epochs): row
+              for row in rows}
+    method = _method_of(versus)
+    if versus not in by_name and not any(row.method == method for row in rows):
+        if versus == REFERENCE:
+            return False
+        raise ReportError(f"--versus {versus}: no such row in this table; rows: "
+                          f"{', '.join(by_name)}")
+    compared = False
+    for row in rows:
+        reference = by_key.get((row.ablation, row.model, method, row.paper_text, (), row.epochs)) or \
+            by_name.get(versus)
+        if reference is None or reference is row or reference.epochs != row.epochs:
+            continue
+        for column, cell in row.cells.items():
+            base = reference.cells.get(column)
+            if cell.runs and base is not None and base.runs:
+                cell.versus = paired_difference(cell.runs, cell.values, base.runs, base.values,
+                                                reference.name)
+                compared = True
+    return compared
 
 
 def _add_paper(paper: dict, rows: Dict[Tuple, Row], columns: Dict[str, Tuple],
@@ -780,15 +950,19 @@ def _paper_text(paper: Optional[Tuple[float, Optional[float]]]) -> str:
 def _table_grid(table: Table):
     header = ["Method"]
     for column in table.columns:
-        header += [column] + ([f"{column} paper"] if table.with_paper else [])
+        header += [f"{column} {METRIC_LABELS[metric]}" for metric in METRICS]
+        header += [f"{column} paper"] if table.with_paper else []
+        header += [f"{column} vs {table.versus}"] if table.versus else []
     rows = []
     for row in table.rows:
         cells = [row.name]
         for column in table.columns:
             cell = row.cells.get(column, Cell())
-            cells.append(cell.text())
+            cells += [cell.text(metric) for metric in METRICS]
             if table.with_paper:
                 cells.append(_paper_text(cell.paper))
+            if table.versus:
+                cells.append(MISSING if cell.versus is None else cell.versus.text())
         rows.append(cells)
     return header, rows
 
@@ -814,26 +988,47 @@ def _table_csv(table: Table) -> str:
     """Numbers, not "mean ± std" strings, so that a spreadsheet can use them."""
     header = ["Method", "model", "aug_model", "los_model", "hyper_opt", "ablation", "paper_text",
               "policy_variant"]
+    versus = ("mean", "low", "high", "n", "wins", "verdict")
     for column in table.columns:
-        header += [f"{column} mean", f"{column} std", f"{column} n"]
+        for metric in METRICS:
+            header += [f"{column} {metric} mean", f"{column} {metric} std", f"{column} {metric} n"]
         if table.with_paper:
             header += [f"{column} paper mean", f"{column} paper std"]
+        if table.versus:
+            header += [f"{column} vs {table.versus} {what}" for what in versus]
     rows = []
     for row in table.rows:
         cells = [row.name, row.model, row.aug_model, row.los_model, row.hyper_opt, row.ablation,
                  " ".join(row.paper_text), " ".join(row.policy_variant)]
         for column in table.columns:
             cell = row.cells.get(column, Cell())
-            summary = cell.summary
-            if summary.n:
-                cells += [_number(summary.mean, 4), _number(summary.std, 4), str(summary.n)]
-            else:
-                cells += ["", "", "0"]
+            for metric in METRICS:
+                summary = cell.summary_of(metric)
+                if summary.n:
+                    cells += [_number(summary.mean, 4), _number(summary.std, 4), str(summary.n)]
+                else:
+                    cells += ["", "", "0"]
             if table.with_paper:
                 mean, std = cell.paper if cell.paper is not None else ("", "")
                 cells += [str(mean), "" if std is None else str(std)]
+            if table.versus:
+                cells += [""] * len(versus) if cell.versus is None else _paired_csv(cell.versus)
         rows.append(cells)
     return _render_grid(header, rows, "csv")
+
+
+def _paired_csv(paired: PairedDifference) -> List[str]:
+    """mean, low, high, n, wins, verdict; an undefined interval (one run) is empty, not nan."""
+    low, high = paired.interval
+    bounds = ["", ""] if paired.n < 2 else [_number(low, 4), _number(high, 4)]
+    return [_number(paired.mean, 4), *bounds, str(paired.n), str(paired.wins), paired.verdict]
+
+
+def _paired_json(paired: PairedDifference) -> dict:
+    low, high = paired.interval
+    return {"against": paired.against, "runs": paired.runs, "differences": paired.differences,
+            "n": paired.n, "mean": json_number(paired.mean), "low": json_number(low),
+            "high": json_number(high), "wins": paired.wins, "verdict": paired.verdict}
 
 
 def _table_json(table: Table) -> dict:
@@ -849,16 +1044,23 @@ def _table_json(table: Table) -> dict:
                              "std": json_number(summary.std), "runs": cell.runs, "values": cell.values}
             if cell.without_number:
                 cells[column]["without_number"] = cell.without_number
+            cells[column]["selections"] = {
+                metric: {"n": picked.n, "mean": json_number(picked.mean), "std": json_number(picked.std),
+                         "values": cell.selections[metric]}
+                for metric, picked in ((metric, cell.summary_of(metric)) for metric in METRICS)}
             if table.with_paper:
                 cells[column]["paper_mean"] = None if cell.paper is None else cell.paper[0]
                 cells[column]["paper_std"] = None if cell.paper is None else cell.paper[1]
+            if table.versus:
+                cells[column]["versus"] = None if cell.versus is None else _paired_json(cell.versus)
         rows.append({"name": row.name, "model": row.model, "aug_model": row.aug_model,
                      "los_model": row.los_model, "hyper_opt": row.hyper_opt,
                      "ablation": row.ablation, "paper_text": list(row.paper_text),
                      "policy_variant": list(row.policy_variant), "epochs": row.epochs,
                      "cells": cells})
     return {"dataset": table.dataset, "metric": table.metric, "quantity": table.quantity,
-            "unit": "%", "columns": table.columns, "rows": rows, "notes": table.notes}
+            "unit": "%", "columns": table.columns, "selections": METRIC_LABELS,
+            "versus": table.versus, "rows": rows, "notes": table.notes}
 
 
 def render_table(table: Table, fmt: str = "text") -> str:

@@ -198,13 +198,13 @@ def build_report(data, settings, split, tables: dict, checkpoint: dict, los_mode
 
 def write_csv(report: Suspects, path: Path) -> None:
     columns = COLUMNS + (("true", "mislabelled") if report.truth_known else ())
-    with run_files.atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            for row in report.rows:
-                writer.writerow({key: f"{value:.6g}" if isinstance(value, float) else value
-                                 for key, value in row.items()})
+    # surrogateescape: a file name that is not UTF-8 is written as the bytes it has on disk
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in report.rows:
+            writer.writerow({key: f"{value:.6g}" if isinstance(value, float) else value
+                             for key, value in row.items()})
 
 
 def train_image(data, index: int) -> np.ndarray:
@@ -245,20 +245,22 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
                     rank_by: str = DEFAULT_RANK_BY) -> Suspects:
     """Ranks, writes suspects_{run_name}.csv/.png/.pdf (beside the run, or in out_dir)."""
     from custom_datasets.sources import load_data
-    from custom_reports.figures import save_figure
+    from custom_reports.figures import figure_paths, write_figure
     if config.los_model not in LEARNING_LOSS_MODELS:
         raise SuspectsError(f"--suspects needs a run that learned loss weights or soft labels "
                             f"(--los-model WGHT, SOFT or BOTH), not --los-model {config.los_model}")
     folder = run_files.run_dir(data_root, settings.name, run_folder)
-    path_of = run_files.best_checkpoint_path if checkpoint_kind == "best" else run_files.last_checkpoint_path
-    checkpoint_path = path_of(folder, config.name)
+    checkpoint_path = run_files.checkpoint_path(folder, config.name, checkpoint_kind)
     last_path = run_files.last_checkpoint_path(folder, config.name)
     split_path = folder / run_files.split_file_name(config.imbalance_ratio, config.subsample_ratio,
                                                     config.noise_ratio)
-    for needed in (checkpoint_path, last_path, split_path):
+    for needed in (last_path, split_path):
         if not needed.is_file():
             raise SuspectsError(f"missing {needed}; train the configuration first with "
                                 f"implicit-augment.py -r {run_folder} and the same options")
+    if not checkpoint_path.is_file():
+        raise SuspectsError(f"missing {checkpoint_path}; "
+                            f"{run_files.missing_checkpoint_advice(checkpoint_kind)}")
     out = run_files.suspects_base_path(Path(out_dir) if out_dir else folder, config.name,
                                        checkpoint_kind)
     data = load_data(settings, data_root)
@@ -270,8 +272,13 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
                           text_wide_block="wrn-block" in config.paper_text, tables_path=last_path,
                           rank_by=rank_by)
     report.csv_path = out.parent / f"{out.name}.csv"
-    write_csv(report, report.csv_path)
+    report.figure_paths = tuple(figure_paths(out))
     title = (f"Top {min(report.top_k, GRID_MAX_IMAGES)} suspected labels (given → suggested, "
              f"{rank_by}): {settings.name} {run_folder} {config.los_model}")
-    report.figure_paths = tuple(save_figure(plot_grid(report, data, title), out))
+    # drawn first: it reads images, and an error inside the block below is taken for a write's
+    grid = plot_grid(report, data, title)
+    # the CSV and its grid together or not at all (a disk that fills up between them)
+    with run_files.atomic_paths((report.csv_path,) + report.figure_paths) as (csv_tmp, *figure_tmps):
+        write_csv(report, csv_tmp)
+        write_figure(grid, figure_tmps)
     return report

@@ -1,4 +1,4 @@
-"""What a run trains with (DESIGN §4-§6): the device, the batches of its data on that device,
+"""What a run trains with (docs/design.md §4-§6): the device, the batches of its data on that device,
 the network, its optimiser and the hyperparameter models (compiled where the compute path
 says so)."""
 import torch
@@ -116,7 +116,7 @@ class Builders:
                 forward_sync_buffers=False)
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=args.lr, momentum=0.9,
                                          nesterov=True, weight_decay=1e-4)
-        # a user's own folder is taken to be noisy and imbalanced already (DESIGN §3.1)
+        # a user's own folder is taken to be noisy and imbalanced already (docs/design.md §3.1)
         distorted = args.imbalance_ratio != 1 or args.noise_ratio != 0 or \
             self.settings.folder is not None
         num_train = self.data.num_train

@@ -1,4 +1,4 @@
-"""One configuration of one run, start to finish (DESIGN §2-§8): the loop over its epochs.
+"""One configuration of one run, start to finish (docs/design.md §2-§8): the loop over its epochs.
 The steps it calls live beside it: set_up.py (checks, the lock, the split), builders.py
 (the device, batches, networks and hyperparameter models) and run_state.py (seeds,
 checkpoints, the results file); stop_points.py is a hook for tests."""
@@ -93,6 +93,9 @@ class Experiment(SetUp, Builders, RunState):
         except FloatingPointError as error:
             self.save_stopped_results("failed")
             raise FloatingPointError(f"{error}; {self.how_to_recover()}") from None
+        except run_files.SaveFailed:
+            self.mark_results_interrupted()
+            raise
         finally:
             if writer is not None:
                 writer.close()

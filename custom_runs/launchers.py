@@ -5,9 +5,12 @@ Every run is `implicit-augment.py ... --resume` in a process of its own, its std
 stderr appended to run_files.run_log_path, so a launcher never needs to know how far a run
 got: starting it again finishes it, and a finished cell is skipped without a process.
 """
+import contextlib
 import ctypes
 import functools
+import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +26,7 @@ import submitit
 from tqdm import tqdm
 
 from custom_runs.options import UsageError
+from custom_runs.set_up import deferred_stops
 from custom_runs.sweep import RunSpec
 
 SCRIPT = Path(__file__).resolve().parent.parent / "implicit-augment.py"
@@ -78,8 +82,13 @@ def _die_with_parent(parent_pid: int) -> Optional[Callable[[], None]]:
     return preexec
 
 
-def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1) -> subprocess.Popen:
-    """Starts the run with its output appended to its log (every attempt, with a header)."""
+def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1,
+              outside_terminal_group: bool = False) -> subprocess.Popen:
+    """Starts the run with its output appended to its log (every attempt, with a header).
+    `outside_terminal_group`: outside the launcher's process group (setsid), so that a
+    terminal's Ctrl-C (SIGINT to the whole foreground group) reaches the launcher alone,
+    which then stops each run with one signal. Not for a Slurm task: a cluster that tracks a task's processes by
+    their process group (proctrack/pgid) would lose the run."""
     command = run_command(spec, gpus_per_run)
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(spec.log_path, "a") as log:
@@ -88,7 +97,7 @@ def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1)
                   f"{' ' + placement if placement else ''}: {' '.join(command)}\n")
         log.flush()
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **environment},
+                                env={**os.environ, **environment}, start_new_session=outside_terminal_group,
                                 preexec_fn=_die_with_parent(os.getpid()))
 
 
@@ -174,6 +183,12 @@ class Progress:
         detail = f": {outcome.detail}" if outcome.detail else ""
         self._say(f"{outcome.state:<8} {outcome.title}{took}{detail}")
 
+    def pending(self, titles: Sequence[str], reason: str) -> None:
+        """Why Slurm keeps these cells' tasks waiting (squeue's reason), said as it changes."""
+        named = ", ".join(titles[:3]) + (f" and {len(titles) - 3} more" if len(titles) > 3 else "")
+        meaning = f" ({WAITING_MEANS[reason]})" if reason in WAITING_MEANS else ""
+        self._say(f"pending  {named}: {reason}{meaning}")
+
     def close(self) -> None:
         self.bar.close()
 
@@ -214,7 +229,12 @@ def run_local(specs: Sequence[RunSpec], slots: List[Dict[str, str]], progress,
               gpus_per_run: int = 1, poll_s: float = 0.2) -> List[Outcome]:
     """Runs the cells on the slots, one run per slot at a time. One thread polls the
     processes (preexec_fn is only safe without other threads). Ctrl-C / SIGTERM stop the
-    runs (each saves and says how to resume) and propagate as KeyboardInterrupt."""
+    runs (each saves and says how to resume) and propagate as KeyboardInterrupt.
+
+    A run gets exactly one stop, from here: it is not in the terminal's foreground process
+    group (start_run's outside_terminal_group), and a second Ctrl-C waits until the runs have ended.
+    A second signal that lands while a run handles the first can end it before its results
+    file says "interrupted" (it would keep saying "running")."""
     pending = list(specs)
     outcomes: List[Outcome] = []
     running: Dict[int, tuple] = {}  # slot -> (spec, process)
@@ -228,7 +248,8 @@ def run_local(specs: Sequence[RunSpec], slots: List[Dict[str, str]], progress,
                         outcomes.append(outcome)
                         progress.ended(outcome)
                         continue
-                    running[slot] = (spec, start_run(spec, environment, gpus_per_run))
+                    running[slot] = (spec, start_run(spec, environment, gpus_per_run,
+                                                     outside_terminal_group=True))
                     progress.started(spec)
             time.sleep(poll_s)
             for slot, (spec, process) in list(running.items()):
@@ -238,7 +259,8 @@ def run_local(specs: Sequence[RunSpec], slots: List[Dict[str, str]], progress,
                     outcomes.append(outcome)
                     progress.ended(outcome)
     except KeyboardInterrupt:
-        stop_processes([process for _, process in running.values()])
+        with deferred_stops():
+            stop_processes([process for _, process in running.values()])
         raise
     return outcomes
 
@@ -375,14 +397,79 @@ def make_executor(folder, options: SlurmOptions, cluster: str = "slurm"):
     return executor
 
 
+class SubmissionFailed(Exception):
+    """sbatch did not take the job array; the message quotes sbatch's own, on one line."""
+
+
+def sbatch_refusal(error: Exception) -> str:
+    """sbatch's own message, out of the error submitit raises with it inside (its stderr,
+    `sbatch: error: ` before every line), joined into one line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    said = "; ".join(line.split("sbatch: error: ", 1)[-1] for line in lines)
+    if not said:  # killed, or ended without a word
+        status = getattr(error.__cause__, "returncode", None)
+        said = f"it ended with exit status {status} and no message" if status is not None \
+            else "it gave no message"
+    return (f"sbatch did not submit the job array: {said}; nothing was submitted: change the "
+            f"Slurm options (--partition, --cpus-per-task, --mem-gb, --gpus-per-task, --time-min, "
+            f"--account, --qos) and run the same command")
+
+
 def submit_array(specs: Sequence[RunSpec], executor, options: SlurmOptions):
-    """One job array, one task per cell that is not finished yet; returns (jobs, specs)."""
+    """One job array, one task per cell that is not finished yet; returns (jobs, specs).
+    Raises SubmissionFailed, with the files submitit wrote for the submission removed."""
     todo = [spec for spec in specs if not spec.is_finished()]
     if not todo:
         return [], []
     gpus_per_run = max(1, options.gpus_per_task)
-    jobs = executor.map_array(TableJob(options.cpus_per_task, gpus_per_run), todo)
+    folder = submitit.core.utils.JobPaths.get_first_id_independent_folder(executor.folder)
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    try:
+        # submitit prints sbatch's complaint itself before raising it: it is said once, below
+        with contextlib.redirect_stderr(io.StringIO()):
+            jobs = executor.map_array(TableJob(options.cpus_per_task, gpus_per_run), todo)
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as error:
+        # the tasks' pickles and the script of a submission that did not happen
+        for path in set(folder.iterdir()) - before if folder.is_dir() else ():
+            if path.is_file():
+                path.unlink()
+        raise SubmissionFailed(sbatch_refusal(error)) from None
     return jobs, todo
+
+
+# squeue reasons of a pending task (%r) that the runner explains as it shows them
+WAITING_MEANS = {"Priority": "other jobs go first", "Resources": "waiting for free cores, memory or GPUs",
+                 "JobArrayTaskLimit": "--array-parallelism tasks run at a time",
+                 "BeginTime": "a requeued task waits about two minutes before it starts again"}
+
+# Reasons that no waiting ends: the request itself exceeds what the partition's nodes have
+# (PartitionConfig: more cores, memory or nodes than it has, on a cluster that does not
+# refuse such a job at submission), the partition's time limit, or a per-job limit of the
+# account or QOS; only other options (or an administrator) change them. Kept short on
+# purpose: every other reason can pass by itself (Resources, Priority, the Grp* limits
+# that running jobs free, ReqNodeNotAvail and PartitionNodeLimit while nodes are down,
+# PartitionDown, a JobHeld* that can be released) and is shown and waited for.
+NEVER_STARTS = re.compile(r"PartitionConfig|PartitionTimeLimit|(?:Assoc|QOS)Max\w*PerJob\w*")
+
+
+class NeverStarts(Exception):
+    """Slurm keeps the array's tasks pending for a reason that no waiting ends."""
+
+
+def cancel_pending(array: str, reason: str, count: int) -> NeverStarts:
+    """Cancels the array's pending tasks (running ones go on); returns the error that says so."""
+    command = ["scancel", "--state=PENDING", array]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        cancelled = done.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        cancelled = False
+    what = (f"cancelled its {count} pending task{'s' if count > 1 else ''} ({' '.join(command)})"
+            if cancelled else f"`{' '.join(command)}` cancels its pending tasks")
+    return NeverStarts(
+        f"job array {array} cannot start: Slurm keeps it pending with reason {reason} (it asks for "
+        f"more than the partition or a per-job limit allows: see --cpus-per-task, --mem-gb, "
+        f"--gpus-per-task, --time-min, --partition); {what}; change the options and run the same command")
 
 
 # squeue states of a task that will not run again
@@ -414,6 +501,7 @@ class SlurmQueue:
         self.array_id, self.interval_s, self.patience_s = array_id, interval_s, patience_s
         self.asked_at = float("-inf")
         self.states: Optional[Dict[str, str]] = None
+        self.reasons: Dict[str, str] = {}  # squeue's reason of each pending task
         self.failing_since: Optional[float] = None
 
     def __call__(self) -> Optional[Dict[str, str]]:
@@ -421,7 +509,7 @@ class SlurmQueue:
         if now - self.asked_at < self.interval_s:
             return self.states
         self.asked_at = now
-        command = ["squeue", "-h", "-r", "-t", "all", "-j", self.array_id, "-o", "%i|%T"]
+        command = ["squeue", "-h", "-r", "-t", "all", "-j", self.array_id, "-o", "%i|%T|%r"]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=60)
             problem = " ".join(done.stderr.split()) or f"exit status {done.returncode}"
@@ -430,8 +518,11 @@ class SlurmQueue:
         if done is not None and (done.returncode == 0 or "Invalid job id" in done.stderr):
             # an unknown id: every task left the queue (MinJobAge after its end)
             self.failing_since = None
-            self.states = dict(line.split("|", 1) for line in done.stdout.split() if "|" in line) \
-                if done.returncode == 0 else {}
+            # a reason may hold spaces ("ReqNodeNotAvail, Reserved for maintenance")
+            rows = [line.strip().split("|") for line in done.stdout.splitlines() if "|" in line] \
+                if done.returncode == 0 else []
+            self.states = {row[0]: row[1] for row in rows}
+            self.reasons = {row[0]: row[2] for row in rows if len(row) > 2 and row[1] == "PENDING"}
             return self.states
         self.failing_since = self.failing_since if self.failing_since is not None else now
         self.states = None
@@ -442,6 +533,11 @@ class SlurmQueue:
                 f"running: `squeue -j {self.array_id}` shows it; once it has ended, the same command "
                 f"prints the table and resubmits what is unfinished")
         return None
+
+    def pending_reasons(self) -> Dict[str, str]:
+        """{task: squeue's reason} of the pending tasks, as of the latest answer."""
+        self()
+        return self.reasons
 
 
 def left_the_queue(job, spec: RunSpec, state: Optional[str]) -> Outcome:
@@ -455,16 +551,41 @@ def left_the_queue(job, spec: RunSpec, state: Optional[str]) -> Outcome:
                    f"run log {spec.log_path}: {failure_reason(spec.log_path)}")
 
 
+def show_pending(reasons: Dict[str, str], waiting: Dict[str, tuple], shown: Dict[str, str],
+                 progress) -> None:
+    """Says, grouped by reason, which waiting cells' reasons changed since `shown` (updated);
+    raises NeverStarts, with their pending tasks cancelled, for a reason no waiting ends."""
+    changed: Dict[str, List[str]] = {}
+    for job_id, (_, spec) in waiting.items():
+        reason = reasons.get(job_id)
+        if reason is None:  # running, or gone: a later wait is news again
+            shown.pop(job_id, None)
+        elif reason != shown.get(job_id) and reason != "None":  # "None": not yet considered
+            shown[job_id] = reason
+            changed.setdefault(reason, []).append(spec.title)
+    for reason, titles in changed.items():
+        progress.pending(titles, reason)
+        if NEVER_STARTS.fullmatch(reason):
+            array = next(iter(waiting)).split("_")[0]
+            raise cancel_pending(array, reason, len(reasons))
+
+
 def wait_for_jobs(jobs, specs: Sequence[RunSpec], progress, poll_s: float = 5.0,
-                  queue: Optional[Callable[[], Optional[Dict[str, str]]]] = None) -> List[Outcome]:
+                  queue: Optional[Callable[[], Optional[Dict[str, str]]]] = None,
+                  reasons: Optional[Callable[[], Dict[str, str]]] = None) -> List[Outcome]:
     """Progress of the array until every task ended. Without `queue` submitit follows the
     tasks (sacct); with it (a SlurmQueue, where sacct does not work) a task has ended when
-    submitit's result file is there or the task has left the queue."""
+    submitit's result file is there or the task has left the queue. `reasons` (a
+    SlurmQueue's pending_reasons) shows why tasks wait, and stops at a reason that no
+    waiting ends (NeverStarts)."""
     outcomes: List[Outcome] = []
     waiting = dict(zip([job.job_id for job in jobs], zip(jobs, specs)))
     started = set()
+    shown: Dict[str, str] = {}
     while waiting:
         states = queue() if queue is not None else None
+        if reasons is not None:
+            show_pending(reasons(), waiting, shown, progress)
         for job_id, (job, spec) in list(waiting.items()):
             if queue is None:
                 state = job.state

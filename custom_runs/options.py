@@ -1,7 +1,9 @@
 """Command-line options of implicit-augment.py (the paper's flags, names and
 defaults) plus our additions; shared with bench/throughput.py."""
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from custom_common.settings import DATASETS, get_settings
 from custom_models.hyper_models import AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, LOSS_MODELS
@@ -102,12 +104,25 @@ def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_distortion_arguments(parser: argparse.ArgumentParser) -> None:
-    """-ir / -sr / -nr (DESIGN §2), for implicit-augment.py and the scripts that pick its runs;
+    """-ir / -sr / -nr (docs/design.md §2), for implicit-augment.py and the scripts that pick its runs;
     check_distortion checks them."""
     add = parser.add_argument
     add("-ir", "--imbalance-ratio", type=int, default=1, help="class imbalance ratio IR >= 1 (default: 1)")
     add("-sr", "--subsample-ratio", type=float, default=1.0, help="subsample ratio in (0, 1] (default: 1.0)")
     add("-nr", "--noise-ratio", type=float, default=0.0, help="label noise ratio in [0, 1) (default: 0.0)")
+
+
+def check_data_folder(data) -> None:
+    """--data must be a folder this process can write, or a path it can create one at
+    (not inside a file); raises UsageError."""
+    path = Path(data)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--data {path}: {probe} is a file, not a folder; choose another --data")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--data {path} is not writable; choose another folder with --data")
 
 
 def dataset_settings(args: argparse.Namespace):
@@ -191,7 +206,7 @@ def not_negative(flag: str, value, note: str = "") -> tuple:
 
 
 def check_distortion(imbalance_ratio: int, subsample_ratio: float, noise_ratio: float) -> None:
-    """The -ir / -sr / -nr ranges of DESIGN §2; raises UsageError."""
+    """The -ir / -sr / -nr ranges of docs/design.md §2; raises UsageError."""
     check_all([
         (imbalance_ratio >= 1, f"-ir must be an integer >= 1, got {imbalance_ratio}"),
         (0 < subsample_ratio <= 1, f"-sr must be in (0, 1], got {subsample_ratio}"),
@@ -199,14 +214,21 @@ def check_distortion(imbalance_ratio: int, subsample_ratio: float, noise_ratio: 
     ])
 
 
+def check_run_folder(run_folder: str) -> None:
+    """-r names one folder inside {data}/{dataset}/, never a path out of it; raises UsageError."""
+    if not run_folder or "/" in run_folder or os.sep in run_folder or run_folder in (".", ".."):
+        raise UsageError(f"-r must be a folder name such as run0, got '{run_folder}'")
+
+
 def check_run_selection(args: argparse.Namespace) -> None:
     """The options get-results.py and visualize-density.py pick runs by (--dataset,
-    -ir/-sr/-nr, the ablation flags), checked as implicit-augment.py checks them: no run
+    -ir/-sr/-nr, the ablation flags, -r), checked as implicit-augment.py checks them: no run
     can exist outside them. Raises UsageError."""
     dataset_settings(args)
     check_distortion(args.imbalance_ratio, args.subsample_ratio, args.noise_ratio)
     if args.overfit and args.oversplit:
         raise UsageError("choose at most one of --overfit and --oversplit")
+    check_run_folder(args.run_folder)
     args.paper_text = paper_text_items(args.paper_text)
     args.policy_variant = policy_variant_items(args.policy_variant)
 
@@ -262,6 +284,5 @@ def resolve(args: argparse.Namespace, settings=None) -> argparse.Namespace:
     if args.seed is None:
         from custom_runs.run_files import seed_from_run_folder
         args.seed = seed_from_run_folder(args.run_folder)
-    if not args.run_folder or "/" in args.run_folder or args.run_folder in (".", ".."):
-        raise UsageError(f"-r must be a folder name such as run0, got '{args.run_folder}'")
+    check_run_folder(args.run_folder)
     return args

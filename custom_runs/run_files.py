@@ -1,4 +1,4 @@
-"""The one place that knows where runs put their files and what is in them (DESIGN §8).
+"""The one place that knows where runs put their files and what is in them (docs/design.md §8).
 
     {data}/{dataset}/                    raw dataset files (torchvision layout)
     {data}/{dataset}/runN/data_ir_{IR}_sr_{SR}_nr_{NR}.pt   split of the run
@@ -9,7 +9,8 @@
     {data}/{dataset}/runN/tensorboard/{run_name}/            learning curves
     {data}/{dataset}/runN/debug_{run_name}.png               --plot-debug grid
     {data}/{dataset}/runN/.lock_{run_name}                   held while a process trains it
-    {data}/{dataset}/runN/suspects_{run_name}.csv|png|pdf    get-results.py --suspects (or in --out)
+    {data}/{dataset}/runN/suspects_{run_name}[_valid|_last].csv|png|pdf
+                                         get-results.py --suspects (or in --out)
     {data}/folder_{name}_{hash}/runN/... --dataset folder --data-dir .../{name} (same files;
                                          hash: 8 hex digits of the folder's absolute path)
     {DIR}/.autodo_stats.json             a folder dataset's classes, size, mean/std, file stamp
@@ -40,8 +41,9 @@ Results file (JSON, one per run folder and configuration):
     format, run_name, dataset, run_folder, seed,
     split_seed        the seed the split file was made with (null: made elsewhere)
     status            "running" (also after kill -9), "finished", "interrupted" (Ctrl-C,
-                      SIGTERM) or "failed" (non-finite training loss); "finished" with a
-                      null best or final accuracy counts as unfinished (finished())
+                      SIGTERM, a save that failed: a full disk) or "failed" (non-finite
+                      training loss); "finished" with a null best or final accuracy counts
+                      as unfinished (finished())
     lr_changes        [{"epoch", "from", "to"}]: --lr changed on --resume from that epoch
     attempts          [{"first_epoch", "commit", "uncommitted_changes", "compute_path", "started"}]:
                       each process that trained epochs of the run, from epoch first_epoch
@@ -94,8 +96,9 @@ from typing import Iterator, List, Optional, Sequence
 
 # atomic writing and safe reading live in the bottom layer, the split file's name beside the
 # split (the data layer writes both); the layers above still go through this module alone
-from custom_common.atomic_files import (UnreadableFile, atomic_path, create_once, load_torch,  # noqa: F401
-                                        save_json, save_torch)
+from custom_common.atomic_files import (SaveFailed, UnreadableFile, atomic_path,  # noqa: F401
+                                        atomic_paths, create_once, load_torch, save_json,
+                                        save_torch, stale_temporaries)
 from custom_datasets.split import number_text, split_file_name  # noqa: F401
 
 # 2: per-epoch validation accuracy, best_valid and timings_s.valid
@@ -114,7 +117,7 @@ def run_name(model: str, hyper_opt: str, aug_model: str, los_model: str, imbalan
              subsample_ratio: float, noise_ratio: float, overfit: bool = False,
              oversplit: bool = False, paper_text: Sequence[str] = (),
              policy_variant: Sequence[str] = ()) -> str:
-    """DESIGN §8's name; runs that follow the paper's text somewhere (--paper-text, items in
+    """docs/design.md §8's name; runs that follow the paper's text somewhere (--paper-text, items in
     their fixed order) add `_text_{item-item...}`, and runs that apply the fixed policies as
     this project did before (--policy-variant) add `_policy_{item-item...}`, so they never
     share files or a table cell with runs of the released data path."""
@@ -147,6 +150,18 @@ CHECKPOINTS = {"valid": best_valid_checkpoint_path, "best": best_checkpoint_path
 
 def checkpoint_path(folder: Path, name: str, kind: str) -> Path:
     return CHECKPOINTS[kind](folder, name)
+
+
+# what the names of reports and figures of a checkpoint add (best_ ones keep their old names)
+CHECKPOINT_SUFFIXES = {"valid": "_valid", "best": "", "last": "_last"}
+
+
+def missing_checkpoint_advice(kind: str) -> str:
+    """What to do about a missing checkpoint of `kind` where the run itself exists."""
+    if kind == "valid":
+        return ("runs from before validation selection have no bestvalid_ checkpoint: use "
+                "--checkpoint best (test-selected, the paper's protocol) or --checkpoint last")
+    return "train the configuration first with implicit-augment.py and the same options"
 
 
 def lock_path(folder: Path, name: str) -> Path:
@@ -228,10 +243,11 @@ def results_path(folder: Path, name: str) -> Path:
     return Path(folder) / f"results_{name}.json"
 
 
-def suspects_base_path(folder: Path, name: str, checkpoint: str = "best") -> Path:
-    """suspects_{run_name}[_last]: .csv (every train image, most suspect first), .png/.pdf
-    (the top-K grid) of get-results.py --suspects."""
-    return Path(folder) / f"suspects_{name}{'_last' if checkpoint == 'last' else ''}"
+def suspects_base_path(folder: Path, name: str, checkpoint: str = "valid") -> Path:
+    """suspects_{run_name}[_valid|_last]: .csv (every train image, most suspect first),
+    .png/.pdf (the top-K grid) of get-results.py --suspects with the network of bestvalid_,
+    best_ (no suffix) or last_."""
+    return Path(folder) / f"suspects_{name}{CHECKPOINT_SUFFIXES[checkpoint]}"
 
 
 def run_log_path(folder: Path, name: str) -> Path:

@@ -1,4 +1,4 @@
-"""What a run holds and keeps (DESIGN §7-§8): the epoch seeds that make a resumed run repeat
+"""What a run holds and keeps (docs/design.md §7-§8): the epoch seeds that make a resumed run repeat
 an uninterrupted one, the configuration, the checkpoints (saving and resuming from last_),
 the results file (while running, and of a run that stopped), the best and final metrics,
 the state every rank must share, and the versions a results file records."""
@@ -251,6 +251,24 @@ class RunState:
             status = "finished"
         with deferred_stops():
             run_files.save_json(self.results(status, self.final_metrics()), self.results_path)
+
+    def mark_results_interrupted(self) -> None:
+        """After a save that failed (a full disk, a folder made read-only): the results file
+        of the last epoch whose files were written says "interrupted", so that it agrees with
+        last_, which --resume continues from. Where even that cannot be written, every file
+        stays as the last good epoch left it."""
+        if not self.is_main:
+            return
+        try:
+            results = run_files.load_results(self.results_path)
+        except run_files.UnreadableFile:
+            return
+        if results.get("status") == "running":
+            results["status"] = "interrupted"
+            try:
+                run_files.save_json(results, self.results_path)
+            except run_files.SaveFailed:
+                pass
 
     def how_to_recover(self) -> str:
         if self.history:

@@ -1,12 +1,10 @@
-"""A run's set-up before training (DESIGN §2, §8): the checks of its outputs and of the data
+"""A run's set-up before training (docs/design.md §2, §8): the checks of its outputs and of the data
 folder, the configuration's lock, the split, the refusal of a split made with another seed,
 the world-size check, and the stops that wait until a step's files are consistent."""
-import os
 import signal
 import sys
 import threading
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
@@ -15,7 +13,7 @@ from custom_datasets.sources import load_data
 from custom_datasets.split import (check_split_feasible, load_or_create_split, made_with_seed,
                                    valid_size_for)
 from custom_runs import run_files, stop_points
-from custom_runs.options import UsageError
+from custom_runs.options import UsageError, check_data_folder
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -73,6 +71,20 @@ class SetUp:
         except run_files.ConfigurationBusy as busy:
             raise UsageError(self.busy_message(str(busy))) from None
         self.check_outputs()  # the process that held the lock may have finished it
+        self.remove_stale_temporaries()
+
+    def remove_stale_temporaries(self) -> None:
+        """The temporary files of this configuration's files that a killed save left (a
+        partial checkpoint may be as large as a whole one). Under the lock no other process
+        writes them, so every one there is stale; the split's are not this configuration's."""
+        stale = [tmp for path in (self.best_path, self.best_valid_path, self.last_path,
+                                  self.results_path, run_files.debug_grid_path(self.folder, self.name))
+                 for tmp in run_files.stale_temporaries(path)]
+        for tmp in stale:
+            tmp.unlink(missing_ok=True)
+        if stale:
+            print(f"note: removed {len(stale)} temporary file{'s' * (len(stale) > 1)} that a "
+                  f"killed save of this configuration left in {self.folder}", file=sys.stderr)
 
     @staticmethod
     def busy_message(who: str) -> str:
@@ -95,14 +107,7 @@ class SetUp:
                              f"add --resume to continue it or --force to start over")
 
     def check_writable(self) -> None:
-        path = Path(self.args.data)
-        probe = path
-        while not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if not probe.is_dir():
-            raise UsageError(f"--data {path}: {probe} is a file, not a folder; choose another --data")
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise UsageError(f"--data {path} is not writable; choose another folder with --data")
+        check_data_folder(self.args.data)
 
     def prepare_data(self) -> None:
         stop_points.stop_if_asked(self.stop_at, ("setup", "prepare_data"), self.collectives.rank)
@@ -157,6 +162,16 @@ class SetUp:
                                                args.noise_ratio)
         fix = f"give seed {args.seed} a run folder of its own (-r)"
         recorded = self.recorded_split_seed()
+        if recorded == args.seed:
+            # the seed is right, so the labels it was drawn from are not these: adding that
+            # seed (the advice below) would only repeat this refusal
+            where = f"the images of {self.settings.folder}" if self.settings.folder else "the data"
+            raise UsageError(f"{split_name} in {self.folder} was made with seed {recorded} on "
+                             f"other labels: {where} changed since (images moved to another "
+                             f"class folder, added or removed), and the runs of {self.folder.name} "
+                             f"trained on the earlier ones; train on the data as it is now in a "
+                             f"new run folder, -r {self.next_run_folder()}, or move "
+                             f"{self.folder} away to start {self.folder.name} again")
         if recorded is not None:
             raise UsageError(f"{split_name} in {self.folder} was made with seed {recorded} (its other "
                              f"results files say so), not {args.seed}: add --seed {recorded} to "
@@ -168,6 +183,12 @@ class SetUp:
         print(f"note: {split_name} in {self.folder} is not the split seed {args.seed} makes here "
               f"and no results file here records its seed (another version or program made "
               f"it); training on it as it is", file=sys.stderr)
+
+    def next_run_folder(self) -> str:
+        """runK after the highest runN of the dataset: the first name that holds no runs."""
+        numbers = [int(folder.name[3:]) for folder in
+                   run_files.find_run_folders(self.args.data, self.settings.name)]
+        return f"run{max(numbers, default=-1) + 1}"
 
     def recorded_split_seed(self) -> Optional[int]:
         """The split seed that another configuration's results file in this run folder records

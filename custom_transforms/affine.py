@@ -1,4 +1,4 @@
-"""The learned affine augmentation of DESIGN §3.2, differentiable in its logits.
+"""The learned affine augmentation of docs/design.md §3.2, differentiable in its logits.
 
 Seven parameters, each with an application probability and a signed magnitude:
 rotation, translate-x/y, shear-x/y, scale-x/y. The apply-mask is a

@@ -1,4 +1,4 @@
-"""Base transforms of DESIGN §5 as batched tensor work on the training device.
+"""Base transforms of docs/design.md §5 as batched tensor work on the training device.
 
 Every function takes a batch (B, C, H, W) and draws an independent random
 choice per image from torch's RNG on the batch's device; no per-image loop.
@@ -80,7 +80,7 @@ def random_erasing(images: torch.Tensor, probability: float = 0.5, scale=(0.02, 
 
 class TrainTransform:
     """uint8 batch -> normalised float batch, as the released code orders its transforms
-    (DESIGN §6): the fixed policy or colour sub-policy first, on the raw image (as unit
+    (docs/design.md §6): the fixed policy or colour sub-policy first, on the raw image (as unit
     floats), then the geometric base transform (so the crop's zero padding comes after the
     policy), normalisation, random erasing. `policy_after_crop` (`--policy-variant
     after-crop`, this project's earlier order) runs the policy after crop and flip instead.
@@ -121,7 +121,7 @@ class EvalTransform:
 
 
 def imagenet_transforms(train: bool):
-    """Base transforms of DESIGN §5 for ImageNet, done by the workers; they return
+    """Base transforms of docs/design.md §5 for ImageNet, done by the workers; they return
     uint8 tensors so that policies and normalisation run batched on the device."""
     import torchvision.transforms as T
     if train:

@@ -1,4 +1,4 @@
-"""The image operations of the fixed augmentation policies (DESIGN §6), batched.
+"""The image operations of the fixed augmentation policies (docs/design.md §6), batched.
 
 Every operation takes a float32 batch (n, C, H, W) with values in [0, 1] and a
 tensor `values` of shape (n,) holding each image's own value (degrees, a
@@ -11,7 +11,7 @@ Each operation stands for the PIL operation that Fast AutoAugment, DADA and
 RandAugment were searched with, and follows PIL's definition on 8-bit images:
 
 - the colour operations take each pixel to its 8-bit level (the policy runs
-  first, on the raw 8-bit image, DESIGN §6, so the batch holds levels) and
+  first, on the raw 8-bit image, docs/design.md §6, so the batch holds levels) and
   compute what PIL computes on the 8-bit image, integer for integer, in float32
   that holds the integers exactly (float64 where PIL uses doubles): Equalize's,
   Posterize's, Solarize's and AutoContrast's look-up tables with PIL's
@@ -25,7 +25,7 @@ RandAugment were searched with, and follows PIL's definition on 8-bit images:
   centre, counter-clockwise on screen for a positive angle, a positive
   translation moving the content left/up). By default they sample as PIL's
   Image.transform / rotate do with their defaults, which the released code
-  used (DESIGN §6): nearest neighbour, with PIL's own 16.16 fixed-point source
+  used (docs/design.md §6): nearest neighbour, with PIL's own 16.16 fixed-point source
   coordinates, and a black (0) fill of what comes from outside the image; they
   then match PIL exactly on 8-bit images, edge included (warp_nearest). With
   `--policy-variant bilinear-grey` (this project's earlier choice) they sample
@@ -421,7 +421,7 @@ def _geometric(name: str, bilinear_grey: bool) -> Callable:
 @dataclass(frozen=True)
 class Operation:
     apply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    # Geometric operations take a random sign (DESIGN §6) and their whole effect is a pixel
+    # Geometric operations take a random sign (docs/design.md §6) and their whole effect is a pixel
     # map (affine_maps), so a policy can resample all of them in one warp.
     geometric: bool = False
 

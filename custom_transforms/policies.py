@@ -1,4 +1,4 @@
-"""Fixed augmentation policies (DESIGN §6): RandAugment variant, Fast AutoAugment, DADA
+"""Fixed augmentation policies (docs/design.md §6): RandAugment variant, Fast AutoAugment, DADA
 and the colour sub-policy used alongside the learned SHA/SEP models.
 
     augment = make_policy_augment(aug_model, settings)   # None for NONE
@@ -189,7 +189,7 @@ def _apply_on_device(images, operation_ids, values, applied, possible, tables,
 
 
 class RandAugment:
-    """RandAugment variant of DESIGN §6: `num_ops` operations per image, drawn uniformly
+    """RandAugment variant of docs/design.md §6: `num_ops` operations per image, drawn uniformly
     with replacement from `ranges`, each at min + U(0, 1) * (magnitude / 30) * (max - min).
 
     With COLOUR_RANGES this is the colour sub-policy used with SHA/SEP. `bilinear_grey`:
@@ -260,7 +260,7 @@ class SubPolicyAugment:
                 probabilities[row, step] = probability
                 levels[row, step] = level
         if clip_levels:
-            # DESIGN §6 clips DADA levels to [0, 1]; Fast AutoAugment levels are used as stored.
+            # docs/design.md §6 clips DADA levels to [0, 1]; Fast AutoAugment levels are used as stored.
             levels = levels.clamp(0.0, 1.0)
         # Stored step-major, so that a step's column is a view (indexing [rows, step] would
         # copy the step number to the device on every call).

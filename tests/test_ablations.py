@@ -1,4 +1,4 @@
-"""The ablations of DESIGN §7: --overfit validates hyper steps on the test set,
+"""The ablations of docs/design.md §7: --overfit validates hyper steps on the test set,
 --oversplit trains and validates on the whole official train set."""
 import os
 import subprocess

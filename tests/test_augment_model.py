@@ -1,4 +1,4 @@
-"""The learned affine augmentation of DESIGN §3.2: table shapes and initial
+"""The learned affine augmentation of docs/design.md §3.2: table shapes and initial
 values, the identity limits, the geometry of each parameter (also through the
 x4 up/down-sampling path, in the released code's geometry and in the text's), the Gumbel
 apply-mask frequency and the gradients to both logits."""

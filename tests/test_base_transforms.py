@@ -1,4 +1,4 @@
-"""Batched base transforms of DESIGN §5 (custom_transforms.base): random crop with
+"""Batched base transforms of docs/design.md §5 (custom_transforms.base): random crop with
 zero padding, horizontal flip, random erasing, normalisation, and the train
 transform of the MNIST family (normalise only)."""
 import math

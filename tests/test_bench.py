@@ -5,6 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+
+from custom_common.settings import get_settings
+from custom_models.training import hyper_epoch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "throughput.py"
 
@@ -45,6 +49,15 @@ def test_compare_without_epoch_is_refused_in_one_line(bench, capsys):
     assert "error: --compare needs --epoch (see " in line
 
 
+@pytest.mark.parametrize("flags", [["--steps", "0"], ["--warmup", "-1"]])
+def test_no_timed_step_or_a_negative_warm_up_is_refused_in_one_line(bench, capsys, flags):
+    with pytest.raises(SystemExit) as stop:
+        bench.get_args(["--dataset", "DIGITS", "--no-cuda", *flags])
+    assert stop.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "error: --steps must be at least 1 and --warmup at least 0, got " in line
+
+
 def test_compile_summary_gives_the_compile_time_and_the_epochs_that_repay_it(bench):
     args = bench.get_args(["--dataset", "DIGITS", "--no-cuda", "--epoch", "--compare", "--epochs", "50",
                            "--hyper-start", "12"])
@@ -74,3 +87,34 @@ def test_the_compiled_path_without_a_cpp_compiler_is_refused_in_one_line(bench, 
     assert "error: the compiled path needs a C++ compiler" in line
     args = bench.get_args(["--dataset", "DIGITS", "--no-cuda", "--epoch", "--compare", "--paths", "fp32", "bf16"])
     assert list(bench.compared_paths(bench.Experiment(args).compute_path, args.paths)) == ["fp32", "bf16"]
+
+
+def hyper_tables(experiment):
+    """The learned tables and the row optimiser's running squares of the gradients."""
+    optimizer = experiment.hyper.optimizer
+    return {**{f"table {name}": table.clone() for name, table in optimizer.tables.items()},
+            **{f"square_avg {name}": average.clone() for name, average in optimizer.square_avg.items()}}
+
+
+@pytest.mark.parametrize("precision", [["--no-amp"], []], ids=["fp32", "chosen"])
+def test_the_timed_hyper_step_is_the_runs_hyper_epoch_step_on_the_folded_encoder(bench, tmp_path,
+                                                                                  precision):
+    args = bench.get_args(["--dataset", "DIGITS", "-ir", "10", "-nr", "0.1", "--aug-model", "SEP",
+                           "--los-model", "BOTH", "--hyper-opt", "HES", "--no-cuda", "--data", str(tmp_path),
+                           *precision])
+    settings = get_settings("DIGITS")
+    data = bench.synthetic_data(settings)
+    timed, run = (bench.build_experiment(args, settings, data) for _ in range(2))
+    assert timed.network.fold_batch_norm  # the CPU's path folds: the run's hyper epochs see no batch norm
+    before = hyper_tables(timed)
+    assert all(torch.equal(before[name], table) for name, table in hyper_tables(run).items())
+    train, valid = next(iter(timed.hyper_batches)), next(iter(timed.valid_batches))
+    torch.manual_seed(0)  # the augmentation's draws
+    bench.hyper_steps(args, timed, iter([train]), iter([valid]), 1)
+    torch.manual_seed(0)
+    hyper_epoch(run.network, run.hyper, [train], iter([valid]), lambda step: args.hyper_beta)
+    timed_tables, run_tables = hyper_tables(timed), hyper_tables(run)
+    assert len(run_tables) == 8  # SEP's two tables and BOTH's two, each with its running squares
+    for name, table in run_tables.items():
+        assert not torch.equal(table, before[name]), f"{name}: unchanged by the step"
+        assert torch.equal(timed_tables[name], table), f"{name}: the timed step's differs from the run's"

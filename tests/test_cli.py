@@ -1,11 +1,12 @@
 """implicit-augment.py end to end on DIGITS (subprocesses with the venv python,
---data in a temporary folder): the files of DESIGN §8 and their contents, the
+--data in a temporary folder): the files of docs/design.md §8 and their contents, the
 defaults derived from the run folder and --epochs, refusing to overwrite, one
 split file per run folder, and one-line errors for bad options."""
 import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -358,11 +359,43 @@ def git(folder, *arguments):
                           check=True).stdout.strip()
 
 
+def checkout_of(folder) -> bool:
+    """Whether `folder` is the top of a git checkout (not a source archive, not a folder
+    inside another repository) and git is there to say so."""
+    try:
+        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True)
+    except FileNotFoundError:
+        return False
+    return top.returncode == 0 and Path(top.stdout.strip()).resolve() == Path(folder).resolve()
+
+
 def test_results_file_records_the_commit_of_the_code_that_ran(first_run):
     versions = first_run["results"]["versions"]
+    if not checkout_of(REPO):  # a source archive ("download ZIP"): no commit to record
+        assert (versions["commit"], versions["uncommitted_changes"]) == ("unknown", "unknown")
+        return
     assert versions["commit"] == git(REPO, "rev-parse", "HEAD")
     changed = bool(git(REPO, "status", "--porcelain", "--untracked-files=no"))
     assert versions["uncommitted_changes"] is changed
+
+
+def test_a_copy_of_the_source_without_git_records_an_unknown_commit(tmp_path):
+    archive = tmp_path / "autodo-main"  # as a source archive unpacks
+    for package in ("custom_common", "custom_datasets", "custom_models", "custom_runs",
+                    "custom_transforms"):
+        shutil.copytree(REPO / package, archive / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    look = ("import json; from custom_runs.run_state import code_version, PROJECT_ROOT; "
+            "print(json.dumps([str(PROJECT_ROOT), code_version()]))")
+    # git must not find a repository above the copy either
+    env = dict(ENV, GIT_CEILING_DIRECTORIES=str(tmp_path))
+    done = subprocess.run([PYTHON, "-c", look], cwd=archive, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    root, version = json.loads(done.stdout)
+    assert Path(root) == archive  # the copy's code ran, not the checkout's
+    assert version == {"commit": "unknown", "uncommitted_changes": "unknown"}
 
 
 def test_code_version_of_a_checkout_its_changes_and_of_no_checkout(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@ between them: every relative Markdown link in README.md and docs/*.md must point
 that exists and, where it names an #anchor, to a heading of that page (anchors as GitHub
 makes them: lowercase, spaces to '-', punctuation removed, a repeated heading numbered) or
 to an explicit `<a id="...">` of it. Every section that the code and the pages cite as
-"DESIGN §N" or "design.md §N" has its anchor `#sN` in docs/design.md."""
+"docs/design.md §N" or "design.md §N" has its anchor `#sN` in docs/design.md."""
 import re
 from pathlib import Path
 
@@ -18,7 +18,7 @@ LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"
 HEADING = re.compile(r"^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
 EXPLICIT_ANCHOR = re.compile(r"<a\s+(?:id|name)=\"([^\"]+)\"\s*>", re.I)
 DESIGN = ROOT / "docs" / "design.md"
-# "DESIGN §4", "DESIGN §2-§8", "design.md §3.1" in a docstring, a comment or a page
+# "docs/design.md §4", "docs/design.md §2-§8", "design.md §3.1" in a docstring, a comment or a page
 CITATION = re.compile(r"(?:DESIGN|design\.md)\s*(§\s*\d+(?:\.\d+)?(?:\s*[-–,]\s*§?\s*\d+(?:\.\d+)?)*)")
 
 
@@ -145,13 +145,13 @@ def test_an_explicit_anchor_counts_as_an_anchor_of_its_page(tmp_path):
 
 
 def cited_sections(text):
-    """The section numbers a text cites as DESIGN §N / design.md §N (ranges: both ends)."""
+    """The section numbers a text cites as docs/design.md §N / design.md §N (ranges: both ends)."""
     return {number for match in CITATION.finditer(text)
             for number in re.findall(r"\d+(?:\.\d+)?", match.group(1))}
 
 
 def test_citations_of_the_design_are_read_with_their_ranges():
-    text = "see DESIGN §2-§8 and DESIGN §3.1, [design §4](design.md#s4), docs/design.md §6"
+    text = "see docs/design.md §2-§8 and docs/design.md §3.1, [design §4](design.md#s4), docs/design.md §6"
     assert cited_sections(text) == {"2", "8", "3.1", "6"}
 
 

@@ -97,3 +97,89 @@ def test_the_pages_hyper_epochs_are_those_of_the_committed_runs():
     start = starts.pop()
     assert f"`hyper_start` {start} in the results files: hyper steps on epochs {start + 1}–49 " \
            f"counted from 0, printed {start + 2}–50" in section
+
+
+def test_every_paired_difference_on_the_page_is_what_get_results_makes_of_the_committed_runs():
+    """The page's table of paired differences (row minus reference in the same run folder)
+    is get-results.py --table --versus REF [--minority | --metric last] on the committed runs."""
+    section = PAGE.read_text().split("\n## FashionMNIST\n", 1)[1].split("\n## ", 1)[0]
+    steps = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and " − " in cells[0]:
+            steps[tuple(cells[0].split(" − "))] = cells[1:]
+    assert set(steps) == {("FAA", "Baseline"), ("A", "FAA"), ("A_W", "A"), ("A_W_S", "A_W"),
+                          ("A_W_S", "Baseline")}
+    for column, (metric, minority) in enumerate(COLUMNS):
+        for (row, reference), page_cells in steps.items():
+            table = reporting.build_table(str(EVIDENCE), "FashionMNIST", "resnet18", metric=metric,
+                                          minority=minority, versus=reference)
+            cell = next(r for r in table.rows if r.name == row).cells["20-0.2 sr 0.2"]
+            assert cell.versus.text() == page_cells[column], (row, reference, metric, minority)
+
+
+DIGITS_CONFIGS = ["Baseline", "RAA", "FAA", "DADA", "A_SHA", "A", "A_W", "A_W_S"]
+
+
+def readme_digits_tables():
+    """{(IR, NR): {method: [cells]}} of the README's DIGITS tables, one per '#### IR i, NR n'."""
+    section = README.read_text().split("\n## Headline result: DIGITS", 1)[1].split("\n## ", 1)[0]
+    tables = {}
+    for part in section.split("\n#### ")[1:]:
+        match = re.match(r"IR (\d+), NR ([\d.]+)", part)
+        rows = {}
+        for line in part.splitlines():
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if line.startswith("| ") and cells[0] in DIGITS_CONFIGS:
+                rows[cells[0]] = cells[1:]
+        tables[(int(match.group(1)), float(match.group(2)))] = rows
+    return tables
+
+
+def test_every_cell_of_the_readmes_digits_grid_is_what_get_results_makes_of_the_committed_runs():
+    """Each README table: error at the test-selected, validation-selected and last epoch, and
+    the validation-selected error's paired difference against the Baseline, exactly as
+    get-results.py --data docs/evidence --dataset DIGITS --table --metric valid --settings IR-NR
+    prints them from the committed results files."""
+    tables = readme_digits_tables()
+    assert (10, 0.1) in tables and all(set(rows) == set(DIGITS_CONFIGS) for rows in tables.values())
+    for (imbalance, noise), rows in tables.items():
+        table = reporting.build_table(str(EVIDENCE), "DIGITS", "resnet18", metric="valid",
+                                      only_settings=[(imbalance, noise)])
+        column = f"{imbalance}-{noise}"
+        assert table.columns == [column]
+        made = {}
+        for row in table.rows:
+            cell = row.cells[column]
+            made[row.name] = [cell.summary_of(metric).text() for metric in ("best", "valid", "last")] + \
+                [reporting.MISSING if cell.versus is None else cell.versus.text()]
+        assert made == rows, (imbalance, noise)
+
+
+def test_the_committed_digits_runs_are_finished_100_epoch_runs_of_one_clean_commit():
+    files = sorted(EVIDENCE.glob("DIGITS/run*/results_*.json"))
+    assert len(files) >= 24
+    commits = set()
+    for path in files:
+        results = run_files.load_results(path)
+        assert results["status"] == "finished" and results["epochs_done"] == 100, path
+        assert results["best_valid"]["epoch"] >= 0, path
+        for attempt in results["attempts"]:
+            assert attempt["commit"] != "unknown" and not attempt["uncommitted_changes"], path
+            commits.add(attempt["commit"])
+    assert len(commits) == 1
+
+
+def test_the_digits_steps_on_the_results_page_are_what_get_results_makes_of_the_committed_runs():
+    section = PAGE.read_text().split("\n## DIGITS: the headline table\n", 1)[1].split("\n## ", 1)[0]
+    steps = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and " − " in cells[0]:
+            steps[tuple(cells[0].split(" − "))] = cells[1]
+    assert len(steps) >= 5
+    for (row, reference), page_cell in steps.items():
+        table = reporting.build_table(str(EVIDENCE), "DIGITS", "resnet18", metric="valid",
+                                      versus=reference, only_settings=[(10, 0.1)])
+        cell = next(r for r in table.rows if r.name == row).cells["10-0.1"]
+        assert cell.versus.text() == page_cell, (row, reference)

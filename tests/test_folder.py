@@ -337,7 +337,7 @@ def folder_suspects(folder_run):
                         folder_run["root"], "--data", folder_run["data"], "-nr", 0.3,
                         "--los-model", "BOTH", "--hyper-opt", "HES", "--suspects", 20)
     assert result.returncode == 0, result.stderr
-    path = folder_run["folder"] / f"suspects_{RUN}.csv"
+    path = folder_run["folder"] / f"suspects_{RUN}_valid.csv"  # the default: bestvalid_'s network
     with open(path) as handle:
         rows = list(csv.DictReader(handle))
     return {"rows": rows, "stdout": result.stdout, **folder_run}
@@ -356,7 +356,7 @@ def test_suspects_csv_has_every_train_image_sorted_by_self_confidence(folder_sus
             float(row["trust"]) * float(row["network_given_prob"]), rel=1e-4, abs=1e-6)
         assert float(row["network_margin"]) <= float(row["network_given_prob"])
         assert Path(row["path"]).parent.parent.name == "train" and row["given"] in CLASSES
-    grid = folder_suspects["folder"] / f"suspects_{RUN}.png"
+    grid = folder_suspects["folder"] / f"suspects_{RUN}_valid.png"
     assert grid.is_file() and grid.stat().st_size > 1000
     line, = [line for line in folder_suspects["stdout"].splitlines() if "the CSV's order" in line]
     assert line.startswith("network confidence:")
@@ -369,7 +369,7 @@ def test_rank_by_reorders_the_csv_and_keeps_every_score(folder_run, folder_suspe
                         "--los-model", "BOTH", "--hyper-opt", "HES", "--suspects", 20,
                         "--rank-by", rank_by, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
-    with open(tmp_path / f"suspects_{RUN}.csv") as handle:
+    with open(tmp_path / f"suspects_{RUN}_valid.csv") as handle:
         rows = list(csv.DictReader(handle))
     column = RANKINGS[rank_by][0]
     values = [float(r[column]) for r in rows]
@@ -416,7 +416,7 @@ def test_suspects_on_digits_with_heavy_noise_are_mostly_wrong_labels(tmp_path):
     assert precision >= 0.8 and auroc > 0.8
 
 
-@pytest.mark.parametrize("checkpoint", ["best", "last"])
+@pytest.mark.parametrize("checkpoint", ["valid", "best", "last"])
 def test_suspects_name_the_last_checkpoint_when_its_tables_do_not_fit(tmp_path, checkpoint):
     """The tables come from last_ whatever --checkpoint says: an error about them names
     last_, not the --checkpoint file."""
@@ -431,7 +431,8 @@ def test_suspects_name_the_last_checkpoint_when_its_tables_do_not_fit(tmp_path, 
     run_files.save_torch((indices[:100], indices[100:], targets),
                          folder / run_files.split_file_name(1, 1.0, 0.2))
     network = {"encoder_state_dict": {}, "decoder_state_dict": {}, "acc": 50.0, "epoch": 0}
-    run_files.save_torch(network, run_files.best_checkpoint_path(folder, config.name))
+    for kind in ("best", "valid"):
+        run_files.save_torch(network, run_files.checkpoint_path(folder, config.name, kind))
     tables = {"weight_logits": torch.zeros(7), "soft_logits": torch.zeros(7, 10)}  # 7 images, not all
     run_files.save_torch({**network, "reweight_state_dict": tables},
                          run_files.last_checkpoint_path(folder, config.name))
@@ -465,3 +466,94 @@ def test_the_train_command_get_results_suggests_for_a_folder_dataset_is_accepted
     # and it trains into the run folder get-results reads
     assert run_files.run_dir(args.data, dataset_settings(args).name, args.run_folder) == \
         folder_run["folder"]
+
+
+# ----------------------------------------------------------------------------- unusual files
+
+def ramp_16_bit(side: int = 16) -> np.ndarray:
+    """0 .. 65535 in side*side equal steps (uint16): 257 * k for k = 0 .. 255 at side 16."""
+    return (np.arange(side * side, dtype=np.uint32) * 65535 // (side * side - 1)) \
+        .reshape(side, side).astype(np.uint16)
+
+
+def test_a_16_bit_greyscale_png_keeps_its_256_levels(tmp_path):
+    path = tmp_path / "ramp.png"
+    Image.fromarray(ramp_16_bit()).save(path)
+    assert Image.open(path).mode == "I;16"  # what Pillow makes of a 16-bit greyscale PNG
+    decoded = folder_dataset.decode(path, channels=1, side=16)
+    assert decoded.dtype == np.uint8 and decoded.shape == (1, 16, 16)
+    # the high byte of each value, as for an 8-bit copy of the image (not clipped at 255)
+    assert decoded.ravel().tolist() == list(range(256))
+
+
+def test_a_folder_of_16_bit_images_has_the_statistics_of_its_8_bit_copy(tmp_path):
+    eight, sixteen = tmp_path / "eight", tmp_path / "sixteen"
+    rng = np.random.default_rng(0)
+    for part, count in (("train", 6), ("valid", 2)):
+        for name in CLASSES:
+            for i in range(count):
+                (eight / part / name).mkdir(parents=True, exist_ok=True)
+                (sixteen / part / name).mkdir(parents=True, exist_ok=True)
+                array = rng.integers(0, 256, (SIDE, SIDE)).astype(np.uint8)
+                Image.fromarray(array).save(eight / part / name / f"{i}.png")
+                Image.fromarray(array.astype(np.uint16) * 257).save(sixteen / part / name / f"{i}.png")
+    expected = folder_dataset.folder_settings(eight)
+    got = folder_dataset.folder_settings(sixteen)
+    assert got.channels == 1
+    assert got.mean == pytest.approx(expected.mean, abs=1e-6)
+    assert got.std == pytest.approx(expected.std, abs=1e-6)
+    assert 0.45 < got.mean[0] < 0.55 and 0.25 < got.std[0] < 0.32  # uniform 0..255
+
+
+def test_a_32_bit_image_with_values_above_255_is_refused_naming_it(tmp_path):
+    path = tmp_path / "deep.tif"
+    Image.fromarray(np.full((8, 8), 70000, np.int32), mode="I").save(path)
+    with pytest.raises(DataUnavailable, match=r"deep\.tif.*70000"):
+        folder_dataset.decode(path, channels=1, side=8)
+
+
+def test_file_and_class_names_that_are_not_utf8_are_stamped_and_trained_on(tmp_path):
+    root = make_folder(tmp_path / os.fsdecode(b"sh\xe9pes"), counts={"train": 10, "valid": 2})
+    odd_class = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not UTF-8
+    (root / "train" / "box").rename(root / "train" / odd_class)
+    (root / "valid" / "box").rename(root / "valid" / odd_class)
+    odd_file = root / "train" / "hbar" / os.fsdecode(b"\xff.png")
+    (root / "train" / "hbar" / "000.png").rename(odd_file)
+    settings = folder_dataset.folder_settings(root)
+    assert settings.classes == (odd_class, "hbar", "vbar")  # sorted: "caf" first
+    assert settings.train_size == 3 * (10 + 2)
+    cache = json.loads((root / ".autodo_stats.json").read_text())
+    assert cache["classes"] == [odd_class, "hbar", "vbar"]
+    assert folder_dataset.folder_settings(root) == settings  # read back from the cache
+    data = tmp_path / "runs"
+    result = run_script("implicit-augment.py", "--no-cuda", "--dataset", "folder", "--data-dir", root,
+                        "--data", data, "--epochs", 1, "--model", "wresnet10_1")
+    assert result.returncode == 0, result.stderr
+    results = json.loads(next((data / settings.name / "run0").glob("results_*.json")).read_text())
+    assert results["status"] == "finished" and results["split"]["train_size"] == 30
+    assert settings.name.startswith("folder_sh_pes_")
+
+
+def test_a_relabelled_folder_is_named_as_such_and_the_advised_run_folder_trains(tmp_path):
+    root = make_folder(tmp_path / "shapes", counts={"train": 10, "valid": 2})
+    data = tmp_path / "runs"
+    command = ("implicit-augment.py", "--no-cuda", "--dataset", "folder", "--data-dir", root,
+               "--data", data, "--epochs", 1, "--model", "wresnet10_1")
+    first = run_script(*command)
+    assert first.returncode == 0, first.stderr
+    # the user corrects a label: same files, one of them in another class folder
+    (root / "train" / "box" / "003.png").rename(root / "train" / "hbar" / "003b.png")
+    # every way on that the earlier message suggested in turn, and another configuration
+    refusals = [run_script(*command, *extra) for extra in (
+        ("--resume",), ("--force",), ("--resume", "--seed", 0), ("--aug-model", "RAND"))]
+    for refused in refusals:
+        assert refused.returncode == 2
+        line = error_line(refused.stderr, "implicit-augment.py")
+        assert "labels" in line and "add --seed" not in line, line
+        assert "-r run1" in line, line
+    advised = run_script(*command, "-r", "run1")
+    assert advised.returncode == 0, advised.stderr
+    folder = data / folder_dataset.dataset_name(root) / "run1"
+    results = json.loads(next(folder.glob("results_*.json")).read_text())
+    assert results["status"] == "finished" and results["split_seed"] == 1
+    assert results["split"]["train_class_counts"] == [9, 11, 10]

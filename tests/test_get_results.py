@@ -30,13 +30,16 @@ def configuration(model="wresnet28_10", ir=100, nr=0.1, sr=1.0, method=A_W_S, **
 
 
 def write_run(root, dataset, folder, config, best_acc, final_acc=None, minority_acc=None,
-              status="finished", checkpoints=True, versions=None):
-    """One run's results file (and tiny checkpoints) exactly where implicit-augment.py puts them."""
+              status="finished", checkpoints=True, versions=None, valid_acc=None):
+    """One run's results file (and tiny checkpoints) exactly where implicit-augment.py puts them.
+    `valid_acc`: the test accuracy of the validation-selected epoch; None writes a file of
+    format 1, from before validation selection."""
     run = run_files.run_dir(root, dataset, folder)
     final_acc = best_acc - 0.5 if final_acc is None else final_acc
     minority = None if minority_acc is None else minority_acc
     results = {
-        "format": run_files.RESULTS_FORMAT_VERSION, "run_name": config.name, "dataset": dataset,
+        "format": 1 if valid_acc is None else run_files.RESULTS_FORMAT_VERSION,
+        "run_name": config.name, "dataset": dataset,
         "run_folder": folder, "seed": run_files.seed_from_run_folder(folder), "status": status,
         "config": {"model": config.model, "aug_model": config.aug_model,
                    "los_model": config.los_model, "hyper_opt": config.hyper_opt,
@@ -49,6 +52,11 @@ def write_run(root, dataset, folder, config, best_acc, final_acc=None, minority_
         "final": {"epoch": 4, "acc": final_acc, "loss": 0.2, "per_class_acc": [final_acc] * 10,
                   "minority_acc": None if minority is None else minority - 1.0},
     }
+    if valid_acc is not None:
+        results["best_valid"] = {"epoch": 2, "acc": valid_acc, "loss": 0.15,
+                                 "per_class_acc": [valid_acc] * 10,
+                                 "minority_acc": None if minority is None else minority - 0.5,
+                                 "valid_acc": 99.0, "valid_loss": 0.05}
     if versions is not None:
         results["versions"] = versions
     run_files.save_json(results, run_files.results_path(run, config.name))
@@ -57,6 +65,9 @@ def write_run(root, dataset, folder, config, best_acc, final_acc=None, minority_
                       "augment_state_dict": {}, "acc": best_acc, "epoch": 3}
         run_files.save_torch(checkpoint, run_files.best_checkpoint_path(run, config.name))
         run_files.save_torch(checkpoint, run_files.last_checkpoint_path(run, config.name))
+        if valid_acc is not None:
+            run_files.save_torch({**checkpoint, "acc": valid_acc, "epoch": 2, "valid_acc": 99.0},
+                                 run_files.best_valid_checkpoint_path(run, config.name))
     return run
 
 
@@ -503,12 +514,14 @@ def test_cli_table_markdown_header_and_cells(tmp_path):
     done = get_results(tmp_path, "--dataset", "SVHN", "--table", "--format", "markdown")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    header = lines.index("| Method | 1-0.0 | 100-0.1 |")
-    assert lines[header + 1] == "|---|---|---|"
+    header = lines.index("| Method | 1-0.0 test-sel. (paper) | 1-0.0 valid-sel. | 1-0.0 last | "
+                         "1-0.0 vs Baseline | 100-0.1 test-sel. (paper) | 100-0.1 valid-sel. | "
+                         "100-0.1 last | 100-0.1 vs Baseline |")
+    assert lines[header + 1] == "|---|---|---|---|---|---|---|---|---|"
     baseline = lines[header + 2].split(" | ")
     values = errors[("Baseline", "100-0.1")]
     assert baseline[0] == "| Baseline"
-    assert baseline[2] == f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} (3) |"
+    assert baseline[5] == f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f} (3)"
 
 
 def test_table_csv_parses_to_numbers(tmp_path):
@@ -516,10 +529,10 @@ def test_table_csv_parses_to_numbers(tmp_path):
     rows = list(csv.DictReader(io.StringIO(svhn_table(tmp_path, "csv"))))
     assert [row["Method"] for row in rows] == ["Baseline", "A_W_S", "SEP/SOFT/HES"]
     values = errors[("A_W_S", "1-0.0")]
-    assert float(rows[1]["1-0.0 mean"]) == pytest.approx(np.mean(values), abs=1e-4)
-    assert float(rows[1]["1-0.0 std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-4)
-    assert rows[1]["1-0.0 n"] == "3"
-    assert rows[2]["100-0.1 n"] == "0" and rows[2]["100-0.1 mean"] == ""
+    assert float(rows[1]["1-0.0 best mean"]) == pytest.approx(np.mean(values), abs=1e-4)
+    assert float(rows[1]["1-0.0 best std"]) == pytest.approx(np.std(values, ddof=1), abs=1e-4)
+    assert rows[1]["1-0.0 best n"] == "3"
+    assert rows[2]["100-0.1 best n"] == "0" and rows[2]["100-0.1 best mean"] == ""
 
 
 def test_table_text_aligns_rows_under_the_ir_nr_header(tmp_path):
@@ -529,7 +542,7 @@ def test_table_text_aligns_rows_under_the_ir_nr_header(tmp_path):
     column = header.index("100-0.1")
     for name in ("Baseline", "A_W_S"):
         row = next(line for line in lines if line.startswith(name + " "))
-        assert row[column:].split("  ")[0].endswith("(3)")
+        assert row[column:].split("  ")[0].endswith("(3)")  # the first of its columns
 
 
 def test_cli_table_with_paper_puts_the_papers_error_beside_ours(tmp_path):
@@ -543,12 +556,15 @@ def test_cli_table_with_paper_puts_the_papers_error_beside_ours(tmp_path):
     assert rows["A_W_S"]["cells"]["100-0.1"]["paper_mean"] == 6.3
     assert rows["A_W_S"]["cells"]["100-0.1"]["paper_std"] == 0.57
     assert rows["A_W_S"]["cells"]["100-0.1"]["n"] == 3
-    assert rows["FAA"]["cells"]["1-0.0"] == {"n": 0, "mean": None, "std": None, "runs": [],
-                                             "values": [], "paper_mean": 2.8, "paper_std": 0.02}
+    empty = {"n": 0, "mean": None, "std": None, "values": []}
+    assert rows["FAA"]["cells"]["1-0.0"] == {**empty, "runs": [], "paper_mean": 2.8, "paper_std": 0.02,
+                                             "selections": {"best": empty, "valid": empty,
+                                                            "last": empty}, "versus": None}
     markdown = svhn_table(tmp_path, "markdown", with_paper=True)
-    assert "| Method | 1-0.0 | 1-0.0 paper | 100-0.0 | 100-0.0 paper |" in markdown
+    assert "| Method | 1-0.0 test-sel. (paper) | 1-0.0 valid-sel. | 1-0.0 last | 1-0.0 paper | " \
+        "1-0.0 vs Baseline | 100-0.0 test-sel. (paper) |" in markdown
     baseline = next(line for line in markdown.splitlines() if line.startswith("| Baseline |"))
-    assert baseline.split(" | ")[2] == "3.6 ± 0.10"
+    assert baseline.split(" | ")[4] == "3.6 ± 0.10"
 
 
 def test_table_for_a_dataset_without_paper_numbers_says_so(tmp_path):
@@ -595,6 +611,191 @@ def test_summarize_uses_the_sample_standard_deviation():
     assert (summary.n, summary.mean) == (3, pytest.approx(7 / 3))
     assert summary.std == pytest.approx(np.std(values, ddof=1))
     assert np.isnan(reporting.summarize([5.0]).std)
+
+
+# ----------------------------------------------------------------------------- selection, pairs
+
+T_975_2 = 4.302652729911275  # t(0.975, 2 degrees of freedom), from a t table
+
+
+def text_cells(line):
+    """The cells of a row of the text table (two or more spaces apart)."""
+    return [part.strip() for part in line.split("  ") if part.strip()]
+
+
+def write_paired_runs(root):
+    """Three run folders of Baseline and A_W_S at 100-0.1: A_W_S makes 1, 2, 3 points more
+    errors at the test-selected epoch and 2, 3, 4 fewer at the validation-selected one."""
+    for index in range(3):
+        write_run(root, "SVHN", f"run{index}", configuration(method=BASELINE), 90.0 + index,
+                  valid_acc=88.0, checkpoints=False)
+        write_run(root, "SVHN", f"run{index}", configuration(), 89.0, valid_acc=90.0 + index,
+                  checkpoints=False)
+
+
+def test_table_shows_test_selected_valid_selected_and_last_errors_of_each_run(tmp_path):
+    write_paired_runs(tmp_path)
+    table = json.loads(svhn_table(tmp_path, "json"))
+    assert table["selections"] == {"best": "test-sel. (paper)", "valid": "valid-sel.", "last": "last"}
+    cell = {row["name"]: row for row in table["rows"]}["A_W_S"]["cells"]["100-0.1"]
+    assert cell["selections"]["best"]["values"] == pytest.approx([11.0, 11.0, 11.0])
+    assert cell["selections"]["valid"]["values"] == pytest.approx([10.0, 9.0, 8.0])
+    assert cell["selections"]["last"]["values"] == pytest.approx([11.5, 11.5, 11.5])
+    assert cell["selections"]["valid"]["mean"] == pytest.approx(9.0)
+    assert cell["selections"]["valid"]["std"] == pytest.approx(1.0)
+    text = svhn_table(tmp_path, "text")
+    row = next(line for line in text.splitlines() if line.startswith("A_W_S "))
+    assert text_cells(row)[1:4] == ["11.00 ± 0.00 (3)", "9.00 ± 1.00 (3)", "11.50 ± 0.00 (3)"]
+    assert "the paper's protocol, chosen with the test labels" in text
+    rows = list(csv.DictReader(io.StringIO(svhn_table(tmp_path, "csv"))))
+    assert [float(rows[1][f"100-0.1 {metric} mean"]) for metric in ("best", "valid", "last")] == \
+        pytest.approx([11.0, 9.0, 11.5])
+
+
+def test_table_minority_applies_to_all_three_selections(tmp_path):
+    write_run(tmp_path, "SVHN", "run0", configuration(), 90.0, minority_acc=80.0, valid_acc=89.0,
+              checkpoints=False)
+    cell = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", minority=True).rows[0].cells["100-0.1"]
+    # write_run: best 80, best_valid 80 - 0.5, final 80 - 1 on the minority classes
+    assert [cell.selections[metric] for metric in ("best", "valid", "last")] == [[20.0], [20.5], [21.0]]
+
+
+def test_paired_difference_of_1_2_3_points_is_2_with_the_t_interval_over_three_runs(tmp_path):
+    write_paired_runs(tmp_path)
+    table = json.loads(svhn_table(tmp_path, "json"))
+    assert table["versus"] == "Baseline"
+    rows = {row["name"]: row for row in table["rows"]}
+    paired = rows["A_W_S"]["cells"]["100-0.1"]["versus"]
+    half = T_975_2 * 1.0 / np.sqrt(3)
+    assert paired["against"] == "Baseline" and paired["runs"] == ["run0", "run1", "run2"]
+    assert paired["differences"] == pytest.approx([1.0, 2.0, 3.0])
+    assert (paired["n"], paired["mean"]) == (3, pytest.approx(2.0))
+    assert (paired["low"], paired["high"]) == (pytest.approx(2.0 - half), pytest.approx(2.0 + half))
+    assert (paired["wins"], paired["verdict"]) == (0, "comparable")
+    assert rows["Baseline"]["cells"]["100-0.1"]["versus"] is None
+    text = svhn_table(tmp_path, "text")
+    assert f"+2.00 [{2 - half:+.2f}, {2 + half:+.2f}] 0/3" in text  # +2.00 [-0.48, +4.48] 0/3
+    markdown = svhn_table(tmp_path, "markdown")
+    assert "| +2.00 [-0.48, +4.48] 0/3 |" in markdown
+    rows = list(csv.DictReader(io.StringIO(svhn_table(tmp_path, "csv"))))
+    assert [rows[1][f"100-0.1 vs Baseline {what}"] for what in ("mean", "low", "high", "n", "wins", "verdict")] \
+        == ["2.0000", f"{2 - half:.4f}", f"{2 + half:.4f}", "3", "0", "comparable"]
+
+
+def test_metric_valid_compares_the_validation_selected_errors(tmp_path):
+    write_paired_runs(tmp_path)
+    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", metric="valid")
+    paired = next(row for row in table.rows if row.name == "A_W_S").cells["100-0.1"].versus
+    assert paired.differences == pytest.approx([-2.0, -3.0, -4.0])
+    half = T_975_2 / np.sqrt(3)
+    assert paired.interval == (pytest.approx(-3.0 - half), pytest.approx(-3.0 + half))
+    assert (paired.wins, paired.verdict) == (3, "better")
+    assert "-3.00 [-5.48, -0.52] 3/3" in reporting.render_table(table)
+
+
+def test_pairs_are_the_run_folders_finished_in_both_rows(tmp_path):
+    for index in range(3):
+        write_run(tmp_path, "SVHN", f"run{index}", configuration(method=BASELINE), 90.0,
+                  valid_acc=90.0, checkpoints=False)
+    for index, acc in ((1, 89.0), (2, 87.0), (3, 80.0)):
+        write_run(tmp_path, "SVHN", f"run{index}", configuration(), acc, valid_acc=acc, checkpoints=False)
+    write_run(tmp_path, "SVHN", "run0", configuration(), 10.0, status="running", checkpoints=False)
+    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    paired = next(row for row in table.rows if row.name == "A_W_S").cells["100-0.1"].versus
+    assert paired.runs == ["run1", "run2"] and paired.differences == pytest.approx([1.0, 3.0])
+
+
+def test_a_single_pair_has_no_interval_and_prints_no_nan(tmp_path):
+    write_run(tmp_path, "SVHN", "run0", configuration(method=BASELINE), 90.0, valid_acc=90.0,
+              checkpoints=False)
+    write_run(tmp_path, "SVHN", "run0", configuration(), 92.5, valid_acc=92.0, checkpoints=False)
+    for fmt in ("text", "markdown"):
+        text = svhn_table(tmp_path, fmt)
+        assert "-2.50 (n = 1: no interval) 1/1" in text and "nan" not in text
+    paired = json.loads(svhn_table(tmp_path, "json"))["rows"][1]["cells"]["100-0.1"]["versus"]
+    assert (paired["n"], paired["low"], paired["high"], paired["verdict"]) == (1, None, None, "comparable")
+    row = list(csv.DictReader(io.StringIO(svhn_table(tmp_path, "csv"))))[1]
+    assert (row["100-0.1 vs Baseline low"], row["100-0.1 vs Baseline high"]) == ("", "")
+
+
+def test_verdict_is_better_or_worse_only_where_the_interval_excludes_zero():
+    def verdict(differences):
+        return reporting.PairedDifference("Baseline", [f"run{i}" for i in range(len(differences))],
+                                          differences).verdict
+    assert verdict([-2.0, -3.0, -4.0]) == "better"  # -3 ± 2.48
+    assert verdict([1.0, 2.0, 3.0]) == "comparable"  # 2 ± 2.48 reaches below zero
+    assert verdict([2.0, 2.5, 3.0]) == "worse"
+    assert verdict([-5.0]) == "comparable"  # one run: no interval
+
+
+def test_versus_compares_with_another_row_and_an_unknown_row_is_a_one_line_error(tmp_path):
+    write_paired_runs(tmp_path)
+    a_w = dict(aug_model="SEP", los_model="WGHT", hyper_opt="HES")
+    for index in range(3):
+        write_run(tmp_path, "SVHN", f"run{index}", configuration(method=a_w), 88.0, valid_acc=88.0,
+                  checkpoints=False)
+    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", versus="A_W")
+    rows = {row.name: row for row in table.rows}
+    assert table.versus == "A_W" and rows["A_W"].cells["100-0.1"].versus is None
+    assert rows["A_W_S"].cells["100-0.1"].versus.differences == pytest.approx([-1.0, -1.0, -1.0])
+    assert rows["Baseline"].cells["100-0.1"].versus.differences == pytest.approx([-2.0, -3.0, -4.0])
+    done = get_results(tmp_path, "--dataset", "SVHN", "--table", "--versus", "A_X")
+    assert_one_line_error(done, "--versus A_X: no such row in this table; rows: Baseline, A_W, A_W_S")
+
+
+def test_another_networks_rows_are_compared_with_that_networks_baseline(tmp_path):
+    small = "wresnet28_2"
+    for index in range(2):
+        write_run(tmp_path, "SVHN", f"run{index}", configuration(method=BASELINE), 90.0, checkpoints=False)
+        write_run(tmp_path, "SVHN", f"run{index}", configuration(model=small, method=BASELINE), 80.0,
+                  checkpoints=False)
+        write_run(tmp_path, "SVHN", f"run{index}", configuration(model=small), 85.0, checkpoints=False)
+    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    paired = next(row for row in table.rows if row.name == f"A_W_S [{small}]").cells["100-0.1"].versus
+    assert paired.against == f"Baseline [{small}]" and paired.differences == pytest.approx([-5.0, -5.0])
+
+
+def test_results_files_from_before_validation_selection_show_a_dash_and_a_note(tmp_path):
+    write_paired_runs(tmp_path)
+    write_run(tmp_path, "SVHN", "run3", configuration(), 89.0, checkpoints=False)  # format 1
+    write_run(tmp_path, "SVHN", "run0", configuration(ir=1, nr=0.0), 95.0, checkpoints=False)
+    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    cells = {row.name: row.cells for row in table.rows}["A_W_S"]
+    assert cells["100-0.1"].summary.n == 4 and cells["100-0.1"].summary_of("valid").n == 3
+    text = reporting.render_table(table)
+    row = next(line for line in text.splitlines() if line.startswith("A_W_S "))
+    assert text_cells(row)[1:4] == ["5.00 (1)", reporting.MISSING, "5.50 (1)"]
+    assert ("note: 2 results files written before validation selection have no valid-selected "
+            "number") in text
+    assert "Traceback" not in text and "nan" not in text
+    chosen = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", metric="valid")
+    assert {row.name: row.cells for row in chosen.rows}["A_W_S"]["100-0.1"].summary.n == 3
+    assert ("2 results files written before validation selection (no best_valid) are not counted; "
+            "--metric best counts them") in chosen.notes
+
+
+def test_metric_valid_reads_best_valid_and_names_the_bestvalid_checkpoint(tmp_path):
+    config = configuration()
+    runs = [write_run(tmp_path, "SVHN", f"run{index}", config, 95.0, valid_acc=acc)
+            for index, acc in enumerate((93.0, 94.0))]
+    report = reporting.run_report(tmp_path, "SVHN", config, metric="valid")
+    assert [run.acc for run in report.runs] == [93.0, 94.0]
+    assert [run.checkpoint for run in report.runs] == [
+        run_files.best_valid_checkpoint_path(run, config.name) for run in runs]
+    assert not report.notes  # the bestvalid_ checkpoints store the test accuracy of their epoch
+    assert "valid-sel.: best_valid.acc" in reporting.render_run_report(report)
+
+
+def test_metric_valid_of_runs_from_before_validation_selection_is_a_one_line_error(tmp_path):
+    config = configuration()
+    write_run(tmp_path, "SVHN", "run0", config, 95.0)
+    done = get_results(tmp_path, *config_flags(config), "--metric", "valid")
+    assert_one_line_error(done, "has a validation-selected number", "use --metric best or last")
+    write_run(tmp_path, "SVHN", "run1", config, 94.0, valid_acc=93.0)
+    report = reporting.run_report(tmp_path, "SVHN", config, metric="valid")
+    assert [run.run_folder for run in report.runs] == ["run1"]
+    assert report.notes == ["run0: written before validation selection (no best_valid), not counted; "
+                            "--metric best reads them"]
 
 
 # ----------------------------------------------------------------------------- which code
@@ -650,3 +851,44 @@ def test_cli_suspects_minus_3_exits_2(tmp_path):
     done = get_results_process(tmp_path, "--dataset", "DIGITS", "--los-model", "BOTH", "--suspects", "-3")
     assert done.returncode == 2
     assert_one_line_error(done, "get-results.py: error: --suspects K must be at least 1, got -3")
+
+
+def test_cli_suspects_of_a_run_without_a_bestvalid_checkpoint_say_what_to_use_instead(tmp_path):
+    config = configuration(model="resnet18", ir=1, nr=0.2, method=dict(aug_model="NONE",
+                                                                      los_model="BOTH", hyper_opt="HES"))
+    run = run_files.run_dir(tmp_path, "DIGITS", "run0")
+    for kind in ("best", "last"):  # a run from before validation selection
+        run_files.save_torch({"acc": 50.0, "epoch": 0}, run_files.checkpoint_path(run, config.name, kind))
+    run_files.save_torch((), run / run_files.split_file_name(1, 1.0, 0.2))
+    done = get_results(tmp_path, *config_flags(config, "DIGITS"), "--suspects", "5")
+    missing = run_files.best_valid_checkpoint_path(run, config.name)
+    assert_one_line_error(done, f"get-results.py: error: missing {missing}; runs from before "
+                                f"validation selection have no bestvalid_ checkpoint: use "
+                                f"--checkpoint best (test-selected, the paper's protocol) or "
+                                f"--checkpoint last")
+
+
+def test_table_settings_keeps_only_the_named_columns(tmp_path):
+    for ir, nr, acc in ((10, 0.1, 80.0), (1, 0.0, 95.0), (10, 0.0, 90.0)):
+        write_run(tmp_path, "DIGITS", "run0", configuration("resnet18", ir=ir, nr=nr, method=BASELINE),
+                  acc, valid_acc=acc - 1.0)
+    done = get_results(tmp_path, "--dataset", "DIGITS", "--table", "--format", "csv",
+                       "--settings", "10-0.1", "1-0.0")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    header = out.splitlines()[0]
+    assert "10-0.1" in header and "1-0.0" in header and "10-0.0" not in header
+    # the kept cells hold their own runs' errors: 20.00 at 10-0.1 and 5.00 at 1-0.0
+    assert "20.00" in out and "5.00" in out and "10.00" not in out
+
+
+def test_settings_without_table_is_a_usage_error(tmp_path):
+    done = get_results(tmp_path, "--dataset", "DIGITS", "--settings", "10-0.1")
+    assert done.returncode == 2 and "add --table" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_table_settings_with_no_run_names_the_settings_asked_for(tmp_path):
+    write_run(tmp_path, "DIGITS", "run0", configuration("resnet18", ir=10, nr=0.1, method=BASELINE), 80.0)
+    done = get_results(tmp_path, "--dataset", "DIGITS", "--table", "--settings", "1-0.0")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "no finished run at 1-0.0" in done.stderr

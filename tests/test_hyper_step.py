@@ -1,4 +1,4 @@
-"""One hyper step of DESIGN §4 wired into the models of §3: which rows move,
+"""One hyper step of docs/design.md §4 wired into the models of §3: which rows move,
 that the network does not, that non-finite hypergradients are skipped, the
 closed form of the first step, and the row-wise RMSprop against torch's."""
 import math

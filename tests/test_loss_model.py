@@ -1,4 +1,4 @@
-"""The loss model of DESIGN §3.1: per-sample weights and soft labels, their
+"""The loss model of docs/design.md §3.1: per-sample weights and soft labels, their
 initial values, the train-loss formulas of every mode and which tables learn."""
 import math
 

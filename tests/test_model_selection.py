@@ -1,4 +1,4 @@
-"""Model selection on the clean validation split (DESIGN §7): which epoch becomes best_valid."""
+"""Model selection on the clean validation split (docs/design.md §7): which epoch becomes best_valid."""
 import pytest
 
 from custom_common.settings import get_settings

@@ -1,4 +1,4 @@
-"""Networks of DESIGN §5 (custom_models.networks.build_network): an encoder giving
+"""Networks of docs/design.md §5 (custom_models.networks.build_network): an encoder giving
 a feature vector and a separate nn.Linear classifier on top of it."""
 import math
 

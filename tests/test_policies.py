@@ -1,4 +1,4 @@
-"""Fixed augmentation policies (custom_transforms.ops / .policies, DESIGN §6)."""
+"""Fixed augmentation policies (custom_transforms.ops / .policies, docs/design.md §6)."""
 import gzip
 import json
 import math

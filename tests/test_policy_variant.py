@@ -1,5 +1,5 @@
 """The fixed policies (RAND, AUTO, DADA, the colour sub-policy of SHA/SEP) are applied as the
-released code applies them by default (DESIGN §6: first on the raw image, PIL's nearest
+released code applies them by default (docs/design.md §6: first on the raw image, PIL's nearest
 sampling and black fill); `--policy-variant ITEM` switches each item to this project's earlier
 choice: `after-crop` (the policy after random crop and flip), `bilinear-grey` (bilinear
 sampling and a grey 0.5 fill). Pinned here: the option, its record in the config, the resume

@@ -1,4 +1,4 @@
-"""The learning-rate rule of DESIGN §5 (custom_models.schedule.learning_rate),
+"""The learning-rate rule of docs/design.md §5 (custom_models.schedule.learning_rate),
 checked against the formula written out here:
 
     cosine(e)  = lr·f + (lr − lr·f) · ½ · (1 + cos(π · e / (E − 1)))     f = 1e-3

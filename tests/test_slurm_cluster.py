@@ -6,7 +6,9 @@ A task of a two-cell DIGITS array is pre-empted mid-run (`scancel --signal=USR2`
 sends before a time limit): submitit's handler stops the run (it saves its epoch), requeues
 the task, the task starts again and the run resumes; the table then equals an uninterrupted
 one, number for number. Without accounting (sacct fails here) the runner follows the array
-with squeue and the results files, and a task killed outright is reported with its log."""
+with squeue and the results files, and a task killed outright is reported with its log.
+sbatch's refusals are one line quoting sbatch; a waiting task's reason is shown, and a task
+that can never start (more cores than the node has) is cancelled and said so."""
 import os
 import re
 import shutil
@@ -185,3 +187,74 @@ def test_a_task_killed_outright_is_failed_with_its_log_without_accounting(cluste
                      rf"log \S+/{array}_0_log.err, run log {re.escape(str(spec.log_path))}: ", line), line
     assert "0 done (0 skipped), 0 running, 1 failed" in errors
     assert not spec.is_finished()
+
+
+def node_cpus() -> int:
+    return int(subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%c"], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.split()[0].rstrip("+"))
+
+
+@pytest.mark.parametrize("options, sbatch_says", [
+    (("--partition", "nosuch"), "invalid partition specified: nosuch"),
+    (("--partition", "debug", "--mem-gb", "100000"), "Memory specification can not be satisfied")])
+def test_an_sbatch_refusal_is_one_line_with_sbatch_s_message(cluster, tmp_path, options, sbatch_says):
+    data = tmp_path / "slurm"
+    done = subprocess.run(table_command(data, "--launcher", "slurm", *options, configs=["Baseline"],
+                                        epochs=("--epochs", "1", "--no-cuda")),
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("run-table.py: error: sbatch did not submit the job array: ") and sbatch_says in last
+    assert last.endswith("nothing was submitted: change the Slurm options (--partition, --cpus-per-task, "
+                         "--mem-gb, --gpus-per-task, --time-min, --account, --qos) and run the same command")
+    assert "Traceback" not in done.stderr and done.stderr.count(sbatch_says) == 1
+    assert [path for path in (data / "DIGITS" / "submitit").rglob("*") if path.is_file()] == []
+
+
+def test_a_task_that_can_never_start_is_said_with_its_reason_and_cancelled(cluster, tmp_path):
+    cpus = str(node_cpus() + 1)  # more cores than the partition's only node has: PartitionConfig
+    data = tmp_path / "slurm"
+    done = subprocess.run(table_command(data, "--launcher", "slurm", "--partition", "debug",
+                                        "--cpus-per-task", cpus, configs=["Baseline"],
+                                        epochs=("--epochs", "1", "--no-cuda")),
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    array = re.search(r"submitted job array (\d+):", done.stderr).group(1)
+    try:
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.splitlines()
+        assert "pending  Baseline 10-0.1 run0: PartitionConfig" in lines
+        assert lines[-1] == (
+            f"run-table.py: error: job array {array} cannot start: Slurm keeps it pending with reason "
+            f"PartitionConfig (it asks for more than the partition or a per-job limit allows: see "
+            f"--cpus-per-task, --mem-gb, --gpus-per-task, --time-min, --partition); cancelled its 1 "
+            f"pending task (scancel --state=PENDING {array}); change the options and run the same command")
+        assert task_state(array) in ("CANCELLED", "")  # "": already gone from the queue
+    finally:
+        subprocess.run(["scancel", array], timeout=30)
+
+
+def test_a_waiting_task_shows_why_and_ctrl_c_leaves_it_queued(cluster, tmp_path):
+    # every core of the node held by another job: the table's task waits for resources
+    holder = subprocess.run(["sbatch", "--parsable", "-p", "debug", "-J", "hold-the-node", "-o", "/dev/null",
+                             f"--cpus-per-task={node_cpus()}", "--wrap", "sleep 300"],
+                            capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    data, stderr_path = tmp_path / "slurm", tmp_path / "runner.err"
+    cancel = [holder]
+    with open(stderr_path, "w") as stderr:
+        runner = subprocess.Popen(table_command(data, *SLURM, configs=["Baseline"],
+                                                epochs=("--epochs", "1", "--no-cuda")),
+                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
+                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        array = array_of(stderr_path, runner)
+        cancel.append(array)
+        wait_for(lambda: re.search(r"^pending  Baseline 10-0\.1 run0: (Resources|Priority) \(",
+                                   stderr_path.read_text(), re.M), "a pending reason", runner, timeout_s=60)
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(timeout=60) == 130
+        assert task_state(array) == "PENDING"  # following stopped; the array did not
+        assert f"interrupted: job array {array} goes on running on the cluster" in stderr_path.read_text()
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        subprocess.run(["scancel", *cancel], timeout=30)

@@ -1,4 +1,4 @@
-"""The distorted-data protocol of DESIGN §2 on the real FashionMNIST labels
+"""The distorted-data protocol of docs/design.md §2 on the real FashionMNIST labels
 (60000 train images, 6000 per class, valid size 10000 from the settings table):
 valid split, subsample, imbalance, label noise, the split file and its
 creation once per run folder."""

@@ -58,10 +58,12 @@ def digits_run(tmp_path_factory):
         config = reporting.Configuration("resnet18", *methods[label], IR, 1.0, NR)
         checkpoint = planted_checkpoint(seed, split, official, config.aug_model)
         run_files.save_torch(checkpoint, run_files.last_checkpoint_path(folder, config.name))
-        # best_: the same network, with the tables as they start (before any hyper step)
-        run_files.save_torch({**checkpoint, "reweight_state_dict": {
-            key: torch.zeros_like(value) for key, value in checkpoint["reweight_state_dict"].items()}},
-            run_files.best_checkpoint_path(folder, config.name))
+        # best_ and bestvalid_: the same network, with the tables as they start (before any
+        # hyper step)
+        for kind in ("best", "valid"):
+            run_files.save_torch({**checkpoint, "reweight_state_dict": {
+                key: torch.zeros_like(value) for key, value in checkpoint["reweight_state_dict"].items()}},
+                run_files.checkpoint_path(folder, config.name, kind))
     return root, split, official
 
 
@@ -87,7 +89,8 @@ def test_cli_tsne_figure_is_written_and_redrawn_from_the_cache(digits_run, tmp_p
     first = visualize(root, tmp_path, "--max-points", "150")
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("computing t-SNE of 150 test features") == 3
-    assert_figure_files(tmp_path, "tsne_DIGITS_resnet18_run0_ir_10_sr_1.0_nr_0.3_Baseline-FAA-A_W_S")
+    # the default network: bestvalid_'s, named in the file
+    assert_figure_files(tmp_path, "tsne_DIGITS_resnet18_run0_ir_10_sr_1.0_nr_0.3_Baseline-FAA-A_W_S-valid")
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
     second = visualize(root, tmp_path, "--max-points", "150")
     assert second.returncode == 0, second.stderr
@@ -98,7 +101,7 @@ def test_cli_confusion_matrices_and_learned_densities(digits_run, tmp_path):
     root, _, _ = digits_run
     done = visualize(root, tmp_path, "--plot-cmx", "--densities", "--configs", "Baseline", "A_W", "A_W_S")
     assert done.returncode == 0, done.stderr
-    assert_figure_files(tmp_path, "confusion_DIGITS_resnet18_run0_ir_10_sr_1.0_nr_0.3_Baseline-A_W-A_W_S")
+    assert_figure_files(tmp_path, "confusion_DIGITS_resnet18_run0_ir_10_sr_1.0_nr_0.3_Baseline-A_W-A_W_S-valid")
     assert_figure_files(tmp_path, "densities_*_A_W")
     assert_figure_files(tmp_path, "densities_*_A_W_S")
     assert "A_W_S: Loss weight: clean vs noisy labels: mean clean label" in done.stdout
@@ -114,6 +117,31 @@ def test_cli_missing_checkpoints_are_named_in_one_line(digits_run, tmp_path):
     assert "aug_model_DADA" in lines[0] and "aug_model_SEP_los_model_NONE" in lines[0]
     assert "aug_model_NONE_los_model_NONE" not in lines[0]  # Baseline's checkpoint exists
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_run_from_before_validation_selection_says_to_use_the_best_or_last_checkpoint(tmp_path):
+    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
+    for kind in ("best", "last"):
+        run_files.save_torch({"acc": 10.0, "epoch": 0}, run_files.checkpoint_path(folder, config.name, kind))
+    run = figures.RunFigures(tmp_path, SETTINGS, "run0", {"A_W": config}, out_dir=tmp_path / "out")
+    with pytest.raises(figures.FigureError) as raised:
+        run.check_checkpoints()
+    assert str(raised.value) == (
+        f"missing {run_files.best_valid_checkpoint_path(folder, config.name)}; runs from before "
+        f"validation selection have no bestvalid_ checkpoint: use --checkpoint best "
+        f"(test-selected, the paper's protocol) or --checkpoint last")
+    figures.RunFigures(tmp_path, SETTINGS, "run0", {"A_W": config}, "best").check_checkpoints()
+
+
+def test_figure_names_say_which_checkpoint_drew_them(tmp_path):
+    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    names = {kind: figures.RunFigures(tmp_path, SETTINGS, "run0", {"A_W": config}, kind,
+                                      tmp_path).base_path("tsne", ["A_W"]).name
+             for kind in ("valid", "best", "last")}
+    assert names == {"valid": "tsne_DIGITS_resnet18_run0_ir_10_sr_1.0_nr_0.3_A_W-valid",
+                     "best": "tsne_DIGITS_resnet18_run0_ir_10_sr_1.0_nr_0.3_A_W",
+                     "last": "tsne_DIGITS_resnet18_run0_ir_10_sr_1.0_nr_0.3_A_W-last"}
 
 
 def test_cli_out_that_is_a_file_fails_in_one_line_before_any_work(digits_run, tmp_path):
