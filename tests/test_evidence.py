@@ -183,3 +183,11 @@ def test_the_digits_steps_on_the_results_page_are_what_get_results_makes_of_the_
                                       versus=reference, only_settings=[(10, 0.1)])
         cell = next(r for r in table.rows if r.name == row).cells["10-0.1"]
         assert cell.versus.text() == page_cell, (row, reference)
+
+
+def test_the_label_error_tables_on_the_page_are_the_committed_report():
+    report = (EVIDENCE / "label-errors" / "label_errors.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "%" in line]
+    page = (ROOT / "docs" / "own-data.md").read_text()
+    assert len(rows) >= 20
+    assert [row for row in rows if row not in page] == []
