@@ -272,5 +272,6 @@ def test_figures_of_text_runs_load_their_own_block_and_never_overwrite_the_relea
                                          paper_text=paper_text)
         run = figures.RunFigures(tmp_path, settings, "run0", {"A_W_S": config}, out_dir=tmp_path)
         paths.append(run.base_path("tsne", ["A_W_S"]).name)
-    assert paths == ["tsne_CIFAR10_wresnet10_1_run0_ir_10_sr_1.0_nr_0.1_A_W_S",
-                     "tsne_CIFAR10_wresnet10_1_run0_ir_10_sr_1.0_nr_0.1_A_W_S-text_wrn-block"]
+    # the figures' default network is the validation-selected one (bestvalid_): "-valid"
+    assert paths == ["tsne_CIFAR10_wresnet10_1_run0_ir_10_sr_1.0_nr_0.1_A_W_S-valid",
+                     "tsne_CIFAR10_wresnet10_1_run0_ir_10_sr_1.0_nr_0.1_A_W_S-valid-text_wrn-block"]
