@@ -18,7 +18,8 @@ from custom_datasets.containers import DataUnavailable
 from custom_reports import reporting, suspects
 from custom_runs import run_files, sweep
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
-from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser, UsageError,
+from custom_common.errors import UsageError
+from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser,
                                  add_data_dir_argument, add_distortion_arguments,
                                  add_paper_text_argument, add_policy_variant_argument, at_least_one,
                                  check_all, check_run_selection, dataset_settings, policy_variant_items)

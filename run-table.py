@@ -12,15 +12,15 @@ script does not know (--epochs, --model, --no-cuda, -sr, --hyper-start, ...) are
 on to every run. See custom_runs/sweep.py and custom_runs/launchers.py.
 """
 import argparse
-import signal
 import sys
 from pathlib import Path
 
+from custom_common.errors import UsageError
+from custom_common.signals import deferred_stops, sigterm_as_interrupt
 from custom_reports import reporting
 from custom_runs import launchers, run_files, sweep
-from custom_runs.options import (OneLineErrorParser, UsageError, at_least_one, check_all,
+from custom_runs.options import (OneLineErrorParser, at_least_one, check_all,
                                  check_data_folder, not_negative)
-from custom_runs.set_up import deferred_stops
 
 
 def get_args(argv=None):
@@ -121,10 +121,6 @@ def slurm_options(args) -> launchers.SlurmOptions:
     return launchers.SlurmOptions(args.partition, args.time_min, args.gpus_per_task,
                                   args.cpus_per_task, args.mem_gb, args.array_parallelism,
                                   args.account, args.qos)
-
-
-def _stop_on_sigterm(signum, frame):
-    raise KeyboardInterrupt()
 
 
 class StoppedFollowing(KeyboardInterrupt):
@@ -234,9 +230,9 @@ def print_table(args, specs) -> None:
 
 
 def main(args) -> int:
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        return run_table(args)
+        with sigterm_as_interrupt(KeyboardInterrupt):
+            return run_table(args)
     except UsageError as error:
         print(f"run-table.py: error: {error}", file=sys.stderr)
         return 2

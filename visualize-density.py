@@ -17,7 +17,8 @@ from custom_common.settings import DATASETS
 from custom_datasets.containers import DataUnavailable
 from custom_reports import figures, reporting
 from custom_runs import run_files
-from custom_runs.options import (OneLineErrorParser, UsageError, add_data_dir_argument,
+from custom_common.errors import UsageError
+from custom_runs.options import (OneLineErrorParser, add_data_dir_argument,
                                  add_distortion_arguments, add_paper_text_argument,
                                  add_policy_variant_argument, at_least_one, check_all,
                                  check_run_selection, dataset_settings, not_negative,

@@ -41,7 +41,6 @@ import datetime
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -51,6 +50,8 @@ from types import SimpleNamespace
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from custom_common.signals import sigterm_as_interrupt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -777,14 +778,10 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt()
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`: stop the runs too
     try:
-        sys.exit(main())
+        with sigterm_as_interrupt(KeyboardInterrupt):  # `kill`: stop the runs too
+            sys.exit(main())
     except BenchError as error:
         print(f"label_errors.py: error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -54,7 +54,8 @@ from custom_models.training import evaluate, hyper_epoch, train_one_epoch
 from custom_runs.compute_path import cpp_compiler, native_cpu_bf16
 from custom_runs.distributed import end_distributed_mode, init_distributed_mode, launched_by_torchrun
 from custom_runs.experiment import Experiment
-from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve
+from custom_common.errors import UsageError
+from custom_runs.options import OneLineErrorParser, add_training_arguments, resolve
 from custom_runs.run_state import seed_epoch
 
 TEST_SIZES = {"MNIST": 10000, "FashionMNIST": 10000, "DIGITS": 360, "SVHN": 26032,

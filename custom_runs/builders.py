@@ -9,7 +9,7 @@ from custom_models.hyper_models import LEARNED_AUGMENT_MODELS, AugmentModel, Los
 from custom_models.networks import build_network
 from custom_models.training import Classifier, HyperState, Network
 from custom_runs import stop_points
-from custom_runs.options import UsageError
+from custom_common.errors import UsageError
 from custom_transforms.affine import Resampling
 from custom_transforms.base import EvalTransform, TrainTransform
 

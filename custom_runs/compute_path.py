@@ -10,7 +10,7 @@ dot products): elsewhere oneDNN emulates it and it is slower than fp32.
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional
 
-from custom_runs.options import UsageError
+from custom_common.errors import UsageError
 
 import torch
 

@@ -20,7 +20,8 @@ from custom_runs.compute_path import choose_compute_path
 from custom_runs.distributed import check_identical, check_tables_requested, main_first, peer_stopped
 from custom_runs.options import dataset_settings
 from custom_runs.run_state import RunState, seed_epoch
-from custom_runs.set_up import SetUp, deferred_stops
+from custom_common.signals import deferred_stops
+from custom_runs.set_up import SetUp
 
 
 class Experiment(SetUp, Builders, RunState):

@@ -17,16 +17,15 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import submitit
 from tqdm import tqdm
 
-from custom_runs.options import UsageError
-from custom_runs.set_up import deferred_stops
+from custom_common.errors import UsageError
+from custom_common.signals import deferred_stops, signals_blocked
 from custom_runs.sweep import RunSpec
 
 SCRIPT = Path(__file__).resolve().parent.parent / "implicit-augment.py"
@@ -324,16 +323,6 @@ class TableJob(submitit.helpers.Checkpointable):
 def preemption_signal() -> signal.Signals:
     """The signal submitit's jobs take as pre-emption or time-out (USR2 unless configured)."""
     return signal.Signals[f"SIG{submitit.JobEnvironment.USR_SIG}"]
-
-
-@contextmanager
-def signals_blocked(signals) -> Iterator[None]:
-    """Holds `signals` pending in this thread (and blocked in the processes it starts)."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def has_exited(process: subprocess.Popen) -> bool:

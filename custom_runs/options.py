@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+from custom_common.errors import UsageError
 from custom_common.settings import DATASETS, get_settings
 from custom_models.hyper_models import AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, LOSS_MODELS
 from custom_models.networks import check_model_name
@@ -22,10 +23,6 @@ PAPER_TEXT_ITEMS = ("geometry", "downsample", "baselines", "valid", "warmup", "l
 # 0.5, not PIL's nearest and black and the released rectangle of (125, 123, 114). This order is
 # the order of the items in run names.
 POLICY_VARIANT_ITEMS = ("after-crop", "bilinear-grey")
-
-
-class UsageError(ValueError):
-    """A bad option or an impossible setting; the message says how to fix it."""
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -16,8 +16,9 @@ import torch
 from custom_runs import run_files, stop_points
 from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.metrics import learned_summary, minority_accuracy
-from custom_runs.options import UsageError, saved_option
-from custom_runs.set_up import deferred_stops
+from custom_common.errors import UsageError
+from custom_runs.options import saved_option
+from custom_common.signals import deferred_stops
 
 
 def comparable(option: str, value):

@@ -1,11 +1,9 @@
 """A run's set-up before training (docs/design.md §2, §8): the checks of its outputs and of the data
 folder, the configuration's lock, the split, the refusal of a split made with another seed,
 the world-size check, and the stops that wait until a step's files are consistent."""
-import signal
 import sys
-import threading
-from contextlib import ExitStack, contextmanager
-from typing import Iterator, Optional
+from contextlib import ExitStack
+from typing import Optional
 
 import torch
 
@@ -13,35 +11,8 @@ from custom_datasets.sources import load_data
 from custom_datasets.split import (check_split_feasible, load_or_create_split, made_with_seed,
                                    valid_size_for)
 from custom_runs import run_files, stop_points
-from custom_runs.options import UsageError, check_data_folder
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextmanager
-def deferred_stops() -> Iterator[None]:
-    """Ctrl-C and SIGTERM that arrive inside the block take effect when it ends, through the
-    handlers that were in place before it (a stop is postponed, never lost). Not a signal
-    mask: Python runs its handlers in the main thread even when the kernel hands the signal
-    to another thread (torch's, tensorboard's), so a mask on the main thread defers nothing.
-    Outside the main thread, where handlers cannot be set, the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending = []
-    # None: a handler set outside Python, which stays
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    previous = {signum: handler for signum, handler in previous.items() if handler is not None}
-    for signum in previous:
-        signal.signal(signum, lambda signum, frame: pending.append(signum))
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in dict.fromkeys(pending):
-            signal.raise_signal(signum)
-
+from custom_common.errors import UsageError
+from custom_runs.options import check_data_folder
 
 class SetUp:
     """The set-up steps of an Experiment (custom_runs.experiment), which holds args, settings,

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import NamedTuple, Optional, Tuple, Union
 
-from custom_runs.options import UsageError
+from custom_common.errors import UsageError
 
 VARIABLE = "STOP_RUN_AT"
 SETUP_STEPS = ("prepare_data", "build_batches", "build_models", "load_last")

@@ -13,7 +13,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from custom_runs import run_files
 from custom_runs.identity import IDENTITY_OPTIONS, Configuration, load_paper_results, paper_methods
-from custom_runs.options import (UsageError, add_training_arguments, at_least_one, check_all,
+from custom_common.errors import UsageError
+from custom_runs.options import (add_training_arguments, at_least_one, check_all,
                                  dataset_settings, resolve, saved_option)
 
 # run-table.py sets these itself for every run; given among the pass-through options they

@@ -8,7 +8,8 @@ from custom_runs import compute_path, run_files
 from custom_runs.compute_path import (CPU_TEST_BATCH_SIZE, CUDA_TEST_BATCH_SIZE,
                                       choose_compute_path, native_cpu_bf16)
 from custom_runs.experiment import Experiment
-from custom_runs.options import OneLineErrorParser, UsageError, add_training_arguments, resolve
+from custom_common.errors import UsageError
+from custom_runs.options import OneLineErrorParser, add_training_arguments, resolve
 
 CPU = torch.device("cpu")
 

@@ -278,7 +278,7 @@ def test_bad_flag_or_a_world_size_that_does_not_divide_the_batch_is_one_line_und
 # ----------------------------------------------------------------------------- a stop during set-up
 
 class StoppedDuringSetUp(KeyboardInterrupt):
-    """What implicit-augment.py's SIGTERM handler raises (Terminated), as the test's own."""
+    """What implicit-augment.py's SIGTERM handler raises (custom_common.signals.Terminated), as the test's own."""
 
 
 def stop_rank_0_during_claim(rank, world_size, init_method, out):

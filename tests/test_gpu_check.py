@@ -3,7 +3,6 @@ CUDA, its summary table and figures from canned step results, and the step that 
 on the CPU: a DIGITS run in one process against the same under a 1-rank torchrun (gloo)."""
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np

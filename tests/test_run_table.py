@@ -19,7 +19,7 @@ import pytest
 
 from custom_reports import reporting
 from custom_runs import launchers, run_files, sweep
-from custom_runs.options import UsageError
+from custom_common.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "run-table.py"

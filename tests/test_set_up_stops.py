@@ -12,7 +12,7 @@ import pytest
 
 from custom_runs import run_files
 from custom_runs.experiment import Experiment
-from custom_runs.set_up import deferred_stops
+from custom_common.signals import deferred_stops
 
 SCRIPT = Path(__file__).resolve().parents[1] / "implicit-augment.py"
 NAME = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)

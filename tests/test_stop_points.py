@@ -8,7 +8,7 @@ import pytest
 
 from custom_runs import run_files, stop_points
 from custom_runs.experiment import Experiment
-from custom_runs.options import UsageError
+from custom_common.errors import UsageError
 
 SCRIPT = Path(__file__).resolve().parents[1] / "implicit-augment.py"
 NAME = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
