@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("custom_common", "custom_datasets", "custom_models", "custom_transforms",
-            "custom_runs", "custom_reports")
+            "custom_runs", "custom_reports", "custom_cli", "bench")
 
 # run from another folder with no PYTHONPATH, so only an installed package can be found
 IMPORTED = """

@@ -7,6 +7,7 @@ import each other, however indirectly, function-level imports included.
     custom_datasets, custom_models     the data and the method (not each other)
     custom_runs                        running configurations
     custom_reports                     tables, figures, the suspects report
+    custom_cli                         the commands' parsers and mains
     (the scripts, bench/ and tests/ stand on top and are not checked here)
 """
 import ast
@@ -16,7 +17,7 @@ from typing import Dict, List, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"custom_common": 0, "custom_transforms": 1, "custom_datasets": 2, "custom_models": 2,
-          "custom_runs": 3, "custom_reports": 4}
+          "custom_runs": 3, "custom_reports": 4, "custom_cli": 5}
 PROJECT_PREFIX = "custom_"
 
 
