@@ -16,7 +16,8 @@ import sys
 from custom_common.settings import DATASETS
 from custom_datasets.containers import DataUnavailable
 from custom_reports import reporting, suspects
-from custom_runs import run_files, sweep
+from custom_runs import run_files
+from custom_runs.table import sweep
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
 from custom_common.errors import UsageError
 from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser,

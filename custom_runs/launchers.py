@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from custom_common.errors import UsageError
 from custom_common.signals import deferred_stops, signals_blocked
-from custom_runs.sweep import RunSpec
+from custom_runs.table.sweep import RunSpec
 
 SCRIPT = Path(__file__).resolve().parent.parent / "implicit-augment.py"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from custom_reports import reporting
-from custom_runs import run_files, sweep
+from custom_runs import run_files
+from custom_runs.table import sweep
 from custom_runs.experiment import Experiment
 from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import POLICY_VARIANT_ITEMS, policy_variant_items, saved_option

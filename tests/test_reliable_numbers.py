@@ -13,7 +13,8 @@ from torch import nn
 
 from custom_models.training import Network, evaluate
 from custom_reports import reporting
-from custom_runs import compute_path, run_files, run_state, sweep
+from custom_runs import compute_path, run_files, run_state
+from custom_runs.table import sweep
 from custom_runs.experiment import Experiment
 from custom_runs.metrics import minority_accuracy
 from test_compute_path import options, run_until
