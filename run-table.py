@@ -18,8 +18,8 @@ from pathlib import Path
 from custom_common.errors import UsageError
 from custom_common.signals import deferred_stops, sigterm_as_interrupt
 from custom_reports import reporting
-from custom_runs import launchers, run_files
-from custom_runs.table import sweep
+from custom_runs import run_files
+from custom_runs.table import launchers, sweep
 from custom_runs.options import (OneLineErrorParser, at_least_one, check_all,
                                  check_data_folder, not_negative)
 

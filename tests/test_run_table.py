@@ -18,8 +18,8 @@ from typing import Callable
 import pytest
 
 from custom_reports import reporting
-from custom_runs import launchers, run_files
-from custom_runs.table import sweep
+from custom_runs import run_files
+from custom_runs.table import launchers, sweep
 from custom_common.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -315,8 +315,7 @@ time.sleep(120)
 PREEMPTED_TASK = """
 import json, signal, sys, time
 sys.path.insert(0, sys.argv[1])
-from custom_runs import launchers
-from custom_runs.table import sweep
+from custom_runs.table import launchers, sweep
 [spec] = sweep.expand("DIGITS", sys.argv[2], ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
 launchers.run_command = lambda spec, gpus_per_run=1: [sys.executable, "-c", sys.argv[3]]
 job = launchers.TableJob(3)

@@ -28,7 +28,7 @@ from custom_common.errors import UsageError
 from custom_common.signals import deferred_stops, signals_blocked
 from custom_runs.table.sweep import RunSpec
 
-SCRIPT = Path(__file__).resolve().parent.parent / "implicit-augment.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "implicit-augment.py"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # what a cell ends as
