@@ -20,6 +20,7 @@ from custom_common.signals import deferred_stops, sigterm_as_interrupt
 from custom_reports import reporting
 from custom_runs import run_files
 from custom_runs.table import launchers, sweep
+from custom_runs.table.outcomes import ELSEWHERE, FAILED, FINISHED, SKIPPED, Outcome, Progress
 from custom_runs.options import (OneLineErrorParser, at_least_one, check_all,
                                  check_data_folder, not_negative)
 
@@ -145,7 +146,7 @@ def run_table(args) -> int:
     if args.launcher == "local":
         slots = launchers.local_slots(args.jobs or launchers.cpu_threads(), args.gpus,
                                       args.per_gpu, args.gpus_per_run)
-        progress = launchers.Progress(len(specs))
+        progress = Progress(len(specs))
         try:
             outcomes = launchers.run_local(specs, slots, progress, args.gpus_per_run)
         finally:
@@ -157,10 +158,10 @@ def run_table(args) -> int:
         outcomes, progress = followed
     print(progress.summary(), file=sys.stderr)
     for outcome in outcomes:
-        if outcome.state in (launchers.FAILED, launchers.ELSEWHERE):
+        if outcome.state in (FAILED, ELSEWHERE):
             print(f"{outcome.state}: {outcome.title}: {outcome.detail}", file=sys.stderr)
     print_table(args, specs)
-    return 0 if all(o.state in (launchers.FINISHED, launchers.SKIPPED) for o in outcomes) else 1
+    return 0 if all(o.state in (FINISHED, SKIPPED) for o in outcomes) else 1
 
 
 def run_slurm(args, specs):
@@ -194,11 +195,11 @@ def run_slurm(args, specs):
                       f"squeue and the cells' results files", file=sys.stderr)
                 queue = launchers.SlurmQueue(array)
                 reasons = queue.pending_reasons
-        progress = launchers.Progress(len(specs))
+        progress = Progress(len(specs))
         try:
             for spec in specs:
                 if spec not in todo:
-                    progress.ended(launchers.Outcome(spec.title, launchers.SKIPPED))
+                    progress.ended(Outcome(spec.title, SKIPPED))
             outcomes = launchers.wait_for_jobs(jobs, todo, progress, poll_s=1.0, queue=queue,
                                                reasons=reasons)
         finally:
@@ -209,7 +210,7 @@ def run_slurm(args, specs):
         if args.launcher == "slurm" and array:
             raise StoppedFollowing(array) from None
         raise
-    outcomes += [launchers.Outcome(spec.title, launchers.SKIPPED) for spec in specs if spec not in todo]
+    outcomes += [Outcome(spec.title, SKIPPED) for spec in specs if spec not in todo]
     return outcomes, progress
 
 

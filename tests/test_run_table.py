@@ -20,6 +20,7 @@ import pytest
 from custom_reports import reporting
 from custom_runs import run_files
 from custom_runs.table import launchers, sweep
+from custom_runs.table.outcomes import FAILED, FINISHED, Outcome, Progress
 from custom_common.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,10 +193,10 @@ def test_the_local_launcher_starts_each_run_outside_the_terminal_s_process_group
     [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
     monkeypatch.setattr(launchers, "run_command", lambda spec, gpus_per_run=1: [
         sys.executable, "-c", "import os; print('group', os.getpgid(0), 'sid', os.getsid(0))"])
-    progress = launchers.Progress(1, stream=io.StringIO())
+    progress = Progress(1, stream=io.StringIO())
     [outcome] = launchers.run_local([spec], [{}], progress, poll_s=0.01)
     progress.close()
-    assert outcome.state == launchers.FAILED  # the stand-in run wrote no results file
+    assert outcome.state == FAILED  # the stand-in run wrote no results file
     _, group, _, sid = spec.log_path.read_text().splitlines()[-1].split()
     # setsid(2): the terminal's Ctrl-C (SIGINT to this group) does not reach it
     assert int(group) == int(sid) != os.getpgid(0)
@@ -369,7 +370,7 @@ class FakeJob:
                                            stderr=folder / f"{job_id}_0_log.err")
 
     def result(self):
-        return launchers.Outcome(self.title, launchers.FINISHED, "from the result file")
+        return Outcome(self.title, FINISHED, "from the result file")
 
 
 def test_without_accounting_a_task_that_left_the_queue_is_judged_by_its_results_file(
@@ -389,11 +390,11 @@ def test_without_accounting_a_task_that_left_the_queue_is_judged_by_its_results_
         if states == {"7_2": "COMPLETED"}:
             jobs[2].paths.result_pickle.write_bytes(b"")  # its task wrote submitit's result file
         return states
-    progress = launchers.Progress(3, stream=io.StringIO())
+    progress = Progress(3, stream=io.StringIO())
     outcomes = launchers.wait_for_jobs(jobs, specs, progress, poll_s=0.0, queue=queue)
     assert [(o.title, o.state) for o in outcomes] == [
-        ("Baseline 10-0.1 run0", launchers.FINISHED), ("A_W_S 10-0.1 run0", launchers.FAILED),
-        ("A 10-0.1 run0", launchers.FINISHED)]
+        ("Baseline 10-0.1 run0", FINISHED), ("A_W_S 10-0.1 run0", FAILED),
+        ("A 10-0.1 run0", FINISHED)]
     assert outcomes[2].detail == "from the result file"
     assert outcomes[1].detail == (f"job 7_1 ended FAILED without a result; submitit log "
                                   f"{tmp_path}/7_1_0_log.err, run log {specs[1].log_path}: "
@@ -523,7 +524,7 @@ def test_pending_reasons_are_shown_as_they_change_and_a_never_starting_array_is_
     monkeypatch.setattr(os, "environ", fake_tools(tmp_path / "bin", scancel=f'echo "$@" > {cancelled}'))
     waiting = {f"7_{index}": (None, spec) for index, spec in enumerate(specs)}
     stream, shown = io.StringIO(), {}
-    progress = launchers.Progress(3, stream=stream)
+    progress = Progress(3, stream=stream)
     launchers.show_pending({"7_0": "None", "7_1": "None", "7_2": "None"}, waiting, shown, progress)
     launchers.show_pending({"7_0": "Priority", "7_1": "Priority", "7_2": "Priority"}, waiting, shown,
                            progress)
@@ -597,7 +598,7 @@ def test_the_local_launcher_forks_with_no_other_thread_and_the_child_looks_nothi
     # workers in CI) are not the launcher's; run-table.py starts with the main thread alone
     earlier = [thread.name for thread in threading.enumerate()]
     [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
-    progress = launchers.Progress(1, stream=io.StringIO())  # as run-table.py, before the runs
+    progress = Progress(1, stream=io.StringIO())  # as run-table.py, before the runs
     seen = {}
     real_popen = subprocess.Popen
 
