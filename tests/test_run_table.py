@@ -19,7 +19,7 @@ import pytest
 
 from custom_reports import reporting
 from custom_runs import run_files
-from custom_runs.table import launchers, sweep
+from custom_runs.table import launchers, processes, sweep
 from custom_runs.table.outcomes import FAILED, FINISHED, Outcome, Progress
 from custom_common.errors import UsageError
 
@@ -28,7 +28,7 @@ SCRIPT = REPO / "run-table.py"
 CONFIGS = ("Baseline", "A_W_S")
 SHORT = ("--epochs", "3", "--hyper-start", "0", "--no-cuda")
 # one one-thread worker per core (at least two at a time): CPU runs are then exact on resume
-JOBS = str(max(2, launchers.cpu_threads()))
+JOBS = str(max(2, processes.cpu_threads()))
 
 
 def table_command(data, *extra, runs=2):
@@ -191,7 +191,7 @@ def test_ctrl_c_at_a_terminal_leaves_every_run_interrupted_never_running(tmp_pat
 
 def test_the_local_launcher_starts_each_run_outside_the_terminal_s_process_group(tmp_path, monkeypatch):
     [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
-    monkeypatch.setattr(launchers, "run_command", lambda spec, gpus_per_run=1: [
+    monkeypatch.setattr(processes, "run_command", lambda spec, gpus_per_run=1: [
         sys.executable, "-c", "import os; print('group', os.getpgid(0), 'sid', os.getsid(0))"])
     progress = Progress(1, stream=io.StringIO())
     [outcome] = launchers.run_local([spec], [{}], progress, poll_s=0.01)
@@ -292,7 +292,7 @@ def test_slurm_submission_script_carries_the_options_given(tmp_path):
     delayed = pickle.loads(pickles[0].read_bytes())
     job, (spec,) = delayed.function, delayed.args
     assert isinstance(job, launchers.TableJob) and job.gpus_per_run == 2 and job.threads == 8
-    command = launchers.run_command(spec, job.gpus_per_run)
+    command = processes.run_command(spec, job.gpus_per_run)
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     assert command[-1] == "--resume"
 
@@ -316,9 +316,9 @@ time.sleep(120)
 PREEMPTED_TASK = """
 import json, signal, sys, time
 sys.path.insert(0, sys.argv[1])
-from custom_runs.table import launchers, sweep
+from custom_runs.table import launchers, processes, sweep
 [spec] = sweep.expand("DIGITS", sys.argv[2], ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
-launchers.run_command = lambda spec, gpus_per_run=1: [sys.executable, "-c", sys.argv[3]]
+processes.run_command = lambda spec, gpus_per_run=1: [sys.executable, "-c", sys.argv[3]]
 job = launchers.TableJob(3)
 job.poll_s = 0.05
 
@@ -330,7 +330,7 @@ report = {}
 def preempted(signum, frame):
     started = time.monotonic()
     delayed = job.checkpoint(spec)
-    report.update(checkpoint_s=time.monotonic() - started, ended=launchers.has_exited(job._process),
+    report.update(checkpoint_s=time.monotonic() - started, ended=processes.has_exited(job._process),
                   threads=delayed.function.threads, spec=delayed.args[0].title)
     raise Requeued()
 
@@ -576,7 +576,7 @@ def test_a_slurm_task_on_several_gpus_shares_its_cores_among_its_ranks(tmp_path,
     started = []
 
     def start_run(spec, environment, gpus_per_run=1):
-        started.append((environment, launchers.run_command(spec, gpus_per_run)))
+        started.append((environment, processes.run_command(spec, gpus_per_run)))
         return types.SimpleNamespace(poll=lambda: 0, wait=lambda: 0, returncode=0, pid=0)
     monkeypatch.setattr(launchers, "start_run", start_run)
     launchers.TableJob(cpus, gpus)(spec)
@@ -606,8 +606,8 @@ def test_the_local_launcher_forks_with_no_other_thread_and_the_child_looks_nothi
         seen["threads"] = [thread.name for thread in threading.enumerate()]
         seen["preexec"] = options["preexec_fn"]
         return real_popen([sys.executable, "-c", "pass"], **options)
-    monkeypatch.setattr(launchers.subprocess, "Popen", popen)
-    assert launchers.start_run(spec, {}).wait() == 0
+    monkeypatch.setattr(processes.subprocess, "Popen", popen)
+    assert processes.start_run(spec, {}).wait() == 0
     progress.close()
     assert "MainThread" in earlier
     assert seen["threads"] == earlier  # neither the progress bar nor the launcher added one
@@ -632,7 +632,7 @@ def test_the_local_launcher_forks_with_no_other_thread_and_the_child_looks_nothi
 
 
 def test_cpu_slots_share_the_cores():
-    cores = launchers.cpu_threads()
+    cores = processes.cpu_threads()
     slots = launchers.local_slots(2)
     assert len(slots) == 2 and all(s["OMP_NUM_THREADS"] == str(max(1, cores // 2)) for s in slots)
     assert "CUDA_VISIBLE_DEVICES" not in slots[0]
@@ -640,9 +640,9 @@ def test_cpu_slots_share_the_cores():
 
 def test_the_command_of_a_run_on_several_gpus_is_torchrun_of_implicit_augment():
     [spec] = sweep.expand("DIGITS", "d", ["A_W_S"], ["10-0.1"], 1, ["--epochs", "5"])
-    assert launchers.run_command(spec, 1) == [sys.executable, str(REPO / "implicit-augment.py"),
+    assert processes.run_command(spec, 1) == [sys.executable, str(REPO / "implicit-augment.py"),
                                               *spec.arguments]
-    assert launchers.run_command(spec, 4) == [
+    assert processes.run_command(spec, 4) == [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4",
         str(REPO / "implicit-augment.py"), "--data", "d", "--dataset", "DIGITS", "-r", "run0",
         "-ir", "10", "-nr", "0.1", "--aug-model", "SEP", "--los-model", "BOTH", "--hyper-opt", "HES",
