@@ -20,6 +20,7 @@ from custom_common.signals import deferred_stops, sigterm_as_interrupt
 from custom_reports import reporting
 from custom_runs import run_files
 from custom_runs.table import launchers, processes, sweep
+from custom_runs.table.local import local_slots, run_local
 from custom_runs.table.outcomes import ELSEWHERE, FAILED, FINISHED, SKIPPED, Outcome, Progress
 from custom_runs.options import (OneLineErrorParser, at_least_one, check_all,
                                  check_data_folder, not_negative)
@@ -144,11 +145,11 @@ def run_table(args) -> int:
           f"{len(dict.fromkeys(s.config.setting for s in specs))} settings x {args.runs} runs "
           f"of {args.dataset} under {run_files.dataset_dir(args.data, specs[0].dataset)}", file=sys.stderr)
     if args.launcher == "local":
-        slots = launchers.local_slots(args.jobs or processes.cpu_threads(), args.gpus,
-                                      args.per_gpu, args.gpus_per_run)
+        slots = local_slots(args.jobs or processes.cpu_threads(), args.gpus, args.per_gpu,
+                            args.gpus_per_run)
         progress = Progress(len(specs))
         try:
-            outcomes = launchers.run_local(specs, slots, progress, args.gpus_per_run)
+            outcomes = run_local(specs, slots, progress, args.gpus_per_run)
         finally:
             progress.close()
     else:

@@ -19,7 +19,7 @@ import pytest
 
 from custom_reports import reporting
 from custom_runs import run_files
-from custom_runs.table import launchers, processes, sweep
+from custom_runs.table import launchers, local, processes, sweep
 from custom_runs.table.outcomes import FAILED, FINISHED, Outcome, Progress
 from custom_common.errors import UsageError
 
@@ -194,7 +194,7 @@ def test_the_local_launcher_starts_each_run_outside_the_terminal_s_process_group
     monkeypatch.setattr(processes, "run_command", lambda spec, gpus_per_run=1: [
         sys.executable, "-c", "import os; print('group', os.getpgid(0), 'sid', os.getsid(0))"])
     progress = Progress(1, stream=io.StringIO())
-    [outcome] = launchers.run_local([spec], [{}], progress, poll_s=0.01)
+    [outcome] = local.run_local([spec], [{}], progress, poll_s=0.01)
     progress.close()
     assert outcome.state == FAILED  # the stand-in run wrote no results file
     _, group, _, sid = spec.log_path.read_text().splitlines()[-1].split()
@@ -561,12 +561,12 @@ def test_only_reasons_that_no_waiting_ends_stop_the_runner(reason, never):
 # ----------------------------------------------------------------------------- pieces
 
 def test_gpu_slots_pin_each_worker_to_its_group_of_gpus():
-    slots = launchers.local_slots(0, [0, 1, 2, 3], per_gpu=2, gpus_per_run=2)
+    slots = local.local_slots(0, [0, 1, 2, 3], per_gpu=2, gpus_per_run=2)
     assert [slot["CUDA_VISIBLE_DEVICES"] for slot in slots] == ["0,1", "0,1", "2,3", "2,3"]
-    assert [s["CUDA_VISIBLE_DEVICES"] for s in launchers.local_slots(0, [4, 6], per_gpu=3)] == \
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in local.local_slots(0, [4, 6], per_gpu=3)] == \
         ["4"] * 3 + ["6"] * 3
     with pytest.raises(UsageError, match="does not divide"):
-        launchers.local_slots(0, [0, 1, 2], gpus_per_run=2)
+        local.local_slots(0, [0, 1, 2], gpus_per_run=2)
 
 
 @pytest.mark.parametrize("cpus, gpus, threads", [(8, 2, "4"), (8, 1, "8"), (6, 4, "1"), (3, 8, "1")])
@@ -633,7 +633,7 @@ def test_the_local_launcher_forks_with_no_other_thread_and_the_child_looks_nothi
 
 def test_cpu_slots_share_the_cores():
     cores = processes.cpu_threads()
-    slots = launchers.local_slots(2)
+    slots = local.local_slots(2)
     assert len(slots) == 2 and all(s["OMP_NUM_THREADS"] == str(max(1, cores // 2)) for s in slots)
     assert "CUDA_VISIBLE_DEVICES" not in slots[0]
 
