@@ -19,9 +19,12 @@ from custom_common.errors import UsageError
 from custom_common.signals import deferred_stops, sigterm_as_interrupt
 from custom_reports import reporting
 from custom_runs import run_files
-from custom_runs.table import launchers, processes, sweep
+from custom_runs.table import processes, sweep
 from custom_runs.table.local import local_slots, run_local
 from custom_runs.table.outcomes import ELSEWHERE, FAILED, FINISHED, SKIPPED, Outcome, Progress
+from custom_runs.table.slurm import (NeverStarts, QueueUnavailable, SlurmOptions, SlurmQueue,
+                                     SubmissionFailed, accounting_works, make_executor,
+                                     submit_array, wait_for_jobs)
 from custom_runs.options import (OneLineErrorParser, at_least_one, check_all,
                                  check_data_folder, not_negative)
 
@@ -120,10 +123,9 @@ def check(args, pass_through) -> None:
         raise UsageError(f"--mem-gb must be more than 0 (GB), got {args.mem_gb:g}")
 
 
-def slurm_options(args) -> launchers.SlurmOptions:
-    return launchers.SlurmOptions(args.partition, args.time_min, args.gpus_per_task,
-                                  args.cpus_per_task, args.mem_gb, args.array_parallelism,
-                                  args.account, args.qos)
+def slurm_options(args) -> SlurmOptions:
+    return SlurmOptions(args.partition, args.time_min, args.gpus_per_task, args.cpus_per_task,
+                        args.mem_gb, args.array_parallelism, args.account, args.qos)
 
 
 class StoppedFollowing(KeyboardInterrupt):
@@ -170,14 +172,13 @@ def run_slurm(args, specs):
     (outcomes, progress), or None with --no-wait."""
     options = slurm_options(args)
     cluster = "slurm" if args.launcher == "slurm" else "local"
-    executor = launchers.make_executor(run_files.submitit_dir(args.data, specs[0].dataset),
-                                       options, cluster)
+    executor = make_executor(run_files.submitit_dir(args.data, specs[0].dataset), options, cluster)
     array, submitted = None, False
     try:
         # a Ctrl-C while sbatch submits takes effect once its answer is in: then the array
         # is known, and the message says that it runs on and how to cancel it
         with deferred_stops():
-            jobs, todo = launchers.submit_array(specs, executor, options)
+            jobs, todo = submit_array(specs, executor, options)
             submitted = True
             if jobs:
                 array = jobs[0].job_id.split("_")[0]
@@ -188,21 +189,20 @@ def run_slurm(args, specs):
             return None
         queue, reasons = None, None
         if args.launcher == "slurm" and array:
-            if launchers.accounting_works(array):
+            if accounting_works(array):
                 # squeue only for the reasons why tasks wait: submitit follows the array
-                reasons = launchers.SlurmQueue(array, patience_s=float("inf")).pending_reasons
+                reasons = SlurmQueue(array, patience_s=float("inf")).pending_reasons
             else:
                 print(f"sacct does not work on this cluster: following job array {array} with "
                       f"squeue and the cells' results files", file=sys.stderr)
-                queue = launchers.SlurmQueue(array)
+                queue = SlurmQueue(array)
                 reasons = queue.pending_reasons
         progress = Progress(len(specs))
         try:
             for spec in specs:
                 if spec not in todo:
                     progress.ended(Outcome(spec.title, SKIPPED))
-            outcomes = launchers.wait_for_jobs(jobs, todo, progress, poll_s=1.0, queue=queue,
-                                               reasons=reasons)
+            outcomes = wait_for_jobs(jobs, todo, progress, poll_s=1.0, queue=queue, reasons=reasons)
         finally:
             progress.close()
     except KeyboardInterrupt:
@@ -239,10 +239,10 @@ def main(args) -> int:
     except UsageError as error:
         print(f"run-table.py: error: {error}", file=sys.stderr)
         return 2
-    except launchers.QueueUnavailable as error:
+    except QueueUnavailable as error:
         print(f"run-table.py: {error}", file=sys.stderr)
         return 1
-    except (launchers.SubmissionFailed, launchers.NeverStarts) as error:
+    except (SubmissionFailed, NeverStarts) as error:
         print(f"run-table.py: error: {error}", file=sys.stderr)
         return 1
     except StoppedFollowing as stop:

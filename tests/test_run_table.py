@@ -19,7 +19,7 @@ import pytest
 
 from custom_reports import reporting
 from custom_runs import run_files
-from custom_runs.table import launchers, local, processes, sweep
+from custom_runs.table import local, processes, slurm, sweep
 from custom_runs.table.outcomes import FAILED, FINISHED, Outcome, Progress
 from custom_common.errors import UsageError
 
@@ -291,7 +291,7 @@ def test_slurm_submission_script_carries_the_options_given(tmp_path):
     assert len(pickles) == 4
     delayed = pickle.loads(pickles[0].read_bytes())
     job, (spec,) = delayed.function, delayed.args
-    assert isinstance(job, launchers.TableJob) and job.gpus_per_run == 2 and job.threads == 8
+    assert isinstance(job, slurm.TableJob) and job.gpus_per_run == 2 and job.threads == 8
     command = processes.run_command(spec, job.gpus_per_run)
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     assert command[-1] == "--resume"
@@ -316,10 +316,10 @@ time.sleep(120)
 PREEMPTED_TASK = """
 import json, signal, sys, time
 sys.path.insert(0, sys.argv[1])
-from custom_runs.table import launchers, processes, sweep
+from custom_runs.table import processes, slurm, sweep
 [spec] = sweep.expand("DIGITS", sys.argv[2], ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
 processes.run_command = lambda spec, gpus_per_run=1: [sys.executable, "-c", sys.argv[3]]
-job = launchers.TableJob(3)
+job = slurm.TableJob(3)
 job.poll_s = 0.05
 
 class Requeued(Exception):
@@ -391,7 +391,7 @@ def test_without_accounting_a_task_that_left_the_queue_is_judged_by_its_results_
             jobs[2].paths.result_pickle.write_bytes(b"")  # its task wrote submitit's result file
         return states
     progress = Progress(3, stream=io.StringIO())
-    outcomes = launchers.wait_for_jobs(jobs, specs, progress, poll_s=0.0, queue=queue)
+    outcomes = slurm.wait_for_jobs(jobs, specs, progress, poll_s=0.0, queue=queue)
     assert [(o.title, o.state) for o in outcomes] == [
         ("Baseline 10-0.1 run0", FINISHED), ("A_W_S 10-0.1 run0", FAILED),
         ("A 10-0.1 run0", FINISHED)]
@@ -416,8 +416,8 @@ def test_squeue_states_an_unknown_array_and_a_silent_squeue(tmp_path, monkeypatc
     answer = tmp_path / "answer"
     monkeypatch.setattr(os, "environ", fake_tools(tmp_path / "bin", squeue=f". {answer}",
                                                   sacct="echo 'Slurm accounting storage is disabled' >&2; exit 1"))
-    assert not launchers.accounting_works("41")
-    queue = launchers.SlurmQueue("41", interval_s=0.0, patience_s=3600)
+    assert not slurm.accounting_works("41")
+    queue = slurm.SlurmQueue("41", interval_s=0.0, patience_s=3600)
     answer.write_text("printf '41_0|RUNNING\\n41_1|PENDING\\n'")
     assert queue() == {"41_0": "RUNNING", "41_1": "PENDING"}
     answer.write_text("echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
@@ -425,7 +425,7 @@ def test_squeue_states_an_unknown_array_and_a_silent_squeue(tmp_path, monkeypatc
     answer.write_text("echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1")
     assert queue() is None
     queue.patience_s = 0.0
-    with pytest.raises(launchers.QueueUnavailable) as error:
+    with pytest.raises(slurm.QueueUnavailable) as error:
         queue()
     assert str(error.value) == (
         "cannot follow job array 41: sacct does not work here and squeue has not answered for 0 s "
@@ -525,20 +525,20 @@ def test_pending_reasons_are_shown_as_they_change_and_a_never_starting_array_is_
     waiting = {f"7_{index}": (None, spec) for index, spec in enumerate(specs)}
     stream, shown = io.StringIO(), {}
     progress = Progress(3, stream=stream)
-    launchers.show_pending({"7_0": "None", "7_1": "None", "7_2": "None"}, waiting, shown, progress)
-    launchers.show_pending({"7_0": "Priority", "7_1": "Priority", "7_2": "Priority"}, waiting, shown,
-                           progress)
-    launchers.show_pending({"7_1": "Priority", "7_2": "Resources"}, waiting, shown, progress)  # 7_0 runs
-    launchers.show_pending({"7_0": "BeginTime", "7_1": "Priority", "7_2": "Resources"}, waiting, shown,
-                           progress)  # 7_0 was requeued
+    slurm.show_pending({"7_0": "None", "7_1": "None", "7_2": "None"}, waiting, shown, progress)
+    slurm.show_pending({"7_0": "Priority", "7_1": "Priority", "7_2": "Priority"}, waiting, shown,
+                       progress)
+    slurm.show_pending({"7_1": "Priority", "7_2": "Resources"}, waiting, shown, progress)  # 7_0 runs
+    slurm.show_pending({"7_0": "BeginTime", "7_1": "Priority", "7_2": "Resources"}, waiting, shown,
+                       progress)  # 7_0 was requeued
     assert stream.getvalue().splitlines() == [
         "pending  Baseline 10-0.1 run0, A_W_S 10-0.1 run0, A 10-0.1 run0: Priority (other jobs go first)",
         "pending  A 10-0.1 run0: Resources (waiting for free cores, memory or GPUs)",
         "pending  Baseline 10-0.1 run0: BeginTime (a requeued task waits about two minutes before it "
         "starts again)"]
     assert not cancelled.exists()
-    with pytest.raises(launchers.NeverStarts) as error:
-        launchers.show_pending({"7_1": "PartitionConfig", "7_2": "PartitionConfig"}, waiting, shown, progress)
+    with pytest.raises(slurm.NeverStarts) as error:
+        slurm.show_pending({"7_1": "PartitionConfig", "7_2": "PartitionConfig"}, waiting, shown, progress)
     progress.close()
     assert stream.getvalue().splitlines()[-1] == "pending  A_W_S 10-0.1 run0, A 10-0.1 run0: PartitionConfig"
     assert cancelled.read_text() == "--state=PENDING 7\n"
@@ -555,7 +555,7 @@ def test_pending_reasons_are_shown_as_they_change_and_a_never_starting_array_is_
     ("PartitionNodeLimit", False), ("ReqNodeNotAvail, Reserved for maintenance", False),
     ("AssocGrpCpuLimit", False), ("QOSMaxJobsPerUserLimit", False), ("JobHeldUser", False)])
 def test_only_reasons_that_no_waiting_ends_stop_the_runner(reason, never):
-    assert bool(launchers.NEVER_STARTS.fullmatch(reason)) is never
+    assert bool(slurm.NEVER_STARTS.fullmatch(reason)) is never
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -578,8 +578,8 @@ def test_a_slurm_task_on_several_gpus_shares_its_cores_among_its_ranks(tmp_path,
     def start_run(spec, environment, gpus_per_run=1):
         started.append((environment, processes.run_command(spec, gpus_per_run)))
         return types.SimpleNamespace(poll=lambda: 0, wait=lambda: 0, returncode=0, pid=0)
-    monkeypatch.setattr(launchers, "start_run", start_run)
-    launchers.TableJob(cpus, gpus)(spec)
+    monkeypatch.setattr(slurm, "start_run", start_run)
+    slurm.TableJob(cpus, gpus)(spec)
     [(environment, command)] = started
     # every rank gets this environment: the task's cpus_per_task threads in all
     assert environment == {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}

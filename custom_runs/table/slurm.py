@@ -25,8 +25,6 @@ from custom_runs.table.processes import start_run, stop_from_handler, thread_env
 from custom_runs.table.sweep import RunSpec
 
 
-# ----------------------------------------------------------------------------- Slurm (submitit)
-
 class TableJob(submitit.helpers.Checkpointable):
     """One task of the job array: one cell, to its end. Resubmitted unchanged on pre-emption
     or time-out (submitit calls checkpoint()), which is safe since the run resumes.
