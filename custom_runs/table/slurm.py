@@ -1,9 +1,10 @@
-"""Launchers of a table of runs (custom_runs/sweep.py): local worker slots (CPU threads or
-GPUs, CUDA_VISIBLE_DEVICES per slot) or one Slurm job array through submitit.
+"""The Slurm launcher: a table's unfinished cells as one job array through submitit (or
+submitit's local executor), each task one run that is requeued on pre-emption, and the
+array followed to its end, with sacct or, where a cluster has no accounting, with squeue
+and the cells' results files.
 
-Every run is `implicit-augment.py ... --resume` in a process of its own, its stdout and
-stderr appended to run_files.run_log_path, so a launcher never needs to know how far a run
-got: starting it again finishes it, and a finished cell is skipped without a process.
+Every run is `implicit-augment.py ... --resume` in a process of its own (processes.py), so a
+task never needs to know how far its run got: starting it again finishes it.
 """
 import contextlib
 import io
