@@ -8,7 +8,7 @@ Every run is `implicit-augment.py ... --resume` in a process of its own, its out
 {data}/{dataset}/runN/logs/{run_name}.log: a finished cell is skipped, an unfinished one
 continues, so the same command after any interruption finishes the table. Options this
 script does not know (--epochs, --model, --no-cuda, -sr, --hyper-start, ...) are passed
-on to every run. See custom_runs/sweep.py and custom_runs/launchers.py.
+on to every run. See custom_runs/table/ (sweep.py, local.py, slurm.py).
 """
 import argparse
 import sys
