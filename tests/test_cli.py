@@ -3,7 +3,6 @@
 defaults derived from the run folder and --epochs, refusing to overwrite, one
 split file per run folder, and one-line errors for bad options."""
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from custom_cli.train import get_args
 from custom_common.settings import get_settings
 from custom_datasets.sources import load_digits
 from custom_datasets.split import build_split
@@ -270,35 +270,27 @@ def test_hyper_start_default_scales_with_epochs_in_the_results(second_configurat
 
 # ----------------------------------------------------------------------------- option defaults
 
-@pytest.fixture(scope="module")
-def cli_module():
-    spec = importlib.util.spec_from_file_location("implicit_augment_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("argv, hyper_start", [
     (["--epochs", "8"], 2), (["--epochs", "200"], 50), (["--epochs", "20"], 5),
     (["--epochs", "4"], 1), (["--dataset", "ImageNet", "--epochs", "200"], 100),
     (["--dataset", "ImageNet", "--epochs", "8"], 4), (["--epochs", "8", "--hyper-start", "6"], 6),
     (["--epochs", "8", "--hyper-start", "0"], 0),
 ])
-def test_hyper_start_default_is_a_quarter_of_epochs_unless_given(cli_module, argv, hyper_start, tmp_path):
-    args = cli_module.get_args(["--data", str(tmp_path)] + argv)
+def test_hyper_start_default_is_a_quarter_of_epochs_unless_given(argv, hyper_start, tmp_path):
+    args = get_args(["--data", str(tmp_path)] + argv)
     assert args.hyper_start == hyper_start
 
 
 @pytest.mark.parametrize("run_folder, seed", [("run0", 0), ("run3", 3), ("run12", 12)])
-def test_seed_default_is_the_run_number(cli_module, run_folder, seed, tmp_path):
-    assert cli_module.get_args(["--data", str(tmp_path), "-r", run_folder]).seed == seed
-    assert cli_module.get_args(["--data", str(tmp_path), "-r", run_folder, "--seed", "7"]).seed == 7
+def test_seed_default_is_the_run_number(run_folder, seed, tmp_path):
+    assert get_args(["--data", str(tmp_path), "-r", run_folder]).seed == seed
+    assert get_args(["--data", str(tmp_path), "-r", run_folder, "--seed", "7"]).seed == 7
 
 
 @pytest.mark.parametrize("dataset, model, lr", [("DIGITS", "resnet18", 0.05), ("CIFAR10", "wresnet28_10", 0.1),
                                                 ("SVHN", "wresnet28_10", 0.005), ("ImageNet", "resnet18", 0.1)])
-def test_model_and_lr_default_to_the_dataset_settings(cli_module, dataset, model, lr, tmp_path):
-    args = cli_module.get_args(["--data", str(tmp_path), "--dataset", dataset])
+def test_model_and_lr_default_to_the_dataset_settings(dataset, model, lr, tmp_path):
+    args = get_args(["--data", str(tmp_path), "--dataset", dataset])
     assert (args.model, args.lr) == (model, lr)
 
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from custom_cli.train import get_args
 from custom_datasets import folder as folder_dataset
 from custom_datasets.containers import DataUnavailable, FolderData, InMemoryData
 from custom_datasets.sources import load_data
@@ -240,16 +241,12 @@ BAD_LAYOUTS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_LAYOUTS))
 def test_each_bad_layout_is_one_line_exit_2_and_no_file(tmp_path, case, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("implicit_augment", REPO / "implicit-augment.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     root = make_folder(tmp_path / "shapes", counts={"train": 40, "valid": 2})
     damage, expected = BAD_LAYOUTS[case]
     damage(root)
     before = all_files(root)
     with pytest.raises(SystemExit) as stop:
-        cli.get_args(["--dataset", "folder", "--data-dir", str(root), "--data", str(tmp_path / "runs")])
+        get_args(["--dataset", "folder", "--data-dir", str(root), "--data", str(tmp_path / "runs")])
     assert stop.value.code == 2
     line = error_line(capsys.readouterr().err, "")  # in-process, argparse's prog is not the script's
     assert expected in line
@@ -447,7 +444,6 @@ def test_suspects_name_the_last_checkpoint_when_its_tables_do_not_fit(tmp_path, 
 
 def test_the_train_command_get_results_suggests_for_a_folder_dataset_is_accepted_by_implicit_augment(
         folder_run):
-    import importlib.util
     import shlex
     from custom_runs.options import dataset_settings
     missing = run_script("get-results.py", "--dataset", "folder", "--data-dir", folder_run["root"],
@@ -457,10 +453,7 @@ def test_the_train_command_get_results_suggests_for_a_folder_dataset_is_accepted
     hint = missing.stderr.strip().split("train one with: ", 1)[1]
     command = shlex.split(hint)
     assert command[:2] == ["python", "implicit-augment.py"]
-    spec = importlib.util.spec_from_file_location("implicit_augment_hint", REPO / "implicit-augment.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    args = script.get_args(command[2:])  # exits 2 on a command it rejects
+    args = get_args(command[2:])  # exits 2 on a command it rejects
     assert args.dataset == "folder" and Path(args.data_dir) == folder_run["root"].resolve()
     assert (args.noise_ratio, args.los_model, args.hyper_opt) == (0.2, "BOTH", "HES")
     # and it trains into the run folder get-results reads

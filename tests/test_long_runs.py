@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from custom_cli import train
 from custom_runs import run_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,12 +253,8 @@ def test_a_running_configuration_refuses_a_second_process_and_sigterm_stops_it_f
 
 @pytest.fixture
 def cli(monkeypatch):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("implicit_augment_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return module
+    return train
 
 
 def _fail_on_epoch(monkeypatch, failing_call):

@@ -17,6 +17,7 @@ from typing import Callable
 
 import pytest
 
+from custom_cli.table import get_args
 from custom_reports import reporting
 from custom_runs import run_files
 from custom_runs.table import local, processes, slurm, sweep
@@ -685,8 +686,6 @@ def test_expansion_is_runs_then_settings_then_configurations_with_the_paper_colu
     (["--runs", "0"], "--runs must be at least 1, got 0"),
 ])
 def test_bad_options_are_one_line_before_anything_starts(tmp_path, capsys, flags, message):
-    import runpy
-    get_args = runpy.run_path(str(SCRIPT))["get_args"]
     with pytest.raises(SystemExit) as exit_code:
         get_args(["--dataset", "DIGITS", "--data", str(tmp_path), *flags])
     assert exit_code.value.code == 2
