@@ -86,12 +86,12 @@ def test_the_compiled_path_without_a_cpp_compiler_is_refused_in_one_line(bench, 
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "error: the compiled path needs a C++ compiler" in line
     args = bench.get_args(["--dataset", "DIGITS", "--no-cuda", "--epoch", "--compare", "--paths", "fp32", "bf16"])
-    assert list(bench.compared_paths(bench.Experiment(args).compute_path, args.paths)) == ["fp32", "bf16"]
+    assert list(bench.compared_paths(bench.plan_run(args).compute_path, args.paths)) == ["fp32", "bf16"]
 
 
-def hyper_tables(experiment):
+def hyper_tables(models):
     """The learned tables and the row optimiser's running squares of the gradients."""
-    optimizer = experiment.hyper.optimizer
+    optimizer = models.hyper.optimizer
     return {**{f"table {name}": table.clone() for name, table in optimizer.tables.items()},
             **{f"square_avg {name}": average.clone() for name, average in optimizer.square_avg.items()}}
 
@@ -104,11 +104,12 @@ def test_the_timed_hyper_step_is_the_runs_hyper_epoch_step_on_the_folded_encoder
                            *precision])
     settings = get_settings("DIGITS")
     data = bench.synthetic_data(settings)
-    timed, run = (bench.build_experiment(args, settings, data) for _ in range(2))
+    (_, _, timed_parts), (_, _, run_parts) = (bench.build_run(args, data) for _ in range(2))
+    timed, run = timed_parts.models, run_parts.models
     assert timed.network.fold_batch_norm  # the CPU's path folds: the run's hyper epochs see no batch norm
     before = hyper_tables(timed)
     assert all(torch.equal(before[name], table) for name, table in hyper_tables(run).items())
-    train, valid = next(iter(timed.hyper_batches)), next(iter(timed.valid_batches))
+    train, valid = next(iter(timed_parts.batches.hyper)), next(iter(timed_parts.batches.valid))
     torch.manual_seed(0)  # the augmentation's draws
     bench.hyper_steps(args, timed, iter([train]), iter([valid]), 1)
     torch.manual_seed(0)
