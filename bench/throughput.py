@@ -42,27 +42,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Tuple
 
 import torch
 
-from custom_common.collectives import SINGLE_PROCESS
+from bench.throughput_run import build_run, synthetic_data
 from custom_common.settings import get_settings
 from custom_datasets.batches import cycle
-from custom_datasets.containers import InMemoryData
 from custom_models.hyper_models import table_bytes
 from custom_models.training import evaluate, hyper_epoch, train_one_epoch
 from custom_runs.compute_path import cpp_compiler, native_cpu_bf16
 from custom_runs.distributed import end_distributed_mode, init_distributed_mode, launched_by_torchrun
 from custom_common.errors import UsageError
-from custom_runs.builders import build_parts
 from custom_runs.options import OneLineErrorParser, add_training_arguments, resolve
 from custom_runs.run_state import seed_epoch
-from custom_runs.run_values import PreparedData, RunModels, RunParts, RunPlan
-from custom_runs.set_up import check_world_size, plan_run, prepare_data
-
-TEST_SIZES = {"MNIST": 10000, "FashionMNIST": 10000, "DIGITS": 360, "SVHN": 26032,
-              "SVHN_extra": 26032, "CIFAR10": 10000, "CIFAR100": 10000}
+from custom_runs.run_values import RunModels, RunParts, RunPlan
+from custom_runs.set_up import plan_run
 
 
 def get_args(argv=None):
@@ -112,20 +106,6 @@ def get_args(argv=None):
                      f"got {args.steps} and {args.warmup}")
     args.force = True
     return args
-
-
-def synthetic_data(settings, seed=0) -> InMemoryData:
-    generator = torch.Generator().manual_seed(seed)
-    shape = (settings.channels, settings.image_size, settings.image_size)
-    test_size = TEST_SIZES.get(settings.name, 10000)
-
-    def images(count):
-        return torch.randint(0, 256, (count, *shape), dtype=torch.uint8, generator=generator)
-
-    def labels(count):
-        return torch.randint(0, settings.num_classes, (count,), generator=generator)
-    return InMemoryData(images(settings.train_size), labels(settings.train_size),
-                        images(test_size), labels(test_size))
 
 
 def train_steps(args, models: RunModels, batches) -> None:
@@ -192,22 +172,6 @@ def write_profile(path, device, train, hyper) -> None:
             synchronize(device)
         sections.append(f"== {name}\n" + profiler.key_averages().table(sort_by=sort, row_limit=40))
     Path(path).write_text("\n\n".join(sections))
-
-
-def build_run(args, data, compute_path=None, collectives=SINGLE_PROCESS
-              ) -> Tuple[RunPlan, PreparedData, RunParts]:
-    """A run's plan (on `compute_path` if given), data and parts, built as the run builds
-    them; its split is written to a temporary folder unless --real-data."""
-    with tempfile.TemporaryDirectory() as folder:
-        if not args.real_data:
-            args.data = folder
-        plan = plan_run(args, collectives)
-        check_world_size(plan)
-        if compute_path is not None:
-            plan = dataclasses.replace(plan, compute_path=compute_path)
-        prepared = prepare_data(plan, data)
-        parts = build_parts(plan, prepared)
-    return plan, prepared, parts
 
 
 COMPARED_PATHS = ("before", "fp32", "bf16", "compiled")
