@@ -9,6 +9,7 @@ import json
 import math
 import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,9 +19,10 @@ from custom_datasets.containers import InMemoryData
 from custom_models.schedule import hyper_learning_rate
 from custom_models.training import train_one_epoch
 from custom_runs import run_files
-from custom_runs.experiment import Experiment
+from custom_runs.builders import build_parts
 from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import PAPER_TEXT_ITEMS, paper_text_items
+from custom_runs.set_up import plan_run, prepare_data
 from custom_transforms import affine
 from custom_transforms.base import EvalTransform
 
@@ -30,12 +32,15 @@ GET_RESULTS = runpy.run_path(str(REPO / "get-results.py"))
 
 
 def experiment(tmp_path, *options, data=None, dataset="DIGITS"):
+    """A run's plan, prepared data and parts, flattened into one namespace."""
     args = CLI["get_args"](["--data", str(tmp_path), "--dataset", dataset, "--no-cuda", *options])
-    exp = Experiment(args, data)
-    exp.prepare_data()
-    exp.build_batches()
-    exp.build_models()
-    return exp
+    plan = plan_run(args)
+    prepared = prepare_data(plan, data)
+    parts = build_parts(plan, prepared)
+    return SimpleNamespace(settings=plan.settings, data=prepared.data, split=prepared.split,
+                           train_batches=parts.batches.train, hyper_batches=parts.batches.hyper,
+                           valid_batches=parts.batches.valid, network=parts.models.network,
+                           hyper=parts.models.hyper, optimizer=parts.models.optimizer)
 
 
 # ----------------------------------------------------------------------------- the option

@@ -13,9 +13,11 @@ import pytest
 
 from custom_reports import reporting
 from custom_runs import run_files, sweep
-from custom_runs.experiment import Experiment
+from custom_runs.builders import build_parts
 from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import POLICY_VARIANT_ITEMS, policy_variant_items, saved_option
+from custom_runs.run_state import run_config
+from custom_runs.set_up import plan_run, prepare_data
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = runpy.run_path(str(REPO / "implicit-augment.py"))
@@ -23,12 +25,11 @@ GET_RESULTS = runpy.run_path(str(REPO / "get-results.py"))
 DESIGN_NAME = "resnet18_opt_NONE_est_True_aug_model_RAND_los_model_NONE_ir_1_sr_1.0_nr_0.0"
 
 
-def experiment(tmp_path, *options):
+def planned(tmp_path, *options):
+    """The run's plan and its train transform, as the run builds them."""
     args = CLI["get_args"](["--data", str(tmp_path), "--dataset", "DIGITS", "--no-cuda", *options])
-    exp = Experiment(args)
-    exp.prepare_data()
-    exp.build_batches()
-    return exp
+    plan = plan_run(args)
+    return plan, build_parts(plan, prepare_data(plan)).batches.train_transform
 
 
 def test_items_keep_a_fixed_order_all_expands_and_none_is_kept_without_a_policy():
@@ -65,17 +66,17 @@ def test_an_unknown_item_is_refused_in_one_line(capsys):
 ])
 def test_the_option_reaches_the_train_transform_the_config_and_the_name(tmp_path, options, items,
                                                                        after_crop, bilinear_grey):
-    exp = experiment(tmp_path, "--aug-model", "RAND", *options)
-    assert exp.args.policy_variant == items and exp.config()["policy_variant"] == items
-    assert exp.train_transform.policy_after_crop is after_crop
-    assert exp.train_transform.policy.bilinear_grey is bilinear_grey
-    assert exp.name == DESIGN_NAME + (f"_policy_{'-'.join(items)}" if items else "")
+    plan, train_transform = planned(tmp_path, "--aug-model", "RAND", *options)
+    assert plan.args.policy_variant == items and run_config(plan)["policy_variant"] == items
+    assert train_transform.policy_after_crop is after_crop
+    assert train_transform.policy.bilinear_grey is bilinear_grey
+    assert plan.name == DESIGN_NAME + (f"_policy_{'-'.join(items)}" if items else "")
 
 
 def test_without_a_policy_the_option_changes_neither_name_nor_record(tmp_path):
-    exp = experiment(tmp_path, "--policy-variant", "all")
-    assert exp.args.policy_variant == [] and exp.train_transform.policy is None
-    assert exp.name == DESIGN_NAME.replace("RAND", "NONE")
+    plan, train_transform = planned(tmp_path, "--policy-variant", "all")
+    assert plan.args.policy_variant == [] and train_transform.policy is None
+    assert plan.name == DESIGN_NAME.replace("RAND", "NONE")
 
 
 def test_files_from_before_the_option_resume_as_the_default_only_without_a_policy():

@@ -61,7 +61,7 @@ def test_a_folder_run_with_an_empty_test_class_reports_its_minority_without_it(t
                                     "--epochs", 1, "--data", data))
     results = experiment.run()
     assert "class 2 has no test image" in capsys.readouterr().err
-    saved = run_files.load_results(experiment.results_path)
+    saved = run_files.load_results(experiment.plan.results_path)
     for entry in (saved["best"], saved["final"]):
         per_class = entry["per_class_acc"]
         assert per_class[2] is None and per_class[1] is not None
@@ -127,7 +127,7 @@ def test_the_table_keeps_the_row_of_a_run_without_a_best_accuracy_and_marks_it(t
 def test_resume_rewrites_a_finished_results_file_that_lost_its_best_accuracy(tmp_path):
     argv = ["--dataset", "DIGITS", "--no-cuda", "--epochs", 1, "--data", tmp_path]
     first = Experiment(options(*argv)).run()
-    path = Experiment(options(*argv)).results_path
+    path = Experiment(options(*argv)).plan.results_path
     rewrite(path, best=None)
     Experiment(options(*argv, "--resume")).run()
     assert run_files.load_results(path)["best"] == first["best"]
@@ -262,30 +262,30 @@ def test_a_resumed_run_records_each_attempts_code_and_compute_path_and_reports_w
     monkeypatch.setattr(run_state, "code_version", lambda: first_code)
     monkeypatch.setattr(compute_path, "native_cpu_bf16", lambda: "AMX")
     first = Experiment(options(*argv))
-    bf16 = first.compute_path.describe()
+    bf16 = first.plan.compute_path.describe()
     run_until(first, 2)
-    stopped = run_files.load_results(first.results_path)
+    stopped = run_files.load_results(first.plan.results_path)
     assert stopped["status"] == "interrupted"
     assert [attempt["commit"] for attempt in stopped["attempts"]] == ["a" * 40]
 
     monkeypatch.setattr(run_state, "code_version", lambda: second_code)
     resumed = Experiment(options(*argv, "--resume", "--no-amp"))
-    fp32 = resumed.compute_path.describe()
+    fp32 = resumed.plan.compute_path.describe()
     results = resumed.run()
     assert results["status"] == "finished" and results["epochs_done"] == 3
-    saved = run_files.load_results(resumed.results_path)
+    saved = run_files.load_results(resumed.plan.results_path)
     started = [attempt.pop("started") for attempt in saved["attempts"]]
     assert saved["attempts"] == [
         {"first_epoch": 0, "commit": "a" * 40, "uncommitted_changes": False, "compute_path": bf16},
         {"first_epoch": 2, "commit": "b" * 40, "uncommitted_changes": True, "compute_path": fp32}]
     assert all(datetime.fromisoformat(time).tzinfo is not None for time in started)
     assert started[0] <= started[1]
-    last = run_files.load_torch(resumed.last_path)
+    last = run_files.load_torch(resumed.plan.last_path)
     assert [attempt["commit"] for attempt in last["attempts"]] == ["a" * 40, "b" * 40]
 
     # a finished run that is resumed again trains nothing: no attempt is added
     Experiment(options(*argv, "--resume", "--no-amp")).run()
-    assert len(run_files.load_results(resumed.results_path)["attempts"]) == 2
+    assert len(run_files.load_results(resumed.plan.results_path)["attempts"]) == 2
 
     done = get_results(tmp_path, "--dataset", "DIGITS")
     assert done.returncode == 0, done.stderr
