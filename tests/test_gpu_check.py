@@ -1,13 +1,14 @@
-"""bench/gpu_check.py: what it would run (--dry-run), its one-line refusal without
-CUDA, its summary table and figures from canned step results, and the step that also runs
-on the CPU: a DIGITS run in one process against the same under a 1-rank torchrun (gloo)."""
+"""bench/gpu_check.py: what it would run (--dry-run), its one-line refusal without CUDA,
+its summary table and figures from canned step results (bench/gpu_check_report.py), and
+the step that also runs on the CPU: a DIGITS run in one process against the same under a
+1-rank torchrun (gloo)."""
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from bench import gpu_check
+from bench import gpu_check, gpu_check_report
 
 STEPS = ["cuda-tests", "throughput-fp32", "throughput-bf16", "throughput-bf16-compile",
          "one-vs-torchrun", "nccl-2-ranks", "capacity-DIGITS", "capacity-FashionMNIST"]
@@ -67,36 +68,36 @@ def test_summary_table_and_files_from_canned_results(tmp_path):
     rows = [("cuda-tests", "the CUDA cases of the tests", gpu_check.Outcome("ok", "12 passed", 41.6)),
             ("nccl-2-ranks", "2 ranks, NCCL", gpu_check.Outcome("skipped", "1 GPU here, 2 needed")),
             ("throughput-fp32", "SVHN shape, fp32", gpu_check.Outcome("FAILED", "exit status 1", 3.2))]
-    assert gpu_check.summary_table(rows) == (
+    assert gpu_check_report.summary_table(rows) == (
         "| step | what | status | s | figures |\n"
         "| --- | --- | --- | ---: | --- |\n"
         "| cuda-tests | the CUDA cases of the tests | ok | 42 | 12 passed |\n"
         "| nccl-2-ranks | 2 ranks, NCCL | skipped | 0 | 1 GPU here, 2 needed |\n"
         "| throughput-fp32 | SVHN shape, fp32 | FAILED | 3 | exit status 1 |")
-    gpu_check.write_summary(rows, tmp_path)
-    assert (tmp_path / "summary.md").read_text() == gpu_check.summary_table(rows) + "\n"
+    gpu_check_report.write_summary(rows, tmp_path)
+    assert (tmp_path / "summary.md").read_text() == gpu_check_report.summary_table(rows) + "\n"
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert [(row["step"], row["status"]) for row in saved] == \
         [("cuda-tests", "ok"), ("nccl-2-ranks", "skipped"), ("throughput-fp32", "FAILED")]
 
 
 def test_figures_of_pytest_throughput_and_capacity():
-    assert gpu_check.pytest_counts("....s\n4 passed, 1 skipped, 490 deselected in 12.31s\n") == \
+    assert gpu_check_report.pytest_counts("....s\n4 passed, 1 skipped, 490 deselected in 12.31s\n") == \
         {"passed": 4, "skipped": 1, "deselected": 490}
-    assert gpu_check.pytest_counts("1 failed, 3 passed in 2.0s") == {"failed": 1, "passed": 3}
+    assert gpu_check_report.pytest_counts("1 failed, 3 passed in 2.0s") == {"failed": 1, "passed": 3}
     report = {"train_step_s": 0.0331, "hyper_step_s": 0.0343, "hyper_to_train_ratio": 1.036,
               "train_images_per_s": 7740.2, "test_pass_s": 1.234, "projected_200_epoch_s": 1284,
               "peak_memory_mb": 3379}
-    assert gpu_check.throughput_figures(report) == (
+    assert gpu_check_report.throughput_figures(report) == (
         "train step 33.1 ms, hyper step 34.3 ms (1.04x), 7,740 img/s, test pass 1.23 s, "
         "full run 21.4 min projected, 3.3 GiB")
     results = [{"timings_s": {"total": 6.0}, "epochs_done": 3, "split": {"train_size": 1000}},
                {"timings_s": {"total": 12.0}, "epochs_done": 3, "split": {"train_size": 1000}}]
-    row = gpu_check.capacity_row(2, 20.0, results)
+    row = gpu_check_report.capacity_row(2, 20.0, results)
     assert row == {"runs": 2, "wall_s": 20.0, "epoch_s": 3.0, "epochs_per_min": 40.0,
                    "train_images_per_s": pytest.approx(2000 / 3)}
-    one = gpu_check.capacity_row(1, 9.0, results[:1])
-    assert gpu_check.capacity_figures([one, row]) == (
+    one = gpu_check_report.capacity_row(1, 9.0, results[:1])
+    assert gpu_check_report.capacity_figures([one, row]) == (
         "1: 30.0 epochs/min (2.0 s an epoch); 2: 40.0 epochs/min (3.0 s an epoch); most at 2 at once")
 
 
@@ -115,11 +116,11 @@ def test_largest_difference_finds_the_number_that_moved():
                "hyper_diagnostics": [{"epoch": 1, "g_norm_sq": 4.0, "v_norm_sq": 1.0, "g_dot_v": 0.5}],
                "learned": {"noisy_weight_auroc": 0.7, "aug_probability_lower": None},
                "final": {"acc": 50.0}}
-    assert len(gpu_check.compared_numbers(results)) == 8
-    assert gpu_check.largest_difference(results, json.loads(json.dumps(results))) == (0.0, "")
+    assert len(gpu_check_report.compared_numbers(results)) == 8
+    assert gpu_check_report.largest_difference(results, json.loads(json.dumps(results))) == (0.0, "")
     moved = json.loads(json.dumps(results))
     moved["hyper_diagnostics"][0]["g_dot_v"] = 0.55
-    difference, where = gpu_check.largest_difference(results, moved)
+    difference, where = gpu_check_report.largest_difference(results, moved)
     assert difference == pytest.approx(0.05 / 0.55) and where == "epoch 1 g_dot_v"
 
 
@@ -136,4 +137,4 @@ def test_one_process_and_a_one_rank_torchrun_give_the_same_numbers_on_the_cpu(tm
     # what SEP + BOTH learned (with the skipped hyper steps) and the final accuracy
     assert outcome.details == {"largest_difference": 0.0, "where": "", "numbers": 6 + 3 + 7 + 1}
     assert log.count("$ ") == 2 and "torch.distributed.run" in log
-    assert json.loads(gpu_check.results_file(tmp_path / "torchrun").read_text())["world_size"] == 1
+    assert json.loads(gpu_check_report.results_file(tmp_path / "torchrun").read_text())["world_size"] == 1
