@@ -5,12 +5,13 @@ import torch
 
 from custom_datasets.batches import DeviceBatches, FolderBatches
 from custom_datasets.containers import InMemoryData
-from custom_models.hyper_models import LEARNED_AUGMENT_MODELS, AugmentModel, LossModel, RowRMSprop
+from custom_models.hyper_models import AugmentModel, LossModel, RowRMSprop
 from custom_models.networks import build_network
 from custom_models.training import Classifier, HyperState, Network
 from custom_runs import stop_points
 from custom_common.errors import UsageError
 from custom_transforms.affine import Resampling
+from custom_transforms.augment_models import LEARNED_AUGMENT_MODELS
 from custom_transforms.base import EvalTransform, TrainTransform
 
 
