@@ -9,7 +9,8 @@ from custom_common.errors import UsageError
 from custom_common.settings import DATASETS, get_settings
 from custom_models.hyper_models import LOSS_MODELS
 from custom_models.networks import check_model_name
-from custom_transforms.augment_models import AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, WITHOUT_POLICY
+from custom_transforms.augment_models import (AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, WITHOUT_POLICY,
+                                              augment_models_help)
 
 HYPER_OPTIMIZERS = ("NONE", "HES")
 # where the paper's text and its released code differ (docs/methods.md, "Where the paper's text and its
@@ -64,7 +65,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     add("--overfit", action="store_true", help="ablation: the hyper step validates on the test set")
     add("--oversplit", action="store_true",
         help="ablation: train, hyper and valid data are all the whole official train set")
-    add("--aug-model", default="NONE", choices=AUGMENT_MODELS, help="augmentation (default: NONE)")
+    add("--aug-model", default="NONE", choices=AUGMENT_MODELS,
+        help=f"augmentation: {augment_models_help()} (default: NONE)")
     add("--los-model", default="NONE", choices=LOSS_MODELS, help="loss model (default: NONE)")
     add("--hyper-opt", default="NONE", choices=HYPER_OPTIMIZERS,
         help="hyperparameter optimisation: NONE or HES (implicit, Hessian-free) (default: NONE)")

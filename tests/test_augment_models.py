@@ -20,13 +20,13 @@ def parser():
     return add_training_arguments(OneLineErrorParser(prog="implicit-augment.py"))
 
 
-def aug_model_choices(built) -> tuple:
-    return next(tuple(action.choices) for action in built._actions if "--aug-model" in action.option_strings)
+def aug_model_action():
+    return next(action for action in parser()._actions if "--aug-model" in action.option_strings)
 
 
 def test_the_cli_accepts_exactly_the_names_of_the_table():
     assert tuple(AUGMENT_MODELS) == NAMES
-    assert aug_model_choices(parser()) == NAMES
+    assert tuple(aug_model_action().choices) == NAMES
     assert [parser().parse_args(["--aug-model", name]).aug_model for name in NAMES] == list(NAMES)
     assert LEARNED_AUGMENT_MODELS == ("SHA", "SEP") and WITHOUT_POLICY == ("NONE",)
 
@@ -35,6 +35,13 @@ def test_what_each_name_is():
     assert {name: (choice.policy, choice.learned) for name, choice in AUGMENT_MODELS.items()} == {
         "NONE": (None, None), "RAND": ("rand", None), "AUTO": ("fast_autoaugment", None),
         "DADA": ("dada", None), "SHA": ("colour", "shared"), "SEP": ("colour", "separate")}
+
+
+def test_the_help_says_what_each_name_is():
+    assert aug_model_action().help == (
+        "augmentation: NONE (nothing), RAND (RandAugment), AUTO (Fast AutoAugment's searched "
+        "policy), DADA (DADA's searched policy), SHA (learned affine, shared by all images), "
+        "SEP (learned affine, one per image) (default: NONE)")
 
 
 @pytest.mark.parametrize("name, rows", [("SHA", 1), ("SEP", 37)])
