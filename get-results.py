@@ -17,8 +17,9 @@ from custom_common.settings import DATASETS
 from custom_datasets.containers import DataUnavailable
 from custom_reports import reporting, suspects
 from custom_runs import run_files, sweep
-from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
+from custom_models.hyper_models import LOSS_MODELS
 from custom_common.errors import UsageError
+from custom_transforms.augment_models import AUGMENT_MODELS
 from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser,
                                  add_data_dir_argument, add_distortion_arguments,
                                  add_paper_text_argument, add_policy_variant_argument, at_least_one,

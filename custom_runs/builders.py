@@ -5,7 +5,7 @@ import torch
 
 from custom_datasets.batches import DeviceBatches, FolderBatches
 from custom_datasets.containers import InMemoryData
-from custom_models.hyper_models import LEARNED_AUGMENT_MODELS, AugmentModel, LossModel, RowRMSprop
+from custom_models.hyper_models import AugmentModel, LossModel, RowRMSprop
 from custom_models.networks import build_network
 from custom_models.training import Classifier, HyperState, Network
 from custom_common.errors import UsageError
@@ -13,6 +13,7 @@ from custom_runs import stop_points
 from custom_runs.run_state import seed_epoch
 from custom_runs.run_values import PreparedData, RunBatches, RunModels, RunParts, RunPlan
 from custom_transforms.affine import Resampling
+from custom_transforms.augment_models import LEARNED_AUGMENT_MODELS
 from custom_transforms.base import EvalTransform, TrainTransform
 
 
