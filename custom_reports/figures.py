@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from custom_runs import run_files  # noqa: E402
+from custom_runs.checkpoints import load_network  # noqa: E402
 from custom_runs.identity import Configuration  # noqa: E402
 
 EMBEDDING_CACHE_FORMAT = 1
@@ -65,25 +66,6 @@ def save_figure(fig, base: Path) -> List[Path]:
 
 
 # ----------------------------------------------------------------------------- test features
-
-def load_network(checkpoint: dict, model: str, settings, device: torch.device, path: Path,
-                 text_wide_block: bool = False):
-    """(encoder, decoder) of a checkpoint, in eval mode (batch-norm running statistics).
-    text_wide_block: the run had `--paper-text wrn-block` (same weights, other strides)."""
-    from custom_models.networks import build_network
-    encoder, decoder = build_network(model, settings, text_wide_block)
-    try:
-        # a torch.compile'd encoder saves its weights under "_orig_mod."
-        encoder.load_state_dict({key.replace("_orig_mod.", "", 1): value
-                                 for key, value in checkpoint["encoder_state_dict"].items()})
-        decoder.load_state_dict(checkpoint["decoder_state_dict"])
-    except (KeyError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0]
-        raise run_files.UnreadableFile(f"{path} does not hold a {model} network for "
-                                       f"{settings.name} ({first}); pass the --model it was "
-                                       f"trained with") from None
-    return encoder.to(device).eval(), decoder.to(device).eval()
-
 
 def iterate_test_images(data, batch_size: int, workers: int = 4) -> Iterable[torch.Tensor]:
     """uint8 test images in order, batch by batch (in memory, or read by DataLoader workers)."""

@@ -255,6 +255,7 @@ def test_table_rows_of_every_text_item_are_labelled_text_all():
 def test_figures_of_text_runs_load_their_own_block_and_never_overwrite_the_released_ones(tmp_path):
     from custom_models.networks import build_network
     from custom_reports import figures, reporting
+    from custom_runs.checkpoints import load_network
     settings = get_settings("CIFAR10")
     torch.manual_seed(0)
     encoder, decoder = build_network("wresnet10_1", settings, text_wide_block=True)
@@ -262,8 +263,8 @@ def test_figures_of_text_runs_load_their_own_block_and_never_overwrite_the_relea
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = encoder.eval()(images)
-        loaded = [figures.load_network(checkpoint, "wresnet10_1", settings, torch.device("cpu"),
-                                       tmp_path / "best.pt", text)[0](images) for text in (True, False)]
+        loaded = [load_network(checkpoint, "wresnet10_1", settings, torch.device("cpu"),
+                               tmp_path / "best.pt", text)[0](images) for text in (True, False)]
     assert torch.equal(loaded[0], expected)
     assert (loaded[1] - expected).abs().max() > 1e-3  # same weights, the released strides
     paths = []
