@@ -6,7 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
-from custom_reports import reporting
+from custom_reports import reporting, statistics
 from custom_runs import run_files, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +152,7 @@ def test_every_cell_of_the_readmes_digits_grid_is_what_get_results_makes_of_the_
         for row in table.rows:
             cell = row.cells[column]
             made[row.name] = [cell.summary_of(metric).text() for metric in ("best", "valid", "last")] + \
-                [reporting.MISSING if cell.versus is None else cell.versus.text()]
+                [statistics.MISSING if cell.versus is None else cell.versus.text()]
         assert made == rows, (imbalance, noise)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_reports import reporting
+from custom_reports import reporting, statistics
 from custom_runs import run_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -607,10 +607,10 @@ def test_other_networks_and_ablations_get_their_own_rows(tmp_path):
 
 def test_summarize_uses_the_sample_standard_deviation():
     values = [1.0, 2.0, 4.0]
-    summary = reporting.summarize(values)
+    summary = statistics.summarize(values)
     assert (summary.n, summary.mean) == (3, pytest.approx(7 / 3))
     assert summary.std == pytest.approx(np.std(values, ddof=1))
-    assert np.isnan(reporting.summarize([5.0]).std)
+    assert np.isnan(statistics.summarize([5.0]).std)
 
 
 # ----------------------------------------------------------------------------- selection, pairs
@@ -720,8 +720,8 @@ def test_a_single_pair_has_no_interval_and_prints_no_nan(tmp_path):
 
 def test_verdict_is_better_or_worse_only_where_the_interval_excludes_zero():
     def verdict(differences):
-        return reporting.PairedDifference("Baseline", [f"run{i}" for i in range(len(differences))],
-                                          differences).verdict
+        return statistics.PairedDifference("Baseline", [f"run{i}" for i in range(len(differences))],
+                                           differences).verdict
     assert verdict([-2.0, -3.0, -4.0]) == "better"  # -3 ± 2.48
     assert verdict([1.0, 2.0, 3.0]) == "comparable"  # 2 ± 2.48 reaches below zero
     assert verdict([2.0, 2.5, 3.0]) == "worse"
@@ -764,7 +764,7 @@ def test_results_files_from_before_validation_selection_show_a_dash_and_a_note(t
     assert cells["100-0.1"].summary.n == 4 and cells["100-0.1"].summary_of("valid").n == 3
     text = reporting.render_table(table)
     row = next(line for line in text.splitlines() if line.startswith("A_W_S "))
-    assert text_cells(row)[1:4] == ["5.00 (1)", reporting.MISSING, "5.50 (1)"]
+    assert text_cells(row)[1:4] == ["5.00 (1)", statistics.MISSING, "5.50 (1)"]
     assert ("note: 2 results files written before validation selection have no valid-selected "
             "number") in text
     assert "Traceback" not in text and "nan" not in text
