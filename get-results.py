@@ -15,7 +15,7 @@ import sys
 
 from custom_common.settings import DATASETS
 from custom_datasets.containers import DataUnavailable
-from custom_reports import reporting, suspects
+from custom_reports import reporting, run_reading, suspects
 from custom_runs import run_files, sweep
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
 from custom_common.errors import UsageError
@@ -58,7 +58,7 @@ def get_args(argv=None) -> argparse.Namespace:
         help="with --table, only these columns, e.g. 10-0.1 1-0.0 (default: every setting found)")
     add("--format", default="text", choices=reporting.FORMATS, help="output format (default: text)")
     add("--paper", action="store_true", help="put the paper's error beside ours (SVHN, CIFAR, ImageNet)")
-    add("--metric", default="best", choices=tuple(reporting.METRICS),
+    add("--metric", default="best", choices=tuple(run_reading.METRICS),
         help="which epoch's test accuracy: best: the epoch of best test accuracy (test-selected, "
              "the paper's protocol); valid: the epoch of best validation accuracy "
              "(valid-selected); last: the last epoch. --table shows all three and compares "
@@ -158,7 +158,7 @@ if __name__ == "__main__":
     arguments = get_args()
     try:
         sys.exit(main(arguments))
-    except (reporting.ReportError, run_files.UnreadableFile, suspects.SuspectsError,
+    except (run_reading.ReportError, run_files.UnreadableFile, suspects.SuspectsError,
             UsageError, DataUnavailable) as error:
         # one line the user can act on; a traceback would bury it. Only line breaks are joined:
         # the commands in the message quote paths, whose spaces must stay as they are

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from custom_common.errors import UsageError
 from custom_common.signals import deferred_stops, sigterm_as_interrupt
-from custom_reports import reporting
+from custom_reports import reporting, run_reading
 from custom_runs import launchers, run_files, sweep
 from custom_runs.options import (OneLineErrorParser, at_least_one, check_all,
                                  check_data_folder, not_negative)
@@ -223,7 +223,7 @@ def print_table(args, specs) -> None:
                                       only=[spec.config for spec in specs],
                                       data_dir=identity.get("data_dir"), epochs=identity["epochs"],
                                       run_folders={spec.run_folder for spec in specs})
-    except (reporting.ReportError, run_files.UnreadableFile) as error:
+    except (run_reading.ReportError, run_files.UnreadableFile) as error:
         print(f"run-table.py: no table yet: {error}", file=sys.stderr)
         return
     print(reporting.render_table(table, args.format))

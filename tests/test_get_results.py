@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_reports import reporting, statistics
+from custom_reports import reporting, run_reading, statistics
 from custom_runs import run_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -359,8 +359,8 @@ def test_resume_command_for_a_broken_results_file_repeats_the_options_of_the_las
     assert command[:5] == ["implicit-augment.py", "--data", str(root), "-r", "run1"]
     assert command[-1] == "--resume"
     resumed = vars(implicit_augment_args(command[1:]))
-    assert {key: resumed[key] for key in reporting.resume_options()} == \
-        {key: trained[key] for key in reporting.resume_options()}
+    assert {key: resumed[key] for key in run_reading.resume_options()} == \
+        {key: trained[key] for key in run_reading.resume_options()}
     assert (resumed["epochs"], resumed["lr"], resumed["lr_decay_epochs"]) == (15, 0.02, [5, 10])
 
 
@@ -368,7 +368,7 @@ def test_train_command_for_a_data_path_with_a_space_gives_implicit_augment_that_
         implicit_augment_args, tmp_path):
     config = configuration(overfit=True)
     root = tmp_path / "sp ace"
-    with pytest.raises(reporting.ReportError) as error:
+    with pytest.raises(run_reading.ReportError) as error:
         reporting.run_report(root, "SVHN", config)
     command = shlex.split(str(error.value).split("train one with: python ", 1)[1])
     trained = implicit_augment_args(command[1:])
@@ -427,13 +427,13 @@ def test_results_file_whose_config_disagrees_with_its_name_is_rejected(tmp_path)
     run = write_run(tmp_path, "SVHN", "run0", other, 90.0)
     moved = run_files.results_path(run, real.name)
     run_files.results_path(run, other.name).rename(moved)
-    with pytest.raises(reporting.ReportError, match=f"1 unreadable.*{moved}.*move it out"):
+    with pytest.raises(run_reading.ReportError, match=f"1 unreadable.*{moved}.*move it out"):
         reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
 
 
 def test_table_without_any_results_is_an_error(tmp_path):
     (tmp_path / "SVHN" / "run0").mkdir(parents=True)
-    with pytest.raises(reporting.ReportError, match="no results files"):
+    with pytest.raises(run_reading.ReportError, match="no results files"):
         reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
 
 

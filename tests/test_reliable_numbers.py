@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from custom_models.training import Network, evaluate
-from custom_reports import reporting
+from custom_reports import reporting, run_reading
 from custom_runs import compute_path, run_files, run_state, sweep
 from custom_runs.experiment import Experiment
 from custom_runs.metrics import minority_accuracy
@@ -304,8 +304,8 @@ def test_a_results_file_without_attempts_is_one_attempt_of_its_versions(tmp_path
     path = run_files.results_path(run_files.run_dir(tmp_path, "SVHN", "run0"), config.name)
     results = run_files.load_results(path)
     assert "attempts" not in results
-    assert reporting.attempts_of(results) == [
+    assert run_reading.attempts_of(results) == [
         {"first_epoch": 0, "commit": "c" * 40, "uncommitted_changes": False, "compute_path": None}]
-    assert reporting.mixed_attempts(results) is None
+    assert run_reading.mixed_attempts(results) is None
     report = reporting.run_report(tmp_path, "SVHN", config)
     assert not [note for note in report.notes if "attempts" in note]
