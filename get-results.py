@@ -15,8 +15,9 @@ import sys
 
 from custom_common.settings import DATASETS
 from custom_datasets.containers import DataUnavailable
-from custom_reports import reporting, run_reading, suspects
+from custom_reports import reporting, run_reading, suspects, tables
 from custom_runs import run_files, sweep
+from custom_runs.identity import Configuration
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
 from custom_common.errors import UsageError
 from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser,
@@ -63,11 +64,11 @@ def get_args(argv=None) -> argparse.Namespace:
              "the paper's protocol); valid: the epoch of best validation accuracy "
              "(valid-selected); last: the last epoch. --table shows all three and compares "
              "rows at this one (default: best)")
-    add("--versus", default=reporting.REFERENCE, metavar="ROW",
+    add("--versus", default=tables.REFERENCE, metavar="ROW",
         help="--table: compare every row with row ROW run folder by run folder (mean paired "
              "difference of the error, its 95%% t interval, wins), e.g. A_W or "
              "\"A_W_S [wresnet28_2]\"; a method name takes each network's own row of it "
-             f"(default: {reporting.REFERENCE})")
+             f"(default: {tables.REFERENCE})")
     add("--minority", action="store_true",
         help="accuracy on the minority (upper-half) classes: added to the per-run report, "
              "used instead of the overall error in --table")
@@ -113,20 +114,20 @@ def main(args: argparse.Namespace) -> int:
     if args.suspects is not None:
         return report_suspects(args, settings)
     if args.table:
-        table = reporting.build_table(args.data, settings.name, settings.model, args.metric,
-                                      args.minority, args.paper, args.model, args.runs,
-                                      data_dir=settings.folder, epochs=args.epochs,
-                                      versus=args.versus, only_settings=args.settings)
+        table = tables.build_table(args.data, settings.name, settings.model, args.metric,
+                                   args.minority, args.paper, args.model, args.runs,
+                                   data_dir=settings.folder, epochs=args.epochs,
+                                   versus=args.versus, only_settings=args.settings)
         print(reporting.render_table(table, args.format))
         # a skipped file and its fix go to stderr in every format; csv has no room for notes
         for note in table.skipped + (table.notes if args.format == "csv" else []):
             print(f"note: {note}", file=sys.stderr)
         return 0
-    config = reporting.Configuration(args.model or settings.model, args.aug_model, args.los_model,
-                                     args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
-                                     args.noise_ratio, args.overfit, args.oversplit,
-                                     tuple(args.paper_text),
-                                     tuple(policy_variant_items(args.policy_variant, args.aug_model)))
+    config = Configuration(args.model or settings.model, args.aug_model, args.los_model,
+                           args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
+                           args.noise_ratio, args.overfit, args.oversplit,
+                           tuple(args.paper_text),
+                           tuple(policy_variant_items(args.policy_variant, args.aug_model)))
     report = reporting.run_report(args.data, settings.name, config, args.metric, args.runs,
                                   args.minority, args.paper, data_dir=settings.folder,
                                   epochs=args.epochs)
@@ -139,11 +140,11 @@ def main(args: argparse.Namespace) -> int:
 
 def report_suspects(args: argparse.Namespace, settings) -> int:
     import torch
-    config = reporting.Configuration(args.model or settings.model, args.aug_model, args.los_model,
-                                     args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
-                                     args.noise_ratio, args.overfit, args.oversplit,
-                                     tuple(args.paper_text),
-                                     tuple(policy_variant_items(args.policy_variant, args.aug_model)))
+    config = Configuration(args.model or settings.model, args.aug_model, args.los_model,
+                           args.hyper_opt, args.imbalance_ratio, args.subsample_ratio,
+                           args.noise_ratio, args.overfit, args.oversplit,
+                           tuple(args.paper_text),
+                           tuple(policy_variant_items(args.policy_variant, args.aug_model)))
     device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
     report = suspects.suspects_report(args.data, settings, args.run_folder, config, args.checkpoint,
                                       args.suspects, args.out, device, args.rank_by)

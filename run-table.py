@@ -17,8 +17,9 @@ from pathlib import Path
 
 from custom_common.errors import UsageError
 from custom_common.signals import deferred_stops, sigterm_as_interrupt
-from custom_reports import reporting, run_reading
+from custom_reports import reporting, run_reading, tables
 from custom_runs import launchers, run_files, sweep
+from custom_runs.identity import load_paper_results, paper_methods
 from custom_runs.options import (OneLineErrorParser, at_least_one, check_all,
                                  check_data_folder, not_negative)
 
@@ -29,7 +30,7 @@ def get_args(argv=None):
     parser = OneLineErrorParser(prog="run-table.py", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    methods = list(reporting.paper_methods())
+    methods = list(paper_methods())
     add("--data", default="./local_data", metavar="DIR",
         help="dataset files and run folders go under DIR/{dataset}/ (default: ./local_data)")
     add("--dataset", required=True, metavar="NAME", help="the dataset of the table")
@@ -215,14 +216,14 @@ def run_slurm(args, specs):
 def print_table(args, specs) -> None:
     """get-results.py --table for what this table ran, beside the paper where it has the dataset:
     its own cells only (its run folders, its --epochs), whatever else the folders hold."""
-    with_paper = args.dataset in reporting.load_paper_results()
+    with_paper = args.dataset in load_paper_results()
     identity = dict(specs[0].identity)
     try:
-        table = reporting.build_table(args.data, specs[0].dataset, specs[0].config.model,
-                                      with_paper=with_paper,
-                                      only=[spec.config for spec in specs],
-                                      data_dir=identity.get("data_dir"), epochs=identity["epochs"],
-                                      run_folders={spec.run_folder for spec in specs})
+        table = tables.build_table(args.data, specs[0].dataset, specs[0].config.model,
+                                   with_paper=with_paper,
+                                   only=[spec.config for spec in specs],
+                                   data_dir=identity.get("data_dir"), epochs=identity["epochs"],
+                                   run_folders={spec.run_folder for spec in specs})
     except (run_reading.ReportError, run_files.UnreadableFile) as error:
         print(f"run-table.py: no table yet: {error}", file=sys.stderr)
         return

@@ -15,8 +15,9 @@ import torch
 
 from custom_common.settings import DATASETS
 from custom_datasets.containers import DataUnavailable
-from custom_reports import figures, reporting
+from custom_reports import figures
 from custom_runs import run_files
+from custom_runs.identity import Configuration, paper_methods
 from custom_common.errors import UsageError
 from custom_runs.options import (OneLineErrorParser, add_data_dir_argument,
                                  add_distortion_arguments, add_paper_text_argument,
@@ -41,7 +42,7 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--oversplit", action="store_true", help="the --oversplit ablation's checkpoints")
     add_paper_text_argument(parser, selects="the checkpoints of runs that ")
     add_policy_variant_argument(parser, selects="the checkpoints of runs that ")
-    methods = list(reporting.paper_methods())
+    methods = list(paper_methods())
     add("--configs", nargs="+", default=["Baseline", "FAA", "A_W_S"], choices=methods, metavar="NAME",
         help=f"configurations side by side, by the paper's names: {', '.join(methods)} "
              f"(default: Baseline FAA A_W_S, as the paper's figure)")
@@ -95,12 +96,12 @@ def feature_device(args: argparse.Namespace) -> torch.device:
 def main(args: argparse.Namespace) -> int:
     settings = dataset_settings(args)
     model = args.model or settings.model
-    methods = reporting.paper_methods()
-    configs = {label: reporting.Configuration(model, *methods[label], args.imbalance_ratio,
-                                              args.subsample_ratio, args.noise_ratio,
-                                              args.overfit, args.oversplit, tuple(args.paper_text),
-                                              tuple(policy_variant_items(args.policy_variant,
-                                                                         methods[label][0])))
+    methods = paper_methods()
+    configs = {label: Configuration(model, *methods[label], args.imbalance_ratio,
+                                    args.subsample_ratio, args.noise_ratio,
+                                    args.overfit, args.oversplit, tuple(args.paper_text),
+                                    tuple(policy_variant_items(args.policy_variant,
+                                                               methods[label][0])))
                for label in dict.fromkeys(args.configs)}
     device = feature_device(args)
     run = figures.RunFigures(args.data, settings, args.run_folder, configs, args.checkpoint,

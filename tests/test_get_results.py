@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_reports import reporting, run_reading, statistics
-from custom_runs import run_files
+from custom_reports import reporting, run_reading, statistics, tables
+from custom_runs import identity, run_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,8 +25,8 @@ BASELINE = dict(aug_model="NONE", los_model="NONE", hyper_opt="NONE")
 
 
 def configuration(model="wresnet28_10", ir=100, nr=0.1, sr=1.0, method=A_W_S, **ablation):
-    return reporting.Configuration(model, method["aug_model"], method["los_model"],
-                                   method["hyper_opt"], ir, sr, nr, **ablation)
+    return identity.Configuration(model, method["aug_model"], method["los_model"],
+                                  method["hyper_opt"], ir, sr, nr, **ablation)
 
 
 def write_run(root, dataset, folder, config, best_acc, final_acc=None, minority_acc=None,
@@ -380,7 +380,7 @@ def test_commands_quote_only_the_arguments_that_need_it():
     assert configuration(model="resnet18").train_command("./local_data", "DIGITS", "run0") == (
         "python implicit-augment.py --data ./local_data --dataset DIGITS -r run0 -ir 100 -sr 1.0 "
         "-nr 0.1 --aug-model SEP --los-model BOTH --hyper-opt HES --model resnet18")
-    assert reporting.command_line("implicit-augment.py", ["--data", "/tmp/it's here"]) == \
+    assert identity.command_line("implicit-augment.py", ["--data", "/tmp/it's here"]) == \
         "python implicit-augment.py --data '/tmp/it'\"'\"'s here'"
 
 
@@ -428,22 +428,22 @@ def test_results_file_whose_config_disagrees_with_its_name_is_rejected(tmp_path)
     moved = run_files.results_path(run, real.name)
     run_files.results_path(run, other.name).rename(moved)
     with pytest.raises(run_reading.ReportError, match=f"1 unreadable.*{moved}.*move it out"):
-        reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+        tables.build_table(tmp_path, "SVHN", "wresnet28_10")
 
 
 def test_table_without_any_results_is_an_error(tmp_path):
     (tmp_path / "SVHN" / "run0").mkdir(parents=True)
     with pytest.raises(run_reading.ReportError, match="no results files"):
-        reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+        tables.build_table(tmp_path, "SVHN", "wresnet28_10")
 
 
 def test_cli_paper_table_without_any_run_is_the_papers_table_alone(tmp_path):
     done = get_results(tmp_path, "--dataset", "SVHN", "--table", "--paper", "--format", "json")
     assert done.returncode == 0, done.stderr
     table = json.loads(done.stdout)
-    paper = reporting.load_paper_results()["SVHN"]
+    paper = identity.load_paper_results()["SVHN"]
     assert table["columns"] == sorted(paper["columns"], key=lambda c: (float(c.split("-")[1]), int(c.split("-")[0])))
-    assert [row["name"] for row in table["rows"]] == [name for name in reporting.paper_methods() if name in paper]
+    assert [row["name"] for row in table["rows"]] == [name for name in identity.paper_methods() if name in paper]
     baseline = table["rows"][0]["cells"]
     assert [baseline[column]["paper_mean"] for column in paper["columns"]] == [m for m, _ in paper["Baseline"]]
     assert all(cell["n"] == 0 for row in table["rows"] for cell in row["cells"].values())
@@ -468,7 +468,7 @@ def write_table_runs(root):
 
 
 def svhn_table(root, fmt, **options):
-    return reporting.render_table(reporting.build_table(root, "SVHN", "wresnet28_10", **options), fmt)
+    return reporting.render_table(tables.build_table(root, "SVHN", "wresnet28_10", **options), fmt)
 
 
 def test_cli_table_skips_an_unreadable_results_file_and_says_how_to_rebuild_it(tmp_path):
@@ -570,14 +570,14 @@ def test_cli_table_with_paper_puts_the_papers_error_beside_ours(tmp_path):
 def test_table_for_a_dataset_without_paper_numbers_says_so(tmp_path):
     write_run(tmp_path, "DIGITS", "run0", configuration(model="resnet18", ir=1, nr=0.0), 95.0,
               checkpoints=False)
-    text = reporting.render_table(reporting.build_table(tmp_path, "DIGITS", "resnet18", with_paper=True))
+    text = reporting.render_table(tables.build_table(tmp_path, "DIGITS", "resnet18", with_paper=True))
     assert "note: the paper reports no numbers for DIGITS" in text
     assert "A_W_S" in text and "5.00 (1)" in text and "nan" not in text
 
 
 def test_minority_table_uses_the_minority_error(tmp_path):
     errors = write_table_runs(tmp_path)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", minority=True)
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10", minority=True)
     assert table.quantity == "minority error"
     baseline = next(row for row in table.rows if row.name == "Baseline")
     assert baseline.cells["100-0.1"].summary.mean == pytest.approx(
@@ -590,7 +590,7 @@ def test_minority_table_uses_the_minority_error(tmp_path):
 def test_table_metric_last_uses_final_accuracy(tmp_path):
     write_run(tmp_path, "SVHN", "run0", configuration(method=BASELINE), 95.0, final_acc=90.0,
               checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", metric="last")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10", metric="last")
     assert table.rows[0].cells["100-0.1"].summary.mean == pytest.approx(10.0)
 
 
@@ -598,10 +598,10 @@ def test_other_networks_and_ablations_get_their_own_rows(tmp_path):
     write_run(tmp_path, "SVHN", "run0", configuration(), 94.0, checkpoints=False)
     write_run(tmp_path, "SVHN", "run0", configuration(model="wresnet28_2"), 92.0, checkpoints=False)
     write_run(tmp_path, "SVHN", "run0", configuration(overfit=True), 96.0, checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10")
     assert [row.name for row in table.rows] == [
         "A_W_S", "A_W_S [wresnet28_2]", "A_W_S [overfit_wresnet28_10]"]
-    only = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", model="wresnet28_2")
+    only = tables.build_table(tmp_path, "SVHN", "wresnet28_10", model="wresnet28_2")
     assert [row.name for row in only.rows] == ["A_W_S [wresnet28_2]"]
 
 
@@ -655,7 +655,7 @@ def test_table_shows_test_selected_valid_selected_and_last_errors_of_each_run(tm
 def test_table_minority_applies_to_all_three_selections(tmp_path):
     write_run(tmp_path, "SVHN", "run0", configuration(), 90.0, minority_acc=80.0, valid_acc=89.0,
               checkpoints=False)
-    cell = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", minority=True).rows[0].cells["100-0.1"]
+    cell = tables.build_table(tmp_path, "SVHN", "wresnet28_10", minority=True).rows[0].cells["100-0.1"]
     # write_run: best 80, best_valid 80 - 0.5, final 80 - 1 on the minority classes
     assert [cell.selections[metric] for metric in ("best", "valid", "last")] == [[20.0], [20.5], [21.0]]
 
@@ -684,7 +684,7 @@ def test_paired_difference_of_1_2_3_points_is_2_with_the_t_interval_over_three_r
 
 def test_metric_valid_compares_the_validation_selected_errors(tmp_path):
     write_paired_runs(tmp_path)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", metric="valid")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10", metric="valid")
     paired = next(row for row in table.rows if row.name == "A_W_S").cells["100-0.1"].versus
     assert paired.differences == pytest.approx([-2.0, -3.0, -4.0])
     half = T_975_2 / np.sqrt(3)
@@ -700,7 +700,7 @@ def test_pairs_are_the_run_folders_finished_in_both_rows(tmp_path):
     for index, acc in ((1, 89.0), (2, 87.0), (3, 80.0)):
         write_run(tmp_path, "SVHN", f"run{index}", configuration(), acc, valid_acc=acc, checkpoints=False)
     write_run(tmp_path, "SVHN", "run0", configuration(), 10.0, status="running", checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10")
     paired = next(row for row in table.rows if row.name == "A_W_S").cells["100-0.1"].versus
     assert paired.runs == ["run1", "run2"] and paired.differences == pytest.approx([1.0, 3.0])
 
@@ -734,7 +734,7 @@ def test_versus_compares_with_another_row_and_an_unknown_row_is_a_one_line_error
     for index in range(3):
         write_run(tmp_path, "SVHN", f"run{index}", configuration(method=a_w), 88.0, valid_acc=88.0,
                   checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", versus="A_W")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10", versus="A_W")
     rows = {row.name: row for row in table.rows}
     assert table.versus == "A_W" and rows["A_W"].cells["100-0.1"].versus is None
     assert rows["A_W_S"].cells["100-0.1"].versus.differences == pytest.approx([-1.0, -1.0, -1.0])
@@ -750,7 +750,7 @@ def test_another_networks_rows_are_compared_with_that_networks_baseline(tmp_path
         write_run(tmp_path, "SVHN", f"run{index}", configuration(model=small, method=BASELINE), 80.0,
                   checkpoints=False)
         write_run(tmp_path, "SVHN", f"run{index}", configuration(model=small), 85.0, checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10")
     paired = next(row for row in table.rows if row.name == f"A_W_S [{small}]").cells["100-0.1"].versus
     assert paired.against == f"Baseline [{small}]" and paired.differences == pytest.approx([-5.0, -5.0])
 
@@ -759,7 +759,7 @@ def test_results_files_from_before_validation_selection_show_a_dash_and_a_note(t
     write_paired_runs(tmp_path)
     write_run(tmp_path, "SVHN", "run3", configuration(), 89.0, checkpoints=False)  # format 1
     write_run(tmp_path, "SVHN", "run0", configuration(ir=1, nr=0.0), 95.0, checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10")
     cells = {row.name: row.cells for row in table.rows}["A_W_S"]
     assert cells["100-0.1"].summary.n == 4 and cells["100-0.1"].summary_of("valid").n == 3
     text = reporting.render_table(table)
@@ -768,7 +768,7 @@ def test_results_files_from_before_validation_selection_show_a_dash_and_a_note(t
     assert ("note: 2 results files written before validation selection have no valid-selected "
             "number") in text
     assert "Traceback" not in text and "nan" not in text
-    chosen = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", metric="valid")
+    chosen = tables.build_table(tmp_path, "SVHN", "wresnet28_10", metric="valid")
     assert {row.name: row.cells for row in chosen.rows}["A_W_S"]["100-0.1"].summary.n == 3
     assert ("2 results files written before validation selection (no best_valid) are not counted; "
             "--metric best counts them") in chosen.notes
@@ -821,10 +821,10 @@ def test_table_of_one_commit_or_of_files_without_one_has_no_code_note(tmp_path):
                   versions={"commit": "c" * 40, "uncommitted_changes": False})
     write_table_runs(tmp_path / "older")  # results files written before the commit was recorded
     for root in (tmp_path, tmp_path / "older"):
-        notes = reporting.build_table(root, "SVHN", "wresnet28_10").notes
+        notes = tables.build_table(root, "SVHN", "wresnet28_10").notes
         assert not [note for note in notes if "different code" in note]
     write_run(tmp_path, "SVHN", "run2", configuration(), 92.0, checkpoints=False)
-    [note] = [note for note in reporting.build_table(tmp_path, "SVHN", "wresnet28_10").notes
+    [note] = [note for note in tables.build_table(tmp_path, "SVHN", "wresnet28_10").notes
               if "different code" in note]
     assert f"{'c' * 12} (2 runs), no recorded commit (1 run)" in note
 

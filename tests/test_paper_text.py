@@ -17,7 +17,7 @@ from custom_common.settings import get_settings
 from custom_datasets.containers import InMemoryData
 from custom_models.schedule import hyper_learning_rate
 from custom_models.training import train_one_epoch
-from custom_runs import run_files
+from custom_runs import identity, run_files
 from custom_runs.experiment import Experiment
 from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import PAPER_TEXT_ITEMS, paper_text_items
@@ -244,7 +244,7 @@ def test_get_results_selects_and_labels_runs_by_their_paper_text_items(two_runs,
 
 
 def test_table_rows_of_every_text_item_are_labelled_text_all():
-    from custom_reports.reporting import _row_name
+    from custom_reports.tables import _row_name
     method = ("SEP", "BOTH", "HES")
     assert _row_name(method, "resnet18", "", "resnet18", PAPER_TEXT_ITEMS) == "A_W_S (text: all)"
     assert _row_name(method, "resnet18", "", "resnet18", ("geometry", "valid")) == \
@@ -254,7 +254,7 @@ def test_table_rows_of_every_text_item_are_labelled_text_all():
 
 def test_figures_of_text_runs_load_their_own_block_and_never_overwrite_the_released_ones(tmp_path):
     from custom_models.networks import build_network
-    from custom_reports import figures, reporting
+    from custom_reports import figures
     from custom_runs.checkpoints import load_network
     settings = get_settings("CIFAR10")
     torch.manual_seed(0)
@@ -269,8 +269,8 @@ def test_figures_of_text_runs_load_their_own_block_and_never_overwrite_the_relea
     assert (loaded[1] - expected).abs().max() > 1e-3  # same weights, the released strides
     paths = []
     for paper_text in ((), ("wrn-block",)):
-        config = reporting.Configuration("wresnet10_1", "SEP", "BOTH", "HES", 10, 1.0, 0.1,
-                                         paper_text=paper_text)
+        config = identity.Configuration("wresnet10_1", "SEP", "BOTH", "HES", 10, 1.0, 0.1,
+                                        paper_text=paper_text)
         run = figures.RunFigures(tmp_path, settings, "run0", {"A_W_S": config}, out_dir=tmp_path)
         paths.append(run.base_path("tsne", ["A_W_S"]).name)
     # the figures' default network is the validation-selected one (bestvalid_): "-valid"

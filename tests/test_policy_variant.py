@@ -10,9 +10,7 @@ import runpy
 from pathlib import Path
 
 import pytest
-
-from custom_reports import reporting
-from custom_runs import run_files, sweep
+from custom_runs import identity, run_files, sweep
 from custom_runs.experiment import Experiment
 from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import POLICY_VARIANT_ITEMS, policy_variant_items, saved_option
@@ -116,7 +114,7 @@ def test_runs_record_their_items_and_get_results_selects_and_labels_them(two_run
     assert [row["name"] for row in rows] == ["RAA", "RAA (policy: all)"]
     assert [row["policy_variant"] for row in rows] == [[], ["after-crop", "bilinear-grey"]]
     assert rows[1]["cells"]["1-0.0"]["values"] == [pytest.approx(100 - results["ours"]["best"]["acc"])]
-    assert reporting.Configuration.from_results(
+    assert identity.Configuration.from_results(
         results["ours"], Path(data, "DIGITS", "run0", f"results_{results['ours']['run_name']}.json")
     ).policy_variant == ("after-crop", "bilinear-grey")
 

@@ -14,8 +14,8 @@ import torch
 from custom_common.settings import get_settings
 from custom_datasets.sources import load_data
 from custom_datasets.split import build_split
-from custom_reports import figures, reporting
-from custom_runs import run_files
+from custom_reports import figures
+from custom_runs import identity, run_files
 from custom_models.networks import build_network
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,9 +53,9 @@ def digits_run(tmp_path_factory):
     split = build_split(official, SETTINGS.num_classes, SETTINGS.valid_size, IR, 1.0, NR, seed=0).as_tuple()
     folder = run_files.run_dir(root, "DIGITS", "run0")
     run_files.save_torch(split, folder / run_files.split_file_name(IR, 1.0, NR))
-    methods = reporting.paper_methods()
+    methods = identity.paper_methods()
     for seed, label in enumerate(("Baseline", "FAA", "A_W", "A_W_S")):
-        config = reporting.Configuration("resnet18", *methods[label], IR, 1.0, NR)
+        config = identity.Configuration("resnet18", *methods[label], IR, 1.0, NR)
         checkpoint = planted_checkpoint(seed, split, official, config.aug_model)
         run_files.save_torch(checkpoint, run_files.last_checkpoint_path(folder, config.name))
         # best_ and bestvalid_: the same network, with the tables as they start (before any
@@ -120,7 +120,7 @@ def test_cli_missing_checkpoints_are_named_in_one_line(digits_run, tmp_path):
 
 
 def test_a_run_from_before_validation_selection_says_to_use_the_best_or_last_checkpoint(tmp_path):
-    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    config = identity.Configuration("resnet18", *identity.paper_methods()["A_W"], IR, 1.0, NR)
     folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
     for kind in ("best", "last"):
         run_files.save_torch({"acc": 10.0, "epoch": 0}, run_files.checkpoint_path(folder, config.name, kind))
@@ -135,7 +135,7 @@ def test_a_run_from_before_validation_selection_says_to_use_the_best_or_last_che
 
 
 def test_figure_names_say_which_checkpoint_drew_them(tmp_path):
-    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    config = identity.Configuration("resnet18", *identity.paper_methods()["A_W"], IR, 1.0, NR)
     names = {kind: figures.RunFigures(tmp_path, SETTINGS, "run0", {"A_W": config}, kind,
                                       tmp_path).base_path("tsne", ["A_W"]).name
              for kind in ("valid", "best", "last")}
@@ -202,7 +202,7 @@ def test_the_papers_gpu_flag_is_accepted_and_chooses_the_feature_device(visualiz
 
 
 def test_out_folder_that_cannot_be_written_is_a_figure_error(tmp_path, monkeypatch):
-    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W_S"], IR, 1.0, NR)
+    config = identity.Configuration("resnet18", *identity.paper_methods()["A_W_S"], IR, 1.0, NR)
     (tmp_path / "a_file").write_text("")
     under_file = figures.RunFigures(tmp_path, SETTINGS, "run0", {"A_W_S": config},
                                     out_dir=tmp_path / "a_file" / "figures")
@@ -230,7 +230,7 @@ def test_cli_densities_without_a_learning_configuration_is_an_error(digits_run, 
 def test_densities_draw_the_tables_of_the_last_checkpoint_as_the_suspects_report_does(
         digits_run, tmp_path, checkpoint):
     root, split, official = digits_run
-    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    config = identity.Configuration("resnet18", *identity.paper_methods()["A_W"], IR, 1.0, NR)
     run = figures.RunFigures(root, SETTINGS, "run0", {"A_W": config}, checkpoint, tmp_path,
                              log=lambda line: None)
     written, numbers = run.density_figures()
@@ -246,7 +246,7 @@ def test_densities_draw_the_tables_of_the_last_checkpoint_as_the_suspects_report
 
 def test_densities_need_only_the_last_checkpoint(digits_run, tmp_path):
     root, _, _ = digits_run
-    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    config = identity.Configuration("resnet18", *identity.paper_methods()["A_W"], IR, 1.0, NR)
     run = figures.RunFigures(tmp_path / "empty", SETTINGS, "run0", {"A_W": config})
     with pytest.raises(figures.FigureError, match=r"missing checkpoint: .*/last_resnet18_opt_HES"):
         run.check_checkpoints(networks=False, tables=True)
