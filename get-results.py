@@ -15,7 +15,7 @@ import sys
 
 from custom_common.settings import DATASETS
 from custom_datasets.containers import DataUnavailable
-from custom_reports import reporting, run_reading, suspects, tables
+from custom_reports import reporting, run_reading, suspects, table_formats, tables
 from custom_runs import run_files, sweep
 from custom_runs.identity import Configuration
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
@@ -57,7 +57,7 @@ def get_args(argv=None) -> argparse.Namespace:
         help="every configuration and IR-NR setting found for the dataset, as the paper's table")
     add("--settings", nargs="+", default=None, metavar="IR-NR",
         help="with --table, only these columns, e.g. 10-0.1 1-0.0 (default: every setting found)")
-    add("--format", default="text", choices=reporting.FORMATS, help="output format (default: text)")
+    add("--format", default="text", choices=table_formats.FORMATS, help="output format (default: text)")
     add("--paper", action="store_true", help="put the paper's error beside ours (SVHN, CIFAR, ImageNet)")
     add("--metric", default="best", choices=tuple(run_reading.METRICS),
         help="which epoch's test accuracy: best: the epoch of best test accuracy (test-selected, "
@@ -118,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
                                    args.minority, args.paper, args.model, args.runs,
                                    data_dir=settings.folder, epochs=args.epochs,
                                    versus=args.versus, only_settings=args.settings)
-        print(reporting.render_table(table, args.format))
+        print(table_formats.render_table(table, args.format))
         # a skipped file and its fix go to stderr in every format; csv has no room for notes
         for note in table.skipped + (table.notes if args.format == "csv" else []):
             print(f"note: {note}", file=sys.stderr)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from custom_common.errors import UsageError
 from custom_common.signals import deferred_stops, sigterm_as_interrupt
-from custom_reports import reporting, run_reading, tables
+from custom_reports import run_reading, table_formats, tables
 from custom_runs import launchers, run_files, sweep
 from custom_runs.identity import load_paper_results, paper_methods
 from custom_runs.options import (OneLineErrorParser, at_least_one, check_all,
@@ -43,7 +43,7 @@ def get_args(argv=None):
     add("--launcher", default="local", choices=("local", "slurm", "submitit-local"),
         help="local worker processes; slurm: one job array through submitit; submitit-local: "
              "the slurm path run on this machine by submitit's local executor (default: local)")
-    add("--format", default="text", choices=reporting.FORMATS, help="format of the final table (default: text)")
+    add("--format", default="text", choices=table_formats.FORMATS, help="format of the final table (default: text)")
     local = parser.add_argument_group("local launcher")
     local.add_argument("--jobs", type=int, default=None, metavar="N",
                        help="CPU: N runs at a time, each with its share of the cores "
@@ -227,7 +227,7 @@ def print_table(args, specs) -> None:
     except (run_reading.ReportError, run_files.UnreadableFile) as error:
         print(f"run-table.py: no table yet: {error}", file=sys.stderr)
         return
-    print(reporting.render_table(table, args.format))
+    print(table_formats.render_table(table, args.format))
 
 
 def main(args) -> int:

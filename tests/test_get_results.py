@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_reports import reporting, run_reading, statistics, tables
+from custom_reports import reporting, run_reading, statistics, table_formats, tables
 from custom_runs import identity, run_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -468,7 +468,7 @@ def write_table_runs(root):
 
 
 def svhn_table(root, fmt, **options):
-    return reporting.render_table(tables.build_table(root, "SVHN", "wresnet28_10", **options), fmt)
+    return table_formats.render_table(tables.build_table(root, "SVHN", "wresnet28_10", **options), fmt)
 
 
 def test_cli_table_skips_an_unreadable_results_file_and_says_how_to_rebuild_it(tmp_path):
@@ -570,7 +570,7 @@ def test_cli_table_with_paper_puts_the_papers_error_beside_ours(tmp_path):
 def test_table_for_a_dataset_without_paper_numbers_says_so(tmp_path):
     write_run(tmp_path, "DIGITS", "run0", configuration(model="resnet18", ir=1, nr=0.0), 95.0,
               checkpoints=False)
-    text = reporting.render_table(tables.build_table(tmp_path, "DIGITS", "resnet18", with_paper=True))
+    text = table_formats.render_table(tables.build_table(tmp_path, "DIGITS", "resnet18", with_paper=True))
     assert "note: the paper reports no numbers for DIGITS" in text
     assert "A_W_S" in text and "5.00 (1)" in text and "nan" not in text
 
@@ -690,7 +690,7 @@ def test_metric_valid_compares_the_validation_selected_errors(tmp_path):
     half = T_975_2 / np.sqrt(3)
     assert paired.interval == (pytest.approx(-3.0 - half), pytest.approx(-3.0 + half))
     assert (paired.wins, paired.verdict) == (3, "better")
-    assert "-3.00 [-5.48, -0.52] 3/3" in reporting.render_table(table)
+    assert "-3.00 [-5.48, -0.52] 3/3" in table_formats.render_table(table)
 
 
 def test_pairs_are_the_run_folders_finished_in_both_rows(tmp_path):
@@ -762,7 +762,7 @@ def test_results_files_from_before_validation_selection_show_a_dash_and_a_note(t
     table = tables.build_table(tmp_path, "SVHN", "wresnet28_10")
     cells = {row.name: row.cells for row in table.rows}["A_W_S"]
     assert cells["100-0.1"].summary.n == 4 and cells["100-0.1"].summary_of("valid").n == 3
-    text = reporting.render_table(table)
+    text = table_formats.render_table(table)
     row = next(line for line in text.splitlines() if line.startswith("A_W_S "))
     assert text_cells(row)[1:4] == ["5.00 (1)", statistics.MISSING, "5.50 (1)"]
     assert ("note: 2 results files written before validation selection have no valid-selected "

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from custom_models.training import Network, evaluate
-from custom_reports import reporting, run_reading, tables
+from custom_reports import reporting, run_reading, table_formats, tables
 from custom_runs import compute_path, identity, run_files, run_state, sweep
 from custom_runs.experiment import Experiment
 from custom_runs.metrics import minority_accuracy
@@ -115,11 +115,11 @@ def test_the_table_keeps_the_row_of_a_run_without_a_best_accuracy_and_marks_it(t
     assert row.cells["100-0.1"].values == [10.0]
     assert row.cells["100-0.1"].without_number == ["run1"]
     assert row.cells["100-0.0"].values == [] and row.cells["100-0.0"].without_number == ["run0"]
-    text = reporting.render_table(table)
+    text = table_formats.render_table(table)
     [line] = [line for line in text.splitlines() if line.startswith("A_W_S")]
     assert "— [run0: no number]" in line and "10.00 (1) [run1: no number]" in line
     assert any("say finished but have no number at best.acc" in note for note in table.notes)
-    cells = json.loads(reporting.render_table(table, "json"))["rows"]
+    cells = json.loads(table_formats.render_table(table, "json"))["rows"]
     [a_w_s_cells] = [row["cells"] for row in cells if row["name"] == "A_W_S"]
     assert a_w_s_cells["100-0.0"]["without_number"] == ["run0"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from custom_reports import reporting, tables
+from custom_reports import table_formats, tables
 from custom_runs import run_files, sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def numbers(data) -> dict:
         out[spec.title] = (results["status"], results["epochs_done"], results["best"]["acc"],
                            [(epoch["test_acc"], epoch["test_loss"]) for epoch in results["history"]])
     table = tables.build_table(data, "DIGITS", "resnet18", only=[s.config for s in specs_of(data)])
-    out["table"] = reporting.render_table(table, "json")
+    out["table"] = table_formats.render_table(table, "json")
     return out
 
 
