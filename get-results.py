@@ -7,7 +7,7 @@
 
 Numbers come from the results files that implicit-augment.py writes into each
 run folder (docs/files.md; their format is in custom_runs/run_files.py);
-see custom_reports/reporting.py.
+see custom_reports/ (run_reading.py, configuration_report.py, tables.py).
 """
 import argparse
 import os
@@ -15,7 +15,7 @@ import sys
 
 from custom_common.settings import DATASETS
 from custom_datasets.containers import DataUnavailable
-from custom_reports import reporting, run_reading, suspects, table_formats, tables
+from custom_reports import configuration_report, run_reading, suspects, table_formats, tables
 from custom_runs import run_files, sweep
 from custom_runs.identity import Configuration
 from custom_models.hyper_models import AUGMENT_MODELS, LOSS_MODELS
@@ -128,10 +128,10 @@ def main(args: argparse.Namespace) -> int:
                            args.noise_ratio, args.overfit, args.oversplit,
                            tuple(args.paper_text),
                            tuple(policy_variant_items(args.policy_variant, args.aug_model)))
-    report = reporting.run_report(args.data, settings.name, config, args.metric, args.runs,
-                                  args.minority, args.paper, data_dir=settings.folder,
-                                  epochs=args.epochs)
-    print(reporting.render_run_report(report, args.format))
+    report = configuration_report.run_report(args.data, settings.name, config, args.metric, args.runs,
+                                             args.minority, args.paper, data_dir=settings.folder,
+                                             epochs=args.epochs)
+    print(configuration_report.render_run_report(report, args.format))
     if args.format == "csv":  # the other formats carry the notes themselves
         for note in report.notes:
             print(f"note: {note}", file=sys.stderr)

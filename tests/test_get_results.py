@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_reports import reporting, run_reading, statistics, table_formats, tables
+from custom_reports import configuration_report, run_reading, statistics, table_formats, tables
 from custom_runs import identity, run_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def assert_one_line_error(done, *needles):
 
 # ----------------------------------------------------------------------------- one configuration
 # The command line is exercised once per mode and for every error path; the numbers
-# are pinned through custom_reports.reporting, which is all the script prints, because
+# are pinned through the custom_reports modules, whose output is all the script prints, because
 # each interpreter start (torch import) costs seconds on a 2-core machine.
 
 def test_cli_json_mean_and_sample_std_over_every_run_folder_match_numpy(tmp_path):
@@ -141,8 +141,8 @@ def test_json_carries_each_runs_minority_accuracy_and_error(tmp_path):
     config = configuration()
     for index, (acc, minority) in enumerate(((93.0, 81.5), (94.0, 84.25))):
         write_run(tmp_path, "SVHN", f"run{index}", config, acc, minority_acc=minority)
-    report = reporting.run_report(tmp_path, "SVHN", config, minority=True)
-    runs = json.loads(reporting.render_run_report(report, "json"))["runs"]
+    report = configuration_report.run_report(tmp_path, "SVHN", config, minority=True)
+    runs = json.loads(configuration_report.render_run_report(report, "json"))["runs"]
     assert [(run["minority_acc"], run["minority_error"]) for run in runs] == [(81.5, 18.5), (84.25, 15.75)]
 
 
@@ -162,17 +162,17 @@ def test_cli_text_report_shows_each_runs_best_checkpoint_and_accuracy(tmp_path):
 def test_single_run_reports_std_as_undefined(tmp_path):
     config = configuration()
     write_run(tmp_path, "SVHN", "run0", config, 91.0)
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert report.accuracy.mean == 91.0 and np.isnan(report.accuracy.std)
-    assert "std nan (undefined for a single run)" in reporting.render_run_report(report)
-    assert json.loads(reporting.render_run_report(report, "json"))["acc"]["std"] is None
+    assert "std nan (undefined for a single run)" in configuration_report.render_run_report(report)
+    assert json.loads(configuration_report.render_run_report(report, "json"))["acc"]["std"] is None
 
 
 def test_metric_last_reads_final_accuracy_and_shows_last_checkpoint(tmp_path):
     config = configuration()
     for index, (best, final) in enumerate([(95.0, 94.0), (96.0, 93.0)]):
         write_run(tmp_path, "SVHN", f"run{index}", config, best, final_acc=final)
-    report = reporting.run_report(tmp_path, "SVHN", config, metric="last")
+    report = configuration_report.run_report(tmp_path, "SVHN", config, metric="last")
     assert [run.acc for run in report.runs] == [94.0, 93.0]
     assert all(run.checkpoint.name.startswith("last_") for run in report.runs)
     assert report.accuracy.mean == pytest.approx(93.5)
@@ -182,7 +182,7 @@ def test_runs_flag_averages_the_first_n_runs(tmp_path):
     config = configuration()
     for index, acc in enumerate([90.0, 92.0, 99.0]):
         write_run(tmp_path, "SVHN", f"run{index}", config, acc)
-    report = reporting.run_report(tmp_path, "SVHN", config, required_runs=2)
+    report = configuration_report.run_report(tmp_path, "SVHN", config, required_runs=2)
     assert [run.run_folder for run in report.runs] == ["run0", "run1"]
     assert report.accuracy.mean == pytest.approx(91.0)
 
@@ -191,10 +191,10 @@ def test_unfinished_runs_are_listed_but_not_averaged(tmp_path):
     config = configuration()
     write_run(tmp_path, "SVHN", "run0", config, 90.0)
     write_run(tmp_path, "SVHN", "run1", config, 10.0, status="running", checkpoints=False)
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert [run.run_folder for run in report.runs] == ["run0"]
     assert report.accuracy.mean == 90.0
-    text = reporting.render_run_report(report)
+    text = configuration_report.render_run_report(report)
     assert "run1" in text and "not finished (epoch 2/4), not counted" in text and "runs: 1" in text
 
 
@@ -202,16 +202,16 @@ def test_paper_number_is_given_beside_the_single_configuration(tmp_path):
     config = configuration()
     for index, acc in enumerate([93.0, 94.0]):
         write_run(tmp_path, "SVHN", f"run{index}", config, acc)
-    report = reporting.run_report(tmp_path, "SVHN", config, with_paper=True)
+    report = configuration_report.run_report(tmp_path, "SVHN", config, with_paper=True)
     assert report.paper == (6.3, 0.57, "wresnet28_10")
-    assert "paper error:        mean 6.3 %  std 0.57" in reporting.render_run_report(report)
+    assert "paper error:        mean 6.3 %  std 0.57" in configuration_report.render_run_report(report)
 
 
 def test_minority_accuracy_is_added_per_run_and_averaged(tmp_path):
     config = configuration()
     for index, minority in enumerate([80.0, 84.0]):
         write_run(tmp_path, "SVHN", f"run{index}", config, 93.0, minority_acc=minority)
-    report = reporting.run_report(tmp_path, "SVHN", config, minority=True)
+    report = configuration_report.run_report(tmp_path, "SVHN", config, minority=True)
     assert [run.minority_acc for run in report.runs] == [80.0, 84.0]
     assert report.minority_error.mean == pytest.approx(18.0)
     assert report.minority_error.std == pytest.approx(np.std([20.0, 16.0], ddof=1))
@@ -222,11 +222,11 @@ def test_markdown_and_csv_list_an_unfinished_run_with_its_progress_and_no_number
     write_run(tmp_path, "SVHN", "run0", config, 90.0)
     running = write_run(tmp_path, "SVHN", "run1", config, 10.0, status="running", checkpoints=False)
     results_file = str(run_files.results_path(running, config.name))
-    report = reporting.run_report(tmp_path, "SVHN", config)
-    markdown = reporting.render_run_report(report, "markdown").splitlines()
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
+    markdown = configuration_report.render_run_report(report, "markdown").splitlines()
     assert f"| run1 | not finished | epoch 2/4 | {results_file} |  |  |" in markdown
     assert "| n |  |  |  | 1 | 1 |" in markdown and "| mean |  |  |  | 90.00 | 10.00 |" in markdown
-    rows = list(csv.DictReader(io.StringIO(reporting.render_run_report(report, "csv"))))
+    rows = list(csv.DictReader(io.StringIO(configuration_report.render_run_report(report, "csv"))))
     assert [row["run"] for row in rows] == ["run0", "run1", "n", "mean", "std"]
     assert rows[1] == {"run": "run1", "status": "not finished", "progress": "epoch 2/4",
                        "file": results_file, "acc": "", "error": ""}
@@ -237,11 +237,11 @@ def test_markdown_and_csv_give_the_papers_error_as_rows(tmp_path):
     config = configuration()
     for index, acc in enumerate([93.0, 94.0]):
         write_run(tmp_path, "SVHN", f"run{index}", config, acc)
-    report = reporting.run_report(tmp_path, "SVHN", config, with_paper=True)
-    markdown = reporting.render_run_report(report, "markdown").splitlines()
+    report = configuration_report.run_report(tmp_path, "SVHN", config, with_paper=True)
+    markdown = configuration_report.render_run_report(report, "markdown").splitlines()
     assert "| paper mean |  |  |  |  | 6.3 |" in markdown
     assert "| paper std |  |  |  |  | 0.57 |" in markdown
-    csv_text = reporting.render_run_report(report, "csv")
+    csv_text = configuration_report.render_run_report(report, "csv")
     rows = {row["run"]: row for row in csv.DictReader(io.StringIO(csv_text))}
     assert (rows["paper mean"]["error"], rows["paper std"]["error"]) == ("6.3", "0.57")
     assert rows["paper mean"]["acc"] == "" and rows["mean"]["error"] == "6.50"
@@ -251,17 +251,17 @@ def test_markdown_and_csv_give_the_papers_error_as_rows(tmp_path):
 def test_paper_number_for_another_network_says_which_network_the_paper_used(tmp_path):
     config = configuration(model="wresnet28_2")
     write_run(tmp_path, "SVHN", "run0", config, 93.0)
-    report = reporting.run_report(tmp_path, "SVHN", config, with_paper=True)
+    report = configuration_report.run_report(tmp_path, "SVHN", config, with_paper=True)
     assert report.paper == (6.3, 0.57, "wresnet28_10")
-    assert "note: paper numbers are for wresnet28_10" in reporting.render_run_report(report, "markdown")
+    assert "note: paper numbers are for wresnet28_10" in configuration_report.render_run_report(report, "markdown")
 
 
 def test_markdown_minority_error_is_100_minus_the_minority_accuracy(tmp_path):
     config = configuration()
     for index, minority in enumerate([80.0, 84.5]):
         write_run(tmp_path, "SVHN", f"run{index}", config, 93.0, minority_acc=minority)
-    report = reporting.run_report(tmp_path, "SVHN", config, minority=True)
-    lines = reporting.render_run_report(report, "markdown").splitlines()
+    report = configuration_report.run_report(tmp_path, "SVHN", config, minority=True)
+    lines = configuration_report.render_run_report(report, "markdown").splitlines()
     assert "| run | status | progress | file | acc | error | minority acc | minority error |" in lines
     assert next(line for line in lines if line.startswith("| run0 |")).endswith(
         " | 93.00 | 7.00 | 80.00 | 20.00 |")
@@ -295,7 +295,7 @@ def test_checkpoint_accuracy_that_disagrees_with_the_results_file_is_noted(tmp_p
     config = configuration()
     run = write_run(tmp_path, "SVHN", "run0", config, 90.0)
     run_files.save_torch({"acc": 80.0, "epoch": 1}, run_files.best_checkpoint_path(run, config.name))
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert report.accuracy.mean == 90.0
     assert any("stores best accuracy 80.0000" in note for note in report.notes)
 
@@ -352,7 +352,7 @@ def test_resume_command_for_a_broken_results_file_repeats_the_options_of_the_las
                          run_files.last_checkpoint_path(run, config.name))
     run_files.results_path(run, config.name).write_text("{bad\n")
     with pytest.raises(run_files.UnreadableFile) as error:
-        reporting.run_report(root, "SVHN", config)
+        configuration_report.run_report(root, "SVHN", config)
     message = str(error.value)
     assert what in message and "--force" not in message
     command = shlex.split(message.split(": python ", 1)[1])
@@ -369,7 +369,7 @@ def test_train_command_for_a_data_path_with_a_space_gives_implicit_augment_that_
     config = configuration(overfit=True)
     root = tmp_path / "sp ace"
     with pytest.raises(run_reading.ReportError) as error:
-        reporting.run_report(root, "SVHN", config)
+        configuration_report.run_report(root, "SVHN", config)
     command = shlex.split(str(error.value).split("train one with: python ", 1)[1])
     trained = implicit_augment_args(command[1:])
     assert (trained.data, trained.dataset, trained.run_folder) == (str(root), "SVHN", "run0")
@@ -778,12 +778,12 @@ def test_metric_valid_reads_best_valid_and_names_the_bestvalid_checkpoint(tmp_pa
     config = configuration()
     runs = [write_run(tmp_path, "SVHN", f"run{index}", config, 95.0, valid_acc=acc)
             for index, acc in enumerate((93.0, 94.0))]
-    report = reporting.run_report(tmp_path, "SVHN", config, metric="valid")
+    report = configuration_report.run_report(tmp_path, "SVHN", config, metric="valid")
     assert [run.acc for run in report.runs] == [93.0, 94.0]
     assert [run.checkpoint for run in report.runs] == [
         run_files.best_valid_checkpoint_path(run, config.name) for run in runs]
     assert not report.notes  # the bestvalid_ checkpoints store the test accuracy of their epoch
-    assert "valid-sel.: best_valid.acc" in reporting.render_run_report(report)
+    assert "valid-sel.: best_valid.acc" in configuration_report.render_run_report(report)
 
 
 def test_metric_valid_of_runs_from_before_validation_selection_is_a_one_line_error(tmp_path):
@@ -792,7 +792,7 @@ def test_metric_valid_of_runs_from_before_validation_selection_is_a_one_line_err
     done = get_results(tmp_path, *config_flags(config), "--metric", "valid")
     assert_one_line_error(done, "has a validation-selected number", "use --metric best or last")
     write_run(tmp_path, "SVHN", "run1", config, 94.0, valid_acc=93.0)
-    report = reporting.run_report(tmp_path, "SVHN", config, metric="valid")
+    report = configuration_report.run_report(tmp_path, "SVHN", config, metric="valid")
     assert [run.run_folder for run in report.runs] == ["run1"]
     assert report.notes == ["run0: written before validation selection (no best_valid), not counted; "
                             "--metric best reads them"]

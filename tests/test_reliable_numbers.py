@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from custom_models.training import Network, evaluate
-from custom_reports import reporting, run_reading, table_formats, tables
+from custom_reports import configuration_report, run_reading, table_formats, tables
 from custom_runs import compute_path, identity, run_files, run_state, sweep
 from custom_runs.experiment import Experiment
 from custom_runs.metrics import minority_accuracy
@@ -86,12 +86,12 @@ def test_a_results_file_that_says_finished_without_a_best_accuracy_is_not_finish
     write_run(tmp_path, "SVHN", "run0", config, 90.0)
     broken = write_run(tmp_path, "SVHN", "run1", config, 92.0)
     rewrite(run_files.results_path(broken, config.name), best=None)
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert [run.run_folder for run in report.runs] == ["run0"]
     assert report.accuracy.mean == 90.0
     [unfinished] = report.unfinished
     assert unfinished.run_folder == "run1" and "no number at best.acc" in unfinished.progress
-    text = reporting.render_run_report(report)
+    text = configuration_report.render_run_report(report)
     assert "run1" in text and "not counted" in text
 
     [spec] = [spec for spec in sweep.expand("SVHN", str(tmp_path), ["A_W_S"], ["100-0.1"], 2, [])
@@ -150,7 +150,7 @@ def test_the_command_for_a_lost_best_checkpoint_repeats_every_option_of_the_run(
     rewrite(run_files.results_path(run, config.name), config={**saved, "world_size": 1})
     run_files.best_checkpoint_path(run, config.name).unlink()
     with pytest.raises(run_files.UnreadableFile) as error:
-        reporting.run_report(root, "SVHN", config)
+        configuration_report.run_report(root, "SVHN", config)
     message = str(error.value)
     command = message.split("re-run it: python ", 1)[1].split()
     assert command[:5] == ["implicit-augment.py", "--data", str(root), "-r", "run1"]
@@ -180,7 +180,7 @@ def test_one_configuration_counts_the_runs_of_one_length_and_names_the_others(tm
     config = configuration()
     for folder, acc, epochs in (("run0", 90.0, 200), ("run1", 92.0, 200), ("run2", 60.0, 3)):
         write_length(tmp_path, "SVHN", folder, config, acc, epochs)
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert [run.run_folder for run in report.runs] == ["run0", "run1"]
     assert report.accuracy.mean == 91.0 and report.epochs == 200
     assert ("runs of other lengths are not counted: run2 (3 epochs); the runs counted are of "
@@ -202,7 +202,7 @@ def test_a_tie_between_lengths_counts_the_longer_runs(tmp_path):
     config = configuration()
     write_length(tmp_path, "SVHN", "run0", config, 60.0, 3)
     write_length(tmp_path, "SVHN", "run1", config, 90.0, 200)
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert [run.run_folder for run in report.runs] == ["run1"] and report.epochs == 200
 
 
@@ -307,5 +307,5 @@ def test_a_results_file_without_attempts_is_one_attempt_of_its_versions(tmp_path
     assert run_reading.attempts_of(results) == [
         {"first_epoch": 0, "commit": "c" * 40, "uncommitted_changes": False, "compute_path": None}]
     assert run_reading.mixed_attempts(results) is None
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert not [note for note in report.notes if "attempts" in note]

@@ -1,21 +1,13 @@
-"""Numbers and tables of get-results.py, read from the runs' results files (their
-format is in custom_runs/run_files.py).
-
-Two views of the same files:
-- one configuration over its runs (the paper's get-results): each run's
-  checkpoint and accuracy, then mean and sample standard deviation;
-- every configuration found for a dataset as the paper's table: one row per
-  method, one column per IR-NR setting, cells "error mean ± std (runs)",
-  optionally beside the paper's numbers (paper_results.json, a copy of the
-  paper's tables kept in the package so nothing reads outside the project).
+"""One configuration over its run folders, as get-results.py reports it (the paper's
+get-results): each run's checkpoint and accuracy, then the mean and sample standard
+deviation, as text, Markdown, CSV or JSON. Every configuration at once is the table of
+custom_reports/tables.py.
 
 Accuracies come from the results JSON (best.acc, best_valid.acc or final.acc:
 the epoch chosen with the test labels, the paper's protocol; the epoch chosen on
 the clean validation split; the last epoch); a run whose status is not
 "finished" is listed but never averaged, since its best so far is not the number
-a finished run reports. The table puts the three side by side and compares each
-row with a reference row run folder by run folder (paired: the configurations of
-a run folder share its split and noise draw). Every path comes from run_files.
+a finished run reports. Every path comes from run_files.
 """
 import json
 from collections import Counter
@@ -29,8 +21,6 @@ from custom_reports.run_reading import (METRIC_LABELS, METRICS, ReportError, Run
 from custom_reports.statistics import Summary, _number, json_number, summarize
 from custom_reports.table_formats import _markdown, _render_grid
 
-
-# ----------------------------------------------------------------------------- one configuration
 
 @dataclass
 class RunReport:
