@@ -14,7 +14,7 @@ import torch
 from custom_common.settings import get_settings
 from custom_datasets.sources import load_data
 from custom_datasets.split import build_split
-from custom_reports import figures
+from custom_reports import embeddings, figures
 from custom_runs import identity, run_files
 from custom_models.networks import build_network
 
@@ -316,17 +316,17 @@ def test_embedding_cache_skips_features_and_tsne_until_the_checkpoint_changes(tm
         calls["tsne"] += 1
         return features[:, :2].astype(np.float32)
 
-    monkeypatch.setattr(figures, "tsne_2d", fake_tsne)
+    monkeypatch.setattr(embeddings, "tsne_2d", fake_tsne)
     quiet = dict(with_tsne=True, perplexity=5.0, max_points=30, seed=1, log=lambda _: None)
-    first = figures.checkpoint_embedding(checkpoint, cache, compute, **quiet)
-    second = figures.checkpoint_embedding(checkpoint, cache, compute, **quiet)
+    first = embeddings.checkpoint_embedding(checkpoint, cache, compute, **quiet)
+    second = embeddings.checkpoint_embedding(checkpoint, cache, compute, **quiet)
     assert calls == {"compute": 1, "tsne": 1}
     assert not first.from_cache and second.from_cache
     assert np.array_equal(first.points, second.points) and len(second.indices) == 30
     assert second.error == pytest.approx(75.0)  # predictions 0, labels 0..3
     stat = checkpoint.stat()
     os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))  # a newer checkpoint
-    figures.checkpoint_embedding(checkpoint, cache, compute, **quiet)
+    embeddings.checkpoint_embedding(checkpoint, cache, compute, **quiet)
     assert calls == {"compute": 2, "tsne": 2}
 
 
