@@ -14,7 +14,7 @@ import torch
 from custom_common.settings import get_settings
 from custom_datasets.sources import load_data
 from custom_datasets.split import build_split
-from custom_reports import embeddings, figures
+from custom_reports import embeddings, figures, learned
 from custom_runs import identity, run_files
 from custom_models.networks import build_network
 
@@ -235,7 +235,7 @@ def test_densities_draw_the_tables_of_the_last_checkpoint_as_the_suspects_report
                              log=lambda line: None)
     written, numbers = run.density_figures()
     last = run_files.load_torch(run_files.last_checkpoint_path(run.folder, config.name))
-    expected = figures.weights_by_label_noise(last["reweight_state_dict"], split, official.numpy())
+    expected = learned.weights_by_label_noise(last["reweight_state_dict"], split, official.numpy())
     weights = numbers["A_W"][0]
     assert weights.means() == pytest.approx(expected.means(), rel=1e-6)
     assert weights.means()["clean label"] > 2.5 > 0.5 > weights.means()["noisy label"]  # not best_'s 1.0
@@ -254,7 +254,7 @@ def test_densities_need_only_the_last_checkpoint(digits_run, tmp_path):
 def test_loss_weights_separate_planted_clean_and_noisy_labels(digits_run):
     _, split, official = digits_run
     checkpoint = planted_checkpoint(3, split, official, "SEP")
-    quantity = figures.weights_by_label_noise(checkpoint["reweight_state_dict"], split, official.numpy())
+    quantity = learned.weights_by_label_noise(checkpoint["reweight_state_dict"], split, official.numpy())
     _, train, stored = split
     noisy = (stored[train] != official[train]).numpy()
     expected = (torch.nn.functional.softplus(checkpoint["reweight_state_dict"]["weight_logits"])
@@ -271,13 +271,13 @@ def test_noisy_mask_ignores_flips_to_the_same_class():
     official = np.array([0, 1, 2, 3, 4])
     stored = torch.tensor([0, 1, 5, 3, 4])  # index 1 "flipped" to its own class, index 2 really
     split = (torch.tensor([0]), torch.tensor([1, 2, 3]), stored)
-    assert figures.noisy_train_mask(split, official).tolist() == [False, True, False]
+    assert learned.noisy_train_mask(split, official).tolist() == [False, True, False]
 
 
 def test_soft_label_confidence_of_noisy_samples(digits_run):
     _, split, official = digits_run
     checkpoint = planted_checkpoint(3, split, official, "SEP")
-    quantity = figures.soft_label_confidence(checkpoint["reweight_state_dict"], split, official.numpy())
+    quantity = learned.soft_label_confidence(checkpoint["reweight_state_dict"], split, official.numpy())
     # planted logits: 9 at the official class, 3 at the given one, 0 elsewhere (C = 10)
     partition = math.exp(9) + math.exp(3) + 8
     assert quantity.means()["official (true) label"] == pytest.approx(math.exp(9) / partition)
@@ -288,7 +288,7 @@ def test_soft_label_confidence_of_noisy_samples(digits_run):
 def test_augmentation_is_grouped_by_rare_and_frequent_classes(digits_run):
     _, split, official = digits_run
     checkpoint = planted_checkpoint(3, split, official, "SEP")
-    probability, magnitude = figures.augmentation_by_class_group(
+    probability, magnitude = learned.augmentation_by_class_group(
         checkpoint["augment_state_dict"], split, official.numpy(), SETTINGS.upper_classes)
     _, train, _ = split
     rare = int((official[train] >= 5).sum())
