@@ -6,7 +6,7 @@ confusion matrices, and densities of the hyperparameters AutoDO learned.
     python visualize-density.py --dataset DIGITS -ir 10 -nr 0.1 --configs A_W A_W_S --densities
 
 Figures go to --out as PNG and PDF; t-SNE embeddings are cached in --out/cache/,
-so drawing again is instant. See custom_reports/figures.py.
+so drawing again is instant. See custom_reports/figures.py (and embeddings.py, learned.py, drawing.py).
 """
 import argparse
 import sys

@@ -245,7 +245,7 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
                     rank_by: str = DEFAULT_RANK_BY) -> Suspects:
     """Ranks, writes suspects_{run_name}.csv/.png/.pdf (beside the run, or in out_dir)."""
     from custom_datasets.sources import load_data
-    from custom_reports.figures import figure_paths, write_figure
+    from custom_reports.drawing import figure_paths, write_figure
     if config.los_model not in LEARNING_LOSS_MODELS:
         raise SuspectsError(f"--suspects needs a run that learned loss weights or soft labels "
                             f"(--los-model WGHT, SOFT or BOTH), not --los-model {config.los_model}")

@@ -14,7 +14,7 @@ import torch
 from custom_common.settings import get_settings
 from custom_datasets.sources import load_data
 from custom_datasets.split import build_split
-from custom_reports import embeddings, figures, learned
+from custom_reports import drawing, embeddings, figures, learned
 from custom_runs import identity, run_files
 from custom_models.networks import build_network
 
@@ -333,9 +333,9 @@ def test_embedding_cache_skips_features_and_tsne_until_the_checkpoint_changes(tm
 def test_confusion_matrix_rows_are_fractions_of_the_true_class():
     labels = np.array([0, 0, 0, 0, 1, 1, 2])
     predictions = np.array([0, 0, 0, 1, 1, 1, 0])
-    matrix = figures.confusion_matrix(labels, predictions, 4)
+    matrix = drawing.confusion_matrix(labels, predictions, 4)
     assert matrix.tolist() == [[0.75, 0.25, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
-    empty = figures.confusion_matrix(np.array([], dtype=int), np.array([], dtype=int), 3)
+    empty = drawing.confusion_matrix(np.array([], dtype=int), np.array([], dtype=int), 3)
     assert empty.tolist() == [[0, 0, 0]] * 3  # no test images: zeros, as before sklearn
 
 
@@ -343,7 +343,7 @@ def test_save_figure_writes_png_and_pdf_through_temporary_names(tmp_path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    paths = figures.save_figure(fig, tmp_path / "plot_ir_1_sr_1.0")
+    paths = drawing.save_figure(fig, tmp_path / "plot_ir_1_sr_1.0")
     assert [p.name for p in paths] == ["plot_ir_1_sr_1.0.png", "plot_ir_1_sr_1.0.pdf"]
     assert paths[0].read_bytes().startswith(b"\x89PNG") and paths[1].read_bytes().startswith(b"%PDF")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
