@@ -112,7 +112,8 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
 
-def plot_confusion(panels: Sequence[Panel], num_classes: int, imbalanced: bool, title: str):
+def plot_confusion(panels: Sequence[Panel], num_classes: int, upper_classes, imbalanced: bool,
+                   title: str):
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.2, 4.8),
                              layout="constrained", squeeze=False)
     ticks = np.arange(num_classes) if num_classes <= 20 else np.arange(0, num_classes, num_classes // 10)
@@ -130,9 +131,9 @@ def plot_confusion(panels: Sequence[Panel], num_classes: int, imbalanced: bool, 
                         ax.text(predicted, true, "1" if text == "1.00" else text[1:],  # ".93"
                                 ha="center", va="center", fontsize=7,
                                 color="white" if value > 0.6 else "black")
-        if imbalanced:  # the classes imbalance made rare start at C/2
+        if imbalanced:  # the classes imbalance made rare begin here
             for line in (ax.axhline, ax.axvline):
-                line(num_classes // 2 - 0.5, color="tab:red", linewidth=1, linestyle="--")
+                line(upper_classes[0] - 0.5, color="tab:red", linewidth=1, linestyle="--")
         ax.set_xticks(ticks)
         ax.set_yticks(ticks)
         ax.set_xlabel("predicted class")
@@ -141,7 +142,7 @@ def plot_confusion(panels: Sequence[Panel], num_classes: int, imbalanced: bool, 
         ax.set_title(f"{panel.label}: test error {emb.error:.2f} %", fontsize=10)
     fig.colorbar(image, ax=axes[0].tolist(), label="fraction of the true class", shrink=0.85)
     if imbalanced:
-        title += (f"\nrare classes {num_classes // 2}-{num_classes - 1} below / right of the "
+        title += (f"\nrare classes {upper_classes[0]}-{upper_classes[-1]} below / right of the "
                   f"dashed red lines")
     fig.suptitle(title)
     return fig

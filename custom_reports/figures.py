@@ -159,8 +159,8 @@ class RunFigures:
 
     def confusion_figure(self, progress: bool = True) -> List[Path]:
         panels = self.embeddings(False, 0, 0, 0, progress)
-        fig = plot_confusion(panels, self.settings.num_classes, self.imbalanced,
-                             self.title("Row-normalised confusion matrices"))
+        fig = plot_confusion(panels, self.settings.num_classes, self.settings.upper_classes,
+                             self.imbalanced, self.title("Row-normalised confusion matrices"))
         return save_figure(fig, self.base_path("confusion", list(self.checkpoints)))
 
     def learning_configs(self) -> List[str]:
