@@ -16,10 +16,10 @@ from typing import List, Optional, Tuple
 
 from custom_runs import run_files
 from custom_runs.identity import Configuration, load_paper_results
-from custom_reports.run_reading import (METRIC_LABELS, METRICS, ReportError, RunRecord, _length_text,
+from custom_reports.run_reading import (METRIC_LABELS, METRICS, ReportError, RunRecord, length_text,
                                         method_label, read_run, untested_text)
-from custom_reports.statistics import Summary, _number, json_number, summarize
-from custom_reports.table_formats import _markdown, _render_grid
+from custom_reports.statistics import Summary, decimal_text, json_number, summarize
+from custom_reports.table_formats import markdown_text, render_grid
 
 
 @dataclass
@@ -101,13 +101,13 @@ def run_report(data_root, dataset: str, config: Configuration, metric: str = "be
         max(lengths, key=lambda length: (lengths[length], -1 if length is None else length))
     other = [record for record in finished if record.epochs != chosen]
     finished = [record for record in finished if record.epochs == chosen]
-    others = ", ".join(f"{record.run_folder} ({_length_text(record.epochs)})" for record in other)
+    others = ", ".join(f"{record.run_folder} ({length_text(record.epochs)})" for record in other)
     if not finished:
         raise ReportError(f"--epochs {epochs}: no finished run of {config.name} under {where} is "
                           f"{epochs} epochs long ({others}); choose one of those lengths or drop --epochs")
     if other:
         warnings.append(f"runs of other lengths are not counted: {others}; the runs counted are "
-                        f"of {_length_text(chosen)} (choose a length with --epochs N)")
+                        f"of {length_text(chosen)} (choose a length with --epochs N)")
     if required_runs is not None:
         if len(finished) < required_runs:
             have = ", ".join(record.run_folder for record in finished)
@@ -140,7 +140,7 @@ def run_report(data_root, dataset: str, config: Configuration, metric: str = "be
 def _std_text(summary: Summary) -> str:
     if summary.n == 1:
         return "nan (undefined for a single run)"
-    return _number(summary.std)
+    return decimal_text(summary.std)
 
 
 def _run_report_caption(report: RunReport) -> str:
@@ -155,17 +155,17 @@ def render_run_report(report: RunReport, fmt: str = "text") -> str:
     if fmt == "json":
         return json.dumps(_run_report_json(report), indent=1)
     if fmt == "csv":
-        return _render_grid(*_run_report_grid(report), fmt)
+        return render_grid(*_run_report_grid(report), fmt)
     if fmt == "markdown":
-        return _markdown(_run_report_caption(report), _render_grid(*_run_report_grid(report), fmt),
-                         report.notes)
+        return markdown_text(_run_report_caption(report), render_grid(*_run_report_grid(report), fmt),
+                             report.notes)
     lines = [_run_report_caption(report)]
     width = max(len(str(run.checkpoint)) for run in report.runs)
     for run in report.runs:
         line = f"{run.run_folder:>6}  {str(run.checkpoint):<{width}}  acc {run.acc:.2f} %  " \
                f"error {run.error:.2f} %"
         if report.minority:
-            line += f"  minority acc {_number(run.minority_acc)} %"
+            line += f"  minority acc {decimal_text(run.minority_acc)} %"
         lines.append(line)
     for run in report.unfinished:
         lines.append(f"{run.run_folder:>6}  {run.results_file}  not finished ({run.progress}), not counted")
@@ -175,7 +175,7 @@ def render_run_report(report: RunReport, fmt: str = "text") -> str:
         summaries += [("minority accuracy", report.minority_accuracy),
                       ("minority error", report.minority_error)]
     for label, summary in summaries:
-        lines.append(f"{label + ':':<19} mean {_number(summary.mean)} %  std {_std_text(summary)}")
+        lines.append(f"{label + ':':<19} mean {decimal_text(summary.mean)} %  std {_std_text(summary)}")
     if report.paper is not None:
         mean, std, model = report.paper
         lines.append(f"{'paper error:':<19} mean {mean} %  std {'n/a' if std is None else std}  "
@@ -203,14 +203,14 @@ def _run_report_grid(report: RunReport):
     header = ["run", "status", "progress", "file"] + numbers("acc", "error", "minority acc",
                                                              "minority error")
     rows = [[run.run_folder, "finished", run.progress, str(run.checkpoint)]
-            + numbers(*[_number(value) for value in (run.acc, run.error, run.minority_acc,
+            + numbers(*[decimal_text(value) for value in (run.acc, run.error, run.minority_acc,
                                                       run.minority_error)])
             for run in report.runs]
     rows += [[run.run_folder, "not finished", run.progress, str(run.results_file)] + numbers("", "")
              for run in report.unfinished]
     summaries = (report.accuracy, report.error, report.minority_accuracy, report.minority_error)
-    for label, pick in (("n", lambda s: str(s.n)), ("mean", lambda s: _number(s.mean)),
-                        ("std", lambda s: _number(s.std))):
+    for label, pick in (("n", lambda s: str(s.n)), ("mean", lambda s: decimal_text(s.mean)),
+                        ("std", lambda s: decimal_text(s.std))):
         rows.append([label, "", "", ""] + numbers(*[pick(summary) for summary in summaries]))
     if report.paper is not None:
         mean, std, _ = report.paper

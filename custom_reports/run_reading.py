@@ -51,7 +51,7 @@ class RunRecord:
         return None if self.minority_acc is None else 100.0 - self.minority_acc
 
 
-def _metric_entry(results: dict, metric: str, path: Path) -> Optional[dict]:
+def metric_entry(results: dict, metric: str, path: Path) -> Optional[dict]:
     """The results file's section of `metric`; None for a validation-selected number the file
     cannot have (written before validation selection, format 1)."""
     section = METRICS[metric]
@@ -145,11 +145,11 @@ def run_length(results: dict) -> Optional[int]:
     return epochs if isinstance(epochs, int) else None
 
 
-def _length_text(epochs: Optional[int]) -> str:
+def length_text(epochs: Optional[int]) -> str:
     return "unknown length" if epochs is None else f"{epochs} epochs"
 
 
-def _is_finished(results: dict) -> bool:
+def is_finished(results: dict) -> bool:
     return run_files.finished(results)
 
 
@@ -244,11 +244,11 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
         hint = (f"re-run it: {config.train_command(data_root, dataset, folder.name, data_dir)} "
                 f"with the run's original options plus --force")
     checkpoint = run_files.checkpoint_path(folder, name, metric)
-    record = RunRecord(folder.name, results_file, checkpoint, _is_finished(results), _progress(results),
+    record = RunRecord(folder.name, results_file, checkpoint, is_finished(results), _progress(results),
                        epochs=run_length(results), attempts=mixed_attempts(results))
     if not record.finished:
         return record
-    entry = _metric_entry(results, metric, results_file)
+    entry = metric_entry(results, metric, results_file)
     if entry is None:  # reported as a run without a validation-selected number, not counted
         return record
     record.acc = float(entry["acc"])
@@ -264,7 +264,7 @@ def read_run(folder: Path, config: Configuration, metric: str, data_root, datase
                                            f"(no 'acc'); {hint}")
         # best_ and last_ store the best test accuracy, bestvalid_ the test accuracy of its epoch
         section = "valid" if metric == "valid" else "best"
-        stored = _metric_entry(results, section, results_file)["acc"]
+        stored = metric_entry(results, section, results_file)["acc"]
         what = "the test accuracy of its epoch" if section == "valid" else "best accuracy"
         if abs(float(saved["acc"]) - float(stored)) > 1e-6:
             warnings.append(f"{checkpoint} stores {what} {float(saved['acc']):.4f} %, its "

@@ -92,5 +92,5 @@ def json_number(value) -> Optional[float]:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def _number(value: Optional[float], digits: int = 2) -> str:
+def decimal_text(value: Optional[float], digits: int = 2) -> str:
     return "nan" if value is None or math.isnan(value) else f"{value:.{digits}f}"

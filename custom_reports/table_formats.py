@@ -6,7 +6,7 @@ import json
 from typing import List, Optional, Sequence, Tuple
 
 from custom_reports.run_reading import METRIC_LABELS, METRICS
-from custom_reports.statistics import MISSING, PairedDifference, _number, json_number
+from custom_reports.statistics import MISSING, PairedDifference, decimal_text, json_number
 from custom_reports.tables import Cell, Table
 
 FORMATS = ("text", "markdown", "csv", "json")
@@ -39,7 +39,7 @@ def _table_grid(table: Table):
     return header, rows
 
 
-def _render_grid(header: List[str], rows: List[List[str]], fmt: str) -> str:
+def render_grid(header: List[str], rows: List[List[str]], fmt: str) -> str:
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -77,7 +77,7 @@ def _table_csv(table: Table) -> str:
             for metric in METRICS:
                 summary = cell.summary_of(metric)
                 if summary.n:
-                    cells += [_number(summary.mean, 4), _number(summary.std, 4), str(summary.n)]
+                    cells += [decimal_text(summary.mean, 4), decimal_text(summary.std, 4), str(summary.n)]
                 else:
                     cells += ["", "", "0"]
             if table.with_paper:
@@ -86,14 +86,14 @@ def _table_csv(table: Table) -> str:
             if table.versus:
                 cells += [""] * len(versus) if cell.versus is None else _paired_csv(cell.versus)
         rows.append(cells)
-    return _render_grid(header, rows, "csv")
+    return render_grid(header, rows, "csv")
 
 
 def _paired_csv(paired: PairedDifference) -> List[str]:
     """mean, low, high, n, wins, verdict; an undefined interval (one run) is empty, not nan."""
     low, high = paired.interval
-    bounds = ["", ""] if paired.n < 2 else [_number(low, 4), _number(high, 4)]
-    return [_number(paired.mean, 4), *bounds, str(paired.n), str(paired.wins), paired.verdict]
+    bounds = ["", ""] if paired.n < 2 else [decimal_text(low, 4), decimal_text(high, 4)]
+    return [decimal_text(paired.mean, 4), *bounds, str(paired.n), str(paired.wins), paired.verdict]
 
 
 def _paired_json(paired: PairedDifference) -> dict:
@@ -142,13 +142,13 @@ def render_table(table: Table, fmt: str = "text") -> str:
         return json.dumps(_table_json(table), indent=1)
     if fmt == "csv":
         return _table_csv(table)
-    body = _render_grid(*_table_grid(table), fmt)
+    body = render_grid(*_table_grid(table), fmt)
     if fmt == "markdown":
-        return _markdown(table.caption(), body, table.notes)
+        return markdown_text(table.caption(), body, table.notes)
     return "\n".join([table.caption(), body] + [f"note: {note}" for note in table.notes])
 
 
-def _markdown(caption: str, body: str, notes: Sequence[str]) -> str:
+def markdown_text(caption: str, body: str, notes: Sequence[str]) -> str:
     """A bold caption, the table, and the notes below it."""
     notes = [f"note: {note}" for note in notes]
     return "\n".join([f"**{caption}**", "", body] + ([""] + notes if notes else []))

@@ -11,8 +11,8 @@ from custom_datasets.folder import FOLDER_DATASET
 from custom_runs import run_files
 from custom_runs.identity import Configuration, command_line, load_paper_results, paper_methods
 from custom_runs.options import PAPER_TEXT_ITEMS, POLICY_VARIANT_ITEMS
-from custom_reports.run_reading import (METRIC_LABELS, METRICS, ReportError, _is_finished,
-                                        _length_text, _metric_entry, code_of, different_code_note,
+from custom_reports.run_reading import (METRIC_LABELS, METRICS, ReportError, is_finished,
+                                        length_text, metric_entry, code_of, different_code_note,
                                         method_label, mixed_attempts, read_results, run_length,
                                         untested_classes, untested_text)
 from custom_reports.statistics import MISSING, PairedDifference, Summary, paired_difference, summarize
@@ -150,8 +150,8 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         try:  # one broken file must not hide every other run's numbers
             results = read_results(data_root, path)
             config = Configuration.from_results(results, path)
-            sections = {name: _metric_entry(results, name, path) for name in METRICS} \
-                if _is_finished(results) else None
+            sections = {name: metric_entry(results, name, path) for name in METRICS} \
+                if is_finished(results) else None
         except run_files.UnreadableFile as error:
             skipped.append(f"skipped {error}")
             continue
@@ -253,7 +253,7 @@ def build_table(data_root, dataset: str, default_model: str, metric: str = "best
         if key not in rows:
             name = _row_name(config.method, config.model, config.ablation, default_model,
                              config.paper_text, config.policy_variant)
-            name += f" ({_length_text(length)})" if split else ""
+            name += f" ({length_text(length)})" if split else ""
             rows[key] = Row(name, config.model, *config.method, config.ablation, config.paper_text,
                             config.policy_variant, epochs=length)
         rows[key].cells[config.setting] = cell
