@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from bench import label_errors
-from bench.label_errors import (export_dir, flag_label_issues, fold_dir, make_fold_folders,
-                                markdown_table, parse_args, plan, run_paths, score_level)
+from bench.label_errors import (export_dir, flag_label_issues, fold_dir, make_fold_folders, parse_args,
+                                plan, run_paths, score_level)
+from bench.label_errors_report import markdown_table
 from bench.label_errors_scores import (auroc, normalised_margin, paired_bootstrap,
                                        per_class_normalised, ranking_metrics, reading,
                                        self_confidence, set_metrics, stratified_folds, summarise,
