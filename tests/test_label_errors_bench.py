@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bench import label_errors
-from bench.label_errors import (export_dir, flag_label_issues, fold_dir, make_fold_folders, parse_args,
-                                plan, run_paths, score_level)
+from bench import label_errors, label_errors_arms
+from bench.label_errors import flag_label_issues, parse_args, score_level
+from bench.label_errors_arms import export_dir, fold_dir, make_fold_folders, plan, run_paths
 from bench.label_errors_report import markdown_table
 from bench.label_errors_scores import (auroc, normalised_margin, paired_bootstrap,
                                        per_class_normalised, ranking_metrics, reading,
@@ -162,7 +162,7 @@ def test_plan_trains_the_chosen_full_runs_in_order(tmp_path):
 
 def test_the_command_trains_in_the_seeds_run_folder(tmp_path):
     args = plan_args(tmp_path, seeds=[4], noise=[0.4], epochs=20, nice=10, no_cuda=True)
-    command = label_errors.command(args, plan(args)[0])
+    command = label_errors_arms.command(args, plan(args)[0])
     assert command[command.index("-r") + 1] == "run4"
     assert command[command.index("-nr") + 1] == "0.4"
     assert command[command.index("--data-dir") + 1] == str(tmp_path / "fashionmnist_100_seed4")
