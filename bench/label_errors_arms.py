@@ -18,7 +18,6 @@ from bench.label_errors_scores import stratified_folds
 
 REPO = Path(__file__).resolve().parents[1]
 
-RUN_FOLDER = "run0"
 FULL_RUNS = {"Baseline": ("NONE", "NONE"), "WGHT": ("WGHT", "HES"), "BOTH": ("BOTH", "HES")}
 
 
