@@ -10,9 +10,11 @@ run folder (docs/files.md; their format is in custom_runs/run_files.py);
 see custom_reports/ (run_reading.py, configuration_report.py, tables.py).
 """
 import argparse
+import os
 import sys
 
 from custom_common.settings import DATASETS
+from custom_datasets.containers import DataUnavailable
 from custom_reports import configuration_report, run_reading, suspects, table_formats, tables
 from custom_runs import run_files, sweep
 from custom_runs.identity import Configuration
@@ -108,6 +110,25 @@ def get_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
+    """The report the options ask for; a failure is one line on stderr and exit status 1."""
+    try:
+        return print_results(args)
+    except (run_reading.ReportError, run_files.UnreadableFile, suspects.SuspectsError,
+            UsageError, DataUnavailable) as error:
+        # one line the user can act on; a traceback would bury it. Only line breaks are joined:
+        # the commands in the message quote paths, whose spaces must stay as they are
+        print(f"get-results.py: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
+        return 1
+    except run_files.SaveFailed as error:  # --suspects writes all of its files or none
+        print(f"get-results.py: error: {error}; nothing was written: free space there or "
+              f"choose another folder with --out", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `| head`: stop quietly, and keep Python from failing on the final flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def print_results(args: argparse.Namespace) -> int:
     settings = dataset_settings(args)
     if args.suspects is not None:
         return report_suspects(args, settings)

@@ -6,13 +6,16 @@ confusion matrices, and densities of the hyperparameters AutoDO learned.
     python visualize-density.py --dataset DIGITS -ir 10 -nr 0.1 --configs A_W A_W_S --densities
 
 Figures go to --out as PNG and PDF; t-SNE embeddings are cached in --out/cache/,
-so drawing again is instant. See custom_reports/figures.py (and embeddings.py, learned.py, drawing.py).
+so drawing again is instant. See custom_reports/figures.py (and embeddings.py, learned.py,
+drawing.py).
 """
 import argparse
+import sys
 
 import torch
 
 from custom_common.settings import DATASETS
+from custom_datasets.containers import DataUnavailable
 from custom_reports import figures
 from custom_runs import run_files
 from custom_runs.identity import Configuration, paper_methods
@@ -92,6 +95,20 @@ def feature_device(args: argparse.Namespace) -> torch.device:
 
 
 def main(args: argparse.Namespace) -> int:
+    """The figures the options ask for; a failure is one line on stderr and exit status 1."""
+    try:
+        return draw(args)
+    except (figures.FigureError, run_files.UnreadableFile, DataUnavailable) as error:
+        # one line the user can act on; a traceback would bury it
+        print(f"visualize-density.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    except run_files.SaveFailed as error:  # a figure is written whole (png and pdf) or not at all
+        print(f"visualize-density.py: error: {error}; free space there or choose another folder "
+              f"with --out", file=sys.stderr)
+        return 1
+
+
+def draw(args: argparse.Namespace) -> int:
     settings = dataset_settings(args)
     model = args.model or settings.model
     methods = paper_methods()
