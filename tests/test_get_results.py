@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import custom_cli.results
 from custom_reports import configuration_report, run_reading, statistics, table_formats, tables
 from custom_runs import identity, run_files
 
@@ -393,7 +394,7 @@ def test_cli_out_of_range_noise_ratio_is_a_one_line_usage_error(tmp_path):
 
 
 def test_distortion_ranges_are_those_of_implicit_augment(capsys):
-    get_args = runpy.run_path(str(SCRIPT))["get_args"]
+    get_args = custom_cli.results.get_args
     for flags, message in ((["-ir", "0"], "-ir must be an integer >= 1, got 0"),
                            (["-sr", "0"], "-sr must be in (0, 1], got 0.0"),
                            (["-sr", "1.5"], "-sr must be in (0, 1], got 1.5"),
@@ -839,9 +840,8 @@ def test_table_of_one_commit_or_of_files_without_one_has_no_code_note(tmp_path):
     (["--suspects", "5"], "--suspects needs a run that learned loss weights or soft labels"),
 ])
 def test_usage_errors_exit_2_as_argparse_does(tmp_path, capsys, argv, needle):
-    namespace = runpy.run_path(str(SCRIPT), run_name="get_results_usage")
     with pytest.raises(SystemExit) as exited:
-        namespace["get_args"](["--data", str(tmp_path), "--dataset", "DIGITS", *argv])
+        custom_cli.results.get_args(["--data", str(tmp_path), "--dataset", "DIGITS", *argv])
     assert exited.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert ": error: " in line and needle in line  # (prog is pytest's name in-process)

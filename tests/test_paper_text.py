@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import custom_cli.results
 from custom_common.settings import get_settings
 from custom_datasets.containers import InMemoryData
 from custom_models.schedule import hyper_learning_rate
@@ -26,7 +27,6 @@ from custom_transforms.base import EvalTransform
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = runpy.run_path(str(REPO / "implicit-augment.py"))
-GET_RESULTS = runpy.run_path(str(REPO / "get-results.py"))
 
 
 def experiment(tmp_path, *options, data=None, dataset="DIGITS"):
@@ -230,11 +230,11 @@ def test_get_results_selects_and_labels_runs_by_their_paper_text_items(two_runs,
     common = ["--data", str(data), "--dataset", "DIGITS", "--aug-model", "SHA", "--hyper-opt", "HES",
               "--format", "json"]
     for extra, key in (([], "released"), (["--paper-text", "warmup"], "text")):
-        assert GET_RESULTS["main"](GET_RESULTS["get_args"](common + extra)) == 0
+        assert custom_cli.results.main(custom_cli.results.get_args(common + extra)) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["run_name"] == results[key]["run_name"]
         assert report["runs"][0]["acc"] == pytest.approx(results[key]["best"]["acc"])
-    assert GET_RESULTS["main"](GET_RESULTS["get_args"](
+    assert custom_cli.results.main(custom_cli.results.get_args(
         ["--data", str(data), "--dataset", "DIGITS", "--table", "--format", "csv"])) == 0
     rows = [line.split(",") for line in capsys.readouterr().out.splitlines()]
     assert [row[0] for row in rows[1:]] == ["A_SHA", "A_SHA (text: warmup)"]

@@ -10,6 +10,7 @@ import runpy
 from pathlib import Path
 
 import pytest
+import custom_cli.results
 from custom_runs import identity, run_files, sweep
 from custom_runs.experiment import Experiment
 from custom_runs.identity import IDENTITY_OPTIONS
@@ -17,7 +18,6 @@ from custom_runs.options import POLICY_VARIANT_ITEMS, policy_variant_items, save
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = runpy.run_path(str(REPO / "implicit-augment.py"))
-GET_RESULTS = runpy.run_path(str(REPO / "get-results.py"))
 DESIGN_NAME = "resnet18_opt_NONE_est_True_aug_model_RAND_los_model_NONE_ir_1_sr_1.0_nr_0.0"
 
 
@@ -104,11 +104,11 @@ def test_runs_record_their_items_and_get_results_selects_and_labels_them(two_run
     assert results["ours"]["config"]["policy_variant"] == ["after-crop", "bilinear-grey"]
     common = ["--data", str(data), "--dataset", "DIGITS", "--aug-model", "RAND", "--format", "json"]
     for extra, key in (([], "released"), (["--policy-variant", "all"], "ours")):
-        assert GET_RESULTS["main"](GET_RESULTS["get_args"](common + extra)) == 0
+        assert custom_cli.results.main(custom_cli.results.get_args(common + extra)) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["run_name"] == results[key]["run_name"]
         assert report["runs"][0]["acc"] == pytest.approx(results[key]["best"]["acc"])
-    assert GET_RESULTS["main"](GET_RESULTS["get_args"](
+    assert custom_cli.results.main(custom_cli.results.get_args(
         ["--data", str(data), "--dataset", "DIGITS", "--table", "--format", "json"])) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [row["name"] for row in rows] == ["RAA", "RAA (policy: all)"]

@@ -2,7 +2,6 @@
 the real split builder, planted loss weights / soft labels / augmentation tables."""
 import math
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import custom_cli.visualize
 from custom_common.settings import get_settings
 from custom_datasets.sources import load_data
 from custom_datasets.split import build_split
@@ -167,7 +167,7 @@ def test_cli_bad_option_fails_in_one_line_and_writes_nothing(digits_run, tmp_pat
 @pytest.fixture(scope="module")
 def visualize_args():
     """visualize-density.py's get_args, without a new interpreter."""
-    return runpy.run_path(str(SCRIPT))["get_args"]
+    return custom_cli.visualize.get_args
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -188,7 +188,7 @@ def test_out_of_range_options_are_one_line_usage_errors(visualize_args, capsys, 
 
 
 def test_the_papers_gpu_flag_is_accepted_and_chooses_the_feature_device(visualize_args, monkeypatch):
-    feature_device = runpy.run_path(str(SCRIPT))["feature_device"]
+    feature_device = custom_cli.visualize.feature_device
     args = visualize_args(["--dataset", "DIGITS", "--gpu", "1"])
     assert args.gpu == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
