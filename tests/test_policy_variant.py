@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from custom_reports import reporting
-from custom_runs import run_files, sweep
+import custom_cli.results
+from custom_runs import identity, run_files, sweep
 from custom_runs.builders import build_parts
 from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import POLICY_VARIANT_ITEMS, policy_variant_items, saved_option
@@ -21,7 +21,6 @@ from custom_runs.set_up import plan_run, prepare_data
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = runpy.run_path(str(REPO / "implicit-augment.py"))
-GET_RESULTS = runpy.run_path(str(REPO / "get-results.py"))
 DESIGN_NAME = "resnet18_opt_NONE_est_True_aug_model_RAND_los_model_NONE_ir_1_sr_1.0_nr_0.0"
 
 
@@ -107,17 +106,17 @@ def test_runs_record_their_items_and_get_results_selects_and_labels_them(two_run
     assert results["ours"]["config"]["policy_variant"] == ["after-crop", "bilinear-grey"]
     common = ["--data", str(data), "--dataset", "DIGITS", "--aug-model", "RAND", "--format", "json"]
     for extra, key in (([], "released"), (["--policy-variant", "all"], "ours")):
-        assert GET_RESULTS["main"](GET_RESULTS["get_args"](common + extra)) == 0
+        assert custom_cli.results.main(custom_cli.results.get_args(common + extra)) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["run_name"] == results[key]["run_name"]
         assert report["runs"][0]["acc"] == pytest.approx(results[key]["best"]["acc"])
-    assert GET_RESULTS["main"](GET_RESULTS["get_args"](
+    assert custom_cli.results.main(custom_cli.results.get_args(
         ["--data", str(data), "--dataset", "DIGITS", "--table", "--format", "json"])) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [row["name"] for row in rows] == ["RAA", "RAA (policy: all)"]
     assert [row["policy_variant"] for row in rows] == [[], ["after-crop", "bilinear-grey"]]
     assert rows[1]["cells"]["1-0.0"]["values"] == [pytest.approx(100 - results["ours"]["best"]["acc"])]
-    assert reporting.Configuration.from_results(
+    assert identity.Configuration.from_results(
         results["ours"], Path(data, "DIGITS", "run0", f"results_{results['ours']['run_name']}.json")
     ).policy_variant == ("after-crop", "bilinear-grey")
 

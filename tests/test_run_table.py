@@ -17,7 +17,7 @@ from typing import Callable
 
 import pytest
 
-from custom_reports import reporting
+from custom_reports import table_formats, tables
 from custom_runs import launchers, run_files, sweep
 from custom_common.errors import UsageError
 
@@ -59,9 +59,9 @@ def histories(data, runs=2) -> dict:
 
 
 def table_text(data, runs=2) -> str:
-    table = reporting.build_table(data, "DIGITS", "resnet18", max_runs=runs,
-                                  only=[s.config for s in specs_of(data)])
-    return reporting.render_table(table, "json")
+    table = tables.build_table(data, "DIGITS", "resnet18", max_runs=runs,
+                               only=[s.config for s in specs_of(data)])
+    return table_formats.render_table(table, "json")
 
 
 @pytest.fixture(scope="module")
