@@ -45,21 +45,18 @@ from pathlib import Path
 
 import torch
 
-from custom_common.collectives import SINGLE_PROCESS
+from bench.throughput_run import build_run, synthetic_data
 from custom_common.settings import get_settings
 from custom_datasets.batches import cycle
-from custom_datasets.containers import InMemoryData
 from custom_models.hyper_models import table_bytes
 from custom_models.training import evaluate, hyper_epoch, train_one_epoch
 from custom_runs.compute_path import cpp_compiler, native_cpu_bf16
 from custom_runs.distributed import end_distributed_mode, init_distributed_mode, launched_by_torchrun
-from custom_runs.experiment import Experiment
 from custom_common.errors import UsageError
 from custom_runs.options import OneLineErrorParser, add_training_arguments, resolve
 from custom_runs.run_state import seed_epoch
-
-TEST_SIZES = {"MNIST": 10000, "FashionMNIST": 10000, "DIGITS": 360, "SVHN": 26032,
-              "SVHN_extra": 26032, "CIFAR10": 10000, "CIFAR100": 10000}
+from custom_runs.run_values import RunModels, RunParts, RunPlan
+from custom_runs.set_up import plan_run
 
 
 def get_args(argv=None):
@@ -111,31 +108,17 @@ def get_args(argv=None):
     return args
 
 
-def synthetic_data(settings, seed=0) -> InMemoryData:
-    generator = torch.Generator().manual_seed(seed)
-    shape = (settings.channels, settings.image_size, settings.image_size)
-    test_size = TEST_SIZES.get(settings.name, 10000)
-
-    def images(count):
-        return torch.randint(0, 256, (count, *shape), dtype=torch.uint8, generator=generator)
-
-    def labels(count):
-        return torch.randint(0, settings.num_classes, (count,), generator=generator)
-    return InMemoryData(images(settings.train_size), labels(settings.train_size),
-                        images(test_size), labels(test_size))
-
-
-def train_steps(args, experiment, batches) -> None:
+def train_steps(args, models: RunModels, batches) -> None:
     """Train steps over `batches`, as a run's training epoch takes them."""
-    train_one_epoch(experiment.network, experiment.hyper, batches, experiment.optimizer,
+    train_one_epoch(models.network, models.hyper, batches, models.optimizer,
                     lambda batch: args.lr, log_interval=10 ** 9)
 
 
-def hyper_steps(args, experiment, train_batches, valid_batches, count: int) -> None:
+def hyper_steps(args, models: RunModels, train_batches, valid_batches, count: int) -> None:
     """`count` hyper steps on the first batches of `train_batches`: the run's own hyper epoch
     over them (with the folded copy of the encoder where the compute path folds, refreshed
     once, as each hyper epoch does), at the constant hyper learning rate --hyper-beta."""
-    hyper_epoch(experiment.network, experiment.hyper, itertools.islice(train_batches, count),
+    hyper_epoch(models.network, models.hyper, itertools.islice(train_batches, count),
                 valid_batches, lambda step: args.hyper_beta)
 
 
@@ -152,15 +135,15 @@ def timed(device, function):
     return time.perf_counter() - started
 
 
-def forward_flops(experiment) -> float:
+def forward_flops(plan: RunPlan, models: RunModels) -> float:
     """FLOPs of one image through the encoder and classifier (multiply-add = 2)."""
     from torch.utils.flop_counter import FlopCounterMode
-    settings = experiment.settings
+    settings = plan.settings
     images = torch.zeros(2, settings.channels, settings.image_size, settings.image_size,
-                         device=experiment.device)
-    experiment.encoder.eval()
+                         device=plan.device)
+    models.encoder.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        experiment.decoder(experiment.encoder(images))
+        models.decoder(models.encoder(images))
     return counter.get_total_flops() / 2
 
 
@@ -189,23 +172,6 @@ def write_profile(path, device, train, hyper) -> None:
             synchronize(device)
         sections.append(f"== {name}\n" + profiler.key_averages().table(sort_by=sort, row_limit=40))
     Path(path).write_text("\n\n".join(sections))
-
-
-def build_experiment(args, settings, data, compute_path=None,
-                     collectives=SINGLE_PROCESS) -> Experiment:
-    """An experiment with its data, batches and models, on `compute_path` if given."""
-    with tempfile.TemporaryDirectory() as folder:
-        if not args.real_data:
-            args.data = folder
-        experiment = Experiment(args, data, collectives)
-        experiment.check_world_size()
-        if compute_path is not None:
-            experiment.compute_path = compute_path
-        experiment.prepare_data()
-        experiment.build_batches()
-        seed_epoch(args.seed, -1)
-        experiment.build_models()
-    return experiment
 
 
 COMPARED_PATHS = ("before", "fp32", "bf16", "compiled")
@@ -250,21 +216,22 @@ def compile_summary(args, reports) -> dict:
             "compiled_run_faster": compiled_run < eager_run}
 
 
-def time_epoch(args, experiment) -> dict:
+def time_epoch(args, plan: RunPlan, parts: RunParts) -> dict:
     """Seconds of one hyper epoch, one training epoch and one test pass, as a run does them
     (after a few untimed steps of each, so that one-time kernel set-up is not counted), from
     the first --epoch-fraction of each phase's batches scaled to the whole phase.
     `*_cpu_s` is the process's CPU time: on a CPU shared with other work it moves less
     than the wall-clock time."""
-    device, network, hyper = experiment.device, experiment.network, experiment.hyper
-    num_classes = experiment.settings.num_classes
+    device, num_classes = plan.device, plan.settings.num_classes
+    batches, models = parts.batches, parts.models
+    network, hyper = models.network, models.hyper
     seed_epoch(args.seed, 0)
 
     def hyper_pass(count):
-        hyper_steps(args, experiment, experiment.hyper_batches, cycle(experiment.valid_batches), count)
+        hyper_steps(args, models, batches.hyper, cycle(batches.valid), count)
 
     def test_subset(indices):
-        test = experiment.test_batches
+        test = batches.test
         return type(test)(test.images, test.labels, indices, test.batch_size, False, test.transform)
 
     def part(count):  # batches timed of a phase of `count`, and the factor to the whole phase
@@ -272,8 +239,8 @@ def time_epoch(args, experiment) -> dict:
         return timed_count, count / timed_count
 
     def warm_up():  # every batch shape of the timed phases (a compiled path compiles them here)
-        train_steps(args, experiment, itertools.islice(warm_batches, args.warmup))
-        test_indices, test_batch = experiment.test_batches.indices, experiment.test_batches.batch_size
+        train_steps(args, models, itertools.islice(warm_batches, args.warmup))
+        test_indices, test_batch = batches.test.indices, batches.test.batch_size
         tail = len(test_indices) % test_batch
         if len(test_indices) > test_batch and tail:  # a whole batch and the shorter last one
             test_indices = torch.cat([test_indices[:test_batch], test_indices[-tail:]])
@@ -282,22 +249,21 @@ def time_epoch(args, experiment) -> dict:
         evaluate(network, test_subset(test_indices), num_classes)
         if hyper.optimizer is not None:
             hyper_pass(args.warmup)
-    warm_batches = iter(cycle(experiment.train_batches))
+    warm_batches = iter(cycle(batches.train))
     seconds = {"warmup_s": timed(device, warm_up)}
-    train_count, train_scale = part(len(experiment.train_batches))
+    train_count, train_scale = part(len(batches.train))
     # whole test batches (a fraction of them, or all with the last, shorter one)
-    test_indices = experiment.test_batches.indices
-    test_count = min(len(test_indices),
-                     part(len(experiment.test_batches))[0] * experiment.test_batches.batch_size)
+    test_indices = batches.test.indices
+    test_count = min(len(test_indices), part(len(batches.test))[0] * batches.test.batch_size)
     test_scale = len(test_indices) / test_count
-    phases = {"train_epoch": (lambda: train_steps(args, experiment,
+    phases = {"train_epoch": (lambda: train_steps(args, models,
                                                   itertools.islice(warm_batches, train_count)),
                               train_scale),
               "test_pass": (lambda: evaluate(network, test_subset(test_indices[:test_count]), num_classes),
                             test_scale)}
     if hyper.optimizer is not None:
-        full_hyper = len(experiment.hyper_batches) if not args.hyper_steps else \
-            min(args.hyper_steps, len(experiment.hyper_batches))
+        full_hyper = len(batches.hyper) if not args.hyper_steps else \
+            min(args.hyper_steps, len(batches.hyper))
         hyper_count, hyper_scale = part(full_hyper)
         phases = {"hyper_epoch": (lambda: hyper_pass(hyper_count), hyper_scale), **phases}
     for phase, (function, scale) in phases.items():
@@ -312,29 +278,29 @@ def time_epoch(args, experiment) -> dict:
 def epoch_main(args) -> int:
     settings = get_settings(args.dataset)
     data = None if args.real_data else synthetic_data(settings)
-    chosen = Experiment(args, data).compute_path
+    chosen = plan_run(args).compute_path
     paths = compared_paths(chosen, args.paths) if args.compare else {"chosen": chosen}
     if any(path.compile for path in paths.values()):
         with tempfile.TemporaryDirectory() as cache:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # round 0 compiles as a first run does
-            return time_paths(args, settings, data, paths)
-    return time_paths(args, settings, data, paths)
+            return time_paths(args, data, paths)
+    return time_paths(args, data, paths)
 
 
-def time_paths(args, settings, data, paths) -> int:
+def time_paths(args, data, paths) -> int:
     for repeat in range(args.repeats):
         reports = {}
         for label, path in paths.items():
-            experiment = build_experiment(args, settings, data, path)
+            plan, prepared, parts = build_run(args, data, path)
             report = {"repeat": repeat, "path": label, "compute_path": path.describe(),
                       "precision": path.precision,
                       "threads": torch.get_num_threads(), "dataset": args.dataset,
-                      "model": args.model, "train_size": len(experiment.split.train_indices),
-                      "batch_size": experiment.train_batches.batch_size,
-                      "hyper_batch_size": experiment.hyper_batches.batch_size,
-                      "test_batch_size": experiment.test_batches.batch_size,
+                      "model": args.model, "train_size": len(prepared.split.train_indices),
+                      "batch_size": parts.batches.train.batch_size,
+                      "hyper_batch_size": parts.batches.hyper.batch_size,
+                      "test_batch_size": parts.batches.test.batch_size,
                       "epoch_fraction": args.epoch_fraction,
-                      **time_epoch(args, experiment)}
+                      **time_epoch(args, plan, parts)}
             reports[label] = report
             print(json.dumps(report), flush=True)
         if "compiled" in reports and reports["compiled"]["precision"] in reports:
@@ -357,20 +323,19 @@ def main(args):
 
 def steps_main(args, collectives) -> int:
     settings = get_settings(args.dataset)
-    experiment = build_experiment(args, settings,
-                                  None if args.real_data else synthetic_data(settings),
-                                  collectives=collectives)
-    device = experiment.device
-    network, hyper = experiment.network, experiment.hyper
-    seed_epoch(args.seed, 0, experiment.permutations, collectives.rank)
-    shared = {"generator": experiment.permutations, "collectives": collectives}
+    plan, prepared, parts = build_run(args, None if args.real_data else synthetic_data(settings),
+                                      collectives=collectives)
+    device, models = plan.device, parts.models
+    network, hyper = models.network, models.hyper
+    seed_epoch(args.seed, 0, parts.permutations, collectives.rank)
+    shared = {"generator": parts.permutations, "collectives": collectives}
 
-    train_batches = experiment.train_batches
+    train_batches = parts.batches.train
     batch_size = train_batches.batch_size
     steps = args.steps
 
     def train_pass(count):
-        train_steps(args, experiment, itertools.islice(cycle(train_batches), count))
+        train_steps(args, models, itertools.islice(cycle(train_batches), count))
 
     train_pass(args.warmup)
     train_seconds = timed(device, lambda: train_pass(steps)) / steps
@@ -381,10 +346,10 @@ def steps_main(args, collectives) -> int:
         hyper_train = type(train_batches)(train_batches.images, train_batches.labels,
                                           train_batches.indices, batch_size, True,
                                           train_batches.transform, **shared)
-        valid = cycle(experiment.valid_batches)
+        valid = cycle(parts.batches.valid)
 
         def hyper_pass(count):
-            hyper_steps(args, experiment, cycle(hyper_train), valid, count)
+            hyper_steps(args, models, cycle(hyper_train), valid, count)
         hyper_pass(args.warmup)
         hyper_seconds = timed(device, lambda: hyper_pass(steps)) / steps
 
@@ -393,7 +358,7 @@ def steps_main(args, collectives) -> int:
                       (lambda: hyper_pass(2)) if hyper_seconds is not None else None)
 
     # the test pass is timed on at most `steps` of its batches and scaled to the test set
-    test_batches = experiment.test_batches
+    test_batches = parts.batches.test
     subset = test_batches.indices[:min(len(test_batches.indices), steps * test_batches.batch_size)]
     timed_test = type(test_batches)(test_batches.images, test_batches.labels, subset,
                                     test_batches.batch_size, False, test_batches.transform, **shared)
@@ -402,10 +367,10 @@ def steps_main(args, collectives) -> int:
                                                   collectives))
     test_seconds *= len(test_batches.indices) / len(subset)
 
-    train_size = len(experiment.split.train_indices)
-    test_size = len(experiment.data.test_targets)
+    train_size = len(prepared.split.train_indices)
+    test_size = len(prepared.data.test_targets)
     hyper_epochs = max(0, args.epochs - args.hyper_start - 1) if hyper.optimizer is not None else 0
-    flops = forward_flops(experiment)
+    flops = forward_flops(plan, models)
     # train step = 3 forwards per image, hyper step = 4 (forward, backward, valid forward)
     total_flops = flops * (args.epochs * (3 * train_size + test_size) + hyper_epochs * 4 * train_size)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_flops(device)
@@ -419,7 +384,7 @@ def steps_main(args, collectives) -> int:
         peak_memory = torch.cuda.max_memory_allocated(device) / 2 ** 20
     else:
         peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    memory = table_bytes(experiment.data.num_train, settings.num_classes, args.los_model, args.aug_model)
+    memory = table_bytes(prepared.data.num_train, settings.num_classes, args.los_model, args.aug_model)
     imagenet = get_settings("ImageNet")
     imagenet_memory = table_bytes(imagenet.train_size, imagenet.num_classes, args.los_model, args.aug_model)
 
@@ -436,7 +401,7 @@ def steps_main(args, collectives) -> int:
         "world_size": world_size,
         "train_images_per_s_per_rank": [rank["train_images_per_s"] for rank in per_rank],
         "hyper_images_per_s_per_rank": [rank["hyper_images_per_s"] for rank in per_rank],
-        "compute_path": experiment.compute_path.describe(), "amp": network.amp,
+        "compute_path": plan.compute_path.describe(), "amp": network.amp,
         "train_size": train_size, "epochs": args.epochs,
         "hyper_epochs": hyper_epochs,
         "train_step_s": train_seconds, "hyper_step_s": hyper_seconds, "test_pass_s": test_seconds,

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from custom_common.errors import UsageError
 from custom_common.signals import deferred_stops, sigterm_as_interrupt
-from custom_reports import reporting
+from custom_reports import run_reading, table_formats, tables
 from custom_runs import run_files
+from custom_runs.identity import load_paper_results, paper_methods
 from custom_runs.table import processes, sweep
 from custom_runs.table.local import local_slots, run_local
 from custom_runs.table.outcomes import ELSEWHERE, FAILED, FINISHED, SKIPPED, Outcome, Progress
@@ -34,7 +35,7 @@ def get_args(argv=None):
     parser = OneLineErrorParser(prog="run-table.py", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
-    methods = list(reporting.paper_methods())
+    methods = list(paper_methods())
     add("--data", default="./local_data", metavar="DIR",
         help="dataset files and run folders go under DIR/{dataset}/ (default: ./local_data)")
     add("--dataset", required=True, metavar="NAME", help="the dataset of the table")
@@ -47,7 +48,7 @@ def get_args(argv=None):
     add("--launcher", default="local", choices=("local", "slurm", "submitit-local"),
         help="local worker processes; slurm: one job array through submitit; submitit-local: "
              "the slurm path run on this machine by submitit's local executor (default: local)")
-    add("--format", default="text", choices=reporting.FORMATS, help="format of the final table (default: text)")
+    add("--format", default="text", choices=table_formats.FORMATS, help="format of the final table (default: text)")
     local = parser.add_argument_group("local launcher")
     local.add_argument("--jobs", type=int, default=None, metavar="N",
                        help="CPU: N runs at a time, each with its share of the cores "
@@ -217,18 +218,18 @@ def run_slurm(args, specs):
 def print_table(args, specs) -> None:
     """get-results.py --table for what this table ran, beside the paper where it has the dataset:
     its own cells only (its run folders, its --epochs), whatever else the folders hold."""
-    with_paper = args.dataset in reporting.load_paper_results()
+    with_paper = args.dataset in load_paper_results()
     identity = dict(specs[0].identity)
     try:
-        table = reporting.build_table(args.data, specs[0].dataset, specs[0].config.model,
-                                      with_paper=with_paper,
-                                      only=[spec.config for spec in specs],
-                                      data_dir=identity.get("data_dir"), epochs=identity["epochs"],
-                                      run_folders={spec.run_folder for spec in specs})
-    except (reporting.ReportError, run_files.UnreadableFile) as error:
+        table = tables.build_table(args.data, specs[0].dataset, specs[0].config.model,
+                                   with_paper=with_paper,
+                                   only=[spec.config for spec in specs],
+                                   data_dir=identity.get("data_dir"), epochs=identity["epochs"],
+                                   run_folders={spec.run_folder for spec in specs})
+    except (run_reading.ReportError, run_files.UnreadableFile) as error:
         print(f"run-table.py: no table yet: {error}", file=sys.stderr)
         return
-    print(reporting.render_table(table, args.format))
+    print(table_formats.render_table(table, args.format))
 
 
 def main(args) -> int:

@@ -65,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     if chosen is not None:
         print(f"validation-selected: test accuracy {chosen['acc']:.2f}% (epoch {chosen['epoch'] + 1}, "
               f"validation accuracy {chosen['valid_acc']:.2f}%)")
-    print(f"results: {experiment.results_path}")
-    print(f"checkpoints: {experiment.best_path.name}, {experiment.best_valid_path.name}, "
-          f"{experiment.last_path.name} in {experiment.folder}")
+    print(f"results: {experiment.plan.results_path}")
+    print(f"checkpoints: {experiment.plan.best_path.name}, {experiment.plan.best_valid_path.name}, "
+          f"{experiment.plan.last_path.name} in {experiment.plan.folder}")
     return 0

@@ -35,6 +35,7 @@ from custom_datasets.containers import DataUnavailable, FolderData, InMemoryData
 from custom_transforms.base import imagenet_transforms
 
 FOLDER_DATASET = "folder"
+FOLDER_LOADER = "folder"  # its settings' loader: custom_datasets.sources reads it with load_folder
 STATS_FILE_NAME = ".autodo_stats.json"
 STATS_FORMAT_VERSION = 1
 LARGE_IMAGE_SIDE = 64  # from this side on, images are read from disk (the ImageNet path)
@@ -262,7 +263,7 @@ def folder_settings(root) -> DatasetSettings:
     common = dict(name=dataset_name(layout.root), train_size=num_train + num_valid,
                   valid_size=num_valid, num_classes=num_classes, mean=tuple(stats["mean"]),
                   std=tuple(stats["std"]), folder=str(layout.root.resolve()),
-                  classes=tuple(stats["classes"]))
+                  classes=tuple(stats["classes"]), loader=FOLDER_LOADER)
     if side >= LARGE_IMAGE_SIDE:
         return dataclasses.replace(DATASETS["ImageNet"], **common,
                                    batch_size=min(256, max(8, num_train // 10)),

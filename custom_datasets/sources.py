@@ -8,13 +8,16 @@ Files are looked for in torchvision's layout under `{data}` and downloaded
 with torchvision's helpers where the network allows. The parsers are our own
 (a few lines each) because torchvision's dataset classes insist on the
 official checksums, and researchers keep converted or partial copies.
+
+load_data reads a dataset with the reader that its settings' `loader` names (LOADERS):
+the settings table says how a dataset's files are read, not a test of its name here.
 """
 import gzip
 import pickle
 import struct
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,6 +26,7 @@ from custom_common.settings import DatasetSettings
 from custom_datasets.containers import DataUnavailable, FolderData, InMemoryData, UnreadableImage
 from custom_transforms.base import imagenet_transforms
 
+# where Debian's package dataset-fashion-mnist installs FashionMNIST's four files
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -58,9 +62,13 @@ def _find_idx(folders: Sequence[Path], stem: str) -> Optional[Path]:
     return None
 
 
-def load_mnist_family(name: str, data_root: Path, download: bool) -> InMemoryData:
+def load_mnist_family(name: str, data_root: Path, download: bool,
+                      package_copy: Optional[Tuple[Path, str]] = None) -> InMemoryData:
+    """The IDX files of {data}/{name}/raw, downloaded with torchvision's dataset `name`;
+    `package_copy`: (folder, package) where a system package installs the same files, read
+    where {data} has none and named when neither has them."""
     raw = Path(data_root) / name / "raw"
-    folders = [raw] + ([DEBIAN_FASHION_MNIST] if name == "FashionMNIST" else [])
+    folders = [raw] + ([package_copy[0]] if package_copy else [])
     paths = [_find_idx(folders, stem) for stem in _IDX_FILES]
     if None in paths and download:
         import torchvision
@@ -72,7 +80,7 @@ def load_mnist_family(name: str, data_root: Path, download: bool) -> InMemoryDat
         paths = [_find_idx(folders, stem) for stem in _IDX_FILES]
     if None in paths:
         missing = [stem for stem, path in zip(_IDX_FILES, paths) if path is None]
-        hint = " (or: apt-get install dataset-fashion-mnist)" if name == "FashionMNIST" else ""
+        hint = f" (or: apt-get install {package_copy[1]})" if package_copy else ""
         raise DataUnavailable(f"{name} not found and could not be downloaded: place "
                               f"{', '.join(m + '[.gz]' for m in missing)} in {raw}/{hint}")
     train_x, train_y, test_x, test_y = (read_idx(path) for path in paths)
@@ -160,10 +168,11 @@ def _read_svhn(path: Path):
     return torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)
 
 
-def load_svhn(name: str, data_root: Path, download: bool) -> InMemoryData:
+def load_svhn(name: str, data_root: Path, download: bool, extra: bool = False) -> InMemoryData:
+    """SVHN's train and test files; with `extra`, the extra set follows the train set."""
     # SVHN_extra shares SVHN's raw files: the extra set is 1.3 GB and need not be stored twice
     folder = Path(data_root) / "SVHN"
-    splits = ["train", "test"] + (["extra"] if name == "SVHN_extra" else [])
+    splits = ["train", "test"] + (["extra"] if extra else [])
     files = {split: folder / f"{split}_32x32.mat" for split in splits}
     if download:
         import torchvision
@@ -178,7 +187,7 @@ def load_svhn(name: str, data_root: Path, download: bool) -> InMemoryData:
         raise DataUnavailable(f"{name} not found and could not be downloaded: place "
                               f"{', '.join(missing)} in {folder}/")
     train_x, train_y = _read_svhn(files["train"])
-    if name == "SVHN_extra":
+    if extra:
         extra_x, extra_y = _read_svhn(files["extra"])
         train_x, train_y = torch.cat([train_x, extra_x]), torch.cat([train_y, extra_y])
     test_x, test_y = _read_svhn(files["test"])
@@ -293,35 +302,49 @@ def load_data(settings: DatasetSettings, data_root, download: bool = True):
 
 
 def _load_data(settings: DatasetSettings, data_root: Path, download: bool):
-    name = settings.name
-    if settings.folder is not None:
-        from custom_datasets.folder import load_folder
-        return load_folder(settings)
-    if name in ("MNIST", "FashionMNIST"):
-        data = load_mnist_family(name, data_root, download)
-    elif name == "DIGITS":
-        data = load_digits()
-    elif name in _CIFAR:
-        data = load_cifar(name, data_root, download)
-    elif name in ("SVHN", "SVHN_extra"):
-        data = load_svhn(name, data_root, download)
-    elif name == "ImageNet":
-        data = load_imagenet(data_root)
-        # fewer classes is a partial copy (labels still index the network's outputs);
-        # more would be labels the network has no output for
-        if len(data.classes) > settings.num_classes:
-            raise DataUnavailable(f"{data_root}/ImageNet/train has {len(data.classes)} class folders, "
-                                  f"more than the {settings.num_classes} classes of {name}")
-        if len(data.classes) != settings.num_classes:
-            print(f"note: {name} has {len(data.classes)} class folders, not the official "
-                  f"{settings.num_classes}", file=sys.stderr)
-        return data
-    else:
-        raise DataUnavailable(f"no loader for dataset '{name}'")
-    if data.train_images.shape[1] != settings.channels:
-        raise DataUnavailable(f"{name}: expected {settings.channels}-channel images, "
-                              f"found shape {tuple(data.train_images.shape)}")
-    if data.num_train != settings.train_size:
-        print(f"note: {name} train set has {data.num_train} images, not the official "
-              f"{settings.train_size}", file=sys.stderr)
+    if settings.loader not in LOADERS:
+        raise DataUnavailable(f"no loader for dataset '{settings.name}'")
+    data = LOADERS[settings.loader](settings, data_root, download)
+    if isinstance(data, InMemoryData):
+        name = settings.name
+        if data.train_images.shape[1] != settings.channels:
+            raise DataUnavailable(f"{name}: expected {settings.channels}-channel images, "
+                                  f"found shape {tuple(data.train_images.shape)}")
+        if data.num_train != settings.train_size:
+            print(f"note: {name} train set has {data.num_train} images, not the official "
+                  f"{settings.train_size}", file=sys.stderr)
     return data
+
+
+def _load_imagenet_classes(settings: DatasetSettings, data_root: Path) -> FolderData:
+    """load_imagenet, its class folders counted against the settings' classes."""
+    data = load_imagenet(data_root)
+    # fewer classes is a partial copy (labels still index the network's outputs);
+    # more would be labels the network has no output for
+    if len(data.classes) > settings.num_classes:
+        raise DataUnavailable(f"{data_root}/ImageNet/train has {len(data.classes)} class folders, "
+                              f"more than the {settings.num_classes} classes of {settings.name}")
+    if len(data.classes) != settings.num_classes:
+        print(f"note: {settings.name} has {len(data.classes)} class folders, not the official "
+              f"{settings.num_classes}", file=sys.stderr)
+    return data
+
+
+def _load_folder(settings: DatasetSettings):
+    from custom_datasets.folder import load_folder
+    return load_folder(settings)
+
+
+# the reader of each loader kind that a settings entry names (custom_common.settings,
+# `loader`), called as reader(settings, data_root, download)
+LOADERS: Dict[str, Callable[[DatasetSettings, Path, bool], "InMemoryData | FolderData"]] = {
+    "mnist-idx": lambda settings, root, download: load_mnist_family(settings.name, root, download),
+    "fashion-mnist-idx": lambda settings, root, download: load_mnist_family(
+        settings.name, root, download, package_copy=(DEBIAN_FASHION_MNIST, "dataset-fashion-mnist")),
+    "sklearn-digits": lambda settings, root, download: load_digits(),
+    "cifar-pickle": lambda settings, root, download: load_cifar(settings.name, root, download),
+    "svhn-mat": lambda settings, root, download: load_svhn(settings.name, root, download),
+    "svhn-mat-extra": lambda settings, root, download: load_svhn(settings.name, root, download, extra=True),
+    "imagenet-folders": lambda settings, root, download: _load_imagenet_classes(settings, root),
+    "folder": lambda settings, root, download: _load_folder(settings),
+}

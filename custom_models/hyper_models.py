@@ -14,10 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from custom_transforms import affine
+from custom_transforms.augment_models import AUGMENT_MODELS, LEARNED_AUGMENT_MODELS
 
 LOSS_MODELS = ("NONE", "WGHT", "SOFT", "BOTH")
-AUGMENT_MODELS = ("NONE", "RAND", "AUTO", "DADA", "SHA", "SEP")
-LEARNED_AUGMENT_MODELS = ("SHA", "SEP")
 SOFT_LABEL_EPSILON = 0.05
 INITIAL_PROBABILITY = 1.0 / (affine.NUM_PARAMETERS - 2)  # 0.2
 INITIAL_MAGNITUDE = 5 / 10  # M = 5 of 10
@@ -89,14 +88,16 @@ class LossModel(nn.Module):
 
 
 class AugmentModel(nn.Module):
-    """Shared (SHA, one row) or per-sample (SEP, T rows) augmentation logits (docs/design.md §3.2)."""
+    """Shared (SHA, one row) or per-sample (SEP, T rows) augmentation logits (docs/design.md §3.2);
+    which of the two a name is, the table of custom_transforms.augment_models says."""
 
     def __init__(self, num_train: int, mode: str, device=None):
         super().__init__()
         if mode not in LEARNED_AUGMENT_MODELS:
-            raise ValueError(f"AugmentModel is for SHA or SEP, not '{mode}'")
+            raise ValueError(f"AugmentModel is for {' or '.join(LEARNED_AUGMENT_MODELS)}, not '{mode}'")
         self.mode = mode
-        num_rows = num_train if mode == "SEP" else 1
+        self.per_image = AUGMENT_MODELS[mode].learned == "separate"
+        num_rows = num_train if self.per_image else 1
         shape = (num_rows, affine.NUM_PARAMETERS)
         probability = math.log(INITIAL_PROBABILITY / (1 - INITIAL_PROBABILITY))
         magnitude = math.log(INITIAL_MAGNITUDE / (1 - INITIAL_MAGNITUDE))
@@ -104,7 +105,7 @@ class AugmentModel(nn.Module):
         self.register_buffer("magnitude_logits", torch.full(shape, magnitude, device=device))
 
     def row_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        return indices if self.mode == "SEP" else torch.zeros(1, dtype=torch.long, device=indices.device)
+        return indices if self.per_image else torch.zeros(1, dtype=torch.long, device=indices.device)
 
     def learned_tables(self) -> Dict[str, torch.Tensor]:
         return {"probability_logits": self.probability_logits,

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from custom_models.hyper_models import LossModel
 from custom_runs import run_files
+from custom_runs.checkpoints import load_network
 from custom_runs.metrics import roc_auc
 
 LEARNING_LOSS_MODELS = ("WGHT", "SOFT", "BOTH")
@@ -86,7 +87,6 @@ def network_probabilities(checkpoint: dict, model: str, settings, data, indices:
                           path: Path = Path("checkpoint"), text_wide_block: bool = False) -> torch.Tensor:
     """softmax of the trained network on the plain (eval-transformed) train images `indices`
     (text_wide_block: the run had `--paper-text wrn-block`)."""
-    from custom_reports.figures import load_network
     from custom_transforms.base import normalize
     encoder, decoder = load_network(checkpoint, model, settings, device, path, text_wide_block)
     if hasattr(data, "train_images"):
@@ -245,7 +245,7 @@ def suspects_report(data_root, settings, run_folder: str, config, checkpoint_kin
                     rank_by: str = DEFAULT_RANK_BY) -> Suspects:
     """Ranks, writes suspects_{run_name}.csv/.png/.pdf (beside the run, or in out_dir)."""
     from custom_datasets.sources import load_data
-    from custom_reports.figures import figure_paths, write_figure
+    from custom_reports.drawing import figure_paths, write_figure
     if config.los_model not in LEARNING_LOSS_MODELS:
         raise SuspectsError(f"--suspects needs a run that learned loss weights or soft labels "
                             f"(--los-model WGHT, SOFT or BOTH), not --los-model {config.los_model}")

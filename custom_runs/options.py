@@ -7,8 +7,10 @@ from pathlib import Path
 
 from custom_common.errors import UsageError
 from custom_common.settings import DATASETS, get_settings
-from custom_models.hyper_models import AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, LOSS_MODELS
+from custom_models.hyper_models import LOSS_MODELS
 from custom_models.networks import check_model_name
+from custom_transforms.augment_models import (AUGMENT_MODELS, LEARNED_AUGMENT_MODELS, WITHOUT_POLICY,
+                                              augment_models_help)
 
 HYPER_OPTIMIZERS = ("NONE", "HES")
 # where the paper's text and its released code differ (docs/methods.md, "Where the paper's text and its
@@ -63,7 +65,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     add("--overfit", action="store_true", help="ablation: the hyper step validates on the test set")
     add("--oversplit", action="store_true",
         help="ablation: train, hyper and valid data are all the whole official train set")
-    add("--aug-model", default="NONE", choices=AUGMENT_MODELS, help="augmentation (default: NONE)")
+    add("--aug-model", default="NONE", choices=AUGMENT_MODELS,
+        help=f"augmentation: {augment_models_help()} (default: NONE)")
     add("--los-model", default="NONE", choices=LOSS_MODELS, help="loss model (default: NONE)")
     add("--hyper-opt", default="NONE", choices=HYPER_OPTIMIZERS,
         help="hyperparameter optimisation: NONE or HES (implicit, Hessian-free) (default: NONE)")
@@ -168,19 +171,19 @@ def add_policy_variant_argument(parser: argparse.ArgumentParser, selects: str = 
 
 def policy_variant_items(items, aug_model: str = "") -> list:
     """--policy-variant as recorded and named: each item once, in POLICY_VARIANT_ITEMS order;
-    none for --aug-model NONE, which has no fixed policy for them to change (so such a run
+    none for an --aug-model without a fixed policy (NONE) for them to change (so such a run
     keeps its name and its table cell)."""
     chosen = set(POLICY_VARIANT_ITEMS) if "all" in items else set(items)
-    if aug_model == "NONE":
+    if aug_model in WITHOUT_POLICY:
         return []
     return [item for item in POLICY_VARIANT_ITEMS if item in chosen]
 
 
 def saved_option(config: dict, key: str):
     """An identity option as a checkpoint or results file records it. Files written before
-    --policy-variant existed lack it; for --aug-model NONE, which has no fixed policy, that is
-    the default []; for the others None, since they applied the policies the earlier way."""
-    if key == "policy_variant" and key not in config and config.get("aug_model") == "NONE":
+    --policy-variant existed lack it; for an --aug-model without a fixed policy (NONE), that
+    is the default []; for the others None, since they applied the policies the earlier way."""
+    if key == "policy_variant" and key not in config and config.get("aug_model") in WITHOUT_POLICY:
         return []
     return config.get(key)
 
@@ -261,8 +264,8 @@ def resolve(args: argparse.Namespace, settings=None) -> argparse.Namespace:
     ])
     learns_something = args.aug_model in LEARNED_AUGMENT_MODELS or args.los_model != "NONE"
     if args.hyper_opt == "HES" and not learns_something:
-        raise UsageError("--hyper-opt HES has nothing to learn: use --aug-model SHA/SEP "
-                         "and/or --los-model WGHT/SOFT/BOTH")
+        raise UsageError(f"--hyper-opt HES has nothing to learn: use --aug-model "
+                         f"{'/'.join(LEARNED_AUGMENT_MODELS)} and/or --los-model WGHT/SOFT/BOTH")
     if args.lr_decay_rate is None:
         args.lr_decay_rate = 0.1 if args.lr_decay_epochs else 1e-3
     if not 0 < args.lr_decay_rate <= 1:

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from custom_common.settings import DatasetSettings
+from custom_transforms.augment_models import augment_choice
 from custom_transforms.ops import (BILINEAR_GREY_OPERATIONS, GEOMETRIC_OPERATIONS, OPERATIONS,
                                    resample_geometric)
 
@@ -286,28 +287,24 @@ class SubPolicyAugment:
         return f"SubPolicyAugment(name={self.name!r}, sub_policies={self.num_sub_policies})"
 
 
-AUG_MODELS = ("NONE", "RAND", "AUTO", "DADA", "SHA", "SEP")
-
-
 def make_policy_augment(aug_model: str, settings: DatasetSettings, bilinear_grey: bool = False
                         ) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
-    """The fixed augmentation that `--aug-model` asks for on this dataset, or None for NONE;
-    `bilinear_grey` for `--policy-variant bilinear-grey` (default: the released code's PIL
-    defaults, nearest and black, and Cutout's (125, 123, 114)).
+    """The fixed augmentation that `--aug-model` asks for on this dataset (the policy of its
+    entry in custom_transforms.augment_models), or None for NONE; `bilinear_grey` for
+    `--policy-variant bilinear-grey` (default: the released code's PIL defaults, nearest and
+    black, and Cutout's (125, 123, 114)).
 
     AUTO/DADA on a dataset without a searched policy borrow the SVHN one and say so.
     """
-    if aug_model not in AUG_MODELS:
-        raise ValueError(f"unknown augmentation model '{aug_model}'; choose one of: {', '.join(AUG_MODELS)}")
-    if aug_model == "NONE":
+    policy = augment_choice(aug_model).policy
+    if policy is None:
         return None
-    if aug_model == "RAND":
+    if policy == "rand":
         return RandAugment(settings.rand_n, settings.rand_m, RAND_RANGES, bilinear_grey)
-    if aug_model in ("SHA", "SEP"):
+    if policy == "colour":
         return RandAugment(settings.colour_n, settings.colour_m, COLOUR_RANGES, bilinear_grey)
-    family, policy_name = (("fast_autoaugment", settings.autoaugment_policy) if aug_model == "AUTO"
-                           else ("dada", settings.dada_policy))
+    policy_name = {"fast_autoaugment": settings.autoaugment_policy, "dada": settings.dada_policy}[policy]
     if settings.policy_note:
         print(f"{settings.name} {aug_model}: {settings.policy_note}", file=sys.stderr)
-    return SubPolicyAugment(load_policy(family, policy_name), clip_levels=(aug_model == "DADA"),
-                            name=f"{family}/{policy_name}", bilinear_grey=bilinear_grey)
+    return SubPolicyAugment(load_policy(policy, policy_name), clip_levels=(policy == "dada"),
+                            name=f"{policy}/{policy_name}", bilinear_grey=bilinear_grey)

@@ -7,7 +7,9 @@ import torch
 from custom_runs import compute_path, run_files
 from custom_runs.compute_path import (CPU_TEST_BATCH_SIZE, CUDA_TEST_BATCH_SIZE,
                                       choose_compute_path, native_cpu_bf16)
+from custom_runs.builders import build_parts
 from custom_runs.experiment import Experiment
+from custom_runs.set_up import plan_run, prepare_data
 from custom_common.errors import UsageError
 from custom_runs.options import OneLineErrorParser, add_training_arguments, resolve
 
@@ -59,10 +61,8 @@ def test_cuda_path_ignores_the_cpu_probe(monkeypatch, no_amp, precision):
 
 def test_test_batch_is_smaller_on_the_cpu_and_the_run_uses_it(tmp_path):
     assert (CPU_TEST_BATCH_SIZE, CUDA_TEST_BATCH_SIZE) == (128, 1024)
-    experiment = Experiment(options("--dataset", "DIGITS", "--no-cuda", "--data", tmp_path))
-    experiment.prepare_data()
-    experiment.build_batches()
-    batches = experiment.test_batches
+    plan = plan_run(options("--dataset", "DIGITS", "--no-cuda", "--data", tmp_path))
+    batches = build_parts(plan, prepare_data(plan)).batches.test
     assert batches.batch_size == 128 and len(batches) == 3  # 360 DIGITS test images
     assert [len(labels) for _, labels, _ in batches] == [128, 128, 104]
 
@@ -73,18 +73,19 @@ def test_a_run_says_its_path_and_records_it(monkeypatch, capsys, tmp_path, featu
     args = options("--dataset", "DIGITS", "--no-cuda", "--epochs", 1, "--data", tmp_path)
     experiment = Experiment(args)
     results = experiment.run()
-    description = experiment.compute_path.describe()
+    description = experiment.plan.compute_path.describe()
     assert capsys.readouterr().out.splitlines()[0] == description
-    assert experiment.network.amp == (precision == "bf16") and experiment.network.fold_batch_norm
-    first = next(experiment.encoder.parameters())
+    models = experiment.parts.models
+    assert models.network.amp == (precision == "bf16") and models.network.fold_batch_norm
+    first = next(models.encoder.parameters())
     assert first.is_contiguous(memory_format=torch.channels_last)
     assert results["compute_path"]["precision"] == precision
-    saved = run_files.load_results(experiment.results_path)
+    saved = run_files.load_results(experiment.plan.results_path)
     assert saved["compute_path"] == {"device": "cpu", "precision": precision,
                                      "reason": feature or "no native bf16", "channels_last": True,
                                      "test_batch_size": 128, "fold_batch_norm": True,
                                      "compile": False, "description": description}
-    assert run_files.load_torch(experiment.last_path)["compute_path"]["description"] == description
+    assert run_files.load_torch(experiment.plan.last_path)["compute_path"]["description"] == description
     assert "compute_path" not in saved["config"]  # not part of the configuration's identity
 
 
@@ -119,17 +120,16 @@ def test_resume_on_another_path_says_so_and_continues(monkeypatch, capsys, tmp_p
 
 def test_compile_on_the_cpu_is_part_of_the_path_and_keeps_checkpoints_plain(monkeypatch, tmp_path):
     monkeypatch.setattr(compute_path, "native_cpu_bf16", lambda: None)
-    experiment = Experiment(options("--dataset", "DIGITS", "--no-cuda", "--compile", "--data", tmp_path))
-    path = experiment.compute_path
+    plan = plan_run(options("--dataset", "DIGITS", "--no-cuda", "--compile", "--data", tmp_path))
+    path = plan.compute_path
     assert path.compile and path.record()["compile"] is True
     assert path.describe() == "CPU: fp32 (no native bf16), channels-last, test batch 128, torch.compile"
-    experiment.prepare_data()
-    experiment.build_batches()
-    experiment.build_models()  # torch.compile is lazy: nothing is compiled before the first step
-    assert experiment.network.compile
-    assert isinstance(experiment.network.encoder, torch._dynamo.eval_frame.OptimizedModule)
-    assert experiment.network.encoder._orig_mod is experiment.encoder
-    assert not any(key.startswith("_orig_mod.") for key in experiment.encoder.state_dict())
+    # torch.compile is lazy: nothing is compiled before the first step
+    models = build_parts(plan, prepare_data(plan)).models
+    assert models.network.compile
+    assert isinstance(models.network.encoder, torch._dynamo.eval_frame.OptimizedModule)
+    assert models.network.encoder._orig_mod is models.encoder
+    assert not any(key.startswith("_orig_mod.") for key in models.encoder.state_dict())
 
 
 def test_compile_on_a_cpu_without_a_cpp_compiler_is_refused_in_one_line(monkeypatch, tmp_path):

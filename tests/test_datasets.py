@@ -71,7 +71,7 @@ def test_mnist_idx_files_round_trip_images_labels_and_order(tmp_path, compress):
 
 def test_fashion_mnist_files_under_data_are_read_before_the_debian_copy(tmp_path):
     arrays, _ = write_mnist(tmp_path, "FashionMNIST", compress=True, train=5, test=2, seed=3)
-    data = load_mnist_family("FashionMNIST", tmp_path, download=False)
+    data = load_data(get_settings("FashionMNIST"), tmp_path, download=False)
     assert data.num_train == 5
     assert np.array_equal(data.train_images[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
 
@@ -246,7 +246,7 @@ def test_svhn_mat_files_round_trip_with_label_10_read_as_0(tmp_path):
 
 def test_svhn_extra_is_train_followed_by_extra(tmp_path):
     _, written = write_svhn(tmp_path, {"train": 4, "test": 3, "extra": 6}, seed=2)
-    data = load_svhn("SVHN_extra", tmp_path, download=False)
+    data = load_data(get_settings("SVHN_extra"), tmp_path, download=False)
     assert data.train_images.shape == (10, 3, 32, 32)
     assert data.train_targets.tolist() == written["train"][1].tolist() + written["extra"][1].tolist()
     assert int(data.train_images[4, 1, 2, 3]) == int(written["extra"][0][2, 3, 1, 0])
@@ -257,7 +257,7 @@ def test_svhn_extra_is_train_followed_by_extra(tmp_path):
 def test_missing_svhn_extra_file_is_named_with_the_folder(tmp_path):
     folder, _ = write_svhn(tmp_path)
     with pytest.raises(DataUnavailable) as error:
-        load_svhn("SVHN_extra", tmp_path, download=False)
+        load_data(get_settings("SVHN_extra"), tmp_path, download=False)
     message = str(error.value)
     assert "extra_32x32.mat" in message and "train_32x32.mat" not in message
     assert str(folder) in message
@@ -367,3 +367,57 @@ def test_load_data_notes_a_non_official_train_size(tmp_path, capsys):
     data = load_data(get_settings("MNIST"), tmp_path, download=False)
     assert data.num_train == 7
     assert "MNIST train set has 7 images, not the official 60000" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the loader table
+
+def test_every_dataset_names_a_loader_that_sources_knows_and_every_loader_is_named():
+    from custom_common.settings import DATASETS
+    from custom_datasets.folder import FOLDER_LOADER
+    from custom_datasets.sources import LOADERS
+    kinds = {name: settings.loader for name, settings in DATASETS.items()}
+    assert kinds == {"MNIST": "mnist-idx", "FashionMNIST": "fashion-mnist-idx",
+                     "DIGITS": "sklearn-digits", "SVHN": "svhn-mat", "SVHN_extra": "svhn-mat-extra",
+                     "CIFAR10": "cifar-pickle", "CIFAR100": "cifar-pickle",
+                     "ImageNet": "imagenet-folders"}
+    assert set(LOADERS) == set(kinds.values()) | {FOLDER_LOADER}
+
+
+def test_load_data_reads_a_made_up_dataset_with_the_reader_its_loader_names(tmp_path, monkeypatch, capsys):
+    import dataclasses
+    from custom_datasets import sources
+    from custom_datasets.containers import InMemoryData
+    calls = []
+
+    def reader(settings, data_root, download):
+        calls.append((settings.name, data_root, download))
+        return InMemoryData(torch.zeros(5, 3, 32, 32, dtype=torch.uint8), torch.arange(5),
+                            torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.arange(2))
+    monkeypatch.setitem(sources.LOADERS, "cifar-pickle", reader)
+    made_up = dataclasses.replace(get_settings("CIFAR10"), name="CIFAR10_copy")
+    data = load_data(made_up, tmp_path, download=False)
+    assert calls == [("CIFAR10_copy", tmp_path, False)] and data.num_train == 5
+    assert "CIFAR10_copy train set has 5 images, not the official 50000" in capsys.readouterr().err
+    # the reader goes by the loader, not by the name
+    load_data(dataclasses.replace(get_settings("MNIST"), loader="cifar-pickle", channels=3), tmp_path)
+    assert calls[-1] == ("MNIST", tmp_path, True)
+    with pytest.raises(DataUnavailable, match="^no loader for dataset 'CIFAR10_copy'$"):
+        load_data(dataclasses.replace(made_up, loader="tiff-stack"), tmp_path)
+
+
+def test_missing_fashion_mnist_names_the_debian_package_and_missing_mnist_does_not(tmp_path, monkeypatch):
+    from custom_datasets import sources
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST", tmp_path / "not_installed")
+    with pytest.raises(DataUnavailable) as fashion:
+        load_data(get_settings("FashionMNIST"), tmp_path, download=False)
+    assert str(fashion.value).endswith(f"in {tmp_path / 'FashionMNIST' / 'raw'}/ "
+                                       f"(or: apt-get install dataset-fashion-mnist)")
+    with pytest.raises(DataUnavailable) as mnist:
+        load_data(get_settings("MNIST"), tmp_path, download=False)
+    assert str(mnist.value).endswith(f"in {tmp_path / 'MNIST' / 'raw'}/")
+
+
+def test_the_svhn_reader_adds_the_extra_set_when_asked_not_by_the_name(tmp_path):
+    _, written = write_svhn(tmp_path, {"train": 4, "test": 3, "extra": 6}, seed=2)
+    assert load_svhn("SVHN_extra", tmp_path, download=False).num_train == 4
+    assert load_svhn("SVHN_extra", tmp_path, download=False, extra=True).num_train == 10

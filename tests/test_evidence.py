@@ -6,7 +6,8 @@ import re
 import shutil
 from pathlib import Path
 
-from custom_reports import reporting
+from custom_reports import statistics
+from custom_reports.tables import build_table
 from custom_runs import run_files
 from custom_runs.table import sweep
 
@@ -56,8 +57,8 @@ def test_every_cell_of_the_pages_table_is_what_get_results_makes_of_the_committe
     page = page_table()
     assert set(page) == set(CONFIGS)
     for column, (metric, minority) in enumerate(COLUMNS):
-        table = reporting.build_table(str(EVIDENCE), "FashionMNIST", "resnet18", metric=metric,
-                                      minority=minority)
+        table = build_table(str(EVIDENCE), "FashionMNIST", "resnet18", metric=metric,
+                            minority=minority)
         assert table.columns == ["20-0.2 sr 0.2"]
         cells = {row.name: row.cells["20-0.2 sr 0.2"].summary.text() for row in table.rows}
         assert {name: page[name][column] for name in CONFIGS} == cells, (metric, minority)
@@ -113,8 +114,8 @@ def test_every_paired_difference_on_the_page_is_what_get_results_makes_of_the_co
                           ("A_W_S", "Baseline")}
     for column, (metric, minority) in enumerate(COLUMNS):
         for (row, reference), page_cells in steps.items():
-            table = reporting.build_table(str(EVIDENCE), "FashionMNIST", "resnet18", metric=metric,
-                                          minority=minority, versus=reference)
+            table = build_table(str(EVIDENCE), "FashionMNIST", "resnet18", metric=metric,
+                                minority=minority, versus=reference)
             cell = next(r for r in table.rows if r.name == row).cells["20-0.2 sr 0.2"]
             assert cell.versus.text() == page_cells[column], (row, reference, metric, minority)
 
@@ -143,23 +144,25 @@ def test_every_cell_of_the_readmes_digits_grid_is_what_get_results_makes_of_the_
     get-results.py --data docs/evidence --dataset DIGITS --table --metric valid --settings IR-NR
     prints them from the committed results files."""
     tables = readme_digits_tables()
-    assert (10, 0.1) in tables and all(set(rows) == set(DIGITS_CONFIGS) for rows in tables.values())
+    # the paper's 2 x 2 grid: balanced or imbalanced, clean or noisy
+    assert set(tables) == {(10, 0.1), (1, 0.1), (10, 0.0), (1, 0.0)}
+    assert all(set(rows) == set(DIGITS_CONFIGS) for rows in tables.values())
     for (imbalance, noise), rows in tables.items():
-        table = reporting.build_table(str(EVIDENCE), "DIGITS", "resnet18", metric="valid",
-                                      only_settings=[(imbalance, noise)])
+        table = build_table(str(EVIDENCE), "DIGITS", "resnet18", metric="valid",
+                            only_settings=[(imbalance, noise)])
         column = f"{imbalance}-{noise}"
         assert table.columns == [column]
         made = {}
         for row in table.rows:
             cell = row.cells[column]
             made[row.name] = [cell.summary_of(metric).text() for metric in ("best", "valid", "last")] + \
-                [reporting.MISSING if cell.versus is None else cell.versus.text()]
+                [statistics.MISSING if cell.versus is None else cell.versus.text()]
         assert made == rows, (imbalance, noise)
 
 
 def test_the_committed_digits_runs_are_finished_100_epoch_runs_of_one_clean_commit():
     files = sorted(EVIDENCE.glob("DIGITS/run*/results_*.json"))
-    assert len(files) >= 24
+    assert len(files) == 4 * 8 * 3  # four settings, eight configurations, three runs
     commits = set()
     for path in files:
         results = run_files.load_results(path)
@@ -180,8 +183,8 @@ def test_the_digits_steps_on_the_results_page_are_what_get_results_makes_of_the_
             steps[tuple(cells[0].split(" − "))] = cells[1]
     assert len(steps) >= 5
     for (row, reference), page_cell in steps.items():
-        table = reporting.build_table(str(EVIDENCE), "DIGITS", "resnet18", metric="valid",
-                                      versus=reference, only_settings=[(10, 0.1)])
+        table = build_table(str(EVIDENCE), "DIGITS", "resnet18", metric="valid",
+                            versus=reference, only_settings=[(10, 0.1)])
         cell = next(r for r in table.rows if r.name == row).cells["10-0.1"]
         assert cell.versus.text() == page_cell, (row, reference)
 

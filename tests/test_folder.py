@@ -18,7 +18,7 @@ from custom_cli.train import get_args
 from custom_datasets import folder as folder_dataset
 from custom_datasets.containers import DataUnavailable, FolderData, InMemoryData
 from custom_datasets.sources import load_data
-from custom_runs import run_files
+from custom_runs import identity, run_files
 from custom_runs.metrics import roc_auc
 from custom_reports.suspects import DEFAULT_RANK_BY, RANKINGS, rank_suspects
 
@@ -409,10 +409,9 @@ def test_suspects_name_the_last_checkpoint_when_its_tables_do_not_fit(tmp_path, 
     """The tables come from last_ whatever --checkpoint says: an error about them names
     last_, not the --checkpoint file."""
     from custom_common.settings import get_settings
-    from custom_reports import reporting
     from custom_reports.suspects import suspects_report
     settings = get_settings("DIGITS")
-    config = reporting.Configuration("resnet18", "NONE", "BOTH", "HES", 1, 1.0, 0.2)
+    config = identity.Configuration("resnet18", "NONE", "BOTH", "HES", 1, 1.0, 0.2)
     folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
     targets = load_data(settings, tmp_path).train_targets
     indices = torch.arange(len(targets))

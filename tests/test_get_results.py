@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_reports import reporting
-from custom_runs import run_files
+import custom_cli.results
+from custom_reports import configuration_report, run_reading, statistics, table_formats, tables
+from custom_runs import identity, run_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,8 +26,8 @@ BASELINE = dict(aug_model="NONE", los_model="NONE", hyper_opt="NONE")
 
 
 def configuration(model="wresnet28_10", ir=100, nr=0.1, sr=1.0, method=A_W_S, **ablation):
-    return reporting.Configuration(model, method["aug_model"], method["los_model"],
-                                   method["hyper_opt"], ir, sr, nr, **ablation)
+    return identity.Configuration(model, method["aug_model"], method["los_model"],
+                                  method["hyper_opt"], ir, sr, nr, **ablation)
 
 
 def write_run(root, dataset, folder, config, best_acc, final_acc=None, minority_acc=None,
@@ -111,7 +112,7 @@ def assert_one_line_error(done, *needles):
 
 # ----------------------------------------------------------------------------- one configuration
 # The command line is exercised once per mode and for every error path; the numbers
-# are pinned through custom_reports.reporting, which is all the script prints, because
+# are pinned through the custom_reports modules, whose output is all the script prints, because
 # each interpreter start (torch import) costs seconds on a 2-core machine.
 
 def test_cli_json_mean_and_sample_std_over_every_run_folder_match_numpy(tmp_path, run_script):
@@ -136,8 +137,8 @@ def test_json_carries_each_runs_minority_accuracy_and_error(tmp_path):
     config = configuration()
     for index, (acc, minority) in enumerate(((93.0, 81.5), (94.0, 84.25))):
         write_run(tmp_path, "SVHN", f"run{index}", config, acc, minority_acc=minority)
-    report = reporting.run_report(tmp_path, "SVHN", config, minority=True)
-    runs = json.loads(reporting.render_run_report(report, "json"))["runs"]
+    report = configuration_report.run_report(tmp_path, "SVHN", config, minority=True)
+    runs = json.loads(configuration_report.render_run_report(report, "json"))["runs"]
     assert [(run["minority_acc"], run["minority_error"]) for run in runs] == [(81.5, 18.5), (84.25, 15.75)]
 
 
@@ -157,17 +158,17 @@ def test_cli_text_report_shows_each_runs_best_checkpoint_and_accuracy(tmp_path):
 def test_single_run_reports_std_as_undefined(tmp_path):
     config = configuration()
     write_run(tmp_path, "SVHN", "run0", config, 91.0)
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert report.accuracy.mean == 91.0 and np.isnan(report.accuracy.std)
-    assert "std nan (undefined for a single run)" in reporting.render_run_report(report)
-    assert json.loads(reporting.render_run_report(report, "json"))["acc"]["std"] is None
+    assert "std nan (undefined for a single run)" in configuration_report.render_run_report(report)
+    assert json.loads(configuration_report.render_run_report(report, "json"))["acc"]["std"] is None
 
 
 def test_metric_last_reads_final_accuracy_and_shows_last_checkpoint(tmp_path):
     config = configuration()
     for index, (best, final) in enumerate([(95.0, 94.0), (96.0, 93.0)]):
         write_run(tmp_path, "SVHN", f"run{index}", config, best, final_acc=final)
-    report = reporting.run_report(tmp_path, "SVHN", config, metric="last")
+    report = configuration_report.run_report(tmp_path, "SVHN", config, metric="last")
     assert [run.acc for run in report.runs] == [94.0, 93.0]
     assert all(run.checkpoint.name.startswith("last_") for run in report.runs)
     assert report.accuracy.mean == pytest.approx(93.5)
@@ -177,7 +178,7 @@ def test_runs_flag_averages_the_first_n_runs(tmp_path):
     config = configuration()
     for index, acc in enumerate([90.0, 92.0, 99.0]):
         write_run(tmp_path, "SVHN", f"run{index}", config, acc)
-    report = reporting.run_report(tmp_path, "SVHN", config, required_runs=2)
+    report = configuration_report.run_report(tmp_path, "SVHN", config, required_runs=2)
     assert [run.run_folder for run in report.runs] == ["run0", "run1"]
     assert report.accuracy.mean == pytest.approx(91.0)
 
@@ -186,10 +187,10 @@ def test_unfinished_runs_are_listed_but_not_averaged(tmp_path):
     config = configuration()
     write_run(tmp_path, "SVHN", "run0", config, 90.0)
     write_run(tmp_path, "SVHN", "run1", config, 10.0, status="running", checkpoints=False)
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert [run.run_folder for run in report.runs] == ["run0"]
     assert report.accuracy.mean == 90.0
-    text = reporting.render_run_report(report)
+    text = configuration_report.render_run_report(report)
     assert "run1" in text and "not finished (epoch 2/4), not counted" in text and "runs: 1" in text
 
 
@@ -197,16 +198,16 @@ def test_paper_number_is_given_beside_the_single_configuration(tmp_path):
     config = configuration()
     for index, acc in enumerate([93.0, 94.0]):
         write_run(tmp_path, "SVHN", f"run{index}", config, acc)
-    report = reporting.run_report(tmp_path, "SVHN", config, with_paper=True)
+    report = configuration_report.run_report(tmp_path, "SVHN", config, with_paper=True)
     assert report.paper == (6.3, 0.57, "wresnet28_10")
-    assert "paper error:        mean 6.3 %  std 0.57" in reporting.render_run_report(report)
+    assert "paper error:        mean 6.3 %  std 0.57" in configuration_report.render_run_report(report)
 
 
 def test_minority_accuracy_is_added_per_run_and_averaged(tmp_path):
     config = configuration()
     for index, minority in enumerate([80.0, 84.0]):
         write_run(tmp_path, "SVHN", f"run{index}", config, 93.0, minority_acc=minority)
-    report = reporting.run_report(tmp_path, "SVHN", config, minority=True)
+    report = configuration_report.run_report(tmp_path, "SVHN", config, minority=True)
     assert [run.minority_acc for run in report.runs] == [80.0, 84.0]
     assert report.minority_error.mean == pytest.approx(18.0)
     assert report.minority_error.std == pytest.approx(np.std([20.0, 16.0], ddof=1))
@@ -217,11 +218,11 @@ def test_markdown_and_csv_list_an_unfinished_run_with_its_progress_and_no_number
     write_run(tmp_path, "SVHN", "run0", config, 90.0)
     running = write_run(tmp_path, "SVHN", "run1", config, 10.0, status="running", checkpoints=False)
     results_file = str(run_files.results_path(running, config.name))
-    report = reporting.run_report(tmp_path, "SVHN", config)
-    markdown = reporting.render_run_report(report, "markdown").splitlines()
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
+    markdown = configuration_report.render_run_report(report, "markdown").splitlines()
     assert f"| run1 | not finished | epoch 2/4 | {results_file} |  |  |" in markdown
     assert "| n |  |  |  | 1 | 1 |" in markdown and "| mean |  |  |  | 90.00 | 10.00 |" in markdown
-    rows = list(csv.DictReader(io.StringIO(reporting.render_run_report(report, "csv"))))
+    rows = list(csv.DictReader(io.StringIO(configuration_report.render_run_report(report, "csv"))))
     assert [row["run"] for row in rows] == ["run0", "run1", "n", "mean", "std"]
     assert rows[1] == {"run": "run1", "status": "not finished", "progress": "epoch 2/4",
                        "file": results_file, "acc": "", "error": ""}
@@ -232,11 +233,11 @@ def test_markdown_and_csv_give_the_papers_error_as_rows(tmp_path):
     config = configuration()
     for index, acc in enumerate([93.0, 94.0]):
         write_run(tmp_path, "SVHN", f"run{index}", config, acc)
-    report = reporting.run_report(tmp_path, "SVHN", config, with_paper=True)
-    markdown = reporting.render_run_report(report, "markdown").splitlines()
+    report = configuration_report.run_report(tmp_path, "SVHN", config, with_paper=True)
+    markdown = configuration_report.render_run_report(report, "markdown").splitlines()
     assert "| paper mean |  |  |  |  | 6.3 |" in markdown
     assert "| paper std |  |  |  |  | 0.57 |" in markdown
-    csv_text = reporting.render_run_report(report, "csv")
+    csv_text = configuration_report.render_run_report(report, "csv")
     rows = {row["run"]: row for row in csv.DictReader(io.StringIO(csv_text))}
     assert (rows["paper mean"]["error"], rows["paper std"]["error"]) == ("6.3", "0.57")
     assert rows["paper mean"]["acc"] == "" and rows["mean"]["error"] == "6.50"
@@ -246,17 +247,17 @@ def test_markdown_and_csv_give_the_papers_error_as_rows(tmp_path):
 def test_paper_number_for_another_network_says_which_network_the_paper_used(tmp_path):
     config = configuration(model="wresnet28_2")
     write_run(tmp_path, "SVHN", "run0", config, 93.0)
-    report = reporting.run_report(tmp_path, "SVHN", config, with_paper=True)
+    report = configuration_report.run_report(tmp_path, "SVHN", config, with_paper=True)
     assert report.paper == (6.3, 0.57, "wresnet28_10")
-    assert "note: paper numbers are for wresnet28_10" in reporting.render_run_report(report, "markdown")
+    assert "note: paper numbers are for wresnet28_10" in configuration_report.render_run_report(report, "markdown")
 
 
 def test_markdown_minority_error_is_100_minus_the_minority_accuracy(tmp_path):
     config = configuration()
     for index, minority in enumerate([80.0, 84.5]):
         write_run(tmp_path, "SVHN", f"run{index}", config, 93.0, minority_acc=minority)
-    report = reporting.run_report(tmp_path, "SVHN", config, minority=True)
-    lines = reporting.render_run_report(report, "markdown").splitlines()
+    report = configuration_report.run_report(tmp_path, "SVHN", config, minority=True)
+    lines = configuration_report.render_run_report(report, "markdown").splitlines()
     assert "| run | status | progress | file | acc | error | minority acc | minority error |" in lines
     assert next(line for line in lines if line.startswith("| run0 |")).endswith(
         " | 93.00 | 7.00 | 80.00 | 20.00 |")
@@ -290,7 +291,7 @@ def test_checkpoint_accuracy_that_disagrees_with_the_results_file_is_noted(tmp_p
     config = configuration()
     run = write_run(tmp_path, "SVHN", "run0", config, 90.0)
     run_files.save_torch({"acc": 80.0, "epoch": 1}, run_files.best_checkpoint_path(run, config.name))
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert report.accuracy.mean == 90.0
     assert any("stores best accuracy 80.0000" in note for note in report.notes)
 
@@ -347,15 +348,15 @@ def test_resume_command_for_a_broken_results_file_repeats_the_options_of_the_las
                          run_files.last_checkpoint_path(run, config.name))
     run_files.results_path(run, config.name).write_text("{bad\n")
     with pytest.raises(run_files.UnreadableFile) as error:
-        reporting.run_report(root, "SVHN", config)
+        configuration_report.run_report(root, "SVHN", config)
     message = str(error.value)
     assert what in message and "--force" not in message
     command = shlex.split(message.split(": python ", 1)[1])
     assert command[:5] == ["implicit-augment.py", "--data", str(root), "-r", "run1"]
     assert command[-1] == "--resume"
     resumed = vars(implicit_augment_args(command[1:]))
-    assert {key: resumed[key] for key in reporting.resume_options()} == \
-        {key: trained[key] for key in reporting.resume_options()}
+    assert {key: resumed[key] for key in run_reading.resume_options()} == \
+        {key: trained[key] for key in run_reading.resume_options()}
     assert (resumed["epochs"], resumed["lr"], resumed["lr_decay_epochs"]) == (15, 0.02, [5, 10])
 
 
@@ -363,8 +364,8 @@ def test_train_command_for_a_data_path_with_a_space_gives_implicit_augment_that_
         implicit_augment_args, tmp_path):
     config = configuration(overfit=True)
     root = tmp_path / "sp ace"
-    with pytest.raises(reporting.ReportError) as error:
-        reporting.run_report(root, "SVHN", config)
+    with pytest.raises(run_reading.ReportError) as error:
+        configuration_report.run_report(root, "SVHN", config)
     command = shlex.split(str(error.value).split("train one with: python ", 1)[1])
     trained = implicit_augment_args(command[1:])
     assert (trained.data, trained.dataset, trained.run_folder) == (str(root), "SVHN", "run0")
@@ -375,7 +376,7 @@ def test_commands_quote_only_the_arguments_that_need_it():
     assert configuration(model="resnet18").train_command("./local_data", "DIGITS", "run0") == (
         "python implicit-augment.py --data ./local_data --dataset DIGITS -r run0 -ir 100 -sr 1.0 "
         "-nr 0.1 --aug-model SEP --los-model BOTH --hyper-opt HES --model resnet18")
-    assert reporting.command_line("implicit-augment.py", ["--data", "/tmp/it's here"]) == \
+    assert identity.command_line("implicit-augment.py", ["--data", "/tmp/it's here"]) == \
         "python implicit-augment.py --data '/tmp/it'\"'\"'s here'"
 
 
@@ -388,7 +389,7 @@ def test_cli_out_of_range_noise_ratio_is_a_one_line_usage_error(tmp_path):
 
 
 def test_distortion_ranges_are_those_of_implicit_augment(capsys):
-    get_args = runpy.run_path(str(SCRIPT))["get_args"]
+    get_args = custom_cli.results.get_args
     for flags, message in ((["-ir", "0"], "-ir must be an integer >= 1, got 0"),
                            (["-sr", "0"], "-sr must be in (0, 1], got 0.0"),
                            (["-sr", "1.5"], "-sr must be in (0, 1], got 1.5"),
@@ -422,23 +423,23 @@ def test_results_file_whose_config_disagrees_with_its_name_is_rejected(tmp_path)
     run = write_run(tmp_path, "SVHN", "run0", other, 90.0)
     moved = run_files.results_path(run, real.name)
     run_files.results_path(run, other.name).rename(moved)
-    with pytest.raises(reporting.ReportError, match=f"1 unreadable.*{moved}.*move it out"):
-        reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    with pytest.raises(run_reading.ReportError, match=f"1 unreadable.*{moved}.*move it out"):
+        tables.build_table(tmp_path, "SVHN", "wresnet28_10")
 
 
 def test_table_without_any_results_is_an_error(tmp_path):
     (tmp_path / "SVHN" / "run0").mkdir(parents=True)
-    with pytest.raises(reporting.ReportError, match="no results files"):
-        reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    with pytest.raises(run_reading.ReportError, match="no results files"):
+        tables.build_table(tmp_path, "SVHN", "wresnet28_10")
 
 
 def test_cli_paper_table_without_any_run_is_the_papers_table_alone(tmp_path):
     done = get_results(tmp_path, "--dataset", "SVHN", "--table", "--paper", "--format", "json")
     assert done.returncode == 0, done.stderr
     table = json.loads(done.stdout)
-    paper = reporting.load_paper_results()["SVHN"]
+    paper = identity.load_paper_results()["SVHN"]
     assert table["columns"] == sorted(paper["columns"], key=lambda c: (float(c.split("-")[1]), int(c.split("-")[0])))
-    assert [row["name"] for row in table["rows"]] == [name for name in reporting.paper_methods() if name in paper]
+    assert [row["name"] for row in table["rows"]] == [name for name in identity.paper_methods() if name in paper]
     baseline = table["rows"][0]["cells"]
     assert [baseline[column]["paper_mean"] for column in paper["columns"]] == [m for m, _ in paper["Baseline"]]
     assert all(cell["n"] == 0 for row in table["rows"] for cell in row["cells"].values())
@@ -463,7 +464,7 @@ def write_table_runs(root):
 
 
 def svhn_table(root, fmt, **options):
-    return reporting.render_table(reporting.build_table(root, "SVHN", "wresnet28_10", **options), fmt)
+    return table_formats.render_table(tables.build_table(root, "SVHN", "wresnet28_10", **options), fmt)
 
 
 def test_cli_table_skips_an_unreadable_results_file_and_says_how_to_rebuild_it(tmp_path):
@@ -565,14 +566,14 @@ def test_cli_table_with_paper_puts_the_papers_error_beside_ours(tmp_path):
 def test_table_for_a_dataset_without_paper_numbers_says_so(tmp_path):
     write_run(tmp_path, "DIGITS", "run0", configuration(model="resnet18", ir=1, nr=0.0), 95.0,
               checkpoints=False)
-    text = reporting.render_table(reporting.build_table(tmp_path, "DIGITS", "resnet18", with_paper=True))
+    text = table_formats.render_table(tables.build_table(tmp_path, "DIGITS", "resnet18", with_paper=True))
     assert "note: the paper reports no numbers for DIGITS" in text
     assert "A_W_S" in text and "5.00 (1)" in text and "nan" not in text
 
 
 def test_minority_table_uses_the_minority_error(tmp_path):
     errors = write_table_runs(tmp_path)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", minority=True)
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10", minority=True)
     assert table.quantity == "minority error"
     baseline = next(row for row in table.rows if row.name == "Baseline")
     assert baseline.cells["100-0.1"].summary.mean == pytest.approx(
@@ -585,7 +586,7 @@ def test_minority_table_uses_the_minority_error(tmp_path):
 def test_table_metric_last_uses_final_accuracy(tmp_path):
     write_run(tmp_path, "SVHN", "run0", configuration(method=BASELINE), 95.0, final_acc=90.0,
               checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", metric="last")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10", metric="last")
     assert table.rows[0].cells["100-0.1"].summary.mean == pytest.approx(10.0)
 
 
@@ -593,19 +594,19 @@ def test_other_networks_and_ablations_get_their_own_rows(tmp_path):
     write_run(tmp_path, "SVHN", "run0", configuration(), 94.0, checkpoints=False)
     write_run(tmp_path, "SVHN", "run0", configuration(model="wresnet28_2"), 92.0, checkpoints=False)
     write_run(tmp_path, "SVHN", "run0", configuration(overfit=True), 96.0, checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10")
     assert [row.name for row in table.rows] == [
         "A_W_S", "A_W_S [wresnet28_2]", "A_W_S [overfit_wresnet28_10]"]
-    only = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", model="wresnet28_2")
+    only = tables.build_table(tmp_path, "SVHN", "wresnet28_10", model="wresnet28_2")
     assert [row.name for row in only.rows] == ["A_W_S [wresnet28_2]"]
 
 
 def test_summarize_uses_the_sample_standard_deviation():
     values = [1.0, 2.0, 4.0]
-    summary = reporting.summarize(values)
+    summary = statistics.summarize(values)
     assert (summary.n, summary.mean) == (3, pytest.approx(7 / 3))
     assert summary.std == pytest.approx(np.std(values, ddof=1))
-    assert np.isnan(reporting.summarize([5.0]).std)
+    assert np.isnan(statistics.summarize([5.0]).std)
 
 
 # ----------------------------------------------------------------------------- selection, pairs
@@ -650,7 +651,7 @@ def test_table_shows_test_selected_valid_selected_and_last_errors_of_each_run(tm
 def test_table_minority_applies_to_all_three_selections(tmp_path):
     write_run(tmp_path, "SVHN", "run0", configuration(), 90.0, minority_acc=80.0, valid_acc=89.0,
               checkpoints=False)
-    cell = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", minority=True).rows[0].cells["100-0.1"]
+    cell = tables.build_table(tmp_path, "SVHN", "wresnet28_10", minority=True).rows[0].cells["100-0.1"]
     # write_run: best 80, best_valid 80 - 0.5, final 80 - 1 on the minority classes
     assert [cell.selections[metric] for metric in ("best", "valid", "last")] == [[20.0], [20.5], [21.0]]
 
@@ -679,13 +680,13 @@ def test_paired_difference_of_1_2_3_points_is_2_with_the_t_interval_over_three_r
 
 def test_metric_valid_compares_the_validation_selected_errors(tmp_path):
     write_paired_runs(tmp_path)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", metric="valid")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10", metric="valid")
     paired = next(row for row in table.rows if row.name == "A_W_S").cells["100-0.1"].versus
     assert paired.differences == pytest.approx([-2.0, -3.0, -4.0])
     half = T_975_2 / np.sqrt(3)
     assert paired.interval == (pytest.approx(-3.0 - half), pytest.approx(-3.0 + half))
     assert (paired.wins, paired.verdict) == (3, "better")
-    assert "-3.00 [-5.48, -0.52] 3/3" in reporting.render_table(table)
+    assert "-3.00 [-5.48, -0.52] 3/3" in table_formats.render_table(table)
 
 
 def test_pairs_are_the_run_folders_finished_in_both_rows(tmp_path):
@@ -695,7 +696,7 @@ def test_pairs_are_the_run_folders_finished_in_both_rows(tmp_path):
     for index, acc in ((1, 89.0), (2, 87.0), (3, 80.0)):
         write_run(tmp_path, "SVHN", f"run{index}", configuration(), acc, valid_acc=acc, checkpoints=False)
     write_run(tmp_path, "SVHN", "run0", configuration(), 10.0, status="running", checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10")
     paired = next(row for row in table.rows if row.name == "A_W_S").cells["100-0.1"].versus
     assert paired.runs == ["run1", "run2"] and paired.differences == pytest.approx([1.0, 3.0])
 
@@ -715,8 +716,8 @@ def test_a_single_pair_has_no_interval_and_prints_no_nan(tmp_path):
 
 def test_verdict_is_better_or_worse_only_where_the_interval_excludes_zero():
     def verdict(differences):
-        return reporting.PairedDifference("Baseline", [f"run{i}" for i in range(len(differences))],
-                                          differences).verdict
+        return statistics.PairedDifference("Baseline", [f"run{i}" for i in range(len(differences))],
+                                           differences).verdict
     assert verdict([-2.0, -3.0, -4.0]) == "better"  # -3 ± 2.48
     assert verdict([1.0, 2.0, 3.0]) == "comparable"  # 2 ± 2.48 reaches below zero
     assert verdict([2.0, 2.5, 3.0]) == "worse"
@@ -729,7 +730,7 @@ def test_versus_compares_with_another_row_and_an_unknown_row_is_a_one_line_error
     for index in range(3):
         write_run(tmp_path, "SVHN", f"run{index}", configuration(method=a_w), 88.0, valid_acc=88.0,
                   checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", versus="A_W")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10", versus="A_W")
     rows = {row.name: row for row in table.rows}
     assert table.versus == "A_W" and rows["A_W"].cells["100-0.1"].versus is None
     assert rows["A_W_S"].cells["100-0.1"].versus.differences == pytest.approx([-1.0, -1.0, -1.0])
@@ -745,7 +746,7 @@ def test_another_networks_rows_are_compared_with_that_networks_baseline(tmp_path
         write_run(tmp_path, "SVHN", f"run{index}", configuration(model=small, method=BASELINE), 80.0,
                   checkpoints=False)
         write_run(tmp_path, "SVHN", f"run{index}", configuration(model=small), 85.0, checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10")
     paired = next(row for row in table.rows if row.name == f"A_W_S [{small}]").cells["100-0.1"].versus
     assert paired.against == f"Baseline [{small}]" and paired.differences == pytest.approx([-5.0, -5.0])
 
@@ -754,16 +755,16 @@ def test_results_files_from_before_validation_selection_show_a_dash_and_a_note(t
     write_paired_runs(tmp_path)
     write_run(tmp_path, "SVHN", "run3", configuration(), 89.0, checkpoints=False)  # format 1
     write_run(tmp_path, "SVHN", "run0", configuration(ir=1, nr=0.0), 95.0, checkpoints=False)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10")
     cells = {row.name: row.cells for row in table.rows}["A_W_S"]
     assert cells["100-0.1"].summary.n == 4 and cells["100-0.1"].summary_of("valid").n == 3
-    text = reporting.render_table(table)
+    text = table_formats.render_table(table)
     row = next(line for line in text.splitlines() if line.startswith("A_W_S "))
-    assert text_cells(row)[1:4] == ["5.00 (1)", reporting.MISSING, "5.50 (1)"]
+    assert text_cells(row)[1:4] == ["5.00 (1)", statistics.MISSING, "5.50 (1)"]
     assert ("note: 2 results files written before validation selection have no valid-selected "
             "number") in text
     assert "Traceback" not in text and "nan" not in text
-    chosen = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", metric="valid")
+    chosen = tables.build_table(tmp_path, "SVHN", "wresnet28_10", metric="valid")
     assert {row.name: row.cells for row in chosen.rows}["A_W_S"]["100-0.1"].summary.n == 3
     assert ("2 results files written before validation selection (no best_valid) are not counted; "
             "--metric best counts them") in chosen.notes
@@ -773,12 +774,12 @@ def test_metric_valid_reads_best_valid_and_names_the_bestvalid_checkpoint(tmp_pa
     config = configuration()
     runs = [write_run(tmp_path, "SVHN", f"run{index}", config, 95.0, valid_acc=acc)
             for index, acc in enumerate((93.0, 94.0))]
-    report = reporting.run_report(tmp_path, "SVHN", config, metric="valid")
+    report = configuration_report.run_report(tmp_path, "SVHN", config, metric="valid")
     assert [run.acc for run in report.runs] == [93.0, 94.0]
     assert [run.checkpoint for run in report.runs] == [
         run_files.best_valid_checkpoint_path(run, config.name) for run in runs]
     assert not report.notes  # the bestvalid_ checkpoints store the test accuracy of their epoch
-    assert "valid-sel.: best_valid.acc" in reporting.render_run_report(report)
+    assert "valid-sel.: best_valid.acc" in configuration_report.render_run_report(report)
 
 
 def test_metric_valid_of_runs_from_before_validation_selection_is_a_one_line_error(tmp_path):
@@ -787,7 +788,7 @@ def test_metric_valid_of_runs_from_before_validation_selection_is_a_one_line_err
     done = get_results(tmp_path, *config_flags(config), "--metric", "valid")
     assert_one_line_error(done, "has a validation-selected number", "use --metric best or last")
     write_run(tmp_path, "SVHN", "run1", config, 94.0, valid_acc=93.0)
-    report = reporting.run_report(tmp_path, "SVHN", config, metric="valid")
+    report = configuration_report.run_report(tmp_path, "SVHN", config, metric="valid")
     assert [run.run_folder for run in report.runs] == ["run1"]
     assert report.notes == ["run0: written before validation selection (no best_valid), not counted; "
                             "--metric best reads them"]
@@ -816,10 +817,10 @@ def test_table_of_one_commit_or_of_files_without_one_has_no_code_note(tmp_path):
                   versions={"commit": "c" * 40, "uncommitted_changes": False})
     write_table_runs(tmp_path / "older")  # results files written before the commit was recorded
     for root in (tmp_path, tmp_path / "older"):
-        notes = reporting.build_table(root, "SVHN", "wresnet28_10").notes
+        notes = tables.build_table(root, "SVHN", "wresnet28_10").notes
         assert not [note for note in notes if "different code" in note]
     write_run(tmp_path, "SVHN", "run2", configuration(), 92.0, checkpoints=False)
-    [note] = [note for note in reporting.build_table(tmp_path, "SVHN", "wresnet28_10").notes
+    [note] = [note for note in tables.build_table(tmp_path, "SVHN", "wresnet28_10").notes
               if "different code" in note]
     assert f"{'c' * 12} (2 runs), no recorded commit (1 run)" in note
 
@@ -834,9 +835,8 @@ def test_table_of_one_commit_or_of_files_without_one_has_no_code_note(tmp_path):
     (["--suspects", "5"], "--suspects needs a run that learned loss weights or soft labels"),
 ])
 def test_usage_errors_exit_2_as_argparse_does(tmp_path, capsys, argv, needle):
-    namespace = runpy.run_path(str(SCRIPT), run_name="get_results_usage")
     with pytest.raises(SystemExit) as exited:
-        namespace["get_args"](["--data", str(tmp_path), "--dataset", "DIGITS", *argv])
+        custom_cli.results.get_args(["--data", str(tmp_path), "--dataset", "DIGITS", *argv])
     assert exited.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert ": error: " in line and needle in line  # (prog is pytest's name in-process)

@@ -1,7 +1,6 @@
 """bench/label_errors.py without training: its metrics against hand counts and sklearn,
 the paired bootstrap and t intervals, the scores it derives, the stratified folds, the plan
 of runs per seed, the checkpoints it reads, the tables, and the one-line errors."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,24 +9,23 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "label_errors.py"
+from bench import label_errors, label_errors_arms
+from bench.label_errors import flag_label_issues, parse_args, score_level
+from bench.label_errors_arms import export_dir, fold_dir, make_fold_folders, plan, run_paths
+from bench.label_errors_report import markdown_table
+from bench.label_errors_scores import (auroc, normalised_margin, paired_bootstrap,
+                                       per_class_normalised, ranking_metrics, reading,
+                                       self_confidence, set_metrics, stratified_folds, summarise,
+                                       t_interval)
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("label_errors_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_ranking_metrics_count_the_top_k_and_match_sklearn(bench):
+def test_ranking_metrics_count_the_top_k_and_match_sklearn():
     from sklearn.metrics import roc_auc_score
     # 10 labels, 3 flipped (positions 1, 4, 8); suspicion ranks 1, 8, 0, 4, ... (highest first)
     suspicion = np.array([0.7, 0.9, 0.1, 0.2, 0.6, 0.3, 0.0, 0.4, 0.8, 0.5])
     flipped = np.zeros(10, dtype=bool)
     flipped[[1, 4, 8]] = True
-    m = bench.ranking_metrics(suspicion, flipped, ks=(2, 4))
+    m = ranking_metrics(suspicion, flipped, ks=(2, 4))
     assert m["flipped"] == 3
     assert (m["precision@n"], m["recall@n"]) == pytest.approx((2 / 3, 2 / 3))  # top 3: 1, 8, 0
     assert (m["precision@2"], m["recall@2"]) == pytest.approx((1.0, 2 / 3))
@@ -37,100 +35,100 @@ def test_ranking_metrics_count_the_top_k_and_match_sklearn(bench):
     assert m["auroc"] == pytest.approx(roc_auc_score(flipped, suspicion))
 
 
-def test_ranking_metrics_break_ties_by_index_and_cap_k(bench):
-    m = bench.ranking_metrics(np.zeros(4), np.array([False, False, True, True]), ks=(2, 10))
+def test_ranking_metrics_break_ties_by_index_and_cap_k():
+    m = ranking_metrics(np.zeros(4), np.array([False, False, True, True]), ks=(2, 10))
     assert m["precision@2"] == 0.0 and m["recall@2"] == 0.0  # ties: positions 0, 1 first
     assert m["precision@10"] == 0.5 and m["recall@10"] == 1.0  # K capped at the 4 labels
     assert m["auroc"] == 0.5
-    assert bench.ranking_metrics(np.arange(3.0), np.zeros(3, dtype=bool))["auroc"] is None
+    assert ranking_metrics(np.arange(3.0), np.zeros(3, dtype=bool))["auroc"] is None
 
 
-def test_set_metrics_of_a_flagged_set(bench):
+def test_set_metrics_of_a_flagged_set():
     flagged = np.array([True, True, False, True, False])
     flipped = np.array([True, False, False, True, True])
-    assert bench.set_metrics(flagged, flipped) == pytest.approx(
+    assert set_metrics(flagged, flipped) == pytest.approx(
         {"flagged": 3, "precision": 2 / 3, "recall": 2 / 3})
 
 
-def test_scores_self_confidence_margin_and_per_class_trust(bench):
+def test_scores_self_confidence_margin_and_per_class_trust():
     probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4]])
     given = np.array([0, 0, 2])
-    assert bench.self_confidence(probabilities, given).tolist() == pytest.approx([0.6, 0.2, 0.4])
-    assert bench.normalised_margin(probabilities, given).tolist() == pytest.approx([0.3, -0.5, -0.1])
+    assert self_confidence(probabilities, given).tolist() == pytest.approx([0.6, 0.2, 0.4])
+    assert normalised_margin(probabilities, given).tolist() == pytest.approx([0.3, -0.5, -0.1])
     trust = np.array([2.0, 4.0, 6.0, 1.0, 3.0])
     labels = np.array([0, 0, 0, 1, 1])  # medians 4 and 2
-    assert bench.per_class_normalised(trust, labels).tolist() == pytest.approx([0.5, 1.0, 1.5, 0.5, 1.5])
+    assert per_class_normalised(trust, labels).tolist() == pytest.approx([0.5, 1.0, 1.5, 0.5, 1.5])
 
 
-def test_stratified_folds_deal_every_label_evenly(bench):
+def test_stratified_folds_deal_every_label_evenly():
     labels = np.repeat(np.arange(3), [8, 9, 11])
-    fold = bench.stratified_folds(labels, 4, seed=0)
+    fold = stratified_folds(labels, 4, seed=0)
     assert sorted(np.bincount(fold).tolist()) == [7, 7, 7, 7]
     for label in range(3):  # every class spread over the folds, at most one apart
         counts = np.bincount(fold[labels == label], minlength=4)
         assert counts.max() - counts.min() <= 1
-    assert np.array_equal(fold, bench.stratified_folds(labels, 4, seed=0))
-    assert not np.array_equal(fold, bench.stratified_folds(labels, 4, seed=1))
+    assert np.array_equal(fold, stratified_folds(labels, 4, seed=0))
+    assert not np.array_equal(fold, stratified_folds(labels, 4, seed=1))
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--epochs", "0"], "--epochs must be >= 1"),
     (["--folds", "1"], "--folds must be 0 or >= 2"),
     (["--noise", "0.2", "1.0"], "--noise levels must be in (0, 1)")])
-def test_bad_options_stop_in_one_line(bench, capsys, tmp_path, argv, message):
+def test_bad_options_stop_in_one_line(capsys, tmp_path, argv, message):
     with pytest.raises(SystemExit) as stop:
-        bench.parse_args(["--out", str(tmp_path / "out")] + argv)
+        parse_args(["--out", str(tmp_path / "out")] + argv)
     assert stop.value.code == 2
     assert capsys.readouterr().err == f"label_errors.py: error: {message}\n"
     assert not (tmp_path / "out").exists()
 
 
-def test_auroc_is_sklearns_with_ties_and_none_without_both_groups(bench):
+def test_auroc_is_sklearns_with_ties_and_none_without_both_groups():
     from sklearn.metrics import roc_auc_score
     suspicion = np.array([0.3, 0.3, 0.9, 0.1, 0.3, 0.5])
     flipped = np.array([True, False, True, False, False, True])
-    assert bench.auroc(suspicion, flipped) == pytest.approx(roc_auc_score(flipped, suspicion))
-    assert bench.auroc(suspicion, flipped) == pytest.approx(8 / 9)  # 9 pairs; the two 0.3-0.3 pairs count half
-    assert bench.auroc(suspicion, np.zeros(6, dtype=bool)) is None
+    assert auroc(suspicion, flipped) == pytest.approx(roc_auc_score(flipped, suspicion))
+    assert auroc(suspicion, flipped) == pytest.approx(8 / 9)  # 9 pairs; the two 0.3-0.3 pairs count half
+    assert auroc(suspicion, np.zeros(6, dtype=bool)) is None
 
 
-def test_paired_bootstrap_of_one_ranking_against_itself_is_zero(bench):
+def test_paired_bootstrap_of_one_ranking_against_itself_is_zero():
     rng = np.random.default_rng(3)
     suspicion, flipped = rng.random(60), rng.random(60) < 0.3
     for metric in ("auroc", "precision@n"):
-        result = bench.paired_bootstrap(suspicion, suspicion.copy(), flipped, metric, resamples=200)
+        result = paired_bootstrap(suspicion, suspicion.copy(), flipped, metric, resamples=200)
         assert (result["difference"], result["low"], result["high"]) == (0.0, 0.0, 0.0)
 
 
-def test_paired_bootstrap_of_a_perfect_ranking_against_its_reverse(bench):
+def test_paired_bootstrap_of_a_perfect_ranking_against_its_reverse():
     flipped = np.array([True] * 4 + [False] * 16)
     perfect = np.linspace(1.0, 0.0, 20)  # the 4 flipped first
-    result = bench.paired_bootstrap(perfect, -perfect, flipped, "auroc", resamples=300)
+    result = paired_bootstrap(perfect, -perfect, flipped, "auroc", resamples=300)
     assert (result["difference"], result["low"], result["high"]) == (1.0, 1.0, 1.0)
     # a ranking that puts one flipped label last: P@flipped 3/4 against 1, in every draw <= 0
     one_missed = perfect.copy()
     one_missed[0] = -1.0
-    result = bench.paired_bootstrap(one_missed, perfect, flipped, "precision@n", resamples=300, seed=5)
+    result = paired_bootstrap(one_missed, perfect, flipped, "precision@n", resamples=300, seed=5)
     assert result["difference"] == pytest.approx(-0.25)
     assert result["low"] < -0.1 and result["high"] == 0.0  # draws without image 0 tie
-    assert result == bench.paired_bootstrap(one_missed, perfect, flipped, "precision@n",
-                                            resamples=300, seed=5)  # seeded: the same interval
+    assert result == paired_bootstrap(one_missed, perfect, flipped, "precision@n",
+                                      resamples=300, seed=5)  # seeded: the same interval
 
 
-def test_t_interval_of_known_values(bench):
-    result = bench.t_interval([1.0, 2.0, 3.0])
+def test_t_interval_of_known_values():
+    result = t_interval([1.0, 2.0, 3.0])
     half = 4.302652729911275 / np.sqrt(3)  # t(0.975, 2 degrees of freedom) * sd 1 / sqrt(3)
     assert (result["n"], result["mean"], result["sd"]) == (3, 2.0, 1.0)
     assert (result["low"], result["high"]) == pytest.approx((2.0 - half, 2.0 + half))
-    assert bench.t_interval([0.25] * 5)["low"] == bench.t_interval([0.25] * 5)["high"] == 0.25
-    assert bench.t_interval([0.4]) == {"n": 1, "mean": 0.4, "sd": None, "low": None, "high": None}
+    assert t_interval([0.25] * 5)["low"] == t_interval([0.25] * 5)["high"] == 0.25
+    assert t_interval([0.4]) == {"n": 1, "mean": 0.4, "sd": None, "low": None, "high": None}
 
 
-def test_reading_says_better_only_where_the_interval_excludes_zero(bench):
-    assert bench.reading({"low": 0.001, "high": 0.02}) == "better"
-    assert bench.reading({"low": -0.03, "high": -0.002}) == "worse"
-    assert bench.reading({"low": -0.01, "high": 0.04}) == "comparable"
-    assert bench.reading({"low": None, "high": None}) is None
+def test_reading_says_better_only_where_the_interval_excludes_zero():
+    assert reading({"low": 0.001, "high": 0.02}) == "better"
+    assert reading({"low": -0.03, "high": -0.002}) == "worse"
+    assert reading({"low": -0.01, "high": 0.04}) == "comparable"
+    assert reading({"low": None, "high": None}) is None
 
 
 def plan_args(tmp_path, **overrides):
@@ -141,8 +139,8 @@ def plan_args(tmp_path, **overrides):
     return SimpleNamespace(**values)
 
 
-def test_plan_gives_each_seed_its_export_run_folder_and_folds(bench, tmp_path):
-    jobs = bench.plan(plan_args(tmp_path, full_runs=["BOTH"]))
+def test_plan_gives_each_seed_its_export_run_folder_and_folds(tmp_path):
+    jobs = plan(plan_args(tmp_path, full_runs=["BOTH"]))
     assert [job.key for job in jobs] == [
         f"seed{seed}/nr{noise}/{name}" for noise in ("0.2", "0.4") for seed in (1, 3)
         for name in ("BOTH", "fold0", "fold1")]
@@ -155,16 +153,16 @@ def test_plan_gives_each_seed_its_export_run_folder_and_folds(bench, tmp_path):
     assert fold1.prepare() is False and not (tmp_path / "folds").exists()
 
 
-def test_plan_trains_the_chosen_full_runs_in_order(bench, tmp_path):
-    jobs = bench.plan(plan_args(tmp_path, noise=[0.2], seeds=[2]))
+def test_plan_trains_the_chosen_full_runs_in_order(tmp_path):
+    jobs = plan(plan_args(tmp_path, noise=[0.2], seeds=[2]))
     assert [job.key.split("/")[-1] for job in jobs] == ["BOTH", "Baseline", "fold0", "fold1", "WGHT"]
-    assert [job.key.split("/")[-1] for job in bench.plan(plan_args(tmp_path, noise=[0.2], seeds=[2],
-                                                                   folds=0, full_runs=["WGHT"]))] == ["WGHT"]
+    assert [job.key.split("/")[-1] for job in plan(plan_args(tmp_path, noise=[0.2], seeds=[2],
+                                                             folds=0, full_runs=["WGHT"]))] == ["WGHT"]
 
 
-def test_the_command_trains_in_the_seeds_run_folder(bench, tmp_path):
+def test_the_command_trains_in_the_seeds_run_folder(tmp_path):
     args = plan_args(tmp_path, seeds=[4], noise=[0.4], epochs=20, nice=10, no_cuda=True)
-    command = bench.command(args, bench.plan(args)[0])
+    command = label_errors_arms.command(args, plan(args)[0])
     assert command[command.index("-r") + 1] == "run4"
     assert command[command.index("-nr") + 1] == "0.4"
     assert command[command.index("--data-dir") + 1] == str(tmp_path / "fashionmnist_100_seed4")
@@ -185,13 +183,13 @@ def write_seed_export(root: Path) -> Path:
     return root
 
 
-def test_scoring_reads_the_bestvalid_and_last_checkpoints_never_best(bench, tmp_path, monkeypatch):
+def test_scoring_reads_the_bestvalid_and_last_checkpoints_never_best(tmp_path, monkeypatch):
     import torch
     from custom_datasets.folder import dataset_name
     from custom_runs import run_files
     args = plan_args(tmp_path, seeds=[1], noise=[0.2], folds=2, full_runs=["BOTH"], epochs=3,
                      resamples=50)
-    export = write_seed_export(bench.export_dir(args, 1))
+    export = write_seed_export(export_dir(args, 1))
     official_labels = np.repeat([0, 1], 6)  # the train block, sorted by class
     noisy = np.concatenate([official_labels, [0, 1]])
     noisy[[0, 7]] = [1, 0]  # two labels flipped
@@ -201,7 +199,7 @@ def test_scoring_reads_the_bestvalid_and_last_checkpoints_never_best(bench, tmp_
                          run_folder / run_files.split_file_name(1, 1.0, 0.2))
 
     def finish(data_dir, los_model, hyper_opt, noise, minutes):
-        folder, name, _ = bench.run_paths(args.runs_root, data_dir, "run1", los_model, hyper_opt, noise)
+        folder, name, _ = run_paths(args.runs_root, data_dir, "run1", los_model, hyper_opt, noise)
         folder.mkdir(parents=True, exist_ok=True)
         run_files.save_json({"status": "finished", "epochs": 3, "best": {"acc": 50.0},
                              "final": {"acc": 50.0}, "timings_s": {"total": 60.0 * minutes}},
@@ -211,11 +209,11 @@ def test_scoring_reads_the_bestvalid_and_last_checkpoints_never_best(bench, tmp_
                                                           "soft_logits": torch.zeros(14, 2)}},
                                  run_files.checkpoint_path(folder, name, kind))
 
-    jobs = {job.key: job for job in bench.plan(args)}
+    jobs = {job.key: job for job in plan(args)}
     finish(export, "BOTH", "HES", 0.2, minutes=2.0)
-    assert bench.make_fold_folders(args, 1, 0.2)
+    assert make_fold_folders(args, 1, 0.2)
     for k, minutes in enumerate((1.0, 1.5)):
-        finish(bench.fold_dir(args, 1, 0.2, k), "NONE", "NONE", 0.0, minutes)
+        finish(fold_dir(args, 1, 0.2, k), "NONE", "NONE", 0.0, minutes)
     read = []
 
     def stand_in_network(path, model, settings, images, device):
@@ -234,8 +232,8 @@ def test_scoring_reads_the_bestvalid_and_last_checkpoints_never_best(bench, tmp_
         probabilities[np.arange(len(given)), 1 - given] = 1 - confidence
         return probabilities
 
-    monkeypatch.setattr(bench, "network_probs", stand_in_network)
-    level = bench.score_level(args, 1, 0.2, jobs, "cpu")
+    monkeypatch.setattr(label_errors, "network_probs", stand_in_network)
+    level = score_level(args, 1, 0.2, jobs, "cpu")
     assert sorted(set(read)) == ["bestvalid", "last"]
     assert (level["train"], level["flipped"], level["missing_runs"]) == (12, 2, [])
     auroc = {m["name"]: m["metrics"]["auroc"] for m in level["methods"]}
@@ -249,7 +247,7 @@ def test_scoring_reads_the_bestvalid_and_last_checkpoints_never_best(bench, tmp_
     assert level["costs"]["folds"]["train_minutes"] == 2.5 and level["costs"]["folds"]["runs"] == 2
 
 
-def test_summary_over_seeds_and_its_tables(bench):
+def test_summary_over_seeds_and_its_tables():
     def level(seed, default_auroc, cleanlab_auroc, difference, both_minutes):
         def method(name, runs, value):
             return {"name": name, "runs": runs, "metrics": {
@@ -263,7 +261,7 @@ def test_summary_over_seeds_and_its_tables(bench):
                 "costs": {"BOTH": {"runs": 1, "train_minutes": both_minutes, "scoring_s": 1.0},
                           "folds": {"runs": 4, "train_minutes": 6.0, "scoring_s": 3.0}},
                 "find_label_issues": {"name": "default", "flagged": 300, "precision": 0.5, "recall": 0.8}}
-    summary = bench.summarise([level(1, 0.90, 0.88, 0.02, 2.0), level(2, 0.94, 0.90, 0.04, 4.0)])
+    summary = summarise([level(1, 0.90, 0.88, 0.02, 2.0), level(2, 0.94, 0.90, 0.04, 4.0)])
     entry = summary["20%"]
     assert (entry["seeds"], entry["flipped"]) == ([1, 2], [181, 182])
     default = entry["rankings"][0]
@@ -274,7 +272,7 @@ def test_summary_over_seeds_and_its_tables(bench):
     assert (paired["mean"], paired["low"], paired["high"]) == pytest.approx((0.03, 0.03 - half, 0.03 + half))
     assert paired["reading"] == "comparable" and [p["seed"] for p in paired["per_seed"]] == [1, 2]
     assert entry["costs"]["BOTH"]["train_minutes"] == 3.0
-    table = bench.markdown_table(summary, 4).splitlines()
+    table = markdown_table(summary, 4).splitlines()
     assert table[2] == ("| 20% | 2 | 181–182 / 1000 | self-confidence, BOTH network (valid) | 1 | "
                         "0.920 ± 0.028 | 0.920 ± 0.028 | 0.920 ± 0.028 | 0.920 ± 0.028 |")
     assert ("| 20% | valid | AUROC | 1: +0.020 [+0.010, +0.030]; 2: +0.040 [+0.030, +0.050] | +0.030 | "
@@ -285,7 +283,7 @@ def test_summary_over_seeds_and_its_tables(bench):
     json.dumps(summary)  # the JSON record holds the same entries
 
 
-def test_find_label_issues_flags_in_this_process_without_a_pool(bench, monkeypatch):
+def test_find_label_issues_flags_in_this_process_without_a_pool(monkeypatch):
     import multiprocessing
 
     def no_pool(*args, **kwargs):
@@ -294,5 +292,5 @@ def test_find_label_issues_flags_in_this_process_without_a_pool(bench, monkeypat
     given = np.repeat([0, 1], 10)
     probabilities = np.where(given[:, None] == np.arange(2), 0.95, 0.05)
     probabilities[[3, 14]] = probabilities[[3, 14], ::-1]  # the network is sure 3 and 14 are wrong
-    flagged = bench.flag_label_issues(given, probabilities)
+    flagged = flag_label_issues(given, probabilities)
     assert np.flatnonzero(flagged).tolist() == [3, 14]

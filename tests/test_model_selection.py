@@ -2,20 +2,19 @@
 import pytest
 
 from custom_common.settings import get_settings
-from custom_runs.run_state import RunState
+from custom_runs import run_state
 
 
 def selection(measurements):
     """best_valid after epochs of (valid acc, valid loss); the test accuracy is 10 x the epoch."""
-    state = RunState()
-    state.settings = get_settings("DIGITS")
-    state.start_state()
+    record = run_state.start_record(config={})
+    settings = get_settings("DIGITS")
     chosen = []
     for epoch, (acc, loss) in enumerate(measurements):
         test = {"acc": 10.0 * epoch, "loss": 1.0, "per_class_acc": [10.0 * epoch] * 10}
-        if state.update_best_valid(epoch, test, {"acc": acc, "loss": loss}):
+        if run_state.update_best_valid(record, settings, epoch, test, {"acc": acc, "loss": loss}):
             chosen.append(epoch)
-    return state.best_valid, chosen
+    return record.best_valid, chosen
 
 
 @pytest.mark.parametrize("measurements, epoch", [

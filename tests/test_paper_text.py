@@ -9,33 +9,38 @@ import json
 import math
 import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+import custom_cli.results
 from custom_common.settings import get_settings
 from custom_datasets.containers import InMemoryData
 from custom_models.schedule import hyper_learning_rate
 from custom_models.training import train_one_epoch
-from custom_runs import run_files
-from custom_runs.experiment import Experiment
+from custom_runs import identity, run_files
+from custom_runs.builders import build_parts
 from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import PAPER_TEXT_ITEMS, paper_text_items
+from custom_runs.set_up import plan_run, prepare_data
 from custom_transforms import affine
 from custom_transforms.base import EvalTransform
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = runpy.run_path(str(REPO / "implicit-augment.py"))
-GET_RESULTS = runpy.run_path(str(REPO / "get-results.py"))
 
 
 def experiment(tmp_path, *options, data=None, dataset="DIGITS"):
+    """A run's plan, prepared data and parts, flattened into one namespace."""
     args = CLI["get_args"](["--data", str(tmp_path), "--dataset", dataset, "--no-cuda", *options])
-    exp = Experiment(args, data)
-    exp.prepare_data()
-    exp.build_batches()
-    exp.build_models()
-    return exp
+    plan = plan_run(args)
+    prepared = prepare_data(plan, data)
+    parts = build_parts(plan, prepared)
+    return SimpleNamespace(settings=plan.settings, data=prepared.data, split=prepared.split,
+                           train_batches=parts.batches.train, hyper_batches=parts.batches.hyper,
+                           valid_batches=parts.batches.valid, network=parts.models.network,
+                           hyper=parts.models.hyper, optimizer=parts.models.optimizer)
 
 
 # ----------------------------------------------------------------------------- the option
@@ -230,11 +235,11 @@ def test_get_results_selects_and_labels_runs_by_their_paper_text_items(two_runs,
     common = ["--data", str(data), "--dataset", "DIGITS", "--aug-model", "SHA", "--hyper-opt", "HES",
               "--format", "json"]
     for extra, key in (([], "released"), (["--paper-text", "warmup"], "text")):
-        assert GET_RESULTS["main"](GET_RESULTS["get_args"](common + extra)) == 0
+        assert custom_cli.results.main(custom_cli.results.get_args(common + extra)) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["run_name"] == results[key]["run_name"]
         assert report["runs"][0]["acc"] == pytest.approx(results[key]["best"]["acc"])
-    assert GET_RESULTS["main"](GET_RESULTS["get_args"](
+    assert custom_cli.results.main(custom_cli.results.get_args(
         ["--data", str(data), "--dataset", "DIGITS", "--table", "--format", "csv"])) == 0
     rows = [line.split(",") for line in capsys.readouterr().out.splitlines()]
     assert [row[0] for row in rows[1:]] == ["A_SHA", "A_SHA (text: warmup)"]
@@ -244,7 +249,7 @@ def test_get_results_selects_and_labels_runs_by_their_paper_text_items(two_runs,
 
 
 def test_table_rows_of_every_text_item_are_labelled_text_all():
-    from custom_reports.reporting import _row_name
+    from custom_reports.tables import _row_name
     method = ("SEP", "BOTH", "HES")
     assert _row_name(method, "resnet18", "", "resnet18", PAPER_TEXT_ITEMS) == "A_W_S (text: all)"
     assert _row_name(method, "resnet18", "", "resnet18", ("geometry", "valid")) == \
@@ -254,7 +259,8 @@ def test_table_rows_of_every_text_item_are_labelled_text_all():
 
 def test_figures_of_text_runs_load_their_own_block_and_never_overwrite_the_released_ones(tmp_path):
     from custom_models.networks import build_network
-    from custom_reports import figures, reporting
+    from custom_reports import figures
+    from custom_runs.checkpoints import load_network
     settings = get_settings("CIFAR10")
     torch.manual_seed(0)
     encoder, decoder = build_network("wresnet10_1", settings, text_wide_block=True)
@@ -262,14 +268,14 @@ def test_figures_of_text_runs_load_their_own_block_and_never_overwrite_the_relea
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = encoder.eval()(images)
-        loaded = [figures.load_network(checkpoint, "wresnet10_1", settings, torch.device("cpu"),
-                                       tmp_path / "best.pt", text)[0](images) for text in (True, False)]
+        loaded = [load_network(checkpoint, "wresnet10_1", settings, torch.device("cpu"),
+                               tmp_path / "best.pt", text)[0](images) for text in (True, False)]
     assert torch.equal(loaded[0], expected)
     assert (loaded[1] - expected).abs().max() > 1e-3  # same weights, the released strides
     paths = []
     for paper_text in ((), ("wrn-block",)):
-        config = reporting.Configuration("wresnet10_1", "SEP", "BOTH", "HES", 10, 1.0, 0.1,
-                                         paper_text=paper_text)
+        config = identity.Configuration("wresnet10_1", "SEP", "BOTH", "HES", 10, 1.0, 0.1,
+                                        paper_text=paper_text)
         run = figures.RunFigures(tmp_path, settings, "run0", {"A_W_S": config}, out_dir=tmp_path)
         paths.append(run.base_path("tsne", ["A_W_S"]).name)
     # the figures' default network is the validation-selected one (bestvalid_): "-valid"

@@ -11,7 +11,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from custom_common.settings import DATASETS, get_settings
 from custom_transforms import ops
-from custom_transforms.policies import (AUG_MODELS, COLOUR_RANGES, OPERATION_NAMES, POLICY_FILES,
+from custom_transforms.augment_models import AUGMENT_MODELS
+from custom_transforms.policies import (COLOUR_RANGES, OPERATION_NAMES, POLICY_FILES,
                                         POLICY_RANGES, RAND_RANGES, RandAugment, SubPolicyAugment,
                                         apply_step, load_policy, make_policy_augment)
 
@@ -541,7 +542,7 @@ def test_one_step_gives_each_image_its_own_operation_as_if_applied_alone():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("aug_model", [model for model in AUG_MODELS if model != "NONE"])
+@pytest.mark.parametrize("aug_model", [model for model in AUGMENT_MODELS if model != "NONE"])
 def test_output_keeps_dtype_shape_device_and_unit_range(aug_model, channels, device):
     settings = get_settings("MNIST" if channels == 1 else "CIFAR100")
     augment = make_policy_augment(aug_model, settings)

@@ -11,25 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from custom_reports import reporting
-from custom_runs import run_files
+import custom_cli.results
+from custom_runs import identity, run_files
+from custom_runs.builders import build_parts
 from custom_runs.table import sweep
-from custom_runs.experiment import Experiment
 from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import POLICY_VARIANT_ITEMS, policy_variant_items, saved_option
+from custom_runs.run_state import run_config
+from custom_runs.set_up import plan_run, prepare_data
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = runpy.run_path(str(REPO / "implicit-augment.py"))
-GET_RESULTS = runpy.run_path(str(REPO / "get-results.py"))
 DESIGN_NAME = "resnet18_opt_NONE_est_True_aug_model_RAND_los_model_NONE_ir_1_sr_1.0_nr_0.0"
 
 
-def experiment(tmp_path, *options):
+def planned(tmp_path, *options):
+    """The run's plan and its train transform, as the run builds them."""
     args = CLI["get_args"](["--data", str(tmp_path), "--dataset", "DIGITS", "--no-cuda", *options])
-    exp = Experiment(args)
-    exp.prepare_data()
-    exp.build_batches()
-    return exp
+    plan = plan_run(args)
+    return plan, build_parts(plan, prepare_data(plan)).batches.train_transform
 
 
 def test_items_keep_a_fixed_order_all_expands_and_none_is_kept_without_a_policy():
@@ -66,17 +66,17 @@ def test_an_unknown_item_is_refused_in_one_line(capsys):
 ])
 def test_the_option_reaches_the_train_transform_the_config_and_the_name(tmp_path, options, items,
                                                                        after_crop, bilinear_grey):
-    exp = experiment(tmp_path, "--aug-model", "RAND", *options)
-    assert exp.args.policy_variant == items and exp.config()["policy_variant"] == items
-    assert exp.train_transform.policy_after_crop is after_crop
-    assert exp.train_transform.policy.bilinear_grey is bilinear_grey
-    assert exp.name == DESIGN_NAME + (f"_policy_{'-'.join(items)}" if items else "")
+    plan, train_transform = planned(tmp_path, "--aug-model", "RAND", *options)
+    assert plan.args.policy_variant == items and run_config(plan)["policy_variant"] == items
+    assert train_transform.policy_after_crop is after_crop
+    assert train_transform.policy.bilinear_grey is bilinear_grey
+    assert plan.name == DESIGN_NAME + (f"_policy_{'-'.join(items)}" if items else "")
 
 
 def test_without_a_policy_the_option_changes_neither_name_nor_record(tmp_path):
-    exp = experiment(tmp_path, "--policy-variant", "all")
-    assert exp.args.policy_variant == [] and exp.train_transform.policy is None
-    assert exp.name == DESIGN_NAME.replace("RAND", "NONE")
+    plan, train_transform = planned(tmp_path, "--policy-variant", "all")
+    assert plan.args.policy_variant == [] and train_transform.policy is None
+    assert plan.name == DESIGN_NAME.replace("RAND", "NONE")
 
 
 def test_files_from_before_the_option_resume_as_the_default_only_without_a_policy():
@@ -107,17 +107,17 @@ def test_runs_record_their_items_and_get_results_selects_and_labels_them(two_run
     assert results["ours"]["config"]["policy_variant"] == ["after-crop", "bilinear-grey"]
     common = ["--data", str(data), "--dataset", "DIGITS", "--aug-model", "RAND", "--format", "json"]
     for extra, key in (([], "released"), (["--policy-variant", "all"], "ours")):
-        assert GET_RESULTS["main"](GET_RESULTS["get_args"](common + extra)) == 0
+        assert custom_cli.results.main(custom_cli.results.get_args(common + extra)) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["run_name"] == results[key]["run_name"]
         assert report["runs"][0]["acc"] == pytest.approx(results[key]["best"]["acc"])
-    assert GET_RESULTS["main"](GET_RESULTS["get_args"](
+    assert custom_cli.results.main(custom_cli.results.get_args(
         ["--data", str(data), "--dataset", "DIGITS", "--table", "--format", "json"])) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [row["name"] for row in rows] == ["RAA", "RAA (policy: all)"]
     assert [row["policy_variant"] for row in rows] == [[], ["after-crop", "bilinear-grey"]]
     assert rows[1]["cells"]["1-0.0"]["values"] == [pytest.approx(100 - results["ours"]["best"]["acc"])]
-    assert reporting.Configuration.from_results(
+    assert identity.Configuration.from_results(
         results["ours"], Path(data, "DIGITS", "run0", f"results_{results['ours']['run_name']}.json")
     ).policy_variant == ("after-crop", "bilinear-grey")
 

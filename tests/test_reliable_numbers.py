@@ -12,8 +12,8 @@ from torch import nn
 
 from custom_cli.table import print_table
 from custom_models.training import Network, evaluate
-from custom_reports import reporting
-from custom_runs import compute_path, run_files, run_state
+from custom_reports import configuration_report, run_reading, table_formats, tables
+from custom_runs import compute_path, identity, run_files, run_state
 from custom_runs.table import sweep
 from custom_runs.experiment import Experiment
 from custom_runs.metrics import minority_accuracy
@@ -62,7 +62,7 @@ def test_a_folder_run_with_an_empty_test_class_reports_its_minority_without_it(t
                                     "--epochs", 1, "--data", data))
     results = experiment.run()
     assert "class 2 has no test image" in capsys.readouterr().err
-    saved = run_files.load_results(experiment.results_path)
+    saved = run_files.load_results(experiment.plan.results_path)
     for entry in (saved["best"], saved["final"]):
         per_class = entry["per_class_acc"]
         assert per_class[2] is None and per_class[1] is not None
@@ -87,12 +87,12 @@ def test_a_results_file_that_says_finished_without_a_best_accuracy_is_not_finish
     write_run(tmp_path, "SVHN", "run0", config, 90.0)
     broken = write_run(tmp_path, "SVHN", "run1", config, 92.0)
     rewrite(run_files.results_path(broken, config.name), best=None)
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert [run.run_folder for run in report.runs] == ["run0"]
     assert report.accuracy.mean == 90.0
     [unfinished] = report.unfinished
     assert unfinished.run_folder == "run1" and "no number at best.acc" in unfinished.progress
-    text = reporting.render_run_report(report)
+    text = configuration_report.render_run_report(report)
     assert "run1" in text and "not counted" in text
 
     [spec] = [spec for spec in sweep.expand("SVHN", str(tmp_path), ["A_W_S"], ["100-0.1"], 2, [])
@@ -110,17 +110,17 @@ def test_the_table_keeps_the_row_of_a_run_without_a_best_accuracy_and_marks_it(t
     rewrite(run_files.results_path(broken, a_w_s.name), best=None)
     only = write_run(tmp_path, "SVHN", "run0", configuration(nr=0.0), 95.0, checkpoints=False)
     rewrite(run_files.results_path(only, configuration(nr=0.0).name), best=None)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10")
     assert table.columns == ["100-0.0", "100-0.1"]
     [row] = [row for row in table.rows if row.name == "A_W_S"]
     assert row.cells["100-0.1"].values == [10.0]
     assert row.cells["100-0.1"].without_number == ["run1"]
     assert row.cells["100-0.0"].values == [] and row.cells["100-0.0"].without_number == ["run0"]
-    text = reporting.render_table(table)
+    text = table_formats.render_table(table)
     [line] = [line for line in text.splitlines() if line.startswith("A_W_S")]
     assert "— [run0: no number]" in line and "10.00 (1) [run1: no number]" in line
     assert any("say finished but have no number at best.acc" in note for note in table.notes)
-    cells = json.loads(reporting.render_table(table, "json"))["rows"]
+    cells = json.loads(table_formats.render_table(table, "json"))["rows"]
     [a_w_s_cells] = [row["cells"] for row in cells if row["name"] == "A_W_S"]
     assert a_w_s_cells["100-0.0"]["without_number"] == ["run0"]
 
@@ -128,7 +128,7 @@ def test_the_table_keeps_the_row_of_a_run_without_a_best_accuracy_and_marks_it(t
 def test_resume_rewrites_a_finished_results_file_that_lost_its_best_accuracy(tmp_path):
     argv = ["--dataset", "DIGITS", "--no-cuda", "--epochs", 1, "--data", tmp_path]
     first = Experiment(options(*argv)).run()
-    path = Experiment(options(*argv)).results_path
+    path = Experiment(options(*argv)).plan.results_path
     rewrite(path, best=None)
     Experiment(options(*argv, "--resume")).run()
     assert run_files.load_results(path)["best"] == first["best"]
@@ -139,8 +139,8 @@ def test_resume_rewrites_a_finished_results_file_that_lost_its_best_accuracy(tmp
 
 def test_the_command_for_a_lost_best_checkpoint_repeats_every_option_of_the_run(
         implicit_augment_args, tmp_path):
-    config = reporting.Configuration("wresnet28_10", "NONE", "NONE", "NONE", 10, 1.0, 0.2,
-                                     paper_text=("valid",))
+    config = identity.Configuration("wresnet28_10", "NONE", "NONE", "NONE", 10, 1.0, 0.2,
+                                    paper_text=("valid",))
     root = tmp_path / "runs"
     run = write_run(root, "SVHN", "run1", config, 91.0)
     argv = ["--data", "elsewhere", "--dataset", "SVHN", "-r", "run1", "-ir", "10", "-nr", "0.2",
@@ -151,7 +151,7 @@ def test_the_command_for_a_lost_best_checkpoint_repeats_every_option_of_the_run(
     rewrite(run_files.results_path(run, config.name), config={**saved, "world_size": 1})
     run_files.best_checkpoint_path(run, config.name).unlink()
     with pytest.raises(run_files.UnreadableFile) as error:
-        reporting.run_report(root, "SVHN", config)
+        configuration_report.run_report(root, "SVHN", config)
     message = str(error.value)
     command = message.split("re-run it: python ", 1)[1].split()
     assert command[:5] == ["implicit-augment.py", "--data", str(root), "-r", "run1"]
@@ -181,7 +181,7 @@ def test_one_configuration_counts_the_runs_of_one_length_and_names_the_others(tm
     config = configuration()
     for folder, acc, epochs in (("run0", 90.0, 200), ("run1", 92.0, 200), ("run2", 60.0, 3)):
         write_length(tmp_path, "SVHN", folder, config, acc, epochs)
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert [run.run_folder for run in report.runs] == ["run0", "run1"]
     assert report.accuracy.mean == 91.0 and report.epochs == 200
     assert ("runs of other lengths are not counted: run2 (3 epochs); the runs counted are of "
@@ -203,7 +203,7 @@ def test_a_tie_between_lengths_counts_the_longer_runs(tmp_path):
     config = configuration()
     write_length(tmp_path, "SVHN", "run0", config, 60.0, 3)
     write_length(tmp_path, "SVHN", "run1", config, 90.0, 200)
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert [run.run_folder for run in report.runs] == ["run1"] and report.epochs == 200
 
 
@@ -212,7 +212,7 @@ def test_the_table_gives_each_length_its_own_row_and_epochs_selects_one(tmp_path
     for folder, acc, epochs in (("run0", 90.0, 200), ("run1", 92.0, 200), ("run2", 60.0, 3)):
         write_length(tmp_path, "SVHN", folder, a_w_s, acc, epochs)
     write_length(tmp_path, "SVHN", "run0", baseline, 80.0, 200)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10")
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10")
     cells = {row.name: (row.epochs, row.cells["100-0.1"].values) for row in table.rows}
     assert cells == {"Baseline (200 epochs)": (200, [20.0]), "A_W_S (200 epochs)": (200, [10.0, 8.0]),
                      "A_W_S (3 epochs)": (3, [40.0])}
@@ -232,7 +232,7 @@ def test_the_table_gives_each_length_its_own_row_and_epochs_selects_one(tmp_path
 def test_a_table_of_one_length_keeps_its_row_names(tmp_path):
     for folder in ("run0", "run1"):
         write_length(tmp_path, "SVHN", folder, configuration(), 90.0, 200)
-    table = reporting.build_table(tmp_path, "SVHN", "wresnet28_10", with_paper=True)
+    table = tables.build_table(tmp_path, "SVHN", "wresnet28_10", with_paper=True)
     assert "A_W_S" in [row.name for row in table.rows]
     [row] = [row for row in table.rows if row.name == "A_W_S"]
     assert row.cells["100-0.1"].values == [10.0, 10.0] and row.cells["100-0.1"].paper is not None
@@ -262,37 +262,37 @@ def test_a_resumed_run_records_each_attempts_code_and_compute_path_and_reports_w
     monkeypatch.setattr(run_state, "code_version", lambda: first_code)
     monkeypatch.setattr(compute_path, "native_cpu_bf16", lambda: "AMX")
     first = Experiment(options(*argv))
-    bf16 = first.compute_path.describe()
+    bf16 = first.plan.compute_path.describe()
     run_until(first, 2)
-    stopped = run_files.load_results(first.results_path)
+    stopped = run_files.load_results(first.plan.results_path)
     assert stopped["status"] == "interrupted"
     assert [attempt["commit"] for attempt in stopped["attempts"]] == ["a" * 40]
 
     monkeypatch.setattr(run_state, "code_version", lambda: second_code)
     resumed = Experiment(options(*argv, "--resume", "--no-amp"))
-    fp32 = resumed.compute_path.describe()
+    fp32 = resumed.plan.compute_path.describe()
     results = resumed.run()
     assert results["status"] == "finished" and results["epochs_done"] == 3
-    saved = run_files.load_results(resumed.results_path)
+    saved = run_files.load_results(resumed.plan.results_path)
     started = [attempt.pop("started") for attempt in saved["attempts"]]
     assert saved["attempts"] == [
         {"first_epoch": 0, "commit": "a" * 40, "uncommitted_changes": False, "compute_path": bf16},
         {"first_epoch": 2, "commit": "b" * 40, "uncommitted_changes": True, "compute_path": fp32}]
     assert all(datetime.fromisoformat(time).tzinfo is not None for time in started)
     assert started[0] <= started[1]
-    last = run_files.load_torch(resumed.last_path)
+    last = run_files.load_torch(resumed.plan.last_path)
     assert [attempt["commit"] for attempt in last["attempts"]] == ["a" * 40, "b" * 40]
 
     # a finished run that is resumed again trains nothing: no attempt is added
     Experiment(options(*argv, "--resume", "--no-amp")).run()
-    assert len(run_files.load_results(resumed.results_path)["attempts"]) == 2
+    assert len(run_files.load_results(resumed.plan.results_path)["attempts"]) == 2
 
     done = get_results(tmp_path, "--dataset", "DIGITS")
     assert done.returncode == 0, done.stderr
     assert (f"note: run0: its epochs come from attempts that differ in code or compute path: "
             f"epochs 1-2 on aaaaaaaaaaaa ({bf16}), epoch 3 on bbbbbbbbbbbb with uncommitted "
             f"changes ({fp32}) (attempts of its results file)") in done.stdout
-    table = reporting.build_table(tmp_path, "DIGITS", "resnet18")
+    table = tables.build_table(tmp_path, "DIGITS", "resnet18")
     assert ("runs resumed on other code or another compute path: run0 of Baseline at 1-0.0 "
             "(get-results.py for the configuration lists their attempts)") in table.notes
 
@@ -304,8 +304,8 @@ def test_a_results_file_without_attempts_is_one_attempt_of_its_versions(tmp_path
     path = run_files.results_path(run_files.run_dir(tmp_path, "SVHN", "run0"), config.name)
     results = run_files.load_results(path)
     assert "attempts" not in results
-    assert reporting.attempts_of(results) == [
+    assert run_reading.attempts_of(results) == [
         {"first_epoch": 0, "commit": "c" * 40, "uncommitted_changes": False, "compute_path": None}]
-    assert reporting.mixed_attempts(results) is None
-    report = reporting.run_report(tmp_path, "SVHN", config)
+    assert run_reading.mixed_attempts(results) is None
+    report = configuration_report.run_report(tmp_path, "SVHN", config)
     assert not [note for note in report.notes if "attempts" in note]

@@ -16,7 +16,7 @@ NEEDED = {
     # the torchvision released with torch 2.3
     "torchvision": ((0, 18), None, None),
     # "outside" legend locations of constrained-layout figures: added in matplotlib 3.7
-    "matplotlib": ((3, 7), "custom_reports/figures.py", 'loc="outside lower center"'),
+    "matplotlib": ((3, 7), "custom_reports/drawing.py", 'loc="outside lower center"'),
 }
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 import pytest
 
 from custom_cli.table import get_args
-from custom_reports import reporting
+from custom_reports import table_formats, tables
 from custom_runs import run_files
 from custom_runs.table import local, processes, slurm, sweep
 from custom_runs.table.outcomes import FAILED, FINISHED, Outcome, Progress
@@ -65,9 +65,9 @@ def histories(data, runs=2) -> dict:
 
 
 def table_text(data, runs=2) -> str:
-    table = reporting.build_table(data, "DIGITS", "resnet18", max_runs=runs,
-                                  only=[s.config for s in specs_of(data)])
-    return reporting.render_table(table, "json")
+    table = tables.build_table(data, "DIGITS", "resnet18", max_runs=runs,
+                               only=[s.config for s in specs_of(data)])
+    return table_formats.render_table(table, "json")
 
 
 @pytest.fixture(scope="module")

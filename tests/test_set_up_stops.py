@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from custom_cli import train
-from custom_runs import run_files
-from custom_runs.experiment import Experiment
+from custom_runs import builders, run_files, run_state, set_up
 from custom_common.signals import deferred_stops
 
 NAME = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
@@ -22,18 +21,23 @@ def cli():
     return train
 
 
-def sigterm_at(monkeypatch, method: str, after: bool = False) -> None:
-    """Experiment.<method> sends this process a SIGTERM as it starts (or as it returns)."""
-    original = getattr(Experiment, method)
+# the module whose function each step is (the run calls them through their modules)
+STEPS = {"prepare_data": set_up, "build_batches": builders, "build_models": builders,
+         "load_last": run_state, "save_last": run_state}
 
-    def stopped_here(self, *args, **kwargs):
+
+def sigterm_at(monkeypatch, step: str, after: bool = False) -> None:
+    """The set-up step `step` sends this process a SIGTERM as it starts (or as it returns)."""
+    original = getattr(STEPS[step], step)
+
+    def stopped_here(*args, **kwargs):
         if not after:
             os.kill(os.getpid(), signal.SIGTERM)
-        returned = original(self, *args, **kwargs)
+        returned = original(*args, **kwargs)
         if after:
             os.kill(os.getpid(), signal.SIGTERM)
         return returned
-    monkeypatch.setattr(Experiment, method, stopped_here)
+    monkeypatch.setattr(STEPS[step], step, stopped_here)
 
 
 def digest(path: Path) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from custom_reports import reporting
+from custom_reports import table_formats, tables
 from custom_runs import run_files
 from custom_runs.table import sweep
 
@@ -73,8 +73,8 @@ def numbers(data) -> dict:
         results = run_files.load_results(spec.results_path)
         out[spec.title] = (results["status"], results["epochs_done"], results["best"]["acc"],
                            [(epoch["test_acc"], epoch["test_loss"]) for epoch in results["history"]])
-    table = reporting.build_table(data, "DIGITS", "resnet18", only=[s.config for s in specs_of(data)])
-    out["table"] = reporting.render_table(table, "json")
+    table = tables.build_table(data, "DIGITS", "resnet18", only=[s.config for s in specs_of(data)])
+    out["table"] = table_formats.render_table(table, "json")
     return out
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from custom_common.settings import get_settings
-from custom_datasets.sources import DEBIAN_FASHION_MNIST, load_mnist_family
+from custom_datasets.sources import DEBIAN_FASHION_MNIST, load_data
 from custom_datasets import split as split_module
 from custom_datasets.split import build_split, check_split_feasible, load_or_create_split
 from custom_runs import run_files
@@ -35,7 +35,7 @@ def targets(tmp_path_factory):
     if not FASHION_MNIST_INSTALLED:
         pytest.skip(f"real FashionMNIST not installed in {DEBIAN_FASHION_MNIST} "
                     f"(apt-get install dataset-fashion-mnist)")
-    data = load_mnist_family("FashionMNIST", tmp_path_factory.mktemp("empty_data"), download=False)
+    data = load_data(get_settings("FashionMNIST"), tmp_path_factory.mktemp("empty_data"), download=False)
     assert len(data.train_targets) == T
     return data.train_targets
 

@@ -2,7 +2,6 @@
 the real split builder, planted loss weights / soft labels / augmentation tables."""
 import math
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+import custom_cli.visualize
 from custom_common.settings import get_settings
 from custom_datasets.sources import load_data
 from custom_datasets.split import build_split
-from custom_reports import figures, reporting
-from custom_runs import run_files
+from custom_reports import drawing, embeddings, figures, learned
+from custom_runs import identity, run_files
 from custom_models.networks import build_network
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,9 +53,9 @@ def digits_run(tmp_path_factory):
     split = build_split(official, SETTINGS.num_classes, SETTINGS.valid_size, IR, 1.0, NR, seed=0).as_tuple()
     folder = run_files.run_dir(root, "DIGITS", "run0")
     run_files.save_torch(split, folder / run_files.split_file_name(IR, 1.0, NR))
-    methods = reporting.paper_methods()
+    methods = identity.paper_methods()
     for seed, label in enumerate(("Baseline", "FAA", "A_W", "A_W_S")):
-        config = reporting.Configuration("resnet18", *methods[label], IR, 1.0, NR)
+        config = identity.Configuration("resnet18", *methods[label], IR, 1.0, NR)
         checkpoint = planted_checkpoint(seed, split, official, config.aug_model)
         run_files.save_torch(checkpoint, run_files.last_checkpoint_path(folder, config.name))
         # best_ and bestvalid_: the same network, with the tables as they start (before any
@@ -120,7 +120,7 @@ def test_cli_missing_checkpoints_are_named_in_one_line(digits_run, tmp_path):
 
 
 def test_a_run_from_before_validation_selection_says_to_use_the_best_or_last_checkpoint(tmp_path):
-    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    config = identity.Configuration("resnet18", *identity.paper_methods()["A_W"], IR, 1.0, NR)
     folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
     for kind in ("best", "last"):
         run_files.save_torch({"acc": 10.0, "epoch": 0}, run_files.checkpoint_path(folder, config.name, kind))
@@ -135,7 +135,7 @@ def test_a_run_from_before_validation_selection_says_to_use_the_best_or_last_che
 
 
 def test_figure_names_say_which_checkpoint_drew_them(tmp_path):
-    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    config = identity.Configuration("resnet18", *identity.paper_methods()["A_W"], IR, 1.0, NR)
     names = {kind: figures.RunFigures(tmp_path, SETTINGS, "run0", {"A_W": config}, kind,
                                       tmp_path).base_path("tsne", ["A_W"]).name
              for kind in ("valid", "best", "last")}
@@ -167,7 +167,7 @@ def test_cli_bad_option_fails_in_one_line_and_writes_nothing(digits_run, tmp_pat
 @pytest.fixture(scope="module")
 def visualize_args():
     """visualize-density.py's get_args, without a new interpreter."""
-    return runpy.run_path(str(SCRIPT))["get_args"]
+    return custom_cli.visualize.get_args
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -188,7 +188,7 @@ def test_out_of_range_options_are_one_line_usage_errors(visualize_args, capsys, 
 
 
 def test_the_papers_gpu_flag_is_accepted_and_chooses_the_feature_device(visualize_args, monkeypatch):
-    feature_device = runpy.run_path(str(SCRIPT))["feature_device"]
+    feature_device = custom_cli.visualize.feature_device
     args = visualize_args(["--dataset", "DIGITS", "--gpu", "1"])
     assert args.gpu == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -202,7 +202,7 @@ def test_the_papers_gpu_flag_is_accepted_and_chooses_the_feature_device(visualiz
 
 
 def test_out_folder_that_cannot_be_written_is_a_figure_error(tmp_path, monkeypatch):
-    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W_S"], IR, 1.0, NR)
+    config = identity.Configuration("resnet18", *identity.paper_methods()["A_W_S"], IR, 1.0, NR)
     (tmp_path / "a_file").write_text("")
     under_file = figures.RunFigures(tmp_path, SETTINGS, "run0", {"A_W_S": config},
                                     out_dir=tmp_path / "a_file" / "figures")
@@ -230,12 +230,12 @@ def test_cli_densities_without_a_learning_configuration_is_an_error(digits_run, 
 def test_densities_draw_the_tables_of_the_last_checkpoint_as_the_suspects_report_does(
         digits_run, tmp_path, checkpoint):
     root, split, official = digits_run
-    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    config = identity.Configuration("resnet18", *identity.paper_methods()["A_W"], IR, 1.0, NR)
     run = figures.RunFigures(root, SETTINGS, "run0", {"A_W": config}, checkpoint, tmp_path,
                              log=lambda line: None)
     written, numbers = run.density_figures()
     last = run_files.load_torch(run_files.last_checkpoint_path(run.folder, config.name))
-    expected = figures.weights_by_label_noise(last["reweight_state_dict"], split, official.numpy())
+    expected = learned.weights_by_label_noise(last["reweight_state_dict"], split, official.numpy())
     weights = numbers["A_W"][0]
     assert weights.means() == pytest.approx(expected.means(), rel=1e-6)
     assert weights.means()["clean label"] > 2.5 > 0.5 > weights.means()["noisy label"]  # not best_'s 1.0
@@ -246,7 +246,7 @@ def test_densities_draw_the_tables_of_the_last_checkpoint_as_the_suspects_report
 
 def test_densities_need_only_the_last_checkpoint(digits_run, tmp_path):
     root, _, _ = digits_run
-    config = reporting.Configuration("resnet18", *reporting.paper_methods()["A_W"], IR, 1.0, NR)
+    config = identity.Configuration("resnet18", *identity.paper_methods()["A_W"], IR, 1.0, NR)
     run = figures.RunFigures(tmp_path / "empty", SETTINGS, "run0", {"A_W": config})
     with pytest.raises(figures.FigureError, match=r"missing checkpoint: .*/last_resnet18_opt_HES"):
         run.check_checkpoints(networks=False, tables=True)
@@ -254,7 +254,7 @@ def test_densities_need_only_the_last_checkpoint(digits_run, tmp_path):
 def test_loss_weights_separate_planted_clean_and_noisy_labels(digits_run):
     _, split, official = digits_run
     checkpoint = planted_checkpoint(3, split, official, "SEP")
-    quantity = figures.weights_by_label_noise(checkpoint["reweight_state_dict"], split, official.numpy())
+    quantity = learned.weights_by_label_noise(checkpoint["reweight_state_dict"], split, official.numpy())
     _, train, stored = split
     noisy = (stored[train] != official[train]).numpy()
     expected = (torch.nn.functional.softplus(checkpoint["reweight_state_dict"]["weight_logits"])
@@ -271,13 +271,13 @@ def test_noisy_mask_ignores_flips_to_the_same_class():
     official = np.array([0, 1, 2, 3, 4])
     stored = torch.tensor([0, 1, 5, 3, 4])  # index 1 "flipped" to its own class, index 2 really
     split = (torch.tensor([0]), torch.tensor([1, 2, 3]), stored)
-    assert figures.noisy_train_mask(split, official).tolist() == [False, True, False]
+    assert learned.noisy_train_mask(split, official).tolist() == [False, True, False]
 
 
 def test_soft_label_confidence_of_noisy_samples(digits_run):
     _, split, official = digits_run
     checkpoint = planted_checkpoint(3, split, official, "SEP")
-    quantity = figures.soft_label_confidence(checkpoint["reweight_state_dict"], split, official.numpy())
+    quantity = learned.soft_label_confidence(checkpoint["reweight_state_dict"], split, official.numpy())
     # planted logits: 9 at the official class, 3 at the given one, 0 elsewhere (C = 10)
     partition = math.exp(9) + math.exp(3) + 8
     assert quantity.means()["official (true) label"] == pytest.approx(math.exp(9) / partition)
@@ -288,7 +288,7 @@ def test_soft_label_confidence_of_noisy_samples(digits_run):
 def test_augmentation_is_grouped_by_rare_and_frequent_classes(digits_run):
     _, split, official = digits_run
     checkpoint = planted_checkpoint(3, split, official, "SEP")
-    probability, magnitude = figures.augmentation_by_class_group(
+    probability, magnitude = learned.augmentation_by_class_group(
         checkpoint["augment_state_dict"], split, official.numpy(), SETTINGS.upper_classes)
     _, train, _ = split
     rare = int((official[train] >= 5).sum())
@@ -316,26 +316,26 @@ def test_embedding_cache_skips_features_and_tsne_until_the_checkpoint_changes(tm
         calls["tsne"] += 1
         return features[:, :2].astype(np.float32)
 
-    monkeypatch.setattr(figures, "tsne_2d", fake_tsne)
+    monkeypatch.setattr(embeddings, "tsne_2d", fake_tsne)
     quiet = dict(with_tsne=True, perplexity=5.0, max_points=30, seed=1, log=lambda _: None)
-    first = figures.checkpoint_embedding(checkpoint, cache, compute, **quiet)
-    second = figures.checkpoint_embedding(checkpoint, cache, compute, **quiet)
+    first = embeddings.checkpoint_embedding(checkpoint, cache, compute, **quiet)
+    second = embeddings.checkpoint_embedding(checkpoint, cache, compute, **quiet)
     assert calls == {"compute": 1, "tsne": 1}
     assert not first.from_cache and second.from_cache
     assert np.array_equal(first.points, second.points) and len(second.indices) == 30
     assert second.error == pytest.approx(75.0)  # predictions 0, labels 0..3
     stat = checkpoint.stat()
     os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))  # a newer checkpoint
-    figures.checkpoint_embedding(checkpoint, cache, compute, **quiet)
+    embeddings.checkpoint_embedding(checkpoint, cache, compute, **quiet)
     assert calls == {"compute": 2, "tsne": 2}
 
 
 def test_confusion_matrix_rows_are_fractions_of_the_true_class():
     labels = np.array([0, 0, 0, 0, 1, 1, 2])
     predictions = np.array([0, 0, 0, 1, 1, 1, 0])
-    matrix = figures.confusion_matrix(labels, predictions, 4)
+    matrix = drawing.confusion_matrix(labels, predictions, 4)
     assert matrix.tolist() == [[0.75, 0.25, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
-    empty = figures.confusion_matrix(np.array([], dtype=int), np.array([], dtype=int), 3)
+    empty = drawing.confusion_matrix(np.array([], dtype=int), np.array([], dtype=int), 3)
     assert empty.tolist() == [[0, 0, 0]] * 3  # no test images: zeros, as before sklearn
 
 
@@ -343,7 +343,7 @@ def test_save_figure_writes_png_and_pdf_through_temporary_names(tmp_path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    paths = figures.save_figure(fig, tmp_path / "plot_ir_1_sr_1.0")
+    paths = drawing.save_figure(fig, tmp_path / "plot_ir_1_sr_1.0")
     assert [p.name for p in paths] == ["plot_ir_1_sr_1.0.png", "plot_ir_1_sr_1.0.pdf"]
     assert paths[0].read_bytes().startswith(b"\x89PNG") and paths[1].read_bytes().startswith(b"%PDF")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
