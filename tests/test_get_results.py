@@ -329,7 +329,8 @@ def test_cli_unreadable_results_file_is_a_one_line_error_suggesting_resume_not_f
 @pytest.fixture(scope="module")
 def implicit_augment_args():
     """implicit-augment.py's get_args, without a new interpreter."""
-    return runpy.run_path(str(REPO / "implicit-augment.py"))["get_args"]
+    from custom_cli.train import get_args
+    return get_args
 
 
 @pytest.mark.parametrize("epoch, what", [(14, "rebuild it without retraining"),
