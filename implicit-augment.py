@@ -9,70 +9,9 @@ One configuration on N processes (GPUs, or CPU processes with --no-cuda):
 
     torchrun --nproc_per_node N implicit-augment.py <the same flags>
 """
-import argparse
-import signal
 import sys
 
-from custom_common.errors import UsageError
-from custom_common.signals import Terminated, sigterm_as_interrupt
-from custom_datasets.containers import DataUnavailable
-from custom_runs.distributed import (TablesDiverged, end_distributed_mode, init_distributed_mode,
-                                     peer_stopped)
-from custom_runs.options import OneLineErrorParser, add_training_arguments, resolve
-from custom_runs.run_files import SaveFailed, UnreadableFile
-
-
-def get_args(argv=None) -> argparse.Namespace:
-    # every help text states its own default
-    parser = OneLineErrorParser(description=__doc__.split("\n\n")[0])
-    add_training_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return resolve(args)
-    except UsageError as error:
-        parser.error(str(error))
-
-
-def main(args: argparse.Namespace) -> int:
-    from custom_runs.experiment import Experiment
-    # SIGTERM (a scheduler's pre-emption, `kill`) stops the run as Ctrl-C does
-    with sigterm_as_interrupt():
-        try:
-            # under torchrun only rank 0 prints: every rank meets the same error and exits alike
-            experiment = Experiment(args, collectives=init_distributed_mode(args))
-            results = experiment.run()
-        except (UsageError, DataUnavailable, UnreadableFile, FloatingPointError, TablesDiverged) as error:
-            print(f"implicit-augment.py: error: {error}", file=sys.stderr)
-            return 2 if isinstance(error, UsageError) else 1
-        except SaveFailed as error:
-            # the files of the last good epoch are intact (each is replaced only once written)
-            print(f"implicit-augment.py: error: {error}; free space there (or make {error.path.parent} "
-                  f"writable), then continue with the same command and --resume", file=sys.stderr)
-            return 1
-        except RuntimeError as error:
-            if not peer_stopped(error):
-                raise
-            print("implicit-augment.py: error: another process of this run stopped; "
-                  "continue with the same command and --resume", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt as interrupt:
-            terminated = isinstance(interrupt, Terminated)
-            # Ctrl-C leaves the terminal's ^C on the line: start a new one
-            stopped = "terminated (SIGTERM)" if terminated else "\ninterrupted"
-            print(f"{stopped}; continue with the same command and --resume", file=sys.stderr)
-            return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
-        finally:
-            end_distributed_mode()
-    best, final, chosen = results["best"], results["final"], results["best_valid"]
-    print(f"best test accuracy {best['acc']:.2f}% (epoch {best['epoch'] + 1}), "
-          f"final {final['acc']:.2f}%")
-    if chosen is not None:
-        print(f"validation-selected: test accuracy {chosen['acc']:.2f}% (epoch {chosen['epoch'] + 1}, "
-              f"validation accuracy {chosen['valid_acc']:.2f}%)")
-    print(f"results: {experiment.plan.results_path}")
-    print(f"checkpoints: {experiment.plan.best_path.name}, {experiment.plan.best_valid_path.name}, "
-          f"{experiment.plan.last_path.name} in {experiment.plan.folder}")
-    return 0
+from custom_cli.train import get_args, main
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from custom_common.settings import DATASETS
 from custom_datasets.containers import DataUnavailable
 from custom_models.hyper_models import LOSS_MODELS
 from custom_reports import configuration_report, run_reading, suspects, table_formats, tables
-from custom_runs import run_files, sweep
+from custom_runs import run_files
+from custom_runs.table import sweep
 from custom_runs.identity import Configuration
 from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser,
                                  add_data_dir_argument, add_distortion_arguments,

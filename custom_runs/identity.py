@@ -1,7 +1,7 @@
 """What names a configuration: the options a resume must agree on and the options that
 name a run's files (Configuration), and the paper's methods and tables (paper_results.json,
 a copy of the paper's tables kept in the package so nothing reads outside the project).
-Shared by running (sweep.py, run_state.py) and reporting (custom_reports)."""
+Shared by running (table/sweep.py, run_state.py) and reporting (custom_reports)."""
 import json
 import shlex
 from dataclasses import dataclass

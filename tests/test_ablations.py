@@ -1,26 +1,17 @@
 """The ablations of docs/design.md §7: --overfit validates hyper steps on the test set,
 --oversplit trains and validates on the whole official train set."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
 from custom_runs import run_files
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def run_ablation(tmp_path, flag):
+def run_ablation(run_script, tmp_path, flag):
     # one full hyper epoch reaches every row only if its loader keeps the short last batch
     # (the paper's text; the released code drops it)
-    command = [sys.executable, str(ROOT / "implicit-augment.py"), "--dataset", "DIGITS",
-               "--epochs", "2", "--hyper-start", "0", "-nr", "0.2", "--los-model", "WGHT",
-               "--hyper-opt", "HES", "--no-cuda", flag, "--paper-text", "last-batch",
-               "--data", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = run_script("implicit-augment.py", "--dataset", "DIGITS", "--epochs", "2", "--hyper-start", "0",
+                        "-nr", "0.2", "--los-model", "WGHT", "--hyper-opt", "HES", "--no-cuda", flag,
+                        "--paper-text", "last-batch", "--data", tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
     name = run_files.run_name("resnet18", "HES", "NONE", "WGHT", 1, 1.0, 0.2,
@@ -33,8 +24,8 @@ def run_ablation(tmp_path, flag):
     return last["reweight_state_dict"]["weight_logits"], valid, train, last, results
 
 
-def test_overfit_learns_only_train_rows_and_selects_on_the_test_set(tmp_path):
-    weights, valid, train, _, results = run_ablation(tmp_path, "--overfit")
+def test_overfit_learns_only_train_rows_and_selects_on_the_test_set(tmp_path, run_script):
+    weights, valid, train, _, results = run_ablation(run_script, tmp_path, "--overfit")
     assert bool((weights[train] != 0).all())
     assert bool((weights[valid] == 0).all())
     # its validation data is the test set: the test pass gives the validation numbers
@@ -43,8 +34,8 @@ def test_overfit_learns_only_train_rows_and_selects_on_the_test_set(tmp_path):
     assert results["timings_s"]["valid"] < 0.01
 
 
-def test_oversplit_learns_every_row_and_selects_on_the_whole_train_set_with_true_labels(tmp_path):
-    weights, valid, train, last, results = run_ablation(tmp_path, "--oversplit")
+def test_oversplit_learns_every_row_and_selects_on_the_whole_train_set_with_true_labels(tmp_path, run_script):
+    weights, valid, train, last, results = run_ablation(run_script, tmp_path, "--oversplit")
     assert len(valid) + len(train) == len(weights) == 1437
     assert bool((weights != 0).all())
     from custom_common.settings import get_settings
@@ -64,14 +55,11 @@ def test_oversplit_learns_every_row_and_selects_on_the_whole_train_set_with_true
     assert abs(accuracy - results["history"][-1]["valid_acc"]) <= 100.0 / 1437 + 1e-9
 
 
-def test_plot_debug_writes_a_grid_of_original_and_augmented_images(tmp_path):
+def test_plot_debug_writes_a_grid_of_original_and_augmented_images(tmp_path, run_script):
     import matplotlib.image
     for method in ("AUTO", "SEP"):
-        command = [sys.executable, str(ROOT / "implicit-augment.py"), "--dataset", "DIGITS",
-                   "--epochs", "1", "--aug-model", method, "--plot-debug", "--no-cuda",
-                   "--data", str(tmp_path)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        result = run_script("implicit-augment.py", "--dataset", "DIGITS", "--epochs", "1", "--aug-model",
+                            method, "--plot-debug", "--no-cuda", "--data", tmp_path, timeout=300)
         assert result.returncode == 0, result.stderr
         folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
         name = run_files.run_name("resnet18", "NONE", method, "NONE", 1, 1.0, 0.0)

@@ -11,10 +11,6 @@ the more it fits them and the weaker the hypergradient's signal becomes
 """
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +19,6 @@ import torch
 from custom_datasets.sources import load_digits
 from custom_runs import run_files
 
-ROOT = Path(__file__).resolve().parents[1]
 NOISE_RATIO = 0.5
 EPOCHS = 8
 AUROC_THRESHOLD = 0.7
@@ -44,13 +39,11 @@ def test_pairwise_auroc_on_known_rankings():
 
 
 @pytest.fixture(scope="module")
-def weighting_run(tmp_path_factory):
+def weighting_run(tmp_path_factory, run_script):
     data = tmp_path_factory.mktemp("data")
-    command = [sys.executable, str(ROOT / "implicit-augment.py"), "--dataset", "DIGITS",
-               "--epochs", str(EPOCHS), "-nr", str(NOISE_RATIO), "--los-model", "WGHT",
-               "--hyper-opt", "HES", "--data", str(data), "-r", "run0", "--no-cuda"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    finished = run_script("implicit-augment.py", "--dataset", "DIGITS", "--epochs", EPOCHS, "-nr", NOISE_RATIO,
+                          "--los-model", "WGHT", "--hyper-opt", "HES", "--data", data, "-r", "run0",
+                          "--no-cuda", timeout=300)
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
     folder = run_files.run_dir(data, "DIGITS", "run0")
     name = run_files.run_name("resnet18", "HES", "NONE", "WGHT", 1, 1.0, NOISE_RATIO)

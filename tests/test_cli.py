@@ -1,11 +1,9 @@
-"""implicit-augment.py end to end on DIGITS (subprocesses with the venv python,
+"""implicit-augment.py end to end on DIGITS (subprocesses with the test interpreter,
 --data in a temporary folder): the files of docs/design.md §8 and their contents, the
 defaults derived from the run folder and --epochs, refusing to overwrite, one
 split file per run folder, and one-line errors for bad options."""
 import hashlib
-import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from custom_cli.train import get_args
 from custom_common.settings import get_settings
 from custom_datasets.sources import load_digits
 from custom_datasets.split import build_split
@@ -23,11 +22,6 @@ from custom_models.networks import build_network
 from custom_transforms.base import EvalTransform
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "implicit-augment.py"
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.is_file() else sys.executable
-# one thread per process: on 2 shared cores, torch's thread pool mostly spins
-ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
 
 RUN_NAME = "resnet18_opt_NONE_est_True_aug_model_NONE_los_model_NONE_ir_1_sr_1.0_nr_0.0"
 SECOND_NAME = "wresnet10_1_opt_NONE_est_True_aug_model_NONE_los_model_NONE_ir_1_sr_1.0_nr_0.0"
@@ -35,11 +29,6 @@ SPLIT_NAME = "data_ir_1_sr_1.0_nr_0.0.pt"
 CHECKPOINT_KEYS = {"encoder_state_dict", "decoder_state_dict", "reweight_state_dict",
                    "augment_state_dict", "acc", "epoch"}
 DIGITS = get_settings("DIGITS")
-
-
-def run_cli(*args, timeout=600):
-    return subprocess.run([PYTHON, str(SCRIPT), *map(str, args)], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def snapshot(folder: Path) -> dict:
@@ -64,9 +53,10 @@ def assert_one_line_error(stderr: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
+def first_run(tmp_path_factory, run_script):
     data = tmp_path_factory.mktemp("cli") / "data"
-    result = run_cli("--no-cuda", "--dataset", "DIGITS", "--epochs", 2, "--data", data, "-r", "run3")
+    result = run_script("implicit-augment.py", "--no-cuda", "--dataset", "DIGITS", "--epochs", 2,
+                        "--data", data, "-r", "run3")
     assert result.returncode == 0, result.stderr
     folder = data / "DIGITS" / "run3"
     results = json.loads((folder / f"results_{RUN_NAME}.json").read_text())
@@ -75,10 +65,10 @@ def first_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def second_configuration(first_run):
+def second_configuration(first_run, run_script):
     """Another configuration (a small WRN, 8 epochs) in the same run folder."""
-    result = run_cli("--no-cuda", "--dataset", "DIGITS", "--epochs", 8, "--model", "wresnet10_1",
-                     "--data", first_run["data"], "-r", "run3")
+    result = run_script("implicit-augment.py", "--no-cuda", "--dataset", "DIGITS", "--epochs", 8,
+                        "--model", "wresnet10_1", "--data", first_run["data"], "-r", "run3")
     assert result.returncode == 0, result.stderr
     results = json.loads((first_run["folder"] / f"results_{SECOND_NAME}.json").read_text())
     return {"result": result, "results": results}
@@ -237,9 +227,10 @@ def test_seed_defaults_to_the_run_folder_number(first_run):
 
 # ----------------------------------------------------------------------------- re-runs
 
-def test_second_run_of_a_finished_configuration_fails_in_one_line_and_touches_nothing(first_run):
+def test_second_run_of_a_finished_configuration_fails_in_one_line_and_touches_nothing(first_run, run_script):
     before = snapshot(first_run["data"])
-    result = run_cli("--no-cuda", "--dataset", "DIGITS", "--epochs", 2, "--data", first_run["data"], "-r", "run3")
+    result = run_script("implicit-augment.py", "--no-cuda", "--dataset", "DIGITS", "--epochs", 2,
+                        "--data", first_run["data"], "-r", "run3")
     assert result.returncode != 0
     error = assert_one_line_error(result.stderr)
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
@@ -270,35 +261,27 @@ def test_hyper_start_default_scales_with_epochs_in_the_results(second_configurat
 
 # ----------------------------------------------------------------------------- option defaults
 
-@pytest.fixture(scope="module")
-def cli_module():
-    spec = importlib.util.spec_from_file_location("implicit_augment_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("argv, hyper_start", [
     (["--epochs", "8"], 2), (["--epochs", "200"], 50), (["--epochs", "20"], 5),
     (["--epochs", "4"], 1), (["--dataset", "ImageNet", "--epochs", "200"], 100),
     (["--dataset", "ImageNet", "--epochs", "8"], 4), (["--epochs", "8", "--hyper-start", "6"], 6),
     (["--epochs", "8", "--hyper-start", "0"], 0),
 ])
-def test_hyper_start_default_is_a_quarter_of_epochs_unless_given(cli_module, argv, hyper_start, tmp_path):
-    args = cli_module.get_args(["--data", str(tmp_path)] + argv)
+def test_hyper_start_default_is_a_quarter_of_epochs_unless_given(argv, hyper_start, tmp_path):
+    args = get_args(["--data", str(tmp_path)] + argv)
     assert args.hyper_start == hyper_start
 
 
 @pytest.mark.parametrize("run_folder, seed", [("run0", 0), ("run3", 3), ("run12", 12)])
-def test_seed_default_is_the_run_number(cli_module, run_folder, seed, tmp_path):
-    assert cli_module.get_args(["--data", str(tmp_path), "-r", run_folder]).seed == seed
-    assert cli_module.get_args(["--data", str(tmp_path), "-r", run_folder, "--seed", "7"]).seed == 7
+def test_seed_default_is_the_run_number(run_folder, seed, tmp_path):
+    assert get_args(["--data", str(tmp_path), "-r", run_folder]).seed == seed
+    assert get_args(["--data", str(tmp_path), "-r", run_folder, "--seed", "7"]).seed == 7
 
 
 @pytest.mark.parametrize("dataset, model, lr", [("DIGITS", "resnet18", 0.05), ("CIFAR10", "wresnet28_10", 0.1),
                                                 ("SVHN", "wresnet28_10", 0.005), ("ImageNet", "resnet18", 0.1)])
-def test_model_and_lr_default_to_the_dataset_settings(cli_module, dataset, model, lr, tmp_path):
-    args = cli_module.get_args(["--data", str(tmp_path), "--dataset", dataset])
+def test_model_and_lr_default_to_the_dataset_settings(dataset, model, lr, tmp_path):
+    args = get_args(["--data", str(tmp_path), "--dataset", dataset])
     assert (args.model, args.lr) == (model, lr)
 
 
@@ -320,15 +303,15 @@ BAD_OPTIONS = {
 
 
 @pytest.fixture(scope="module")
-def bad_option_runs(tmp_path_factory):
+def bad_option_runs(tmp_path_factory, run_script):
     root = tmp_path_factory.mktemp("bad_options")
 
     def attempt(case):
         data = root / case
         data.mkdir()
         options, _ = BAD_OPTIONS[case]
-        return case, data, run_cli("--no-cuda", "--dataset", "DIGITS", "--epochs", 2, "--data", data, *options,
-                                   timeout=300)
+        return case, data, run_script("implicit-augment.py", "--no-cuda", "--dataset", "DIGITS", "--epochs", 2,
+                                      "--data", data, *options, timeout=300)
     with ThreadPoolExecutor(max_workers=3) as pool:
         return {case: (data, result) for case, data, result in pool.map(attempt, BAD_OPTIONS)}
 
@@ -344,8 +327,8 @@ def test_bad_option_fails_with_one_error_line_and_creates_no_file(bad_option_run
     assert result.stdout == ""
 
 
-def test_help_states_each_default_once_and_points_only_at_files_a_user_has():
-    result = run_cli("--help")
+def test_help_states_each_default_once_and_points_only_at_files_a_user_has(run_script):
+    result = run_script("implicit-augment.py", "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())  # argparse wraps lines
     assert text.count("(default: ./local_data)") == 1 and text.count("(default: 200)") == 1
@@ -380,7 +363,7 @@ def test_results_file_records_the_commit_of_the_code_that_ran(first_run):
     assert versions["uncommitted_changes"] is changed
 
 
-def test_a_copy_of_the_source_without_git_records_an_unknown_commit(tmp_path):
+def test_a_copy_of_the_source_without_git_records_an_unknown_commit(tmp_path, run_python):
     archive = tmp_path / "autodo-main"  # as a source archive unpacks
     for package in ("custom_common", "custom_datasets", "custom_models", "custom_runs",
                     "custom_transforms"):
@@ -389,9 +372,8 @@ def test_a_copy_of_the_source_without_git_records_an_unknown_commit(tmp_path):
     look = ("import json; from custom_runs.run_state import code_version, PROJECT_ROOT; "
             "print(json.dumps([str(PROJECT_ROOT), code_version()]))")
     # git must not find a repository above the copy either
-    env = dict(ENV, GIT_CEILING_DIRECTORIES=str(tmp_path))
-    done = subprocess.run([PYTHON, "-c", look], cwd=archive, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = run_python("-c", look, cwd=archive, env={"GIT_CEILING_DIRECTORIES": str(tmp_path)},
+                      timeout=120)
     assert done.returncode == 0, done.stderr
     root, version = json.loads(done.stdout)
     assert Path(root) == archive  # the copy's code ran, not the checkout's

@@ -3,9 +3,6 @@ every batch, the hypergradient summed over ranks against one process on the
 concatenated batch, identical tables on every rank, and the run's files, errors,
 stops and resumes under torchrun."""
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -173,16 +170,12 @@ def test_table_check_fails_loudly_when_one_rank_differs_and_shared_rows_are_summ
 CONFIG = ["--dataset", "DIGITS", "-ir", "1", "-nr", "0.5", "--aug-model", "SEP", "--los-model",
           "BOTH", "--hyper-opt", "HES", "--hyper-start", "1", "--no-cuda", "-r", "run0"]
 NAME = run_files.run_name("resnet18", "HES", "SEP", "BOTH", 1, 1.0, 0.5)
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def torchrun_command(processes: int, *flags) -> list:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-            str(processes), str(ROOT / "implicit-augment.py"), *flags]
-
-
-def run(command, env=ENV, timeout=300):
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+def torchrun(processes: int, *flags) -> list:
+    """The interpreter's arguments that start implicit-augment.py on `processes` ranks."""
+    return ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+            str(ROOT / "implicit-augment.py"), *flags]
 
 
 def our_error_lines(finished) -> list:
@@ -190,13 +183,13 @@ def our_error_lines(finished) -> list:
             if line.startswith("implicit-augment.py: error")]
 
 
-def test_two_ranks_train_one_configuration_that_learns_like_one_process(tmp_path):
+def test_two_ranks_train_one_configuration_that_learns_like_one_process(tmp_path, run_python, run_script):
     epochs = ["--epochs", "6"]
-    two = run(torchrun_command(2, *CONFIG, *epochs, "--data", str(tmp_path / "two")),
-              env={**ENV, "CHECK_RANK_TABLES": "1"})  # every epoch: tables equal on both ranks
+    two = run_python(*torchrun(2, *CONFIG, *epochs, "--data", str(tmp_path / "two")),
+                     env={"CHECK_RANK_TABLES": "1"}, timeout=300)  # every epoch: tables equal on both ranks
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
-    one = run([sys.executable, str(ROOT / "implicit-augment.py"), *CONFIG, *epochs,
-               "--data", str(tmp_path / "one")])
+    one = run_script("implicit-augment.py", *CONFIG, *epochs, "--data", str(tmp_path / "one"),
+                     timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
 
     folder = run_files.run_dir(tmp_path / "two", "DIGITS", "run0")
@@ -228,13 +221,14 @@ def test_two_ranks_train_one_configuration_that_learns_like_one_process(tmp_path
     assert min(result["final"]["acc"] for result in results.values()) >= 50
 
 
-def test_a_killed_rank_stops_the_run_cleanly_and_resume_finishes_it_on_another_number_of_ranks(tmp_path):
+def test_a_killed_rank_stops_the_run_cleanly_and_resume_finishes_it_on_another_number_of_ranks(
+        tmp_path, run_python):
     flags = [*CONFIG, "--epochs", "3", "--data", str(tmp_path)]
     folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
     last = run_files.last_checkpoint_path(folder, NAME)
     # rank 1 sends itself SIGTERM before batch 1 of epoch 2 (custom_runs/stop_points.py): its
     # batch 0 needed rank 0's, which comes after rank 0 saved epoch 1
-    stopped_run = run(torchrun_command(2, *flags), env={**ENV, "STOP_RUN_AT": "1:1@1"})
+    stopped_run = run_python(*torchrun(2, *flags), env={"STOP_RUN_AT": "1:1@1"}, timeout=300)
     assert stopped_run.returncode != 0
     assert "continue with the same command and --resume" in stopped_run.stdout + stopped_run.stderr
 
@@ -244,7 +238,7 @@ def test_a_killed_rank_stops_the_run_cleanly_and_resume_finishes_it_on_another_n
     assert results["epochs_done"] == stopped["epoch"] + 1 < 3
     assert [record["epoch"] for record in results["history"]] == list(range(stopped["epoch"] + 1))
 
-    resumed = run(torchrun_command(1, *flags, "--resume"))
+    resumed = run_python(*torchrun(1, *flags, "--resume"), timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     results = json.loads(run_files.results_path(folder, NAME).read_text())
     assert results["status"] == "finished" and results["world_size"] == 1
@@ -253,21 +247,22 @@ def test_a_killed_rank_stops_the_run_cleanly_and_resume_finishes_it_on_another_n
     assert f"epoch {stopped['epoch'] + 1}/3 " not in resumed.stdout
 
     # the lock and the outputs are rank 0's to check; its refusal stops both ranks
-    again = run(torchrun_command(2, *flags))
+    again = run_python(*torchrun(2, *flags), timeout=300)
     assert again.returncode != 0
     assert our_error_lines(again) == [
         f"implicit-augment.py: error: a finished result of this configuration exists in {folder}; "
         f"add --resume to continue it or --force to start over"]
 
 
-def test_bad_flag_or_a_world_size_that_does_not_divide_the_batch_is_one_line_under_torchrun(tmp_path):
-    bad_flag = run(torchrun_command(2, "--dataset", "DIGITS", "-nr", "1.5", "--no-cuda"))
+def test_bad_flag_or_a_world_size_that_does_not_divide_the_batch_is_one_line_under_torchrun(
+        tmp_path, run_python):
+    bad_flag = run_python(*torchrun(2, "--dataset", "DIGITS", "-nr", "1.5", "--no-cuda"), timeout=300)
     assert bad_flag.returncode != 0
     assert our_error_lines(bad_flag) == [
         "implicit-augment.py: error: -nr must be in [0, 1), got 1.5 (see implicit-augment.py --help)"]
     assert "[rank" not in bad_flag.stdout + bad_flag.stderr  # no rank's traceback
 
-    three = run(torchrun_command(3, *CONFIG, "--data", str(tmp_path)))
+    three = run_python(*torchrun(3, *CONFIG, "--data", str(tmp_path)), timeout=300)
     assert three.returncode != 0
     assert our_error_lines(three) == [
         "implicit-augment.py: error: 3 processes: the train batch of DIGITS (32) does not divide "

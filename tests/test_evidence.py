@@ -8,7 +8,8 @@ from pathlib import Path
 
 from custom_reports import statistics
 from custom_reports.tables import build_table
-from custom_runs import run_files, sweep
+from custom_runs import run_files
+from custom_runs.table import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 EVIDENCE = ROOT / "docs" / "evidence"

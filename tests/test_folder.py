@@ -7,8 +7,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from custom_cli.train import get_args
 from custom_datasets import folder as folder_dataset
 from custom_datasets.containers import DataUnavailable, FolderData, InMemoryData
 from custom_datasets.sources import load_data
@@ -24,9 +23,6 @@ from custom_runs.metrics import roc_auc
 from custom_reports.suspects import DEFAULT_RANK_BY, RANKINGS, rank_suspects
 
 REPO = Path(__file__).resolve().parents[1]
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.is_file() else sys.executable
-ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
 CLASSES = ("box", "hbar", "vbar")  # sorted: labels 0, 1, 2
 SIDE = 12
 COUNTS = {"train": 40, "valid": 8, "test": 8}  # per class
@@ -57,11 +53,6 @@ def make_folder(root: Path, counts=COUNTS, classes=CLASSES, seed: int = 0, side:
                     array = np.stack([array, array // 2, 255 - array], -1)
                 Image.fromarray(array).save(root / part / name / f"{i:03d}.png")
     return root
-
-
-def run_script(script: str, *args, timeout=600):
-    return subprocess.run([PYTHON, str(REPO / script), *map(str, args)], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def error_line(stderr: str, script: str) -> str:
@@ -138,7 +129,7 @@ def test_large_images_are_read_from_disk_on_the_imagenet_path(tmp_path):
 # ----------------------------------------------------------------------------- training
 
 @pytest.fixture(scope="module")
-def folder_run(tmp_path_factory):
+def folder_run(tmp_path_factory, run_script):
     base = tmp_path_factory.mktemp("folder")
     root = make_folder(base / "shapes")
     data = base / "runs"
@@ -170,7 +161,7 @@ def test_a_folder_run_writes_the_usual_files_with_the_users_valid_set(folder_run
     assert len(results["best"]["per_class_acc"]) == 3
 
 
-def test_without_a_test_folder_the_run_tests_on_valid_and_says_so_once(tmp_path):
+def test_without_a_test_folder_the_run_tests_on_valid_and_says_so_once(tmp_path, run_script):
     root = make_folder(tmp_path / "notest", counts={"train": 20, "valid": 5})
     result = run_script("implicit-augment.py", "--no-cuda", "--dataset", "folder", "--data-dir", root,
                         "--data", tmp_path / "runs", "--epochs", 1, "--model", "wresnet10_1")
@@ -198,7 +189,7 @@ def test_data_folders_of_one_name_get_run_folders_of_their_own_however_they_are_
         assert folder_dataset.dataset_name(spelling) == names[0], spelling
 
 
-def test_a_resume_with_a_relative_data_dir_after_an_absolute_one_is_the_same_run(folder_run):
+def test_a_resume_with_a_relative_data_dir_after_an_absolute_one_is_the_same_run(folder_run, run_script):
     relative = os.path.relpath(folder_run["root"], REPO)  # run_script runs in REPO
     assert not Path(relative).is_absolute()
     options = ["--no-cuda", "--dataset", "folder", "--data-dir", relative, "--data", folder_run["data"],
@@ -240,16 +231,12 @@ BAD_LAYOUTS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_LAYOUTS))
 def test_each_bad_layout_is_one_line_exit_2_and_no_file(tmp_path, case, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("implicit_augment", REPO / "implicit-augment.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     root = make_folder(tmp_path / "shapes", counts={"train": 40, "valid": 2})
     damage, expected = BAD_LAYOUTS[case]
     damage(root)
     before = all_files(root)
     with pytest.raises(SystemExit) as stop:
-        cli.get_args(["--dataset", "folder", "--data-dir", str(root), "--data", str(tmp_path / "runs")])
+        get_args(["--dataset", "folder", "--data-dir", str(root), "--data", str(tmp_path / "runs")])
     assert stop.value.code == 2
     line = error_line(capsys.readouterr().err, "")  # in-process, argparse's prog is not the script's
     assert expected in line
@@ -260,7 +247,7 @@ def test_each_bad_layout_is_one_line_exit_2_and_no_file(tmp_path, case, capsys):
     (["--dataset", "folder"], "--dataset folder needs --data-dir"),
     (["--dataset", "DIGITS", "--data-dir", "x"], "--data-dir is for --dataset folder"),
 ])
-def test_data_dir_goes_with_the_folder_dataset_only(argv, expected, tmp_path):
+def test_data_dir_goes_with_the_folder_dataset_only(argv, expected, tmp_path, run_script):
     result = run_script("get-results.py", *argv, "--data", tmp_path)
     assert result.returncode == 2 and expected in error_line(result.stderr, "get-results.py")
 
@@ -332,7 +319,7 @@ def test_folder_images_are_torchvisions_extensions_and_gif_pbm():
 
 
 @pytest.fixture(scope="module")
-def folder_suspects(folder_run):
+def folder_suspects(folder_run, run_script):
     result = run_script("get-results.py", "--no-cuda", "--dataset", "folder", "--data-dir",
                         folder_run["root"], "--data", folder_run["data"], "-nr", 0.3,
                         "--los-model", "BOTH", "--hyper-opt", "HES", "--suspects", 20)
@@ -363,7 +350,8 @@ def test_suspects_csv_has_every_train_image_sorted_by_self_confidence(folder_sus
 
 
 @pytest.mark.parametrize("rank_by", ["trust", "margin"])
-def test_rank_by_reorders_the_csv_and_keeps_every_score(folder_run, folder_suspects, rank_by, tmp_path):
+def test_rank_by_reorders_the_csv_and_keeps_every_score(
+        folder_run, folder_suspects, rank_by, tmp_path, run_script):
     result = run_script("get-results.py", "--no-cuda", "--dataset", "folder", "--data-dir",
                         folder_run["root"], "--data", folder_run["data"], "-nr", 0.3,
                         "--los-model", "BOTH", "--hyper-opt", "HES", "--suspects", 20,
@@ -395,14 +383,14 @@ def test_suspects_precision_and_recall_match_an_independent_count(folder_suspect
     assert f"precision@20 {hits / 20:.3f}, recall@20 {hits / len(flipped):.3f}" in folder_suspects["stdout"]
 
 
-def test_suspects_refuse_a_run_that_learned_no_labels(folder_run):
+def test_suspects_refuse_a_run_that_learned_no_labels(folder_run, run_script):
     result = run_script("get-results.py", "--dataset", "folder", "--data-dir", folder_run["root"],
                         "--data", folder_run["data"], "-nr", 0.3, "--suspects")
     assert result.returncode == 2  # a usage error, as argparse's
     assert "--los-model WGHT, SOFT or BOTH" in error_line(result.stderr, "get-results.py")
 
 
-def test_suspects_on_digits_with_heavy_noise_are_mostly_wrong_labels(tmp_path):
+def test_suspects_on_digits_with_heavy_noise_are_mostly_wrong_labels(tmp_path, run_script):
     """-nr 0.4 flips 35 % of the labels (a flip may land on the true class)."""
     options = ["--no-cuda", "--dataset", "DIGITS", "--data", tmp_path, "-nr", 0.4,
                "--los-model", "BOTH", "--hyper-opt", "HES"]
@@ -445,8 +433,7 @@ def test_suspects_name_the_last_checkpoint_when_its_tables_do_not_fit(tmp_path, 
 # ----------------------------------------------------------------------------- commands in hints
 
 def test_the_train_command_get_results_suggests_for_a_folder_dataset_is_accepted_by_implicit_augment(
-        folder_run):
-    import importlib.util
+        folder_run, run_script):
     import shlex
     from custom_runs.options import dataset_settings
     missing = run_script("get-results.py", "--dataset", "folder", "--data-dir", folder_run["root"],
@@ -456,10 +443,7 @@ def test_the_train_command_get_results_suggests_for_a_folder_dataset_is_accepted
     hint = missing.stderr.strip().split("train one with: ", 1)[1]
     command = shlex.split(hint)
     assert command[:2] == ["python", "implicit-augment.py"]
-    spec = importlib.util.spec_from_file_location("implicit_augment_hint", REPO / "implicit-augment.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    args = script.get_args(command[2:])  # exits 2 on a command it rejects
+    args = get_args(command[2:])  # exits 2 on a command it rejects
     assert args.dataset == "folder" and Path(args.data_dir) == folder_run["root"].resolve()
     assert (args.noise_ratio, args.los_model, args.hyper_opt) == (0.2, "BOTH", "HES")
     # and it trains into the run folder get-results reads
@@ -511,7 +495,7 @@ def test_a_32_bit_image_with_values_above_255_is_refused_naming_it(tmp_path):
         folder_dataset.decode(path, channels=1, side=8)
 
 
-def test_file_and_class_names_that_are_not_utf8_are_stamped_and_trained_on(tmp_path):
+def test_file_and_class_names_that_are_not_utf8_are_stamped_and_trained_on(tmp_path, run_script):
     root = make_folder(tmp_path / os.fsdecode(b"sh\xe9pes"), counts={"train": 10, "valid": 2})
     odd_class = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not UTF-8
     (root / "train" / "box").rename(root / "train" / odd_class)
@@ -533,7 +517,7 @@ def test_file_and_class_names_that_are_not_utf8_are_stamped_and_trained_on(tmp_p
     assert settings.name.startswith("folder_sh_pes_")
 
 
-def test_a_relabelled_folder_is_named_as_such_and_the_advised_run_folder_trains(tmp_path):
+def test_a_relabelled_folder_is_named_as_such_and_the_advised_run_folder_trains(tmp_path, run_script):
     root = make_folder(tmp_path / "shapes", counts={"train": 10, "valid": 2})
     data = tmp_path / "runs"
     command = ("implicit-augment.py", "--no-cuda", "--dataset", "folder", "--data-dir", root,

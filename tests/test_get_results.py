@@ -72,12 +72,6 @@ def write_run(root, dataset, folder, config, best_acc, final_acc=None, minority_
     return run
 
 
-def get_results_process(root, *flags):
-    """get-results.py in a process of its own, as a user runs it."""
-    return subprocess.run([sys.executable, str(SCRIPT), "--data", str(root), *flags],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-
-
 def get_results(root, *flags):
     """get-results.py run as __main__ inside this process (the same code path as the command
     line, without a Python start and torch import per call): the exit status, stdout and
@@ -121,12 +115,13 @@ def assert_one_line_error(done, *needles):
 # are pinned through the custom_reports modules, whose output is all the script prints, because
 # each interpreter start (torch import) costs seconds on a 2-core machine.
 
-def test_cli_json_mean_and_sample_std_over_every_run_folder_match_numpy(tmp_path):
+def test_cli_json_mean_and_sample_std_over_every_run_folder_match_numpy(tmp_path, run_script):
     config = configuration()
     accuracies = [93.1, 94.25, 92.8, 93.9]
     for index, acc in enumerate(accuracies):
         write_run(tmp_path, "SVHN", f"run{index}", config, acc)
-    done = get_results_process(tmp_path, *config_flags(config), "--format", "json")
+    done = run_script("get-results.py", "--data", tmp_path, *config_flags(config), "--format", "json",
+                      timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert [run["acc"] for run in report["runs"]] == accuracies
@@ -334,7 +329,8 @@ def test_cli_unreadable_results_file_is_a_one_line_error_suggesting_resume_not_f
 @pytest.fixture(scope="module")
 def implicit_augment_args():
     """implicit-augment.py's get_args, without a new interpreter."""
-    return runpy.run_path(str(REPO / "implicit-augment.py"))["get_args"]
+    from custom_cli.train import get_args
+    return get_args
 
 
 @pytest.mark.parametrize("epoch, what", [(14, "rebuild it without retraining"),
@@ -847,8 +843,9 @@ def test_usage_errors_exit_2_as_argparse_does(tmp_path, capsys, argv, needle):
     assert ": error: " in line and needle in line  # (prog is pytest's name in-process)
 
 
-def test_cli_suspects_minus_3_exits_2(tmp_path):
-    done = get_results_process(tmp_path, "--dataset", "DIGITS", "--los-model", "BOTH", "--suspects", "-3")
+def test_cli_suspects_minus_3_exits_2(tmp_path, run_script):
+    done = run_script("get-results.py", "--data", tmp_path, "--dataset", "DIGITS", "--los-model", "BOTH",
+                      "--suspects", "-3", timeout=120)
     assert done.returncode == 2
     assert_one_line_error(done, "get-results.py: error: --suspects K must be at least 1, got -3")
 

@@ -1,9 +1,7 @@
 """The ImageNet path (images on disk, DataLoader workers, device-side policies) end to
 end, on a tiny ImageFolder of random pictures; folders it cannot use are refused in one line."""
 import dataclasses
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,6 @@ from custom_datasets.containers import DataUnavailable
 from custom_datasets.sources import load_data, load_imagenet
 from custom_runs import run_files
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGENET = get_settings("ImageNet")
 
 
@@ -43,23 +40,20 @@ def test_the_valid_view_of_the_train_set_is_the_plain_centre_crop(tmp_path):
     assert data.train_plain.folder is data.train.folder  # one scan of the folder
 
 
-def run_imagenet(data: Path) -> subprocess.CompletedProcess:
+def run_imagenet(run_script, data: Path) -> subprocess.CompletedProcess:
     """implicit-augment.py on the ImageNet configuration: two epochs, both with hyper steps."""
-    command = [sys.executable, str(ROOT / "implicit-augment.py"), "--dataset", "ImageNet",
-               "--epochs", "2", "--hyper-start", "0", "--workers", "0", "--no-cuda",
-               "--aug-model", "SEP", "--los-model", "BOTH", "--hyper-opt", "HES",
-               "--data", str(data)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    return run_script("implicit-augment.py", "--dataset", "ImageNet", "--epochs", "2", "--hyper-start", "0",
+                      "--workers", "0", "--no-cuda", "--aug-model", "SEP", "--los-model", "BOTH",
+                      "--hyper-opt", "HES", "--data", data, env={"OMP_NUM_THREADS": "2"}, timeout=600)
 
 
 def files_under(folder: Path) -> dict:
     return {str(path.relative_to(folder)): path.stat().st_mtime_ns for path in sorted(folder.rglob("*"))}
 
 
-def test_imagenet_configuration_trains_end_to_end_from_an_image_folder(tmp_path):
+def test_imagenet_configuration_trains_end_to_end_from_an_image_folder(tmp_path, run_script):
     write_folder(tmp_path)
-    result = run_imagenet(tmp_path)
+    result = run_imagenet(run_script, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "note: ImageNet has 2 class folders, not the official 1000" in result.stderr
     folder = run_files.run_dir(tmp_path, "ImageNet", "run0")
@@ -149,11 +143,11 @@ def test_train_and_val_with_different_class_folders_are_refused(tmp_path):
                                 f"4 only in val/ (n06, n07, n08, ... (1 more)); both must hold the same classes")
 
 
-def test_disjoint_class_folders_train_nothing_and_write_nothing(tmp_path):
+def test_disjoint_class_folders_train_nothing_and_write_nothing(tmp_path, run_script):
     # one class each side: before the check both were label 0 and the run scored 100 %
     write_folder(tmp_path, per_class=2, classes=("n01",), val_classes=("n02",))
     before = files_under(tmp_path)
-    result = run_imagenet(tmp_path)
+    result = run_imagenet(run_script, tmp_path)
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.strip() == (f"implicit-augment.py: error: the class folders of {tmp_path}/ImageNet/train "
@@ -163,9 +157,9 @@ def test_disjoint_class_folders_train_nothing_and_write_nothing(tmp_path):
     assert not run_files.run_dir(tmp_path, "ImageNet", "run0").exists()
 
 
-def test_empty_class_folders_stop_the_script_with_one_line_and_exit_code_1(tmp_path):
+def test_empty_class_folders_stop_the_script_with_one_line_and_exit_code_1(tmp_path, run_script):
     write_empty_class_folders(tmp_path)
-    result = run_imagenet(tmp_path)
+    result = run_imagenet(run_script, tmp_path)
     assert result.returncode == 1 and result.stdout == ""
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

@@ -4,36 +4,38 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from custom_cli import train
 from custom_runs import run_files
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = str(ROOT / "implicit-augment.py")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 AUTODO = ["--dataset", "DIGITS", "-ir", "10", "-nr", "0.2", "--aug-model", "SEP",
           "--los-model", "BOTH", "--hyper-opt", "HES", "--no-cuda"]
 NAME = run_files.run_name("resnet18", "HES", "SEP", "BOTH", 10, 1.0, 0.2)
 
 
-def run(args, data, check=True):
-    result = subprocess.run([sys.executable, SCRIPT, *args, "--data", str(data)], env=ENV,
-                            capture_output=True, text=True, timeout=300)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+@pytest.fixture(scope="session")
+def run(run_script):
+    """run(args, data, check=True): implicit-augment.py with `args` and --data `data`, which
+    with `check` must succeed."""
+    def run(args, data, check=True):
+        result = run_script("implicit-augment.py", *args, "--data", data, timeout=300)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+    return run
 
 
 def load(path):
     return run_files.load_torch(path)
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path, start_script, run):
     # enough epochs after the kill point that a fast machine cannot finish before the kill
     args = AUTODO + ["--epochs", "8", "--hyper-start", "1"]
     straight = tmp_path / "straight"
@@ -44,9 +46,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     last = run_files.last_checkpoint_path(folder, NAME)
     # two epochs saved, then kill -9 during the third, after its hyper epoch: the run sends
     # itself SIGKILL as batch 1 of epoch index 2 starts (custom_runs/stop_points.py)
-    process = subprocess.Popen([sys.executable, SCRIPT, *args, "--data", str(interrupted)],
-                               env={**ENV, "STOP_RUN_AT": "2:1:KILL"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_script("implicit-augment.py", *args, "--data", interrupted,
+                           env={"STOP_RUN_AT": "2:1:KILL"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process.wait(timeout=300)
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = load(last)["epoch"]
@@ -75,7 +77,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
             assert torch.equal(tensor, last_b[key][name]), (key, name)
 
 
-def test_a_resumed_run_keeps_the_best_valid_epoch_chosen_before_the_stop(tmp_path):
+def test_a_resumed_run_keeps_the_best_valid_epoch_chosen_before_the_stop(tmp_path, start_script, run):
     """The stop comes after the best validation epoch: a resume that forgot it would choose
     among the later epochs only."""
     args = ["--dataset", "DIGITS", "-nr", "0.5", "--lr", "0.2", "--epochs", "5", "--no-cuda"]
@@ -86,9 +88,10 @@ def test_a_resumed_run_keeps_the_best_valid_epoch_chosen_before_the_stop(tmp_pat
     assert expected["epoch"] < 4, "the best validation epoch is the last: nothing to forget"
 
     folder = run_files.run_dir(tmp_path / "resumed", "DIGITS", "run0")
-    process = subprocess.run([sys.executable, SCRIPT, *args, "--data", str(tmp_path / "resumed")],
-                             env={**ENV, "STOP_RUN_AT": f"{expected['epoch'] + 1}:0:KILL"},
-                             capture_output=True, timeout=300)
+    process = start_script("implicit-augment.py", *args, "--data", tmp_path / "resumed",
+                           env={"STOP_RUN_AT": f"{expected['epoch'] + 1}:0:KILL"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process.wait(timeout=300)
     assert process.returncode == -signal.SIGKILL
     assert load(run_files.last_checkpoint_path(folder, name))["best_valid"] == expected
     run(args + ["--resume"], tmp_path / "resumed")
@@ -101,14 +104,14 @@ def test_a_resumed_run_keeps_the_best_valid_epoch_chosen_before_the_stop(tmp_pat
         assert torch.equal(tensor, saved["decoder_state_dict"][key]), key
 
 
-def test_resume_with_other_options_says_what_differs(tmp_path):
+def test_resume_with_other_options_says_what_differs(tmp_path, run):
     run(AUTODO + ["--epochs", "2"], tmp_path)
     result = run(AUTODO + ["--epochs", "3", "--resume"], tmp_path, check=False)
     assert result.returncode != 0
     assert "epochs 2 -> 3" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_resume_starts_a_run_that_has_nothing_to_resume_and_repeats_a_finished_one(tmp_path):
+def test_resume_starts_a_run_that_has_nothing_to_resume_and_repeats_a_finished_one(tmp_path, run):
     """One command for every (re)submission of a pre-emptible job."""
     args = ["--dataset", "DIGITS", "--epochs", "1", "--no-cuda", "--resume"]
     first = run(args, tmp_path)
@@ -125,7 +128,7 @@ def test_resume_starts_a_run_that_has_nothing_to_resume_and_repeats_a_finished_o
     assert sorted(run_files.tensorboard_dir(folder, name).iterdir()) == events
 
 
-def test_a_finished_result_is_not_overwritten_without_force(tmp_path):
+def test_a_finished_result_is_not_overwritten_without_force(tmp_path, run):
     args = ["--dataset", "DIGITS", "--epochs", "1", "--no-cuda"]
     run(args, tmp_path)
     folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
@@ -138,13 +141,12 @@ def test_a_finished_result_is_not_overwritten_without_force(tmp_path):
     assert json.loads(run_files.results_path(folder, name).read_text())["status"] == "finished"
 
 
-def test_four_configurations_started_together_share_one_split(tmp_path):
+def test_four_configurations_started_together_share_one_split(tmp_path, start_script):
     configurations = [["--aug-model", "NONE"], ["--aug-model", "SHA", "--hyper-opt", "HES"],
                       ["--los-model", "WGHT", "--hyper-opt", "HES"], ["--aug-model", "SEP"]]
-    processes = [subprocess.Popen([sys.executable, SCRIPT, "--dataset", "DIGITS", "-ir", "5",
-                                   "-nr", "0.3", "--epochs", "2", "--hyper-start", "0",
-                                   "--no-cuda", "--data", str(tmp_path), *extra],
-                                  env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    processes = [start_script("implicit-augment.py", "--dataset", "DIGITS", "-ir", "5", "-nr", "0.3",
+                              "--epochs", "2", "--hyper-start", "0", "--no-cuda", "--data", tmp_path,
+                              *extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for extra in configurations]
     outputs = [process.communicate(timeout=300) for process in processes]
     assert [p.returncode for p in processes] == [0] * 4, [err for _, err in outputs]
@@ -161,7 +163,7 @@ def test_four_configurations_started_together_share_one_split(tmp_path):
     (["--model", "wresnet27_2"], "6n+4"),
     (["--hyper-opt", "HES"], "nothing to learn"),
 ])
-def test_impossible_settings_fail_with_one_line_and_leave_no_files(tmp_path, args, message):
+def test_impossible_settings_fail_with_one_line_and_leave_no_files(tmp_path, args, message, run):
     result = run(["--dataset", "DIGITS", "--epochs", "1", "--no-cuda", *args], tmp_path, check=False)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
@@ -169,7 +171,7 @@ def test_impossible_settings_fail_with_one_line_and_leave_no_files(tmp_path, arg
     assert not tmp_path.exists() or list(tmp_path.rglob("*")) == []
 
 
-def test_a_corrupt_dataset_file_is_named_in_the_error(tmp_path):
+def test_a_corrupt_dataset_file_is_named_in_the_error(tmp_path, run):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -183,7 +185,7 @@ def test_a_corrupt_dataset_file_is_named_in_the_error(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_an_unwritable_data_folder_is_refused(tmp_path):
+def test_an_unwritable_data_folder_is_refused(tmp_path, run):
     tmp_path.chmod(0o500)
     try:
         result = run(["--dataset", "DIGITS", "--epochs", "1", "--no-cuda"], tmp_path / "x", check=False)
@@ -192,14 +194,14 @@ def test_an_unwritable_data_folder_is_refused(tmp_path):
     assert result.returncode != 0 and "not writable" in result.stderr
 
 
-def test_a_data_path_inside_a_file_is_refused(tmp_path):
+def test_a_data_path_inside_a_file_is_refused(tmp_path, run):
     (tmp_path / "file").write_text("")
     result = run(["--dataset", "DIGITS", "--epochs", "1", "--no-cuda"], tmp_path / "file" / "x", check=False)
     assert result.returncode != 0 and "is a file, not a folder" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-def test_hyper_start_after_the_last_epoch_warns_that_no_hyper_step_runs(tmp_path):
+def test_hyper_start_after_the_last_epoch_warns_that_no_hyper_step_runs(tmp_path, run):
     result = run(["--dataset", "DIGITS", "--epochs", "2", "--hyper-start", "5", "--no-cuda",
                   "--los-model", "WGHT", "--hyper-opt", "HES"], tmp_path)
     assert "no hyper step will run" in result.stderr
@@ -215,7 +217,8 @@ def _wait_for(condition, process, seconds=240):
     assert process.poll() is None, "the run ended before the test could act on it"
 
 
-def test_a_running_configuration_refuses_a_second_process_and_sigterm_stops_it_for_resume(tmp_path):
+def test_a_running_configuration_refuses_a_second_process_and_sigterm_stops_it_for_resume(
+        tmp_path, start_script, run):
     args = ["--dataset", "DIGITS", "--epochs", "60", "--no-cuda"]
     folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
     name = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
@@ -224,9 +227,9 @@ def test_a_running_configuration_refuses_a_second_process_and_sigterm_stops_it_f
     # (custom_runs/stop_points.py), for as long as the test needs
     stderr_path = tmp_path / "first.stderr"
     with open(stderr_path, "w") as stderr_file:
-        first = subprocess.Popen([sys.executable, SCRIPT, *args, "--data", str(tmp_path)],
-                                 env={**ENV, "STOP_RUN_AT": "1:0:PAUSE"},
-                                 stdout=subprocess.DEVNULL, stderr=stderr_file)
+        first = start_script("implicit-augment.py", *args, "--data", tmp_path,
+                             env={"STOP_RUN_AT": "1:0:PAUSE"}, stdout=subprocess.DEVNULL,
+                             stderr=stderr_file)
     try:
         _wait_for(lambda: "STOP_RUN_AT: paused at 1:0" in stderr_path.read_text(), first)
         assert results.is_file()
@@ -252,12 +255,8 @@ def test_a_running_configuration_refuses_a_second_process_and_sigterm_stops_it_f
 
 @pytest.fixture
 def cli(monkeypatch):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("implicit_augment_cli", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return module
+    return train
 
 
 def _fail_on_epoch(monkeypatch, failing_call):
@@ -315,7 +314,7 @@ def test_a_non_finite_loss_in_the_first_epoch_says_nothing_was_saved(cli, monkey
     assert not list(folder.glob("results_*")) and not list(folder.glob("last_*"))
 
 
-def test_a_seed_other_than_the_split_file_s_is_refused_and_a_foreign_split_is_noted(tmp_path):
+def test_a_seed_other_than_the_split_file_s_is_refused_and_a_foreign_split_is_noted(tmp_path, run):
     common = ["--dataset", "DIGITS", "--epochs", "1", "--no-cuda"]
     run(common, tmp_path)
     run0 = run_files.run_dir(tmp_path, "DIGITS", "run0")
@@ -349,7 +348,7 @@ def test_a_seed_other_than_the_split_file_s_is_refused_and_a_foreign_split_is_no
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_without_cuda_a_gpu_request_is_said_out_loud(tmp_path):
+def test_without_cuda_a_gpu_request_is_said_out_loud(tmp_path, run):
     result = run(["--dataset", "DIGITS", "--epochs", "1", "--gpu", "3"], tmp_path)
     # --compile is not ignored on the CPU (tests/test_compile.py)
     assert "note: CUDA is not available, training on the CPU (--gpu ignored)" in result.stderr
@@ -357,7 +356,7 @@ def test_without_cuda_a_gpu_request_is_said_out_loud(tmp_path):
     assert "CUDA" not in quiet.stderr
 
 
-def test_classes_left_without_train_images_are_named(tmp_path):
+def test_classes_left_without_train_images_are_named(tmp_path, run):
     result = run(["--dataset", "DIGITS", "--epochs", "1", "--no-cuda", "-ir", "300"], tmp_path)
     folder = run_files.run_dir(tmp_path, "DIGITS", "run0")
     counts = run_files.load_results(next(folder.glob("results_*.json")))["split"]["train_class_counts"]

@@ -7,14 +7,13 @@ The warp path (`geometry`, `downsample`) is pinned in test_augment_model.py, the
 (`wrn-block`) in test_networks.py."""
 import json
 import math
-import runpy
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 import custom_cli.results
+import custom_cli.train
 from custom_common.settings import get_settings
 from custom_datasets.containers import InMemoryData
 from custom_models.schedule import hyper_learning_rate
@@ -27,13 +26,10 @@ from custom_runs.set_up import plan_run, prepare_data
 from custom_transforms import affine
 from custom_transforms.base import EvalTransform
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = runpy.run_path(str(REPO / "implicit-augment.py"))
-
 
 def experiment(tmp_path, *options, data=None, dataset="DIGITS"):
     """A run's plan, prepared data and parts, flattened into one namespace."""
-    args = CLI["get_args"](["--data", str(tmp_path), "--dataset", dataset, "--no-cuda", *options])
+    args = custom_cli.train.get_args(["--data", str(tmp_path), "--dataset", dataset, "--no-cuda", *options])
     plan = plan_run(args)
     prepared = prepare_data(plan, data)
     parts = build_parts(plan, prepared)
@@ -58,14 +54,14 @@ def test_run_name_has_a_text_suffix_only_when_an_item_is_chosen():
     assert run_files.run_name("resnet18", "HES", "SEP", "BOTH", 10, 1.0, 0.1) == design
     assert run_files.run_name("resnet18", "HES", "SEP", "BOTH", 10, 1.0, 0.1,
                               paper_text=["geometry", "valid"]) == design + "_text_geometry-valid"
-    args = CLI["get_args"](["--paper-text", "wrn-block", "geometry"])
+    args = custom_cli.train.get_args(["--paper-text", "wrn-block", "geometry"])
     assert args.paper_text == ["geometry", "wrn-block"]
-    assert CLI["get_args"]([]).paper_text == []
+    assert custom_cli.train.get_args([]).paper_text == []
 
 
 def test_an_unknown_item_is_refused_in_one_line(capsys):
     with pytest.raises(SystemExit) as stop:
-        CLI["get_args"](["--paper-text", "colour"])
+        custom_cli.train.get_args(["--paper-text", "colour"])
     assert stop.value.code == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "'colour'" in error and "geometry" in error
@@ -211,7 +207,7 @@ def two_runs(tmp_path_factory):
     base = ["--data", str(data), "--dataset", "DIGITS", "--epochs", "3", "--hyper-start", "0",
             "--hyper-steps", "1", "--aug-model", "SHA", "--hyper-opt", "HES", "--no-cuda"]
     for extra in ([], ["--paper-text", "warmup"]):
-        assert CLI["main"](CLI["get_args"](base + extra)) == 0
+        assert custom_cli.train.main(custom_cli.train.get_args(base + extra)) == 0
     folder = data / "DIGITS" / "run0"
     name = run_files.run_name("resnet18", "HES", "SHA", "NONE", 1, 1.0, 0.0)
     return data, {key: run_files.load_results(run_files.results_path(folder, name + suffix))

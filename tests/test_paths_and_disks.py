@@ -3,9 +3,7 @@ read-only, a run folder outside --data, a disk that fills up during a run, and t
 temporary files a killed save leaves behind. Each ends in one line and a non-zero exit,
 with no traceback and no half-written file."""
 import json
-import os
 import subprocess
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -15,15 +13,7 @@ from custom_common import atomic_files
 from custom_runs import run_files
 
 ROOT = Path(__file__).resolve().parents[1]
-VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
-PYTHON = str(VENV_PYTHON) if VENV_PYTHON.is_file() else sys.executable
-ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
 BASELINE = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
-
-
-def run_script(script: str, *args, timeout=300):
-    return subprocess.run([PYTHON, str(ROOT / script), *map(str, args)], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def error_line(result, script: str) -> str:
@@ -64,20 +54,21 @@ def data_under_a_file(tmp_path):
 
 
 @pytest.mark.parametrize("make_data", [data_is_a_file, data_under_a_file])
-def test_run_table_refuses_a_data_path_that_is_or_lies_under_a_file(tmp_path, make_data):
+def test_run_table_refuses_a_data_path_that_is_or_lies_under_a_file(tmp_path, make_data, run_script):
     data, expected = make_data(tmp_path)
     result = run_script("run-table.py", "--dataset", "DIGITS", "--configs", "Baseline",
-                        "--settings", "1-0.0", "--runs", 1, "--epochs", 1, "--no-cuda", "--data", data)
+                        "--settings", "1-0.0", "--runs", 1, "--epochs", 1, "--no-cuda", "--data", data,
+                        timeout=300)
     assert result.returncode == 2
     line = error_line(result, "run-table.py")
     assert expected in line and "--data" in line
 
 
-def test_run_table_refuses_a_read_only_data_folder_and_writes_nothing(tmp_path):
+def test_run_table_refuses_a_read_only_data_folder_and_writes_nothing(tmp_path, run_script):
     with mounted_tmpfs(tmp_path / "data", "size=1m,ro") as data:
         result = run_script("run-table.py", "--dataset", "DIGITS", "--configs", "Baseline",
                             "--settings", "1-0.0", "--runs", 1, "--epochs", 1, "--no-cuda",
-                            "--data", data / "runs")
+                            "--data", data / "runs", timeout=300)
         assert result.returncode == 2
         assert "not writable" in error_line(result, "run-table.py")
         assert list(data.iterdir()) == []
@@ -91,12 +82,13 @@ def test_run_table_refuses_a_read_only_data_folder_and_writes_nothing(tmp_path):
     ("implicit-augment.py", ()),
 ])
 @pytest.mark.parametrize("run_folder", ["../../..", ".."])
-def test_a_run_folder_outside_data_is_refused_by_every_script(tmp_path, script, flags, run_folder):
+def test_a_run_folder_outside_data_is_refused_by_every_script(
+        tmp_path, script, flags, run_folder, run_script):
     outside = tmp_path / "outside"
     outside.mkdir()
     result = run_script(script, "--dataset", "DIGITS", "--data", tmp_path / "data", "-r", run_folder,
                         "--out" if script != "implicit-augment.py" else "--no-cuda",
-                        *((outside,) if script != "implicit-augment.py" else ()), *flags)
+                        *((outside,) if script != "implicit-augment.py" else ()), *flags, timeout=300)
     assert result.returncode == 2
     assert f"-r must be a folder name such as run0, got '{run_folder}'" in error_line(result, script)
     assert list(outside.iterdir()) == [] and not (tmp_path / "data").exists()
@@ -104,7 +96,7 @@ def test_a_run_folder_outside_data_is_refused_by_every_script(tmp_path, script, 
 
 # ----------------------------------------------------------------------------- temporary files
 
-def test_a_start_removes_the_temporaries_a_killed_save_of_its_configuration_left(tmp_path):
+def test_a_start_removes_the_temporaries_a_killed_save_of_its_configuration_left(tmp_path, run_script):
     data = tmp_path / "data"
     folder = run_files.run_dir(data, "DIGITS", "run0")
     folder.mkdir(parents=True)
@@ -120,7 +112,7 @@ def test_a_start_removes_the_temporaries_a_killed_save_of_its_configuration_left
     for path in mine + kept:
         path.write_bytes(b"\0" * 1000)
     result = run_script("implicit-augment.py", "--dataset", "DIGITS", "--no-cuda", "--epochs", 1,
-                        "--resume", "--data", data)
+                        "--resume", "--data", data, timeout=300)
     assert result.returncode == 0, result.stderr
     assert [path.exists() for path in mine] == [False] * 4
     assert [path.read_bytes() for path in kept] == [b"\0" * 1000] * 3
@@ -177,13 +169,14 @@ def test_atomic_paths_writes_all_of_its_files_or_none(tmp_path):
 SMALL_RUN = ("--dataset", "DIGITS", "--no-cuda", "--model", "wresnet10_1")
 
 
-def test_a_run_on_a_disk_that_fills_up_stops_in_one_line_and_resumes_after_space_is_freed(tmp_path):
+def test_a_run_on_a_disk_that_fills_up_stops_in_one_line_and_resumes_after_space_is_freed(
+        tmp_path, run_script):
     name = run_files.run_name("wresnet10_1", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
     # room for the first epoch's files (split, best_, bestvalid_, last_, results: about 1.6 MB) but not
     # for the second epoch's temporary checkpoint beside them
     with mounted_tmpfs(tmp_path / "disk", "size=1800k") as data:
         folder = run_files.run_dir(data, "DIGITS", "run0")
-        full = run_script("implicit-augment.py", *SMALL_RUN, "--epochs", 3, "--data", data)
+        full = run_script("implicit-augment.py", *SMALL_RUN, "--epochs", 3, "--data", data, timeout=300)
         assert full.returncode == 1
         line = error_line(full, "implicit-augment.py")
         assert "No space left on device" in line and str(folder) in line and "--resume" in line
@@ -194,11 +187,12 @@ def test_a_run_on_a_disk_that_fills_up_stops_in_one_line_and_resumes_after_space
 
         subprocess.run(["mount", "-o", "remount,size=8m", str(data)], check=True)  # space freed
         resumed = run_script("implicit-augment.py", *SMALL_RUN, "--epochs", 3, "--data", data,
-                             "--resume")
+                             "--resume", timeout=300)
         assert resumed.returncode == 0, resumed.stderr
         results = json.loads(run_files.results_path(folder, name).read_text())
         assert results["status"] == "finished" and results["epochs_done"] == 3
-    straight = run_script("implicit-augment.py", *SMALL_RUN, "--epochs", 3, "--data", tmp_path / "roomy")
+    straight = run_script("implicit-augment.py", *SMALL_RUN, "--epochs", 3, "--data", tmp_path / "roomy",
+                          timeout=300)
     assert straight.returncode == 0, straight.stderr
     expected = json.loads(run_files.results_path(run_files.run_dir(tmp_path / "roomy", "DIGITS", "run0"),
                                                  name).read_text())
@@ -206,37 +200,38 @@ def test_a_run_on_a_disk_that_fills_up_stops_in_one_line_and_resumes_after_space
 
 
 @pytest.fixture(scope="module")
-def learned_run(tmp_path_factory):
+def learned_run(tmp_path_factory, run_script):
     """A DIGITS run that learned loss weights and soft labels: what --suspects reads."""
     data = tmp_path_factory.mktemp("suspects") / "data"
     flags = (*SMALL_RUN, "-nr", 0.2, "--los-model", "BOTH", "--hyper-opt", "HES", "--hyper-start", 0)
-    result = run_script("implicit-augment.py", *flags, "--epochs", 2, "--data", data)
+    result = run_script("implicit-augment.py", *flags, "--epochs", 2, "--data", data, timeout=300)
     assert result.returncode == 0, result.stderr
     return data, tuple(flag for flag in flags if flag not in ("--hyper-start", 0))
 
 
-def suspects_into(learned_run, out):
+def suspects_into(run_script, learned_run, out):
     data, flags = learned_run
-    return run_script("get-results.py", *flags, "--data", data, "--suspects", 10, "--out", out)
+    return run_script("get-results.py", *flags, "--data", data, "--suspects", 10, "--out", out, timeout=300)
 
 
-def test_suspects_on_a_disk_too_small_for_all_of_them_write_none_in_one_line(learned_run, tmp_path):
-    written = suspects_into(learned_run, tmp_path / "roomy")
+def test_suspects_on_a_disk_too_small_for_all_of_them_write_none_in_one_line(
+        learned_run, tmp_path, run_script):
+    written = suspects_into(run_script, learned_run, tmp_path / "roomy")
     assert written.returncode == 0, written.stderr
     sizes = {p.suffix: p.stat().st_size for p in (tmp_path / "roomy").iterdir()}
     assert sorted(sizes) == [".csv", ".pdf", ".png"]
     # room for the CSV, not for the figures beside it
     with mounted_tmpfs(tmp_path / "small", f"size={sizes['.csv'] + 8192}") as out:
-        full = suspects_into(learned_run, out)
+        full = suspects_into(run_script, learned_run, out)
         assert full.returncode == 1
         line = error_line(full, "get-results.py")
         assert "No space left on device" in line and str(out) in line and "--out" in line
         assert list(out.iterdir()) == []
 
 
-def test_suspects_into_a_read_only_folder_fail_in_one_line(learned_run, tmp_path):
+def test_suspects_into_a_read_only_folder_fail_in_one_line(learned_run, tmp_path, run_script):
     with mounted_tmpfs(tmp_path / "ro", "size=1m,ro") as out:
-        refused = suspects_into(learned_run, out / "suspects")
+        refused = suspects_into(run_script, learned_run, out / "suspects")
         assert refused.returncode == 1
         assert "Read-only file system" in error_line(refused, "get-results.py")
         assert list(out.iterdir()) == []

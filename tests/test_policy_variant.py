@@ -6,27 +6,26 @@ sampling and a grey 0.5 fill). Pinned here: the option, its record in the config
 identity and the run name, get-results' selection and table rows, run-table's pass-through.
 The operations themselves are pinned in test_policies.py, the order in test_base_transforms.py."""
 import json
-import runpy
 from pathlib import Path
 
 import pytest
 
 import custom_cli.results
-from custom_runs import identity, run_files, sweep
+import custom_cli.train
+from custom_runs import identity, run_files
 from custom_runs.builders import build_parts
+from custom_runs.table import sweep
 from custom_runs.identity import IDENTITY_OPTIONS
 from custom_runs.options import POLICY_VARIANT_ITEMS, policy_variant_items, saved_option
 from custom_runs.run_state import run_config
 from custom_runs.set_up import plan_run, prepare_data
 
-REPO = Path(__file__).resolve().parents[1]
-CLI = runpy.run_path(str(REPO / "implicit-augment.py"))
 DESIGN_NAME = "resnet18_opt_NONE_est_True_aug_model_RAND_los_model_NONE_ir_1_sr_1.0_nr_0.0"
 
 
 def planned(tmp_path, *options):
     """The run's plan and its train transform, as the run builds them."""
-    args = CLI["get_args"](["--data", str(tmp_path), "--dataset", "DIGITS", "--no-cuda", *options])
+    args = custom_cli.train.get_args(["--data", str(tmp_path), "--dataset", "DIGITS", "--no-cuda", *options])
     plan = plan_run(args)
     return plan, build_parts(plan, prepare_data(plan)).batches.train_transform
 
@@ -52,7 +51,7 @@ def test_run_name_has_a_policy_suffix_only_when_an_item_is_chosen():
 
 def test_an_unknown_item_is_refused_in_one_line(capsys):
     with pytest.raises(SystemExit) as stop:
-        CLI["get_args"](["--policy-variant", "grey"])
+        custom_cli.train.get_args(["--policy-variant", "grey"])
     assert stop.value.code == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "'grey'" in error and "after-crop" in error
@@ -94,7 +93,7 @@ def two_runs(tmp_path_factory):
     base = ["--data", str(data), "--dataset", "DIGITS", "--epochs", "1", "--aug-model", "RAND",
             "--no-cuda"]
     for extra in ([], ["--policy-variant", "all"]):
-        assert CLI["main"](CLI["get_args"](base + extra)) == 0
+        assert custom_cli.train.main(custom_cli.train.get_args(base + extra)) == 0
     folder = data / "DIGITS" / "run0"
     return data, {key: run_files.load_results(run_files.results_path(folder, DESIGN_NAME + suffix))
                   for key, suffix in (("released", ""), ("ours", "_policy_after-crop-bilinear-grey"))}

@@ -2,7 +2,6 @@
 code or another compute path, runs of different lengths, the commands that repair a run,
 and results files that say finished without a number."""
 import json
-import runpy
 import shutil
 from datetime import datetime
 from types import SimpleNamespace
@@ -11,14 +10,16 @@ import pytest
 import torch
 from torch import nn
 
+from custom_cli.table import print_table
 from custom_models.training import Network, evaluate
 from custom_reports import configuration_report, run_reading, table_formats, tables
-from custom_runs import compute_path, identity, run_files, run_state, sweep
+from custom_runs import compute_path, identity, run_files, run_state
+from custom_runs.table import sweep
 from custom_runs.experiment import Experiment
 from custom_runs.metrics import minority_accuracy
 from test_compute_path import options, run_until
 from test_folder import make_folder
-from test_get_results import (BASELINE, REPO, config_flags, configuration, get_results,  # noqa: F401
+from test_get_results import (BASELINE, config_flags, configuration, get_results,  # noqa: F401
                               implicit_augment_args, write_run)
 
 
@@ -238,14 +239,13 @@ def test_a_table_of_one_length_keeps_its_row_names(tmp_path):
 
 
 def test_the_runner_prints_the_table_of_exactly_its_own_cells(tmp_path, capsys):
-    run_table = runpy.run_path(str(REPO / "run-table.py"))
     specs = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 2, ["--epochs", "3"])
     config = specs[0].config
     write_length(tmp_path, "DIGITS", "run0", config, 90.0, 3)
     write_length(tmp_path, "DIGITS", "run1", config, 50.0, 200)  # not this table's length
     write_length(tmp_path, "DIGITS", "run2", config, 40.0, 3)  # not one of its run folders
     args = SimpleNamespace(dataset="DIGITS", data=str(tmp_path), format="json")
-    run_table["print_table"](args, specs)
+    print_table(args, specs)
     table = json.loads(capsys.readouterr().out)
     [row] = table["rows"]
     assert (row["name"], row["cells"]["10-0.1"]["runs"], row["cells"]["10-0.1"]["values"]) == \

@@ -17,26 +17,32 @@ from typing import Callable
 
 import pytest
 
+from custom_cli.table import get_args
 from custom_reports import table_formats, tables
-from custom_runs import launchers, run_files, sweep
+from custom_runs import run_files
+from custom_runs.table import local, processes, slurm, sweep
+from custom_runs.table.outcomes import FAILED, FINISHED, Outcome, Progress
 from custom_common.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "run-table.py"
 CONFIGS = ("Baseline", "A_W_S")
 SHORT = ("--epochs", "3", "--hyper-start", "0", "--no-cuda")
 # one one-thread worker per core (at least two at a time): CPU runs are then exact on resume
-JOBS = str(max(2, launchers.cpu_threads()))
+JOBS = str(max(2, processes.cpu_threads()))
 
 
-def table_command(data, *extra, runs=2):
-    return [sys.executable, str(SCRIPT), "--dataset", "DIGITS", "--configs", *CONFIGS,
-            "--settings", "10-0.1", "--runs", str(runs), "--data", str(data), *SHORT, *extra]
+def table_arguments(data, *extra, runs=2) -> list:
+    """run-table.py's arguments for the DIGITS table of CONFIGS at 10-0.1, `runs` run folders."""
+    return ["--dataset", "DIGITS", "--configs", *CONFIGS, "--settings", "10-0.1", "--runs", str(runs),
+            "--data", str(data), *SHORT, *extra]
 
 
-def run_table(data, *extra, runs=2, timeout=600):
-    return subprocess.run(table_command(data, *extra, runs=runs), cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+@pytest.fixture(scope="session")
+def run_table(run_script):
+    """run_table(data, *extra, runs=2, timeout=600): run-table.py on table_arguments."""
+    def run(data, *extra, runs=2, timeout=600):
+        return run_script("run-table.py", *table_arguments(data, *extra, runs=runs), timeout=timeout)
+    return run
 
 
 def specs_of(data, runs=2):
@@ -65,7 +71,7 @@ def table_text(data, runs=2) -> str:
 
 
 @pytest.fixture(scope="module")
-def finished_table(tmp_path_factory):
+def finished_table(tmp_path_factory, run_table):
     """The whole 2 x 2 table, uninterrupted, with the local launcher."""
     data = tmp_path_factory.mktemp("table")
     done = run_table(data, "--jobs", JOBS)
@@ -99,7 +105,7 @@ def test_configurations_started_together_share_one_split(finished_table):
         assert seeds == {run_files.seed_from_run_folder(run)}
 
 
-def test_a_second_invocation_starts_no_process_and_touches_no_file(finished_table):
+def test_a_second_invocation_starts_no_process_and_touches_no_file(finished_table, run_table):
     data, _ = finished_table
     before = files_under(data / "DIGITS")
     done = run_table(data, "--jobs", JOBS)
@@ -110,14 +116,14 @@ def test_a_second_invocation_starts_no_process_and_touches_no_file(finished_tabl
 
 
 def test_after_kill_9_of_the_runner_the_same_command_ends_with_the_uninterrupted_table(
-        finished_table, tmp_path):
+        finished_table, tmp_path, start_script, run_table):
     reference, _ = finished_table
     # run0's two cells (the reference's first run): both start together and are killed mid-run
     # (mid-table: each has saved an epoch, so something is left to resume, and none has
     # finished); each run waits for a signal as its second epoch starts (stop_points.py)
-    runner = subprocess.Popen(table_command(tmp_path, "--jobs", JOBS, runs=1), cwd=REPO,
-                              env={**os.environ, "STOP_RUN_AT": "1:0:PAUSE"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runner = start_script("run-table.py", *table_arguments(tmp_path, "--jobs", JOBS, runs=1),
+                          env={"STOP_RUN_AT": "1:0:PAUSE"},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     specs = specs_of(tmp_path, runs=1)
     deadline = time.monotonic() + 300
     while not all(s.log_path.is_file() and "STOP_RUN_AT: paused at 1:0" in s.log_path.read_text()
@@ -146,7 +152,7 @@ def test_after_kill_9_of_the_runner_the_same_command_ends_with_the_uninterrupted
         assert log.count("=== ") == 2 and "epoch 3/3 " in second and "epoch 1/3 " not in second
 
 
-def test_ctrl_c_at_a_terminal_leaves_every_run_interrupted_never_running(tmp_path):
+def test_ctrl_c_at_a_terminal_leaves_every_run_interrupted_never_running(tmp_path, start_script):
     """A terminal's Ctrl-C is SIGINT to its whole foreground process group: the runner and,
     unless the runner keeps them apart, its runs too, which then also get the runner's own
     stop while their Ctrl-C handler writes the results file (one run in a few was left
@@ -156,16 +162,16 @@ def test_ctrl_c_at_a_terminal_leaves_every_run_interrupted_never_running(tmp_pat
     rounds = 2
     epochs = ("--epochs", str(rounds + 1), "--no-cuda")
     specs = sweep.expand("DIGITS", str(tmp_path), CONFIGS, ["10-0.1"], 1, list(epochs))
-    command = [sys.executable, str(SCRIPT), "--dataset", "DIGITS", "--configs", *CONFIGS,
-               "--settings", "10-0.1", "--runs", "1", "--data", str(tmp_path), *epochs, "--jobs", "2"]
+    arguments = ["--dataset", "DIGITS", "--configs", *CONFIGS, "--settings", "10-0.1", "--runs", "1",
+                 "--data", str(tmp_path), *epochs, "--jobs", "2"]
     for round_ in range(rounds):
         # each attempt resumes, trains one epoch and waits as the next one starts (stop_points.py)
         paused = f"STOP_RUN_AT: paused at {round_ + 1}:0"
         # as typed at a terminal: the runner leads a process group of its own, SIGINT not ignored
-        runner = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  env={**os.environ, "STOP_RUN_AT": f"{round_ + 1}:0:PAUSE"},
-                                  start_new_session=True,
-                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        runner = start_script("run-table.py", *arguments, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={"STOP_RUN_AT": f"{round_ + 1}:0:PAUSE"},
+                              start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             deadline = time.monotonic() + 300
             while not all(s.log_path.is_file() and paused in s.log_path.read_text() for s in specs):
@@ -189,27 +195,26 @@ def test_ctrl_c_at_a_terminal_leaves_every_run_interrupted_never_running(tmp_pat
 
 def test_the_local_launcher_starts_each_run_outside_the_terminal_s_process_group(tmp_path, monkeypatch):
     [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
-    monkeypatch.setattr(launchers, "run_command", lambda spec, gpus_per_run=1: [
+    monkeypatch.setattr(processes, "run_command", lambda spec, gpus_per_run=1: [
         sys.executable, "-c", "import os; print('group', os.getpgid(0), 'sid', os.getsid(0))"])
-    progress = launchers.Progress(1, stream=io.StringIO())
-    [outcome] = launchers.run_local([spec], [{}], progress, poll_s=0.01)
+    progress = Progress(1, stream=io.StringIO())
+    [outcome] = local.run_local([spec], [{}], progress, poll_s=0.01)
     progress.close()
-    assert outcome.state == launchers.FAILED  # the stand-in run wrote no results file
+    assert outcome.state == FAILED  # the stand-in run wrote no results file
     _, group, _, sid = spec.log_path.read_text().splitlines()[-1].split()
     # setsid(2): the terminal's Ctrl-C (SIGINT to this group) does not reach it
     assert int(group) == int(sid) != os.getpgid(0)
     assert int(sid) != os.getsid(0)
 
 
-def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
+def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path, run_script):
     [broken, other] = sweep.expand("DIGITS", str(tmp_path), CONFIGS, ["10-0.1"], 1,
                                    ["--epochs", "1", "--no-cuda"])
     broken.folder.mkdir(parents=True)
     run_files.last_checkpoint_path(broken.folder, broken.name).write_bytes(b"not a checkpoint")
-    done = subprocess.run([sys.executable, str(SCRIPT), "--dataset", "DIGITS", "--configs", *CONFIGS,
-                           "--settings", "10-0.1", "--runs", "1", "--data", str(tmp_path),
-                           "--epochs", "1", "--no-cuda", "--jobs", "2"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = run_script("run-table.py", "--dataset", "DIGITS", "--configs", *CONFIGS, "--settings", "10-0.1",
+                      "--runs", "1", "--data", tmp_path, "--epochs", "1", "--no-cuda", "--jobs", "2",
+                      timeout=300)
     assert done.returncode == 1
     assert other.is_finished() and not broken.is_finished()
     [line] = [line for line in done.stderr.splitlines() if line.startswith("failed: Baseline")]
@@ -218,13 +223,11 @@ def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(tmp_path):
     assert "1 done (0 skipped), 0 running, 1 failed" in done.stderr
 
 
-def test_a_cell_trained_by_another_live_process_is_running_elsewhere_not_failed(tmp_path):
+def test_a_cell_trained_by_another_live_process_is_running_elsewhere_not_failed(tmp_path, run_script):
     [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
     with run_files.configuration_lock(spec.folder, spec.name):
-        done = subprocess.run([sys.executable, str(SCRIPT), "--dataset", "DIGITS", "--configs",
-                               "Baseline", "--settings", "10-0.1", "--runs", "1", "--epochs", "1",
-                               "--data", str(tmp_path)],
-                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        done = run_script("run-table.py", "--dataset", "DIGITS", "--configs", "Baseline", "--settings",
+                          "10-0.1", "--runs", "1", "--epochs", "1", "--data", tmp_path, timeout=120)
     assert done.returncode == 1
     assert f"running elsewhere: Baseline 10-0.1 run0: pid {os.getpid()} on " in done.stderr
     assert not spec.log_path.exists()  # no process was started for it
@@ -233,13 +236,12 @@ def test_a_cell_trained_by_another_live_process_is_running_elsewhere_not_failed(
 # ----------------------------------------------------------------------------- Slurm path
 
 def test_submitit_local_array_resumes_a_half_finished_run_and_ends_with_the_same_table(
-        finished_table, tmp_path):
+        finished_table, tmp_path, run_table, start_script):
     reference, _ = finished_table
     half = specs_of(tmp_path, runs=1)[0]  # Baseline run0: trained to an epoch, then killed
-    command = [sys.executable, str(REPO / "implicit-augment.py"), *half.arguments]
     # kill -9 as its second epoch starts: the run sends itself SIGKILL (stop_points.py)
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "OMP_NUM_THREADS": "1", "STOP_RUN_AT": "1:0:KILL"})
+    process = start_script("implicit-augment.py", *half.arguments, env={"STOP_RUN_AT": "1:0:KILL"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process.wait(timeout=300)
     assert process.returncode == -signal.SIGKILL
     assert run_files.load_torch(run_files.last_checkpoint_path(half.folder, half.name))["epoch"] == 0
@@ -259,7 +261,7 @@ def test_submitit_local_array_resumes_a_half_finished_run_and_ends_with_the_same
     assert "2 done (2 skipped)" in again.stderr
 
 
-def test_slurm_submission_script_carries_the_options_given(tmp_path):
+def test_slurm_submission_script_carries_the_options_given(tmp_path, run_script):
     fake = tmp_path / "bin"
     fake.mkdir()
     copy = tmp_path / "submitted.sh"
@@ -268,13 +270,13 @@ def test_slurm_submission_script_carries_the_options_given(tmp_path):
     for tool in ("sbatch", "srun"):
         (fake / tool).chmod(0o755)
     data = tmp_path / "data"
-    done = subprocess.run(
-        table_command(data, "--launcher", "slurm", "--no-wait", "--partition", "gpu-long",
-                      "--time-min", "90", "--gpus-per-task", "2", "--cpus-per-task", "8",
-                      "--mem-gb", "32", "--array-parallelism", "3", "--account", "proj7",
-                      "--qos", "high"),
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"})
+    done = run_script(
+        "run-table.py",
+        *table_arguments(data, "--launcher", "slurm", "--no-wait", "--partition", "gpu-long",
+                         "--time-min", "90", "--gpus-per-task", "2", "--cpus-per-task", "8",
+                         "--mem-gb", "32", "--array-parallelism", "3", "--account", "proj7",
+                         "--qos", "high"),
+        timeout=120, env={"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"})
     assert done.returncode == 0, done.stderr
     assert "submitted job array 12345: 4 tasks" in done.stderr
     script = copy.read_text()
@@ -289,8 +291,8 @@ def test_slurm_submission_script_carries_the_options_given(tmp_path):
     assert len(pickles) == 4
     delayed = pickle.loads(pickles[0].read_bytes())
     job, (spec,) = delayed.function, delayed.args
-    assert isinstance(job, launchers.TableJob) and job.gpus_per_run == 2 and job.threads == 8
-    command = launchers.run_command(spec, job.gpus_per_run)
+    assert isinstance(job, slurm.TableJob) and job.gpus_per_run == 2 and job.threads == 8
+    command = processes.run_command(spec, job.gpus_per_run)
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     assert command[-1] == "--resume"
 
@@ -314,10 +316,10 @@ time.sleep(120)
 PREEMPTED_TASK = """
 import json, signal, sys, time
 sys.path.insert(0, sys.argv[1])
-from custom_runs import launchers, sweep
+from custom_runs.table import processes, slurm, sweep
 [spec] = sweep.expand("DIGITS", sys.argv[2], ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
-launchers.run_command = lambda spec, gpus_per_run=1: [sys.executable, "-c", sys.argv[3]]
-job = launchers.TableJob(3)
+processes.run_command = lambda spec, gpus_per_run=1: [sys.executable, "-c", sys.argv[3]]
+job = slurm.TableJob(3)
 job.poll_s = 0.05
 
 class Requeued(Exception):
@@ -328,7 +330,7 @@ report = {}
 def preempted(signum, frame):
     started = time.monotonic()
     delayed = job.checkpoint(spec)
-    report.update(checkpoint_s=time.monotonic() - started, ended=launchers.has_exited(job._process),
+    report.update(checkpoint_s=time.monotonic() - started, ended=processes.has_exited(job._process),
                   threads=delayed.function.threads, spec=delayed.args[0].title)
     raise Requeued()
 
@@ -341,12 +343,11 @@ print(json.dumps(report))
 """
 
 
-def test_a_preempted_task_stops_its_run_and_requeues_without_waiting_on_a_lock(tmp_path):
+def test_a_preempted_task_stops_its_run_and_requeues_without_waiting_on_a_lock(tmp_path, run_python):
     """The handler runs in the thread that waits for the run: it must neither wait for
     Popen's lock (a deadlock until Slurm's kill) nor let USR2 kill the run unsaved."""
     try:
-        done = subprocess.run([sys.executable, "-c", PREEMPTED_TASK, str(REPO), str(tmp_path), PREEMPTED_RUN],
-                              capture_output=True, text=True, timeout=90)
+        done = run_python("-c", PREEMPTED_TASK, REPO, tmp_path, PREEMPTED_RUN, timeout=90)
     except subprocess.TimeoutExpired:
         pytest.fail("the pre-empted task hangs in its signal handler")
     assert done.returncode == 0, done.stderr
@@ -368,7 +369,7 @@ class FakeJob:
                                            stderr=folder / f"{job_id}_0_log.err")
 
     def result(self):
-        return launchers.Outcome(self.title, launchers.FINISHED, "from the result file")
+        return Outcome(self.title, FINISHED, "from the result file")
 
 
 def test_without_accounting_a_task_that_left_the_queue_is_judged_by_its_results_file(
@@ -388,11 +389,11 @@ def test_without_accounting_a_task_that_left_the_queue_is_judged_by_its_results_
         if states == {"7_2": "COMPLETED"}:
             jobs[2].paths.result_pickle.write_bytes(b"")  # its task wrote submitit's result file
         return states
-    progress = launchers.Progress(3, stream=io.StringIO())
-    outcomes = launchers.wait_for_jobs(jobs, specs, progress, poll_s=0.0, queue=queue)
+    progress = Progress(3, stream=io.StringIO())
+    outcomes = slurm.wait_for_jobs(jobs, specs, progress, poll_s=0.0, queue=queue)
     assert [(o.title, o.state) for o in outcomes] == [
-        ("Baseline 10-0.1 run0", launchers.FINISHED), ("A_W_S 10-0.1 run0", launchers.FAILED),
-        ("A 10-0.1 run0", launchers.FINISHED)]
+        ("Baseline 10-0.1 run0", FINISHED), ("A_W_S 10-0.1 run0", FAILED),
+        ("A 10-0.1 run0", FINISHED)]
     assert outcomes[2].detail == "from the result file"
     assert outcomes[1].detail == (f"job 7_1 ended FAILED without a result; submitit log "
                                   f"{tmp_path}/7_1_0_log.err, run log {specs[1].log_path}: "
@@ -414,8 +415,8 @@ def test_squeue_states_an_unknown_array_and_a_silent_squeue(tmp_path, monkeypatc
     answer = tmp_path / "answer"
     monkeypatch.setattr(os, "environ", fake_tools(tmp_path / "bin", squeue=f". {answer}",
                                                   sacct="echo 'Slurm accounting storage is disabled' >&2; exit 1"))
-    assert not launchers.accounting_works("41")
-    queue = launchers.SlurmQueue("41", interval_s=0.0, patience_s=3600)
+    assert not slurm.accounting_works("41")
+    queue = slurm.SlurmQueue("41", interval_s=0.0, patience_s=3600)
     answer.write_text("printf '41_0|RUNNING\\n41_1|PENDING\\n'")
     assert queue() == {"41_0": "RUNNING", "41_1": "PENDING"}
     answer.write_text("echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
@@ -423,7 +424,7 @@ def test_squeue_states_an_unknown_array_and_a_silent_squeue(tmp_path, monkeypatc
     answer.write_text("echo 'slurm_load_jobs error: Unable to contact slurm controller' >&2; exit 1")
     assert queue() is None
     queue.patience_s = 0.0
-    with pytest.raises(launchers.QueueUnavailable) as error:
+    with pytest.raises(slurm.QueueUnavailable) as error:
         queue()
     assert str(error.value) == (
         "cannot follow job array 41: sacct does not work here and squeue has not answered for 0 s "
@@ -438,7 +439,7 @@ SLURM_FOLLOWED = ("interrupted: job array 12345 goes on running on the cluster (
                   "table and resubmits what is unfinished")
 
 
-def interrupted_slurm_runner(tmp_path, sbatch: str, signal_when: Callable[[str], bool],
+def interrupted_slurm_runner(start_script, tmp_path, sbatch: str, signal_when: Callable[[str], bool],
                              group: bool = False) -> str:
     """run-table.py --launcher slurm on fake Slurm tools, sent SIGINT once `signal_when` holds
     (of its stderr so far, or of the files the tools write): the runner alone, or with
@@ -451,10 +452,10 @@ def interrupted_slurm_runner(tmp_path, sbatch: str, signal_when: Callable[[str],
     # as typed at a terminal: a shell starts a background job (`make test &`, nohup) with
     # SIGINT ignored, and the runner would inherit that from this pytest process
     with open(stderr_path, "w") as stderr:
-        runner = subprocess.Popen(table_command(tmp_path / "data", "--launcher", "slurm", runs=1),
-                                  cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr, env=env,
-                                  start_new_session=group,
-                                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        runner = start_script("run-table.py",
+                              *table_arguments(tmp_path / "data", "--launcher", "slurm", runs=1),
+                              stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=group,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not signal_when(stderr_path.read_text()):
         assert runner.poll() is None and time.monotonic() < deadline, stderr_path.read_text()
@@ -473,37 +474,40 @@ def interrupted_slurm_runner(tmp_path, sbatch: str, signal_when: Callable[[str],
     return stderr_path.read_text().splitlines()[-1]
 
 
-def test_ctrl_c_while_following_a_slurm_array_says_it_goes_on_and_how_to_cancel_it(tmp_path):
+def test_ctrl_c_while_following_a_slurm_array_says_it_goes_on_and_how_to_cancel_it(tmp_path, start_script):
     # at once after the line that names the array: from then on, every Ctrl-C is about it
-    last = interrupted_slurm_runner(tmp_path, "echo 'Submitted batch job 12345'",
+    last = interrupted_slurm_runner(start_script, tmp_path, "echo 'Submitted batch job 12345'",
                                     lambda stderr: "submitted job array 12345:" in stderr)
     assert last == SLURM_FOLLOWED
 
 
-def test_ctrl_c_while_sbatch_submits_takes_effect_once_the_array_is_known(tmp_path):
+def test_ctrl_c_while_sbatch_submits_takes_effect_once_the_array_is_known(tmp_path, start_script):
     asked = tmp_path / "sbatch-asked"
     # a slow controller: sbatch answers a second after it was called
-    last = interrupted_slurm_runner(tmp_path, f"touch {asked}; sleep 1; echo 'Submitted batch job 12345'",
+    last = interrupted_slurm_runner(start_script, tmp_path,
+                                    f"touch {asked}; sleep 1; echo 'Submitted batch job 12345'",
                                     lambda stderr: asked.exists())
     assert last == SLURM_FOLLOWED
 
 
-def test_ctrl_c_that_also_stops_sbatch_says_how_to_find_out_whether_it_submitted(tmp_path):
+def test_ctrl_c_that_also_stops_sbatch_says_how_to_find_out_whether_it_submitted(tmp_path, start_script):
     asked = tmp_path / "sbatch-asked"
-    last = interrupted_slurm_runner(tmp_path, f"touch {asked}; sleep 30; echo 'Submitted batch job 12345'",
+    last = interrupted_slurm_runner(start_script, tmp_path,
+                                    f"touch {asked}; sleep 30; echo 'Submitted batch job 12345'",
                                     lambda stderr: asked.exists(), group=True)
     assert last == ("interrupted while sbatch was submitting the job array: `squeue --me --name "
                     "run-table` lists it if sbatch took it before it stopped (`scancel` cancels it); "
                     "the same command submits what is unfinished")
 
 
-def test_an_sbatch_refusal_is_one_line_quoting_sbatch_and_leaves_no_submission_files(tmp_path):
+def test_an_sbatch_refusal_is_one_line_quoting_sbatch_and_leaves_no_submission_files(tmp_path, run_script):
     env = fake_tools(tmp_path / "bin", srun="exit 1", sbatch=(
         "echo 'sbatch: error: invalid partition specified: nosuch' >&2; "
         "echo 'sbatch: error: Batch job submission failed: Invalid partition name specified' >&2; exit 1"))
     data = tmp_path / "data"
-    done = subprocess.run(table_command(data, "--launcher", "slurm", "--partition", "nosuch", runs=1),
-                          cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    done = run_script("run-table.py",
+                      *table_arguments(data, "--launcher", "slurm", "--partition", "nosuch", runs=1),
+                      timeout=120, env=env)
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == (
         "run-table.py: error: sbatch did not submit the job array: invalid partition specified: "
@@ -522,21 +526,21 @@ def test_pending_reasons_are_shown_as_they_change_and_a_never_starting_array_is_
     monkeypatch.setattr(os, "environ", fake_tools(tmp_path / "bin", scancel=f'echo "$@" > {cancelled}'))
     waiting = {f"7_{index}": (None, spec) for index, spec in enumerate(specs)}
     stream, shown = io.StringIO(), {}
-    progress = launchers.Progress(3, stream=stream)
-    launchers.show_pending({"7_0": "None", "7_1": "None", "7_2": "None"}, waiting, shown, progress)
-    launchers.show_pending({"7_0": "Priority", "7_1": "Priority", "7_2": "Priority"}, waiting, shown,
-                           progress)
-    launchers.show_pending({"7_1": "Priority", "7_2": "Resources"}, waiting, shown, progress)  # 7_0 runs
-    launchers.show_pending({"7_0": "BeginTime", "7_1": "Priority", "7_2": "Resources"}, waiting, shown,
-                           progress)  # 7_0 was requeued
+    progress = Progress(3, stream=stream)
+    slurm.show_pending({"7_0": "None", "7_1": "None", "7_2": "None"}, waiting, shown, progress)
+    slurm.show_pending({"7_0": "Priority", "7_1": "Priority", "7_2": "Priority"}, waiting, shown,
+                       progress)
+    slurm.show_pending({"7_1": "Priority", "7_2": "Resources"}, waiting, shown, progress)  # 7_0 runs
+    slurm.show_pending({"7_0": "BeginTime", "7_1": "Priority", "7_2": "Resources"}, waiting, shown,
+                       progress)  # 7_0 was requeued
     assert stream.getvalue().splitlines() == [
         "pending  Baseline 10-0.1 run0, A_W_S 10-0.1 run0, A 10-0.1 run0: Priority (other jobs go first)",
         "pending  A 10-0.1 run0: Resources (waiting for free cores, memory or GPUs)",
         "pending  Baseline 10-0.1 run0: BeginTime (a requeued task waits about two minutes before it "
         "starts again)"]
     assert not cancelled.exists()
-    with pytest.raises(launchers.NeverStarts) as error:
-        launchers.show_pending({"7_1": "PartitionConfig", "7_2": "PartitionConfig"}, waiting, shown, progress)
+    with pytest.raises(slurm.NeverStarts) as error:
+        slurm.show_pending({"7_1": "PartitionConfig", "7_2": "PartitionConfig"}, waiting, shown, progress)
     progress.close()
     assert stream.getvalue().splitlines()[-1] == "pending  A_W_S 10-0.1 run0, A 10-0.1 run0: PartitionConfig"
     assert cancelled.read_text() == "--state=PENDING 7\n"
@@ -553,18 +557,18 @@ def test_pending_reasons_are_shown_as_they_change_and_a_never_starting_array_is_
     ("PartitionNodeLimit", False), ("ReqNodeNotAvail, Reserved for maintenance", False),
     ("AssocGrpCpuLimit", False), ("QOSMaxJobsPerUserLimit", False), ("JobHeldUser", False)])
 def test_only_reasons_that_no_waiting_ends_stop_the_runner(reason, never):
-    assert bool(launchers.NEVER_STARTS.fullmatch(reason)) is never
+    assert bool(slurm.NEVER_STARTS.fullmatch(reason)) is never
 
 
 # ----------------------------------------------------------------------------- pieces
 
 def test_gpu_slots_pin_each_worker_to_its_group_of_gpus():
-    slots = launchers.local_slots(0, [0, 1, 2, 3], per_gpu=2, gpus_per_run=2)
+    slots = local.local_slots(0, [0, 1, 2, 3], per_gpu=2, gpus_per_run=2)
     assert [slot["CUDA_VISIBLE_DEVICES"] for slot in slots] == ["0,1", "0,1", "2,3", "2,3"]
-    assert [s["CUDA_VISIBLE_DEVICES"] for s in launchers.local_slots(0, [4, 6], per_gpu=3)] == \
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in local.local_slots(0, [4, 6], per_gpu=3)] == \
         ["4"] * 3 + ["6"] * 3
     with pytest.raises(UsageError, match="does not divide"):
-        launchers.local_slots(0, [0, 1, 2], gpus_per_run=2)
+        local.local_slots(0, [0, 1, 2], gpus_per_run=2)
 
 
 @pytest.mark.parametrize("cpus, gpus, threads", [(8, 2, "4"), (8, 1, "8"), (6, 4, "1"), (3, 8, "1")])
@@ -574,10 +578,10 @@ def test_a_slurm_task_on_several_gpus_shares_its_cores_among_its_ranks(tmp_path,
     started = []
 
     def start_run(spec, environment, gpus_per_run=1):
-        started.append((environment, launchers.run_command(spec, gpus_per_run)))
+        started.append((environment, processes.run_command(spec, gpus_per_run)))
         return types.SimpleNamespace(poll=lambda: 0, wait=lambda: 0, returncode=0, pid=0)
-    monkeypatch.setattr(launchers, "start_run", start_run)
-    launchers.TableJob(cpus, gpus)(spec)
+    monkeypatch.setattr(slurm, "start_run", start_run)
+    slurm.TableJob(cpus, gpus)(spec)
     [(environment, command)] = started
     # every rank gets this environment: the task's cpus_per_task threads in all
     assert environment == {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
@@ -596,7 +600,7 @@ def test_the_local_launcher_forks_with_no_other_thread_and_the_child_looks_nothi
     # workers in CI) are not the launcher's; run-table.py starts with the main thread alone
     earlier = [thread.name for thread in threading.enumerate()]
     [spec] = sweep.expand("DIGITS", str(tmp_path), ["Baseline"], ["10-0.1"], 1, ["--epochs", "1"])
-    progress = launchers.Progress(1, stream=io.StringIO())  # as run-table.py, before the runs
+    progress = Progress(1, stream=io.StringIO())  # as run-table.py, before the runs
     seen = {}
     real_popen = subprocess.Popen
 
@@ -604,8 +608,8 @@ def test_the_local_launcher_forks_with_no_other_thread_and_the_child_looks_nothi
         seen["threads"] = [thread.name for thread in threading.enumerate()]
         seen["preexec"] = options["preexec_fn"]
         return real_popen([sys.executable, "-c", "pass"], **options)
-    monkeypatch.setattr(launchers.subprocess, "Popen", popen)
-    assert launchers.start_run(spec, {}).wait() == 0
+    monkeypatch.setattr(processes.subprocess, "Popen", popen)
+    assert processes.start_run(spec, {}).wait() == 0
     progress.close()
     assert "MainThread" in earlier
     assert seen["threads"] == earlier  # neither the progress bar nor the launcher added one
@@ -630,17 +634,17 @@ def test_the_local_launcher_forks_with_no_other_thread_and_the_child_looks_nothi
 
 
 def test_cpu_slots_share_the_cores():
-    cores = launchers.cpu_threads()
-    slots = launchers.local_slots(2)
+    cores = processes.cpu_threads()
+    slots = local.local_slots(2)
     assert len(slots) == 2 and all(s["OMP_NUM_THREADS"] == str(max(1, cores // 2)) for s in slots)
     assert "CUDA_VISIBLE_DEVICES" not in slots[0]
 
 
 def test_the_command_of_a_run_on_several_gpus_is_torchrun_of_implicit_augment():
     [spec] = sweep.expand("DIGITS", "d", ["A_W_S"], ["10-0.1"], 1, ["--epochs", "5"])
-    assert launchers.run_command(spec, 1) == [sys.executable, str(REPO / "implicit-augment.py"),
+    assert processes.run_command(spec, 1) == [sys.executable, str(REPO / "implicit-augment.py"),
                                               *spec.arguments]
-    assert launchers.run_command(spec, 4) == [
+    assert processes.run_command(spec, 4) == [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4",
         str(REPO / "implicit-augment.py"), "--data", "d", "--dataset", "DIGITS", "-r", "run0",
         "-ir", "10", "-nr", "0.1", "--aug-model", "SEP", "--los-model", "BOTH", "--hyper-opt", "HES",
@@ -683,8 +687,6 @@ def test_expansion_is_runs_then_settings_then_configurations_with_the_paper_colu
     (["--runs", "0"], "--runs must be at least 1, got 0"),
 ])
 def test_bad_options_are_one_line_before_anything_starts(tmp_path, capsys, flags, message):
-    import runpy
-    get_args = runpy.run_path(str(SCRIPT))["get_args"]
     with pytest.raises(SystemExit) as exit_code:
         get_args(["--dataset", "DIGITS", "--data", str(tmp_path), *flags])
     assert exit_code.value.code == 2
@@ -723,14 +725,13 @@ def test_slow_make_run_shows_a_w_s_beating_the_baseline_and_resumes_to_nothing(t
     assert again.stdout == done.stdout
 
 
-def test_a_folder_dataset_table_goes_under_its_folder_name(tmp_path):
+def test_a_folder_dataset_table_goes_under_its_folder_name(tmp_path, run_script):
     from tests.test_folder import make_folder
     root = make_folder(tmp_path / "shapes", counts={"train": 12, "valid": 4, "test": 4})
     data = tmp_path / "runs"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--dataset", "folder", "--data-dir", str(root),
-                           "--configs", "Baseline", "--settings", "1-0.3", "--runs", "1",
-                           "--epochs", "1", "--no-cuda", "--data", str(data)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = run_script("run-table.py", "--dataset", "folder", "--data-dir", root, "--configs", "Baseline",
+                      "--settings", "1-0.3", "--runs", "1", "--epochs", "1", "--no-cuda", "--data", data,
+                      timeout=300)
     assert done.returncode == 0, done.stderr
     [spec] = sweep.expand("folder", str(data), ["Baseline"], ["1-0.3"], 1,
                           ["--data-dir", str(root), "--epochs", "1", "--no-cuda"])

@@ -3,26 +3,22 @@ training does: exit 143 with the line that says how to continue, and, once a res
 run's state is loaded, an "interrupted" results file that agrees with its last_ checkpoint.
 The signal is delivered by the process to itself at the step."""
 import hashlib
-import importlib.util
 import os
 import signal
 from pathlib import Path
 
 import pytest
 
+from custom_cli import train
 from custom_runs import builders, run_files, run_state, set_up
 from custom_common.signals import deferred_stops
 
-SCRIPT = Path(__file__).resolve().parents[1] / "implicit-augment.py"
 NAME = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
 
 
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("implicit_augment_stops", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return train
 
 
 # the module whose function each step is (the run calls them through their modules)

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from custom_reports import table_formats, tables
-from custom_runs import run_files, sweep
+from custom_runs import run_files
+from custom_runs.table import sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "run-table.py"

@@ -1,26 +1,21 @@
 """The tests' stop points (custom_runs/stop_points.py): STOP_RUN_AT makes a run stop itself
 at exactly the epoch and batch, or the set-up step, it names, and on the rank it names."""
-import importlib.util
 import signal
-from pathlib import Path
 
 import pytest
 
+from custom_cli import train
 from custom_runs import run_files, stop_points
 from custom_runs.experiment import Experiment
 from custom_common.errors import UsageError
 
-SCRIPT = Path(__file__).resolve().parents[1] / "implicit-augment.py"
 NAME = run_files.run_name("resnet18", "NONE", "NONE", "NONE", 1, 1.0, 0.0)
 
 
 @pytest.fixture
 def cli(monkeypatch):
-    spec = importlib.util.spec_from_file_location("implicit_augment_stop_points", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    return module
+    return train
 
 
 @pytest.mark.parametrize("value, point, action, rank", [

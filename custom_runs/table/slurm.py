@@ -1,284 +1,30 @@
-"""Launchers of a table of runs (custom_runs/sweep.py): local worker slots (CPU threads or
-GPUs, CUDA_VISIBLE_DEVICES per slot) or one Slurm job array through submitit.
+"""The Slurm launcher: a table's unfinished cells as one job array through submitit (or
+submitit's local executor), each task one run that is requeued on pre-emption, and the
+array followed to its end, with sacct or, where a cluster has no accounting, with squeue
+and the cells' results files.
 
-Every run is `implicit-augment.py ... --resume` in a process of its own, its stdout and
-stderr appended to run_files.run_log_path, so a launcher never needs to know how far a run
-got: starting it again finishes it, and a finished cell is skipped without a process.
+Every run is `implicit-augment.py ... --resume` in a process of its own (processes.py), so a
+task never needs to know how far its run got: starting it again finishes it.
 """
 import contextlib
-import ctypes
-import functools
 import io
-import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import submitit
-from tqdm import tqdm
 
 from custom_common.errors import UsageError
-from custom_common.signals import deferred_stops, signals_blocked
-from custom_runs.sweep import RunSpec
+from custom_common.signals import signals_blocked
+from custom_runs.table.outcomes import (FAILED, FINISHED, Outcome, before_start, failure_reason,
+                                        outcome_of)
+from custom_runs.table.processes import start_run, stop_from_handler, thread_environment
+from custom_runs.table.sweep import RunSpec
 
-SCRIPT = Path(__file__).resolve().parent.parent / "implicit-augment.py"
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-# what a cell ends as
-FINISHED, SKIPPED, FAILED, ELSEWHERE = "finished", "skipped", "failed", "running elsewhere"
-
-
-@dataclass
-class Outcome:
-    title: str
-    state: str
-    detail: str = ""  # failed: the log and its last line; elsewhere: who holds the lock
-
-
-def run_command(spec: RunSpec, gpus_per_run: int = 1) -> List[str]:
-    """The run's command: implicit-augment.py, or with several GPUs per run one process per
-    GPU under torchrun (`python -m torch.distributed.run` is torchrun without relying on
-    the script being on PATH)."""
-    if gpus_per_run > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node", str(gpus_per_run), str(SCRIPT), *spec.arguments]
-    return [sys.executable, str(SCRIPT), *spec.arguments]
-
-
-@functools.lru_cache(maxsize=None)
-def _libc_prctl() -> Optional[Callable]:
-    """libc's prctl, looked up once, in the launcher: never in a child between fork and exec."""
-    if sys.platform != "linux":
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-def _die_with_parent(parent_pid: int) -> Optional[Callable[[], None]]:
-    """preexec_fn: the run gets SIGTERM (saved and stopped like a pre-emption) when the
-    launcher dies in any way, kill -9 included, so no orphan keeps training and holding
-    the configuration's lock. Linux only; elsewhere the runs outlive a killed launcher and
-    the next start reports them as running elsewhere until they end. Between fork and exec
-    the child makes only the prctl, getppid and kill calls: everything else (the lookup of
-    prctl, the signal's number) is done here, in the parent."""
-    prctl, terminate = _libc_prctl(), int(signal.SIGTERM)
-    if prctl is None:
-        return None
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, terminate, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the launcher died before the prctl
-            os.kill(os.getpid(), terminate)
-    return preexec
-
-
-def start_run(spec: RunSpec, environment: Dict[str, str], gpus_per_run: int = 1,
-              outside_terminal_group: bool = False) -> subprocess.Popen:
-    """Starts the run with its output appended to its log (every attempt, with a header).
-    `outside_terminal_group`: outside the launcher's process group (setsid), so that a
-    terminal's Ctrl-C (SIGINT to the whole foreground group) reaches the launcher alone,
-    which then stops each run with one signal. Not for a Slurm task: a cluster that tracks a task's processes by
-    their process group (proctrack/pgid) would lose the run."""
-    command = run_command(spec, gpus_per_run)
-    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(spec.log_path, "a") as log:
-        placement = " ".join(f"{key}={value}" for key, value in sorted(environment.items()))
-        log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}"
-                  f"{' ' + placement if placement else ''}: {' '.join(command)}\n")
-        log.flush()
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **environment}, start_new_session=outside_terminal_group,
-                                preexec_fn=_die_with_parent(os.getpid()))
-
-
-def failure_reason(log: Path) -> str:
-    """What the last attempt in a run's log said last: its "implicit-augment.py: error: …"
-    (which may span lines, e.g. a library's message) joined into one line, else its last line."""
-    try:
-        attempt = log.read_text(errors="replace").rsplit("\n=== ", 1)[-1]
-    except OSError:
-        return ""
-    # a progress bar's carriage returns leave its last state on the line
-    lines = [line.split("\r")[-1].strip() for line in attempt.splitlines()]
-    lines = [line for line in lines if line]
-    errors = [index for index, line in enumerate(lines) if ": error: " in line]
-    if errors:
-        return " ".join(lines[errors[-1]:])
-    return lines[-1] if lines else ""
-
-
-def outcome_of(spec: RunSpec, returncode: int) -> Outcome:
-    """What an ended run means for its cell."""
-    if returncode == 0 and spec.is_finished():
-        return Outcome(spec.title, FINISHED)
-    holder = spec.running_elsewhere()
-    if holder:  # it lost the race for the lock: another launcher or a user's own command
-        return Outcome(spec.title, ELSEWHERE, holder)
-    return Outcome(spec.title, FAILED,
-                   f"exit status {returncode}, log {spec.log_path}: {failure_reason(spec.log_path)}")
-
-
-def before_start(spec: RunSpec) -> Optional[Outcome]:
-    """A cell that needs no process: finished already, or trained by another live process."""
-    if spec.is_finished():
-        return Outcome(spec.title, SKIPPED)
-    holder = spec.running_elsewhere()
-    if holder:
-        return Outcome(spec.title, ELSEWHERE, holder)
-    return None
-
-
-class Progress:
-    """Cells done / running / failed / skipped: a tqdm bar on a terminal, one plain line per
-    event otherwise (a log file, a CI job)."""
-
-    def __init__(self, total: int, stream=None):
-        self.stream = stream or sys.stderr
-        self.counts = {FINISHED: 0, SKIPPED: 0, FAILED: 0, ELSEWHERE: 0}
-        self.running = 0
-        self.started_at: Dict[str, float] = {}
-        interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
-        # no monitor thread (tqdm starts one with its first bar, even a disabled one): the
-        # local launcher forks its runs with a preexec_fn, safe only in a one-thread process
-        tqdm.monitor_interval = 0
-        self.bar = tqdm(total=total, file=self.stream, unit="run", dynamic_ncols=True,
-                        disable=not interactive)
-
-    def _say(self, text: str) -> None:
-        if self.bar.disable:
-            print(text, file=self.stream, flush=True)
-        else:
-            self.bar.write(text, file=self.stream)
-        self.bar.set_postfix_str(self.summary(), refresh=True)
-
-    def summary(self) -> str:
-        return (f"{self.counts[FINISHED] + self.counts[SKIPPED]} done ({self.counts[SKIPPED]} "
-                f"skipped), {self.running} running, {self.counts[FAILED]} failed"
-                + (f", {self.counts[ELSEWHERE]} running elsewhere" if self.counts[ELSEWHERE] else ""))
-
-    def started(self, spec: RunSpec) -> None:
-        self.running += 1
-        self.started_at[spec.title] = time.monotonic()
-        self._say(f"started  {spec.title} (log {spec.log_path})")
-
-    def ended(self, outcome: Outcome) -> None:
-        if outcome.title in self.started_at:
-            self.running -= 1
-            seconds = time.monotonic() - self.started_at.pop(outcome.title)
-            took = f" after {seconds:.0f} s"
-        else:
-            took = ""
-        self.counts[outcome.state] += 1
-        self.bar.update(1)
-        detail = f": {outcome.detail}" if outcome.detail else ""
-        self._say(f"{outcome.state:<8} {outcome.title}{took}{detail}")
-
-    def pending(self, titles: Sequence[str], reason: str) -> None:
-        """Why Slurm keeps these cells' tasks waiting (squeue's reason), said as it changes."""
-        named = ", ".join(titles[:3]) + (f" and {len(titles) - 3} more" if len(titles) > 3 else "")
-        meaning = f" ({WAITING_MEANS[reason]})" if reason in WAITING_MEANS else ""
-        self._say(f"pending  {named}: {reason}{meaning}")
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-# ----------------------------------------------------------------------------- local
-
-def cpu_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def thread_environment(threads: int) -> Dict[str, str]:
-    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-
-
-def local_slots(jobs: int, gpus: Sequence[int] = (), per_gpu: int = 1,
-                gpus_per_run: int = 1) -> List[Dict[str, str]]:
-    """One environment per worker. CPU: `jobs` workers sharing the cores. GPUs: `per_gpu`
-    workers on each group of `gpus_per_run` of the listed GPUs (CUDA_VISIBLE_DEVICES)."""
-    if not gpus:
-        if jobs < 1:
-            raise UsageError(f"--jobs must be at least 1, got {jobs}")
-        return [thread_environment(max(1, cpu_threads() // jobs)) for _ in range(jobs)]
-    if per_gpu < 1 or gpus_per_run < 1:
-        raise UsageError("--per-gpu and --gpus-per-run must be at least 1")
-    if len(gpus) % gpus_per_run:
-        raise UsageError(f"--gpus-per-run {gpus_per_run} does not divide the {len(gpus)} GPUs of "
-                         f"--gpus into groups; list a multiple of {gpus_per_run} GPUs")
-    groups = [gpus[start:start + gpus_per_run] for start in range(0, len(gpus), gpus_per_run)]
-    threads = max(1, cpu_threads() // (len(groups) * per_gpu * gpus_per_run))
-    return [{**thread_environment(threads), "CUDA_VISIBLE_DEVICES": ",".join(map(str, group))}
-            for group in groups for _ in range(per_gpu)]
-
-
-def run_local(specs: Sequence[RunSpec], slots: List[Dict[str, str]], progress,
-              gpus_per_run: int = 1, poll_s: float = 0.2) -> List[Outcome]:
-    """Runs the cells on the slots, one run per slot at a time. One thread polls the
-    processes (preexec_fn is only safe without other threads). Ctrl-C / SIGTERM stop the
-    runs (each saves and says how to resume) and propagate as KeyboardInterrupt.
-
-    A run gets exactly one stop, from here: it is not in the terminal's foreground process
-    group (start_run's outside_terminal_group), and a second Ctrl-C waits until the runs have ended.
-    A second signal that lands while a run handles the first can end it before its results
-    file says "interrupted" (it would keep saying "running")."""
-    pending = list(specs)
-    outcomes: List[Outcome] = []
-    running: Dict[int, tuple] = {}  # slot -> (spec, process)
-    try:
-        while pending or running:
-            for slot, environment in enumerate(slots):
-                while slot not in running and pending:
-                    spec = pending.pop(0)
-                    outcome = before_start(spec)
-                    if outcome is not None:
-                        outcomes.append(outcome)
-                        progress.ended(outcome)
-                        continue
-                    running[slot] = (spec, start_run(spec, environment, gpus_per_run,
-                                                     outside_terminal_group=True))
-                    progress.started(spec)
-            time.sleep(poll_s)
-            for slot, (spec, process) in list(running.items()):
-                if process.poll() is not None:
-                    del running[slot]
-                    outcome = outcome_of(spec, process.returncode)
-                    outcomes.append(outcome)
-                    progress.ended(outcome)
-    except KeyboardInterrupt:
-        with deferred_stops():
-            stop_processes([process for _, process in running.values()])
-        raise
-    return outcomes
-
-
-def stop_processes(processes: Sequence[subprocess.Popen], grace_s: float = 60.0) -> None:
-    """SIGTERM (the run saves its epoch and exits), then SIGKILL after `grace_s`."""
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    deadline = time.monotonic() + grace_s
-    for process in processes:
-        try:
-            process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-# ----------------------------------------------------------------------------- Slurm (submitit)
 
 class TableJob(submitit.helpers.Checkpointable):
     """One task of the job array: one cell, to its end. Resubmitted unchanged on pre-emption
@@ -323,31 +69,6 @@ class TableJob(submitit.helpers.Checkpointable):
 def preemption_signal() -> signal.Signals:
     """The signal submitit's jobs take as pre-emption or time-out (USR2 unless configured)."""
     return signal.Signals[f"SIG{submitit.JobEnvironment.USR_SIG}"]
-
-
-def has_exited(process: subprocess.Popen) -> bool:
-    """Whether the process has ended, without reaping it (WNOWAIT): Popen.poll() still can."""
-    if process.returncode is not None:
-        return True
-    try:
-        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:  # reaped by a poll() this handler interrupted
-        return True
-
-
-def stop_from_handler(process: subprocess.Popen, grace_s: float) -> None:
-    """stop_processes for a signal handler: SIGTERM (the run saves its epoch and exits), then
-    SIGKILL after `grace_s`, watching with has_exited (no Popen lock, no reaping, so no pid is
-    signalled after it could have been reused)."""
-    if has_exited(process):
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while not has_exited(process):
-        if time.monotonic() > deadline:
-            os.kill(process.pid, signal.SIGKILL)
-            deadline = float("inf")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -425,11 +146,6 @@ def submit_array(specs: Sequence[RunSpec], executor, options: SlurmOptions):
         raise SubmissionFailed(sbatch_refusal(error)) from None
     return jobs, todo
 
-
-# squeue reasons of a pending task (%r) that the runner explains as it shows them
-WAITING_MEANS = {"Priority": "other jobs go first", "Resources": "waiting for free cores, memory or GPUs",
-                 "JobArrayTaskLimit": "--array-parallelism tasks run at a time",
-                 "BeginTime": "a requeued task waits about two minutes before it starts again"}
 
 # Reasons that no waiting ends: the request itself exceeds what the partition's nodes have
 # (PartitionConfig: more cores, memory or nodes than it has, on a cluster that does not

@@ -1,7 +1,7 @@
 """A table of runs as data: configurations x IR-NR settings x run folders, each one
 implicit-augment.py command (with --resume, so that every run is idempotent and safe to
 start again after any interruption). run-table.py expands its options here and hands the
-list to a launcher (custom_runs/launchers.py)."""
+list to a launcher (local.py or slurm.py beside this module)."""
 import argparse
 import contextlib
 import io
