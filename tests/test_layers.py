@@ -177,3 +177,32 @@ def test_an_import_of_a_higher_layer_and_a_circle_are_both_found(tmp_path):
     assert layer_violations(tmp_path) == ["custom_datasets/sources.py:6 imports custom_runs.run_files"]
     assert import_cycles(tmp_path) == [["custom_datasets.folder", "custom_datasets.sources"]]
     assert import_graph(tmp_path)["custom_runs.run_files"] == {"custom_common.settings": 1}
+
+
+# a module a newcomer reads in one sitting: past this, it holds more than one concern
+MAX_MODULE_LINES = 450
+
+
+def long_modules(root: Path) -> List[str]:
+    """'path: lines' of every Python file outside tests/ (the packages, bench/, the scripts)
+    longer than MAX_MODULE_LINES."""
+    files = [path for path in root.rglob("*.py")
+             if not {"tests", ".venv", "build", ".git"} & set(path.relative_to(root).parts)]
+    lengths = {path: len(path.read_text().splitlines()) for path in files}
+    return [f"{path.relative_to(root)}: {lines}" for path, lines in sorted(lengths.items())
+            if lines > MAX_MODULE_LINES]
+
+
+def test_no_module_outside_the_tests_is_longer_than_the_limit():
+    assert long_modules(ROOT) == []
+
+
+def test_a_long_module_is_found_wherever_it_lies(tmp_path):
+    write_tree(tmp_path, {
+        "custom_runs/table/local.py": "x = 1\n" * (MAX_MODULE_LINES + 1),
+        "bench/short.py": "x = 1\n" * MAX_MODULE_LINES,
+        "tests/test_long.py": "x = 1\n" * 1000,
+        "run-table.py": "x = 1\n" * 500,
+    })
+    assert long_modules(tmp_path) == [f"custom_runs/table/local.py: {MAX_MODULE_LINES + 1}",
+                                      "run-table.py: 500"]
