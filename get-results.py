@@ -10,9 +10,12 @@ run folder (docs/files.md; their format is in custom_runs/run_files.py);
 see custom_reports/ (run_reading.py, configuration_report.py, tables.py). The parser and
 main are custom_cli/results.py.
 """
+import argparse
 import sys
 
-from custom_cli.results import get_args, main
+from custom_cli.results import build_parser, main, parse
 
 if __name__ == "__main__":
-    sys.exit(main(get_args()))
+    # the options, their defaults and help: custom_cli/results.py
+    parser: argparse.ArgumentParser = build_parser()
+    sys.exit(main(parse(parser)))

@@ -9,10 +9,12 @@ One configuration on N processes (GPUs, or CPU processes with --no-cuda):
 
     torchrun --nproc_per_node N implicit-augment.py <the same flags>
 """
+import argparse
 import sys
 
-from custom_cli.train import get_args, main
-
+from custom_cli.train import build_parser, main, parse
 
 if __name__ == "__main__":
-    sys.exit(main(get_args()))
+    # the options, their defaults and help: custom_cli/train.py
+    parser: argparse.ArgumentParser = build_parser()
+    sys.exit(main(parse(parser)))

@@ -11,10 +11,12 @@ continues, so the same command after any interruption finishes the table. Option
 script does not know (--epochs, --model, --no-cuda, -sr, --hyper-start, ...) are passed
 on to every run. See custom_runs/table/ (sweep.py, local.py, slurm.py).
 """
+import argparse
 import sys
 
-from custom_cli.table import get_args, main
-
+from custom_cli.table import build_parser, main, parse
 
 if __name__ == "__main__":
-    sys.exit(main(get_args()))
+    # the options, their defaults and help: custom_cli/table.py
+    parser: argparse.ArgumentParser = build_parser()
+    sys.exit(main(parse(parser)))

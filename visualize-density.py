@@ -9,9 +9,12 @@ Figures go to --out as PNG and PDF; t-SNE embeddings are cached in --out/cache/,
 so drawing again is instant. See custom_reports/figures.py (and embeddings.py, learned.py,
 drawing.py); the parser and main are custom_cli/visualize.py.
 """
+import argparse
 import sys
 
-from custom_cli.visualize import get_args, main
+from custom_cli.visualize import build_parser, main, parse
 
 if __name__ == "__main__":
-    sys.exit(main(get_args()))
+    # the options, their defaults and help: custom_cli/visualize.py
+    parser: argparse.ArgumentParser = build_parser()
+    sys.exit(main(parse(parser)))

@@ -28,7 +28,8 @@ from custom_runs.options import (HYPER_OPTIMIZERS, OneLineErrorParser,
 from custom_transforms.augment_models import AUGMENT_MODELS
 
 
-def get_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options, defaults and help."""
     parser = OneLineErrorParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -90,6 +91,12 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--out", default=None, metavar="DIR",
         help="--suspects: write the CSV and grid to DIR (default: the run folder)")
     add("--no-cuda", action="store_true", help="--suspects: run the network on the CPU")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """The command line (`argv`, default: sys.argv) read by `parser`, checked: a bad
+    option or an impossible setting is one error line and exit 2."""
     args = parser.parse_args(argv)
     # usage errors exit 2, as argparse's own do
     if args.table and args.suspects is not None:
@@ -109,6 +116,11 @@ def get_args(argv=None) -> argparse.Namespace:
     except UsageError as error:
         parser.error(str(error))
     return args
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    """build_parser, then parse: the checked options of `argv`."""
+    return parse(build_parser(), argv)
 
 
 def main(args: argparse.Namespace) -> int:

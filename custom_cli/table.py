@@ -29,7 +29,8 @@ from custom_runs.options import (OneLineErrorParser, at_least_one, check_all,
                                  check_data_folder, not_negative)
 
 
-def get_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options, defaults and help."""
     # no abbreviations: an option this script does not know goes on to implicit-augment.py
     # whole, even where it begins like one of ours (--gpu and --gpus)
     parser = OneLineErrorParser(prog="run-table.py", description=__doc__, allow_abbrev=False,
@@ -77,6 +78,12 @@ def get_args(argv=None):
     slurm.add_argument("--qos", default=None, help="Slurm QOS (default: none)")
     slurm.add_argument("--no-wait", action="store_true",
                        help="submit and return instead of showing progress until the array ends")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """The command line (`argv`, default: sys.argv) read by `parser`, checked: a bad
+    option or an impossible setting is one error line and exit 2."""
     args, pass_through = parser.parse_known_args(argv)
     try:
         check(args, pass_through)
@@ -86,6 +93,11 @@ def get_args(argv=None):
     except UsageError as error:
         parser.error(str(error))
     return args
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    """build_parser, then parse: the checked options of `argv`."""
+    return parse(build_parser(), argv)
 
 
 def check(args, pass_through) -> None:

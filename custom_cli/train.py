@@ -18,15 +18,27 @@ from custom_runs.options import OneLineErrorParser, add_training_arguments, reso
 from custom_runs.run_files import SaveFailed, UnreadableFile
 
 
-def get_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options, defaults and help."""
     # every help text states its own default
     parser = OneLineErrorParser(description=__doc__.split("\n\n")[0])
     add_training_arguments(parser)
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """The command line (`argv`, default: sys.argv) read by `parser`, checked: a bad
+    option or an impossible setting is one error line and exit 2."""
     args = parser.parse_args(argv)
     try:
         return resolve(args)
     except UsageError as error:
         parser.error(str(error))
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    """build_parser, then parse: the checked options of `argv`."""
+    return parse(build_parser(), argv)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -27,7 +27,8 @@ from custom_runs.options import (OneLineErrorParser, add_data_dir_argument,
                                  policy_variant_items)
 
 
-def get_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options, defaults and help."""
     parser = OneLineErrorParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -68,6 +69,12 @@ def get_args(argv=None) -> argparse.Namespace:
     add("--workers", type=int, default=4, help="DataLoader workers, ImageNet only (default: 4)")
     add("--gpu", type=int, default=0, help="CUDA device for the features (default: 0)")
     add("--no-cuda", action="store_true", help="compute features on the CPU even if CUDA is available")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """The command line (`argv`, default: sys.argv) read by `parser`, checked: a bad
+    option or an impossible setting is one error line and exit 2."""
     args = parser.parse_args(argv)
     try:
         check_run_selection(args)
@@ -82,6 +89,11 @@ def get_args(argv=None) -> argparse.Namespace:
     except UsageError as error:
         parser.error(str(error))
     return args
+
+
+def get_args(argv=None) -> argparse.Namespace:
+    """build_parser, then parse: the checked options of `argv`."""
+    return parse(build_parser(), argv)
 
 
 def feature_device(args: argparse.Namespace) -> torch.device:
